@@ -1,0 +1,106 @@
+"""create_app(settings): routes, middlewares, and a cleanup_ctx for every resource."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import AsyncIterator
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from . import context
+from .auth.tokens import build_authenticator, parse_authorization
+from .config import Settings
+from .db import create_pool
+from .db.migrate import migrate
+from .errors import error_middleware
+from .handlers import meta
+from .handlers.common import IDENTITY
+from .metrics import Metrics
+from .storage import BucketMapping, open_object_store
+
+log = logging.getLogger("sagestore")
+
+# Requests with large bodies stream; this only caps what request.json()/post() may buffer.
+CLIENT_MAX_SIZE = 2 * 2**20
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Method, path without query string (it may hold signatures), status, size, time, user.
+    Never headers: they carry tokens."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, elapsed: float) -> None:
+        identity = request.get(IDENTITY)
+        user = identity.user if identity is not None and identity.user else "-"
+        self.logger.info('%s "%s %s" %s %s %.3fs user=%s', request.remote, request.method, request.path,
+                         response.status, response.body_length, elapsed, user)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):
+    token = parse_authorization(request.headers.get("Authorization"))
+    if token is not None:
+        request[IDENTITY] = await request.app[context.AUTH].authenticate(token)
+    return await handler(request)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler):
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as error:
+        status = error.status
+        raise
+    finally:
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        request.app[context.METRICS].requests.labels(request.method, route, str(status)).observe(
+            time.monotonic() - started)
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[context.SETTINGS]
+    pool = await create_pool(settings.database_url, settings.db_pool_size)
+    try:
+        await migrate(pool)
+        app[context.DB] = pool
+        yield
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[context.SETTINGS]
+    mapping = BucketMapping(settings.s3_bucket_prefix, settings.s3_bucket_count, settings.s3_single_bucket)
+    async with open_object_store(endpoint=settings.s3_endpoint, access_key=settings.s3_access_key,
+                                 secret_key=settings.s3_secret_key, region=settings.s3_region,
+                                 part_size=settings.s3_part_size,
+                                 parts_in_flight=settings.s3_parts_in_flight) as store:
+        if settings.s3_create_buckets:
+            created = await store.ensure_buckets(mapping.all_s3_buckets())
+            if created:
+                log.info("created %d S3 buckets", created)
+        app[context.STORE] = store
+        app[context.MAPPING] = mapping
+        yield
+
+
+async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    authenticator = build_authenticator(app[context.SETTINGS])
+    app[context.AUTH] = authenticator
+    yield
+    await authenticator.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, metrics_middleware, auth_middleware],
+                          client_max_size=CLIENT_MAX_SIZE)
+    app[context.SETTINGS] = settings
+    app[context.METRICS] = Metrics()
+    app.cleanup_ctx.extend([auth_ctx, database_ctx, storage_ctx])
+    app.add_routes(meta.routes)
+    return app

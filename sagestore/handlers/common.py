@@ -1,0 +1,52 @@
+"""Helpers every handler uses: the caller's identity, JSON bodies, query flags."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..auth.identity import ANONYMOUS, Identity
+from ..errors import BadRequest
+
+IDENTITY: str = "sagestore.identity"
+
+
+def identity(request: web.Request) -> Identity:
+    return request.get(IDENTITY, ANONYMOUS)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """A JSON object body, or 400 saying what is wrong."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def query_flag(request: web.Request, name: str, default: bool = False) -> bool:
+    """?name, ?name=true/1/yes -> True; ?name=false/0/no -> False; anything else is 400."""
+    if name not in request.query:
+        return default
+    value = request.query[name].strip().lower()
+    if value in ("", "true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise BadRequest(f"query parameter {name!r} must be true or false, got {request.query[name]!r}")
+
+
+def query_int(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name!r} must be an integer") from None
+    if not minimum <= value <= maximum:
+        raise BadRequest(f"query parameter {name!r} must be between {minimum} and {maximum}")
+    return value

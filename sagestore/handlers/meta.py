@@ -1,0 +1,62 @@
+"""Service documents, health, readiness, metrics and the OpenAPI document."""
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from .. import context
+from ..openapi import openapi_document
+
+routes = web.RouteTableDef()
+
+
+@routes.route("*", "/")
+async def root(request: web.Request) -> web.Response:
+    return web.json_response({"id": "SAGE object store", "available_resources": ["api/v1/", "metrics/"]})
+
+
+@routes.route("*", "/api/v1/")
+async def api_root(request: web.Request) -> web.Response:
+    return web.json_response({"id": "SAGE object store", "available_resources": ["objects"]})
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when PostgreSQL answers a query and S3 answers for one of our buckets."""
+    app = request.app
+    checks: dict[str, str] = {}
+
+    async def check_db() -> None:
+        async with app[context.DB].acquire() as conn:
+            async with conn.cursor() as cur:
+                await cur.execute("SELECT 1")
+
+    async def check_s3() -> None:
+        await app[context.STORE].ping(app[context.MAPPING].all_s3_buckets()[0])
+
+    for name, check in (("postgres", check_db), ("s3", check_s3)):
+        try:
+            await asyncio.wait_for(check(), timeout=5)
+            checks[name] = "ok"
+        except Exception as error:  # noqa: BLE001 - readiness reports, it does not raise
+            checks[name] = f"unavailable: {type(error).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return web.json_response({"status": "ready" if ready else "unavailable", "checks": checks},
+                             status=200 if ready else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[context.METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+@routes.get("/api-docs")
+async def api_docs(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(request.app))

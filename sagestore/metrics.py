@@ -1,0 +1,25 @@
+"""Prometheus metrics, one registry per app (no module-level globals)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        # names of the Go server, kept for existing dashboards
+        self.bucket_creation_errors = Counter("sage_bucket_creation_errors", "Bucket creations that failed",
+                                              ["error"], registry=r)
+        self.bucket_creations = Counter("bucket_creation", "Buckets created", registry=r)
+        self.file_uploads = Counter("file_upload", "Files uploaded", registry=r)
+        self.bytes_uploaded = Counter("file_upload_byte_size", "Bytes uploaded", registry=r)
+        self.bytes_downloaded = Counter("file_download_byte_size", "Bytes downloaded", registry=r)
+        self.requests = Histogram("sagestore_http_request_duration_seconds", "HTTP request duration",
+                                  ["method", "route", "status"], registry=r,
+                                  buckets=(0.005, 0.02, 0.1, 0.5, 2, 10, 60, 600))
+        self.reaped = Counter("sagestore_uploads_reaped", "Expired uploads cleaned up", ["what"], registry=r)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

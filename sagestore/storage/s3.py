@@ -1,0 +1,419 @@
+"""The S3 layer: one aiobotocore client, streaming put/get, listing, multipart, presign.
+
+Everything takes a Location (physical bucket + key), produced by BucketMapping,
+so this module knows nothing of SAGE buckets, users or permissions.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+from .keys import Location
+
+MIN_PART_SIZE = 5 * 2**20
+MAX_PART_SIZE = 5 * 2**30
+MAX_PARTS = 10_000
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+def is_not_found(error: ClientError) -> bool:
+    return error_code(error) in ("404", "NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchBucket")
+
+@dataclass
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+    content_type: str = "application/octet-stream"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+@dataclass
+class ObjectStream:
+    """An open GET: the object's info, the byte range served, and the body chunks."""
+    info: ObjectInfo
+    content_length: int
+    content_range: str | None
+    body: Any
+
+    async def chunks(self, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.body.iter_chunks(size):
+                yield chunk
+        finally:
+            self.body.close()
+
+    def close(self) -> None:
+        self.body.close()
+
+@dataclass
+class ListPage:
+    contents: list[ObjectInfo]
+    common_prefixes: list[str]
+    is_truncated: bool
+    next_token: str | None
+    key_count: int
+
+@dataclass
+class PutResult:
+    size: int
+    etag: str
+    sha256: str
+
+def part_size_for(part_number: int, base: int) -> int:
+    """Part size for a body of unknown length: it doubles every 1000 parts, so
+    10 000 parts reach far past 5 TiB while small files keep small parts."""
+    return min(MAX_PART_SIZE, base * 2 ** ((part_number - 1) // 1000))
+
+def part_size_for_length(length: int, minimum: int = MIN_PART_SIZE) -> int:
+    """Smallest MiB-aligned part size >= minimum that fits length into MAX_PARTS parts."""
+    needed = -(-length // MAX_PARTS)
+    size = max(minimum, needed)
+    return -(-size // 2**20) * 2**20
+
+class ObjectStore:
+    """The storage interface every other layer uses. One instance per app."""
+
+    def __init__(self, client: Any, *, part_size: int = 16 * 2**20, parts_in_flight: int = 4) -> None:
+        self.client = client
+        self.part_size = part_size
+        self.parts_in_flight = parts_in_flight
+
+    # --- buckets -----------------------------------------------------------
+    async def ensure_buckets(self, names: list[str]) -> int:
+        """Create the S3 buckets that are missing; returns how many were created."""
+        existing = {b["Name"] for b in (await self.client.list_buckets()).get("Buckets", [])}
+        missing = [name for name in names if name not in existing]
+        semaphore = asyncio.Semaphore(16)
+
+        async def create(name: str) -> None:
+            async with semaphore:
+                try:
+                    await self.client.create_bucket(Bucket=name)
+                except ClientError as error:
+                    if error_code(error) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+        await asyncio.gather(*(create(name) for name in missing))
+        return len(missing)
+
+    async def ping(self, bucket: str) -> None:
+        await self.client.head_bucket(Bucket=bucket)
+
+    # --- whole objects -----------------------------------------------------
+    async def put_bytes(self, loc: Location, data: bytes, *, content_type: str = "application/octet-stream",
+                        metadata: dict[str, str] | None = None) -> str:
+        response = await self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data,
+                                                ContentType=content_type, Metadata=metadata or {})
+        return response["ETag"]
+
+    async def put_stream(self, loc: Location, chunks: AsyncIterator[bytes], *,
+                         content_type: str = "application/octet-stream",
+                         metadata: dict[str, str] | None = None,
+                         on_bytes: Callable[[int], None] | None = None,
+                         sha256_metadata_key: str | None = "sha256") -> PutResult:
+        """Store a body of unknown length. Small bodies become one PutObject; larger
+        ones a multipart upload with at most parts_in_flight part buffers in memory.
+        The object appears only when the whole body has been stored."""
+        digest = hashlib.sha256()
+        total = 0
+        buffer = bytearray()
+        upload_id: str | None = None
+        part_number = 0
+        parts: list[dict[str, Any]] = []
+        pending: set[asyncio.Task] = set()
+        metadata = dict(metadata or {})
+
+        async def start() -> str:
+            # the sha256 is only known at the end, so multipart objects get it via a self-copy
+            response = await self.client.create_multipart_upload(
+                Bucket=loc.bucket, Key=loc.key, ContentType=content_type, Metadata=metadata)
+            return response["UploadId"]
+
+        async def send(number: int, data: bytes) -> None:
+            response = await self.client.upload_part(Bucket=loc.bucket, Key=loc.key, UploadId=upload_id,
+                                                     PartNumber=number, Body=data)
+            parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                digest.update(chunk)
+                total += len(chunk)
+                if on_bytes:
+                    on_bytes(len(chunk))
+                buffer += chunk
+                while len(buffer) >= part_size_for(part_number + 1, self.part_size):
+                    size = part_size_for(part_number + 1, self.part_size)
+                    if upload_id is None:
+                        upload_id = await start()
+                    part_number += 1
+                    if part_number > MAX_PARTS:
+                        raise ValueError("body too large for one object")
+                    data = bytes(buffer[:size])
+                    del buffer[:size]
+                    while len(pending) >= self.parts_in_flight:
+                        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                        for task in done:
+                            task.result()
+                    pending.add(asyncio.create_task(send(part_number, data)))
+            sha256 = digest.hexdigest()
+            if upload_id is None:
+                if sha256_metadata_key:
+                    metadata[sha256_metadata_key] = sha256
+                etag = await self.put_bytes(loc, bytes(buffer), content_type=content_type, metadata=metadata)
+                return PutResult(total, etag, sha256)
+            if buffer:
+                part_number += 1
+                pending.add(asyncio.create_task(send(part_number, bytes(buffer))))
+                buffer.clear()
+            if pending:
+                await asyncio.gather(*pending)
+                pending.clear()
+            parts.sort(key=lambda p: p["PartNumber"])
+            response = await self.client.complete_multipart_upload(
+                Bucket=loc.bucket, Key=loc.key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+            etag = response["ETag"]
+            upload_id = None
+            if sha256_metadata_key:
+                metadata[sha256_metadata_key] = sha256
+                etag = await self.replace_metadata(loc, content_type=content_type, metadata=metadata, size=total)
+            return PutResult(total, etag, sha256)
+        finally:
+            for task in pending:
+                task.cancel()
+            if upload_id is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.abort_multipart(loc, upload_id))
+
+    async def replace_metadata(self, loc: Location, *, content_type: str, metadata: dict[str, str],
+                               size: int) -> str:
+        """Rewrite an object's metadata in place (server-side; no bytes pass through us)."""
+        if size <= MAX_PART_SIZE:
+            response = await self.client.copy_object(
+                Bucket=loc.bucket, Key=loc.key, CopySource={"Bucket": loc.bucket, "Key": loc.key},
+                MetadataDirective="REPLACE", ContentType=content_type, Metadata=metadata)
+            return response["CopyObjectResult"]["ETag"]
+        return await self.copy(loc, loc, content_type=content_type, metadata=metadata, size=size)
+
+    async def copy(self, source: Location, target: Location, *, content_type: str,
+                   metadata: dict[str, str], size: int) -> str:
+        """Server-side copy of any size, through UploadPartCopy when over 5 GiB."""
+        if size <= MAX_PART_SIZE and source != target:
+            response = await self.client.copy_object(
+                Bucket=target.bucket, Key=target.key, CopySource={"Bucket": source.bucket, "Key": source.key},
+                MetadataDirective="REPLACE", ContentType=content_type, Metadata=metadata)
+            return response["CopyObjectResult"]["ETag"]
+        upload_id = await self.create_multipart(target, content_type=content_type, metadata=metadata)
+        try:
+            step = part_size_for_length(size, 512 * 2**20)
+            parts = []
+            for number, start in enumerate(range(0, size, step), start=1):
+                end = min(size, start + step) - 1
+                response = await self.client.upload_part_copy(
+                    Bucket=target.bucket, Key=target.key, UploadId=upload_id, PartNumber=number,
+                    CopySource={"Bucket": source.bucket, "Key": source.key}, CopySourceRange=f"bytes={start}-{end}")
+                parts.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
+            return await self.complete_multipart(target, upload_id, parts)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.abort_multipart(target, upload_id))
+            raise
+
+    async def head(self, loc: Location) -> ObjectInfo | None:
+        try:
+            response = await self.client.head_object(Bucket=loc.bucket, Key=loc.key)
+        except ClientError as error:
+            if is_not_found(error):
+                return None
+            raise
+        return _info(loc.key, response)
+
+    async def open(self, loc: Location, byte_range: str | None = None) -> ObjectStream | None:
+        """Start a streaming GET; None when the object does not exist. byte_range is an
+        HTTP Range value ('bytes=0-99'); S3 answers InvalidRange for unsatisfiable ones."""
+        kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key}
+        if byte_range:
+            kwargs["Range"] = byte_range
+        try:
+            response = await self.client.get_object(**kwargs)
+        except ClientError as error:
+            if is_not_found(error):
+                return None
+            raise
+        info = _info(loc.key, response)
+        content_range = response.get("ContentRange")
+        if content_range:
+            info.size = int(content_range.rsplit("/", 1)[1])
+        return ObjectStream(info, response["ContentLength"], content_range, response["Body"])
+
+    async def read_all(self, loc: Location) -> bytes | None:
+        """Small objects only (staging tails, manifests)."""
+        stream = await self.open(loc)
+        if stream is None:
+            return None
+        try:
+            return await stream.body.read()
+        finally:
+            stream.close()
+
+    async def list(self, prefix: Location, *, delimiter: str | None = "/", max_keys: int = 1000,
+                   continuation_token: str | None = None, start_after: str | None = None) -> ListPage:
+        kwargs: dict[str, Any] = {"Bucket": prefix.bucket, "Prefix": prefix.key, "MaxKeys": max_keys}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        if continuation_token:
+            kwargs["ContinuationToken"] = continuation_token
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        response = await self.client.list_objects_v2(**kwargs)
+        contents = [ObjectInfo(item["Key"], item["Size"], item.get("ETag", ""), item["LastModified"])
+                    for item in response.get("Contents", [])]
+        prefixes = [item["Prefix"] for item in response.get("CommonPrefixes", [])]
+        return ListPage(contents, prefixes, bool(response.get("IsTruncated")),
+                        response.get("NextContinuationToken"), response.get("KeyCount", len(contents) + len(prefixes)))
+
+    async def iter_keys(self, prefix: Location) -> AsyncIterator[list[str]]:
+        """All keys under a prefix, a page (<= 1000) at a time."""
+        token = None
+        while True:
+            page = await self.list(prefix, delimiter=None, continuation_token=token)
+            if page.contents:
+                yield [item.key for item in page.contents]
+            if not page.is_truncated or not page.next_token:
+                return
+            token = page.next_token
+
+    async def delete(self, bucket: str, keys: list[str]) -> list[str]:
+        """Batch delete (1000 per request); returns the keys deleted."""
+        deleted: list[str] = []
+        for start in range(0, len(keys), 1000):
+            batch = keys[start:start + 1000]
+            response = await self.client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True})
+            errors = response.get("Errors", [])
+            if errors:
+                raise RuntimeError(f"S3 refused to delete {len(errors)} objects: {errors[0].get('Code')}")
+            deleted.extend(batch)
+        return deleted
+
+    async def delete_prefix(self, prefix: Location) -> int:
+        count = 0
+        # delete page by page: listing restarts from scratch so deletions never skip keys
+        while True:
+            page = await self.list(prefix, delimiter=None)
+            if not page.contents:
+                return count
+            count += len(await self.delete(prefix.bucket, [item.key for item in page.contents]))
+
+    # --- multipart ---------------------------------------------------------
+    async def create_multipart(self, loc: Location, *, content_type: str = "application/octet-stream",
+                               metadata: dict[str, str] | None = None,
+                               checksum_algorithm: str | None = None) -> str:
+        kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key, "ContentType": content_type,
+                                  "Metadata": metadata or {}}
+        if checksum_algorithm:
+            kwargs["ChecksumAlgorithm"] = checksum_algorithm
+        response = await self.client.create_multipart_upload(**kwargs)
+        return response["UploadId"]
+
+    async def upload_part(self, loc: Location, upload_id: str, part_number: int, data: bytes, *,
+                          content_md5: str | None = None, checksums: dict[str, str] | None = None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key, "UploadId": upload_id,
+                                  "PartNumber": part_number, "Body": data}
+        if content_md5:
+            kwargs["ContentMD5"] = content_md5
+        for algorithm, value in (checksums or {}).items():
+            kwargs["Checksum" + algorithm.upper()] = value
+        return await self.client.upload_part(**kwargs)
+
+    async def upload_part_copy(self, loc: Location, upload_id: str, part_number: int, source: Location,
+                               byte_range: tuple[int, int] | None = None) -> str:
+        kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key, "UploadId": upload_id,
+                                  "PartNumber": part_number, "CopySource": {"Bucket": source.bucket, "Key": source.key}}
+        if byte_range:
+            kwargs["CopySourceRange"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        response = await self.client.upload_part_copy(**kwargs)
+        return response["CopyPartResult"]["ETag"]
+
+    async def list_parts(self, loc: Location, upload_id: str) -> list[dict[str, Any]]:
+        parts: list[dict[str, Any]] = []
+        marker = 0
+        while True:
+            response = await self.client.list_parts(Bucket=loc.bucket, Key=loc.key, UploadId=upload_id,
+                                                    PartNumberMarker=marker)
+            parts.extend(response.get("Parts", []))
+            if not response.get("IsTruncated"):
+                return parts
+            marker = int(response["NextPartNumberMarker"])
+
+    async def complete_multipart(self, loc: Location, upload_id: str, parts: list[dict[str, Any]]) -> str:
+        response = await self.client.complete_multipart_upload(
+            Bucket=loc.bucket, Key=loc.key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+        return response["ETag"]
+
+    async def abort_multipart(self, loc: Location, upload_id: str) -> None:
+        try:
+            await self.client.abort_multipart_upload(Bucket=loc.bucket, Key=loc.key, UploadId=upload_id)
+        except ClientError as error:
+            if not is_not_found(error):
+                raise
+
+    async def list_multipart_uploads(self, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
+        uploads: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        while True:
+            response = await self.client.list_multipart_uploads(**kwargs)
+            uploads.extend(response.get("Uploads", []))
+            if not response.get("IsTruncated"):
+                return uploads
+            kwargs["KeyMarker"] = response.get("NextKeyMarker")
+            kwargs["UploadIdMarker"] = response.get("NextUploadIdMarker")
+
+    # --- presigned URLs ----------------------------------------------------
+    async def presign(self, operation: str, loc: Location, expires: int, **params: Any) -> str:
+        return await self.client.generate_presigned_url(
+            operation, Params={"Bucket": loc.bucket, "Key": loc.key, **params}, ExpiresIn=expires)
+
+def _info(key: str, response: dict[str, Any]) -> ObjectInfo:
+    return ObjectInfo(key=key, size=int(response.get("ContentLength", 0)), etag=response.get("ETag", ""),
+                      last_modified=response.get("LastModified"),
+                      content_type=response.get("ContentType") or "application/octet-stream",
+                      metadata=dict(response.get("Metadata") or {}))
+
+def md5_base64(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+@contextlib.asynccontextmanager
+async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, region: str,
+                            part_size: int = 16 * 2**20, parts_in_flight: int = 4,
+                            max_connections: int = 64) -> AsyncIterator[ObjectStore]:
+    """The single aiobotocore client of an app (or a CLI command)."""
+    config = AioConfig(
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        max_pool_connections=max_connections,
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=10,
+        read_timeout=120,
+        # the flexible CRC32 checksums are computed only where an API demands them
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    session = get_session()
+    async with session.create_client("s3", endpoint_url=endpoint, region_name=region,
+                                     aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                                     config=config) as client:
+        yield ObjectStore(client, part_size=part_size, parts_in_flight=parts_in_flight)
+
+AsyncCallable = Callable[..., Awaitable[Any]]

@@ -1,0 +1,49 @@
+from conftest import auth
+
+
+async def test_service_documents(client):
+    response = await client.get("/")
+    assert response.status == 200
+    assert await response.json() == {"id": "SAGE object store", "available_resources": ["api/v1/", "metrics/"]}
+    response = await client.get("/api/v1/")
+    assert await response.json() == {"id": "SAGE object store", "available_resources": ["objects"]}
+
+
+async def test_unknown_route_is_json_404(client):
+    response = await client.get("/no/such/route")
+    assert response.status == 404
+    assert response.content_type == "application/json"
+    assert await response.json() == {"error": "not found"}
+
+
+async def test_wrong_method_is_json_405(client):
+    response = await client.delete("/healthz")
+    assert response.status == 405
+    assert (await response.json())["error"].startswith("method DELETE")
+    assert "GET" in response.headers["Allow"]
+
+
+async def test_health_and_readiness(client):
+    assert (await client.get("/healthz")).status == 200
+    response = await client.get("/readyz")
+    assert response.status == 200
+    assert (await response.json())["checks"] == {"postgres": "ok", "s3": "ok"}
+
+
+async def test_metrics_are_prometheus_text(client):
+    await client.get("/")
+    response = await client.get("/metrics")
+    assert response.status == 200
+    text = await response.text()
+    assert "bucket_creation_total" in text
+    assert "file_upload_byte_size_total" in text
+    assert "sagestore_http_request_duration_seconds" in text
+
+
+async def test_malformed_authorization_is_401_json(client):
+    for header in ("sage", "Basic abc", "sage a b", "Bearer "):
+        response = await client.get("/api/v1/", headers={"Authorization": header})
+        assert response.status == 401, header
+        assert "error" in await response.json()
+    response = await client.get("/api/v1/", headers=auth("alice"))
+    assert response.status == 200
