@@ -14,10 +14,11 @@ from .config import Settings
 from .db import create_pool
 from .db.migrate import migrate
 from .errors import error_middleware
-from .handlers import meta
+from .handlers import meta, multipart
 from .handlers.common import IDENTITY
 from .metrics import Metrics
 from .storage import BucketMapping, open_object_store
+from .uploads.service import engine_ctx
 
 log = logging.getLogger("sagestore")
 
@@ -101,6 +102,7 @@ def create_app(settings: Settings) -> web.Application:
                           client_max_size=CLIENT_MAX_SIZE)
     app[context.SETTINGS] = settings
     app[context.METRICS] = Metrics()
-    app.cleanup_ctx.extend([auth_ctx, database_ctx, storage_ctx])
+    app.cleanup_ctx.extend([auth_ctx, database_ctx, storage_ctx, engine_ctx])
     app.add_routes(meta.routes)
+    app.add_routes(multipart.routes)
     return app
