@@ -37,6 +37,7 @@ from ..errors import ApiError, BadRequest, Conflict, Gone, Locked, NotFound, Pay
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, error_code, \
     is_not_found, validate_key
 from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, b64, decode_b64, normalize_algorithm
+from .concat import plan_concatenation
 from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever, writer_alive
 from .model import (ABORTED, COMPLETED, COMPLETING, EXPIRED, OPEN, PROTOCOLS, ChecksumMismatch, DigestMismatch,
                     MissingParts, OffsetMismatch, Part, Upload, choose_part_size)
@@ -1010,6 +1011,107 @@ class UploadEngine:
                     await self.store.delete(upload.s3_bucket, keys)
             else:
                 await self.store.delete_prefix(self._staging_prefix(upload))
+
+    # ------------------------------------------------------------------ takeover (tus, IETF draft)
+    async def take_over(self, upload: Upload) -> Upload:
+        """Fence off the request writing this upload now, if any, and return the upload as committed.
+
+        The IETF draft's rule for a new request while an older one still transfers (the client has
+        given up on it): the old one is cut off. Its lease is cleared in PostgreSQL, so whichever
+        instance runs it, its commit fails and nothing it has not committed yet is kept; the offset
+        returned here is therefore the one the next append must use. A writer in this instance stops
+        at once; one in another instance at its next lease renewal or commit at the latest.
+        """
+        previous = None
+        async with transaction(self.pool) as cur:
+            await cur.execute("SELECT writer FROM uploads WHERE id = %s AND state = 'open' FOR UPDATE", (upload.id,))
+            row = await cur.fetchone()
+            if row is not None and row["writer"] is not None:
+                previous = row["writer"]
+                await cur.execute("UPDATE uploads SET writer = NULL, writer_instance = NULL, writer_until = NULL"
+                                  " WHERE id = %s", (upload.id,))
+        if previous in self._local_leases:
+            self._local_leases[previous].lost.set()
+        return await self.get(upload.id, None)
+
+    # ------------------------------------------------------------------ concatenation (tus Upload-Concat)
+    async def concatenation_targets(self, partial: Upload) -> list[Upload]:
+        """Open final uploads of the same owner that list this partial upload."""
+        async with cursor(self.pool) as cur:
+            await cur.execute("SELECT *, expires_at < now() AS is_expired FROM uploads WHERE owner = %s"
+                              " AND state = 'open' AND metadata->'concat' ? %s", (partial.owner, partial.id))
+            return [Upload.from_row(row) for row in await cur.fetchall()]
+
+    async def concatenate(self, final: Upload) -> dict[str, Any] | None:
+        """Assemble a final upload (metadata["concat"]: its partial upload ids, in order) into its target.
+
+        Returns the file info, or None while some partial upload is unfinished (the final stays open
+        and is assembled when the last one finishes). Ranges of the partials' staged objects become
+        parts by UploadPartCopy wherever S3's part rules allow (see concat.plan_concatenation); short
+        pieces are read and re-sent, at most MIN_PART_SIZE each. Idempotent.
+        """
+        current = await self._reload(final.id)
+        if current.state == COMPLETED:
+            return (current.result or {}).get("file")
+        partials = []
+        for partial_id in current.metadata.get("concat") or []:
+            try:
+                partial = await self.get(partial_id, current.owner, with_parts=False)
+            except (NotFound, Gone):
+                raise Conflict(f"partial upload {partial_id} is gone; this final upload cannot be assembled") \
+                    from None
+            if partial.state != COMPLETED:
+                return None
+            partials.append(partial)
+        sizes = [int(partial.result["assembled"]["size"]) for partial in partials]
+        plan = plan_concatenation(sizes)
+        async with self._writing(final.id, completing=True) as (lease, current):
+            try:
+                recorded = await self._copy_concatenation(current, partials, plan)
+                s3_parts = [self._s3_part(current, part.part_number, part.etag, part.checksum) for part in recorded]
+                info = await self._finish_mpu(current, _Plan(s3_parts, sum(sizes), recorded))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._reopen(lease))
+                raise
+            size = sum(sizes)
+            assembled = {"size": size, "etag": info["etag"]}
+            result = self._file_info(current, current.bucket_id, current.key, size, info["etag"], None)
+            async with transaction(self.pool) as cur:
+                await self._upsert_parts(cur, current.id, recorded)
+                await cur.execute("UPDATE uploads SET length = %s, acknowledged_offset = %s WHERE id = %s"
+                                  " AND writer = %s", (size, size, current.id, lease.token))
+            await self._mark_completed(current, {"assembled": assembled, "file": result}, lease)
+            self.metrics.file_uploads.inc()
+            self.metrics.bytes_uploaded.inc(size)
+            return result
+
+    async def _copy_concatenation(self, final: Upload, partials: list[Upload], plan: list) -> list[Part]:
+        sources = [Location(partial.s3_bucket, partial.s3_key) for partial in partials]
+        in_flight = asyncio.Semaphore(max(1, int(getattr(self.store, "parts_in_flight", 4))))
+
+        async def make(number: int, planned) -> Part:
+            async with in_flight:
+                if planned.copy:
+                    segment = planned.segments[0]
+                    etag = await self.store.upload_part_copy(self._mpu(final), final.s3_upload_id, number,
+                                                             sources[segment.source], (segment.start, segment.end - 1))
+                    return Part(number, planned.size, etag)
+                async with self.memory.reserve(planned.size):
+                    buffer = bytearray()
+                    for segment in planned.segments:
+                        stream = await self.store.open(sources[segment.source],
+                                                       byte_range=f"bytes={segment.start}-{segment.end - 1}")
+                        if stream is None:
+                            raise Gone("a partial upload's data is no longer stored")
+                        async for chunk in stream.chunks(READ_CHUNK):
+                            buffer += chunk
+                    if len(buffer) != planned.size:
+                        raise RuntimeError("a partial upload's staged object is shorter than recorded")
+                    return await self._send_part(final, number, bytes(buffer),
+                                                 checksum=self._part_checksum(final, buffer))
+
+        return list(await asyncio.gather(*(make(number, planned) for number, planned in enumerate(plan, start=1))))
 
     # ------------------------------------------------------------------ abort / expire
     async def abort(self, upload: Upload) -> None:
