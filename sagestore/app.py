@@ -8,13 +8,13 @@ from typing import AsyncIterator
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from . import context
+from . import context, cors
 from .auth.tokens import build_authenticator, parse_authorization
 from .config import Settings
 from .db import create_pool
 from .db.migrate import migrate
 from .errors import error_middleware
-from .handlers import meta, multipart
+from .handlers import ietf, meta, multipart, tus
 from .handlers.common import IDENTITY
 from .metrics import Metrics
 from .storage import BucketMapping, open_object_store
@@ -105,4 +105,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([auth_ctx, database_ctx, storage_ctx, engine_ctx])
     app.add_routes(meta.routes)
     app.add_routes(multipart.routes)
+    app.add_routes(tus.routes)
+    app.add_routes(ietf.routes)
+    cors.setup(app)
     return app
