@@ -283,6 +283,7 @@ async def append(request: web.Request) -> web.Response:
     if length is not None and upload.length is not None and length != upload.length:
         raise UploadProblem(400, "inconsistent-upload-length", "inconsistent length values for upload")
     engine = request.app[context.ENGINE]
+    upload = await engine.take_over(upload)  # an older request still in flight is cut off
     limit = max_upload_size(request) - offset if length is None and upload.length is None else None
     upload = await engine.append(upload, offset, body_chunks(request), length=length, final=complete_flag,
                                  chunk_checksum=_content_digest(request), steal=True, max_bytes=limit)

@@ -99,7 +99,7 @@ def _partial_ids(header: str) -> list[str]:
     return ids
 
 
-async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
+async def _append(request: web.Request, upload: Upload, offset: int, *, fresh: bool = False) -> Upload:
     """PATCH semantics (also creation-with-upload): append the body, then finish what is complete."""
     if media_type(request.headers.get("Content-Type")) != OFFSET_STREAM:
         raise UnsupportedMediaType(f"the body must be sent as Content-Type: {OFFSET_STREAM}")
@@ -108,6 +108,8 @@ async def _append(request: web.Request, upload: Upload, offset: int) -> Upload:
     engine = request.app[context.ENGINE]
     if upload.state == COMPLETED and offset == upload.offset and not has_body(request):
         return upload  # a retry of the last PATCH whose answer was lost
+    if upload.state == OPEN and not fresh:
+        upload = await engine.take_over(upload)  # an older request still in flight is cut off
     max_bytes = max_upload_size(request) - offset if upload.length is None and length is None else None
     upload = await engine.append(upload, offset, body_chunks(request), length=length, chunk_checksum=checksum,
                                  max_bytes=max_bytes, steal=True)
@@ -208,7 +210,7 @@ async def create(request: web.Request) -> web.Response:
     headers = {"Location": _location(upload)}
     try:
         if has_body(request):
-            upload = await _append(request, upload, 0)
+            upload = await _append(request, upload, 0, fresh=True)
         else:
             upload = await _finish_if_received(request, upload)  # Upload-Length: 0 is complete at once
     except ApiError as error:
