@@ -166,9 +166,10 @@ def _target_from_request(request: web.Request) -> tuple[str | None, str | None, 
         match = _FILENAME.search(disposition)
         if match:
             filename = match.group(1) if match.group(1) is not None else match.group(2)
+    content_type = content_type_for(metadata.get("filetype"))
     declared = media_type(request.headers.get("Content-Type"))
-    content_type = request.headers["Content-Type"].strip() if declared and declared not in TRANSFER_TYPES \
-        else content_type_for(metadata.get("filetype"))
+    if content_type is None and declared and declared not in TRANSFER_TYPES:
+        content_type = content_type_for(request.headers["Content-Type"])
     return bucket, key, filename, content_type
 
 
