@@ -445,3 +445,59 @@ async def test_reaper_leaves_no_multipart_upload_or_staging_object(make_engine, 
     assert await engine.store.head(ghost) is None
     text = engine.metrics.render()[0].decode()
     assert 'sagestore_uploads_reaped_total{what="uploads"}' in text
+
+
+async def test_concatenation_copies_parts_server_side_and_merges_short_ones(make_engine):
+    """tus concatenation: partial uploads without a target are kept assembled; the final upload
+    takes them as UploadPartCopy parts, reading only pieces shorter than S3's minimum part."""
+    engine = await make_engine()
+    bucket_id = await new_bucket(engine)
+    blobs = [os.urandom(7 * MiB), os.urandom(2 * MiB), os.urandom(6 * MiB), os.urandom(MiB + 5)]
+    partials = []
+    for blob in blobs:
+        partial = await engine.create("tus", None, None, "alice", length=len(blob))
+        assert partial.staged and partial.bucket_id is None
+        partial = await engine.append(partial, 0, chunks_of(blob))
+        result = await engine.complete(partial)
+        assert result["assembled"] is True and result["size"] == len(blob)
+        partials.append(partial)
+    final = await engine.create("tus", bucket_id, "concat.bin", "alice")
+    unfinished = await engine.create("tus", None, None, "alice", length=10)
+    with pytest.raises(Exception) as error:
+        await engine.concatenate(final, partials + [unfinished])
+    assert error.value.status == 409
+    info = await engine.concatenate(final, partials)
+    assert info["size"] == sum(map(len, blobs))
+    assert await object_bytes(engine, bucket_id, "concat.bin") == b"".join(blobs)
+    final = await engine.get(final.id, "alice")
+    assert [part.size for part in final.parts] == [7 * MiB, 5 * MiB, 4 * MiB + 5]
+    assert final.state == "completed"
+
+
+async def test_bad_inputs_are_400_and_change_nothing(make_engine):
+    engine = await make_engine()
+    bucket_id = await new_bucket(engine)
+    sequential = await engine.create("tus", bucket_id, "seq.bin", "alice")
+    indexed = await engine.create("session", bucket_id, "idx.bin", "alice", length=MiB)
+    attempts = [
+        engine.put_part(sequential, 1, chunks_of(b"x")),
+        engine.append(indexed, 0, chunks_of(b"x")),
+        engine.append(sequential, -1, chunks_of(b"x")),
+        engine.put_part(indexed, 2, chunks_of(b"x"), expected_size=indexed.expected_part_size(1)),
+        engine.put_part(indexed, 1, chunks_of(b"x"), checksums={"sha256": "not base64!"}),
+        engine.put_part(indexed, 1, chunks_of(b"x"), checksums={"whirlpool": "AAAA"}),
+        engine.create("tus", bucket_id, "../escape", "alice"),
+        engine.create("tus", bucket_id, "k", "alice", sha256="xyz"),
+        engine.create("tus", bucket_id, "k", "alice", checksum_algorithm="MD5"),
+        engine.create("session", bucket_id, "k", "alice", length=100 * MiB, part_size=MiB),
+        engine.complete(sequential, sha256="a" * 64),
+    ]
+    for attempt in attempts:
+        with pytest.raises(Exception) as error:
+            await attempt
+        assert error.value.status == 400, error.value
+    with pytest.raises(PayloadTooLarge):
+        await engine.create("tus", bucket_id, "k", "alice", length=engine.settings.max_upload_size + 1)
+    for upload in (sequential, indexed):
+        fresh = await engine.get(upload.id, "alice")
+        assert fresh.state == "open" and fresh.offset == 0 and fresh.parts == []

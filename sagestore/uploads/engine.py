@@ -430,6 +430,8 @@ class UploadEngine:
         expected_size, when given, is the exact size the part must have. Retrying a part number
         replaces it; two concurrent writes of one part number: the second gets 423.
         """
+        if upload.protocol in SEQUENTIAL_PROTOCOLS:
+            raise BadRequest(f"{upload.protocol} uploads take appends at an offset, not parts")
         if not isinstance(part_number, int) or not 1 <= part_number <= MAX_PARTS:
             raise BadRequest(f"part number must be between 1 and {MAX_PARTS}")
         wanted: dict[str, bytes] = {}
@@ -1010,6 +1012,82 @@ class UploadEngine:
                     await self.store.delete(upload.s3_bucket, keys)
             else:
                 await self.store.delete_prefix(self._staging_prefix(upload))
+
+    # ------------------------------------------------------------------ concatenation (tus)
+    async def concatenate(self, final: Upload, sources: list[Upload]) -> dict[str, Any]:
+        """Build `final` from completed source uploads (tus concatenation) and complete it.
+
+        Sources are completed uploads whose assembled object is kept (created without a target, or
+        with retain=True). Each source of at least 5 MiB (and the last one, whatever its size)
+        becomes parts of the final MPU by server-side UploadPartCopy; only sources shorter than
+        S3's minimum part are read and merged with the bytes that follow (<= 5 MiB in memory).
+        Raises Conflict while a source is unfinished (concatenation-unfinished: call again once
+        it is). Returns the final upload's file info.
+        """
+        if not sources:
+            raise BadRequest("concatenation needs at least one source upload")
+        fresh = [await self._reload(source.id) for source in sources]
+        for source in fresh:
+            if source.state != COMPLETED or "assembled" not in (source.result or {}):
+                raise Conflict(f"upload {source.id} is not finished yet")
+            if not (source.retain or source.bucket_id is None):
+                raise BadRequest(f"upload {source.id} was published, not kept for concatenation")
+        total = sum(source.result["assembled"]["size"] for source in fresh)
+        async with self._writing(final.id) as (lease, current):
+            if current.offset or current.parts or current.tail_key:
+                raise Conflict("the final upload already has bytes")
+            if current.length is not None and current.length != total:
+                raise BadRequest(f"the final upload is {current.length} bytes but its parts add up to {total}")
+            parts: list[Part] = []
+            carry = bytearray()
+
+            async def flush() -> None:
+                number = len(parts) + 1
+                parts.append(await self._send_part(current, number, bytes(carry),
+                                                   checksum=self._part_checksum(current, carry)))
+                carry.clear()
+
+            async def copy(source: Upload, start: int, end: int) -> None:
+                # ranges of <= 5 GiB, each >= 5 MiB except possibly the very last part of the object
+                pieces = max(1, -(-(end - start) // MAX_PART_SIZE))
+                step = -(-(end - start) // pieces)
+                for offset in range(start, end, step):
+                    stop = min(end, offset + step)
+                    number = len(parts) + 1
+                    etag = await self.store.upload_part_copy(self._mpu(current), current.s3_upload_id, number,
+                                                             self._mpu(source), (offset, stop - 1))
+                    parts.append(Part(number, stop - offset, etag))
+
+            async def read(source: Upload, start: int, end: int) -> bytes:
+                stream = await self.store.open(self._mpu(source), f"bytes={start}-{end - 1}")
+                if stream is None:
+                    raise Gone(f"the stored bytes of upload {source.id} are gone")
+                return b"".join([chunk async for chunk in stream.chunks(READ_CHUNK)])
+
+            async with self.memory.reserve(2 * MIN_PART_SIZE):
+                for index, source in enumerate(fresh):
+                    size = source.result["assembled"]["size"]
+                    last = index == len(fresh) - 1
+                    position = 0
+                    if carry:
+                        take = min(size, MIN_PART_SIZE - len(carry))
+                        if take:
+                            carry += await read(source, 0, take)
+                        position = take
+                        if len(carry) >= MIN_PART_SIZE:
+                            await flush()
+                    remaining = size - position
+                    if remaining <= 0:
+                        continue
+                    if remaining >= MIN_PART_SIZE or (last and not carry):
+                        await copy(source, position, size)
+                    else:
+                        carry += await read(source, position, size)
+                if carry:
+                    await flush()
+            await self._commit_append(lease, current, total, total, parts, None, 0)
+        final = await self._reload(final.id)
+        return await self.complete(final)
 
     # ------------------------------------------------------------------ abort / expire
     async def abort(self, upload: Upload) -> None:
