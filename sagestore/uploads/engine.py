@@ -452,15 +452,20 @@ class UploadEngine:
             await self._acquire_part(lease, part_number, wait=False)
             digest = MultiDigest(algorithms)
             buffer = bytearray()
-            async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
-                if lease.lost.is_set():
-                    raise LeaseLost("another request took over this part")
-                if len(buffer) + len(chunk) > limit:
-                    if expected_size is not None:
-                        raise BadRequest(f"part {part_number} must be {expected_size} bytes; the body is longer")
-                    raise PayloadTooLarge(f"a part is at most {MAX_PART_SIZE} bytes")
-                buffer += chunk
-                digest.update(chunk)
+            try:
+                async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
+                    if lease.lost.is_set():
+                        raise LeaseLost("another request took over this part")
+                    if len(buffer) + len(chunk) > limit:
+                        if expected_size is not None:
+                            raise BadRequest(f"part {part_number} must be {expected_size} bytes; the body is longer")
+                        raise PayloadTooLarge(f"a part is at most {MAX_PART_SIZE} bytes")
+                    buffer += chunk
+                    digest.update(chunk)
+            except _BodyCutOff:
+                raise BadRequest(f"the body of part {part_number} was cut off; nothing was stored") from None
+            if size_hint is not None and len(buffer) != size_hint:
+                raise BadRequest(f"part {part_number}: Content-Length was {size_hint} but {len(buffer)} bytes came")
             if expected_size is not None and len(buffer) != expected_size:
                 raise BadRequest(f"part {part_number} must be {expected_size} bytes, got {len(buffer)}")
             for name, raw in wanted.items():
