@@ -149,6 +149,20 @@ async def test_length_declared_later_and_final_flag(make_engine):
         await engine.append(upload, 10, chunks_of(b"y"), length=30)
     assert error.value.status == 400 and (await engine.get(upload.id, "alice")).offset == 10
 
+    # empty bodies: nothing changes, or only the length (tus PATCH with just Upload-Length)
+    upload = await engine.create("tus", bucket_id, "empty.bin", "alice")
+    upload = await engine.append(upload, 0, chunks_of(b"z" * 100))
+    tail_key = upload.tail_key
+    upload = await engine.append(upload, 100, chunks_of(b""))
+    assert upload.tail_key == tail_key and upload.length is None and upload.offset == 100
+    upload = await engine.append(upload, 100, chunks_of(b""), length=200)
+    assert upload.tail_key == tail_key and upload.length == 200
+    upload = await engine.append(upload, 100, chunks_of(b"y" * 100))
+    assert upload.tail_key is None and [part.size for part in upload.parts] == [200]
+    assert await staging_keys(engine, upload) == []
+    await engine.complete(upload)
+    assert await object_bytes(engine, bucket_id, "empty.bin") == b"z" * 100 + b"y" * 100
+
 
 async def test_offset_mismatch_carries_current_offset_and_changes_nothing(make_engine):
     engine = await make_engine()

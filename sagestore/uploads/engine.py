@@ -613,8 +613,9 @@ class UploadEngine:
         budget = (in_flight + 1) * upload.part_size_of(next_part)
         checksum_digest = None
         if chunk_checksum is not None and not callable(chunk_checksum):
-            algorithm, _ = chunk_checksum
-            checksum_digest = MultiDigest([algorithm])
+            algorithm, expected_value = chunk_checksum
+            checksum_digest = MultiDigest([algorithm])  # 400 for an unsupported algorithm, before the body
+            decode_b64(expected_value, normalize_algorithm(algorithm))
         elif callable(chunk_checksum):
             checksum_digest = None  # the algorithm is known only after the body: hash every candidate lazily
             trailer_digest = MultiDigest(["md5", "sha1", "sha256", "crc32", "crc32c"])
@@ -625,18 +626,16 @@ class UploadEngine:
         cut_off: _BodyCutOff | None = None
         new_tail: Location | None = None
 
-        async def send(number: int, data: bytearray) -> None:
+        async def send(number: int, data: bytes) -> None:
             try:
                 await self._acquire_part(lease, number, wait=True)
-                payload = bytes(data)
-                del data[:]
-                part = await self._send_part(upload, number, payload, checksum=self._part_checksum(upload, payload))
+                part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
                 sent[number] = part
                 await self._release_part(lease, number)
             except BaseException as error:  # noqa: BLE001 - reported after the body
                 failures.append(error)
 
-        async def dispatch(number: int, data: bytearray) -> None:
+        async def dispatch(number: int, data: bytes) -> None:
             nonlocal pending
             while len(pending) >= in_flight:
                 _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -669,7 +668,8 @@ class UploadEngine:
                         buffer += chunk
                         while len(buffer) >= upload.part_size_of(next_part):
                             size = upload.part_size_of(next_part)
-                            data = buffer[:size]
+                            with memoryview(buffer) as view:
+                                data = bytes(view[:size])
                             del buffer[:size]
                             await dispatch(next_part, data)
                             next_part += 1
@@ -694,7 +694,7 @@ class UploadEngine:
                             raise ChecksumMismatch(f"{algorithm} checksum of the body does not match; "
                                                    "nothing was kept")
                 if buffer and new_length is not None and new_offset == new_length:
-                    await dispatch(next_part, buffer)  # the last part may be short: no tail needed
+                    await dispatch(next_part, bytes(buffer))  # the last part may be short: no tail needed
                     next_part += 1
                     buffer = bytearray()
                 if pending:
@@ -714,8 +714,13 @@ class UploadEngine:
                     if not prefix:
                         return await self._reload(upload.id)
                     new_offset = upload.offset - upload.tail_size + sum(p.size for p in prefix)
-                if new_offset == upload.offset and not buffer and new_length == upload.length:
-                    return await self._reload(upload.id)  # nothing arrived: nothing to commit
+                tail_unchanged = received == 0 and next_part == first_part  # the buffer is the old tail
+                if tail_unchanged:
+                    if new_length == upload.length:
+                        return await self._reload(upload.id)  # nothing arrived: nothing to commit
+                    kept = Location(upload.s3_bucket, upload.tail_key) if upload.tail_key else None
+                    await self._commit_append(lease, upload, new_offset, new_length, [], kept, upload.tail_size)
+                    return await self._reload(upload.id)
                 if buffer:
                     new_tail = self._staging(upload, f"tail-{lease.token[:16]}")
                     await self.store.put_bytes(new_tail, bytes(buffer))
