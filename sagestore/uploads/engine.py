@@ -475,10 +475,8 @@ class UploadEngine:
                                          code="BadDigest")
             checksum = digest.b64(normalize_algorithm(upload.checksum_algorithm)) if upload.checksum_algorithm \
                 else None
-            data = bytes(buffer)
+            part = await self._send_part(upload, part_number, buffer, content_md5=md5, checksum=checksum)
             del buffer
-            part = await self._send_part(upload, part_number, data, content_md5=md5, checksum=checksum)
-            del data
             await self._record_part(lease, part)
         return part
 
@@ -626,7 +624,7 @@ class UploadEngine:
         cut_off: _BodyCutOff | None = None
         new_tail: Location | None = None
 
-        async def send(number: int, data: bytes) -> None:
+        async def send(number: int, data: bytes | bytearray) -> None:
             try:
                 await self._acquire_part(lease, number, wait=True)
                 part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
@@ -635,7 +633,7 @@ class UploadEngine:
             except BaseException as error:  # noqa: BLE001 - reported after the body
                 failures.append(error)
 
-        async def dispatch(number: int, data: bytes) -> None:
+        async def dispatch(number: int, data: bytes | bytearray) -> None:
             nonlocal pending
             while len(pending) >= in_flight:
                 _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -668,9 +666,13 @@ class UploadEngine:
                         buffer += chunk
                         while len(buffer) >= upload.part_size_of(next_part):
                             size = upload.part_size_of(next_part)
-                            with memoryview(buffer) as view:
-                                data = bytes(view[:size])
-                            del buffer[:size]
+                            if len(buffer) - size <= size:
+                                # hand the buffer itself to the part; only the overflow is copied
+                                data, buffer = buffer, buffer[size:]
+                                del data[size:]
+                            else:
+                                data = buffer[:size]
+                                del buffer[:size]
                             await dispatch(next_part, data)
                             next_part += 1
                 except _BodyCutOff as error:
@@ -694,7 +696,7 @@ class UploadEngine:
                             raise ChecksumMismatch(f"{algorithm} checksum of the body does not match; "
                                                    "nothing was kept")
                 if buffer and new_length is not None and new_offset == new_length:
-                    await dispatch(next_part, bytes(buffer))  # the last part may be short: no tail needed
+                    await dispatch(next_part, buffer)  # the last part may be short: no tail needed
                     next_part += 1
                     buffer = bytearray()
                 if pending:
