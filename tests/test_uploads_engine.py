@@ -515,3 +515,21 @@ async def test_bad_inputs_are_400_and_change_nothing(make_engine):
     for upload in (sequential, indexed):
         fresh = await engine.get(upload.id, "alice")
         assert fresh.state == "open" and fresh.offset == 0 and fresh.parts == []
+
+
+async def test_two_reapers_share_the_work_without_doubles(make_engine, engine_settings):
+    first = await make_engine(engine_settings.replace(upload_ttl=0.5))
+    second = await make_engine(engine_settings.replace(upload_ttl=0.5))
+    bucket_id = await new_bucket(first)
+    uploads = [await first.create("tus", bucket_id, f"r{n}.bin", "alice") for n in range(8)]
+    for upload in uploads[:4]:
+        await first.append(upload, 0, chunks_of(b"t" * 1000))
+    await asyncio.sleep(1)
+    async with cursor(first.pool) as cur:
+        await cur.execute("SELECT count(*) AS n FROM uploads WHERE expires_at < now()"
+                          " AND state IN ('open', 'completing', 'completed')")
+        due = (await cur.fetchone())["n"]
+    results = await asyncio.gather(first.reap(batch=2, orphans=False), second.reap(batch=2, orphans=False))
+    assert sum(result["uploads"] for result in results) == due >= 8
+    for upload in uploads:
+        assert await open_mpus(first, upload) == [] and await staging_keys(first, upload) == []
