@@ -475,8 +475,10 @@ async def test_concatenation_copies_parts_server_side_and_merges_short_ones(make
         result = await engine.complete(partial)
         assert result["assembled"] is True and result["size"] == len(blob)
         partials.append(partial)
-    final = await engine.create("tus", bucket_id, "concat.bin", "alice")
     unfinished = await engine.create("tus", None, None, "alice", length=10)
+    final = await engine.create("tus", bucket_id, "concat.bin", "alice",
+                                concat_sources=[p.id for p in partials] + [unfinished.id])
+    assert [u.id for u in await engine.finals_waiting_for(unfinished.id)] == [final.id]
     with pytest.raises(Exception) as error:
         await engine.concatenate(final, partials + [unfinished])
     assert error.value.status == 409

@@ -185,13 +185,16 @@ class UploadEngine:
     async def create(self, protocol: str, bucket_id: str | None, key: str | None, owner: str, *,
                      length: int | None = None, content_type: str | None = None,
                      metadata: dict[str, Any] | None = None, checksum_algorithm: str | None = None,
-                     sha256: str | None = None, part_size: int | None = None, retain: bool = False) -> Upload:
+                     sha256: str | None = None, part_size: int | None = None, retain: bool = False,
+                     concat_sources: list[str] | None = None) -> Upload:
         """Open an upload. The caller has checked WRITE on the bucket.
 
         length None = deferred (part sizes then grow with the part number). part_size is honoured
         for indexed sessions; otherwise the engine picks it. sha256 (hex) is verified at completion
         before anything is published. retain keeps the assembled object after publishing, for
         repeated publications (offset chunks' import_upload) until the upload expires.
+        concat_sources (upload ids) marks a tus final upload to be built by concatenate(); they are
+        kept in metadata["concat_sources"] and found again by finals_waiting_for().
         """
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}")
@@ -221,6 +224,9 @@ class UploadEngine:
         else:
             location = self.mapping.object(bucket_id, key)
         content_type = content_type or "application/octet-stream"
+        metadata = dict(metadata or {})
+        if concat_sources is not None:
+            metadata["concat_sources"] = [str(source) for source in concat_sources]
         try:
             s3_upload_id = await self.store.create_multipart(location, content_type=content_type,
                                                              metadata={"owner": owner},
@@ -1100,6 +1106,14 @@ class UploadEngine:
             await self._commit_append(lease, current, total, total, parts, None, 0)
         final = await self._reload(final.id)
         return await self.complete(final)
+
+    async def finals_waiting_for(self, source_id: str) -> list[Upload]:
+        """Open final uploads whose concat_sources name `source_id` (tus concatenation-unfinished:
+        after a partial upload completes, concatenate() each final whose sources are now all done)."""
+        async with cursor(self.pool) as cur:
+            await cur.execute("""SELECT *, expires_at < now() AS is_expired FROM uploads
+                                 WHERE state = 'open' AND metadata -> 'concat_sources' ? %s""", (str(source_id),))
+            return [Upload.from_row(row) for row in await cur.fetchall()]
 
     # ------------------------------------------------------------------ abort / expire
     async def abort(self, upload: Upload) -> None:
