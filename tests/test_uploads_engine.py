@@ -113,6 +113,9 @@ async def test_append_unaligned_chunks_with_durable_tail_across_engine_instances
     assert await staging_keys(second, upload) == []
     assert (await second.get(upload.id, "alice")).state == "completed"
     assert await second.complete(upload) == info  # idempotent
+    with pytest.raises(Exception) as error:
+        await second.complete(upload, sha256="a" * 64)  # never declared: cannot be checked now
+    assert error.value.status == 400
 
 
 async def test_deferred_length_completes_at_offset_with_tail_as_last_part(make_engine):
@@ -474,6 +477,7 @@ async def test_concatenation_copies_parts_server_side_and_merges_short_ones(make
         partial = await engine.append(partial, 0, chunks_of(blob))
         result = await engine.complete(partial)
         assert result["assembled"] is True and result["size"] == len(blob)
+        assert await engine.complete(partial) == result  # idempotent
         partials.append(partial)
     unfinished = await engine.create("tus", None, None, "alice", length=10)
     final = await engine.create("tus", bucket_id, "concat.bin", "alice",

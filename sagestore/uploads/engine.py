@@ -990,8 +990,10 @@ class UploadEngine:
         if upload.retain or (upload.staged and upload.bucket_id is None):
             if target is None and "file" in result and not sha256:
                 return result["file"]
-            if target is None and upload.bucket_id is None:
-                raise BadRequest("this upload has no target: give one")
+            if target is None and upload.bucket_id is None and not sha256:
+                assembled = result["assembled"]
+                return {"upload_id": upload.id, "size": assembled["size"], "sha256": assembled.get("sha256"),
+                        "assembled": True}
             return await self._publish_staged(upload, target, sha256, lease=None)
         if "file" not in result:
             if upload.staged and sha256:  # an earlier sha256 mismatch: the staged object still waits
@@ -1000,7 +1002,9 @@ class UploadEngine:
         file_info = result["file"]
         if target is not None and (str(target[0]), target[1]) != (file_info["bucket_id"], file_info["key"]):
             raise Conflict("this upload was already published elsewhere")
-        if sha256 and file_info.get("sha256") and sha256 != file_info["sha256"]:
+        if sha256 and not file_info.get("sha256"):
+            raise BadRequest("a whole-file sha256 must be declared when the upload is created")
+        if sha256 and sha256 != file_info["sha256"]:
             raise BadRequest(f"sha256 mismatch: expected {sha256}, the upload has {file_info['sha256']}",
                              code="Sha256Mismatch")
         return file_info
