@@ -572,8 +572,10 @@ class UploadEngine:
         - chunk_checksum (algorithm, base64) or a callable returning it after the body (trailers):
           a mismatch raises ChecksumMismatch (460) and nothing of this request is kept.
         - a body beyond max_bytes or the declared length: 413, nothing kept.
-        - a body cut off (disconnect, truncation, idle timeout): every byte received is kept
-          (full parts + a new staged tail) unless a chunk checksum was asked for.
+        - a body cut off (disconnect, truncation, idle timeout): every byte the body iterator
+          yielded is kept (full parts + a new staged tail) unless a chunk checksum was asked for.
+          (aiohttp drops the little it had buffered but not yielded when the connection broke;
+          those bytes were never acknowledged, and the next HEAD/status says where to resume.)
         - another writer: 423, or with steal=True this request takes over and the old one stops
           at its next lease check without committing.
         Every full part goes to S3 as soon as it is full (parts_in_flight at a time); the rest
