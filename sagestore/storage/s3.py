@@ -85,9 +85,14 @@ class ObjectStore:
     """The storage interface every other layer uses. One instance per app."""
 
     def __init__(self, client: Any, *, part_size: int = 16 * 2**20, parts_in_flight: int = 4) -> None:
+        if part_size < MIN_PART_SIZE or parts_in_flight < 1:
+            raise ValueError("part_size must be >= 5 MiB and parts_in_flight >= 1")
         self.client = client
         self.part_size = part_size
         self.parts_in_flight = parts_in_flight
+        # CopyObject handles up to 5 GiB; larger copies go part by part through UploadPartCopy
+        self.single_copy_limit = MAX_PART_SIZE
+        self.copy_part_size = 512 * 2**20
 
     # --- buckets -----------------------------------------------------------
     async def ensure_buckets(self, names: list[str]) -> int:
@@ -126,23 +131,34 @@ class ObjectStore:
         The object appears only when the whole body has been stored."""
         digest = hashlib.sha256()
         total = 0
-        buffer = bytearray()
+        buffer = bytearray()  # never more than one part plus one chunk
         upload_id: str | None = None
         part_number = 0
         parts: list[dict[str, Any]] = []
-        pending: set[asyncio.Task] = set()
+        in_flight: set[asyncio.Task] = set()
         metadata = dict(metadata or {})
-
-        async def start() -> str:
-            # the sha256 is only known at the end, so multipart objects get it via a self-copy
-            response = await self.client.create_multipart_upload(
-                Bucket=loc.bucket, Key=loc.key, ContentType=content_type, Metadata=metadata)
-            return response["UploadId"]
 
         async def send(number: int, data: bytes) -> None:
             response = await self.client.upload_part(Bucket=loc.bucket, Key=loc.key, UploadId=upload_id,
                                                      PartNumber=number, Body=data)
             parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+        async def settle(keep: int) -> None:
+            """Wait until at most `keep` parts are in flight; re-raise the first failure."""
+            while len(in_flight) > keep:
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                in_flight.difference_update(done)
+                for task in done:
+                    task.result()
+
+        async def clean_up() -> None:
+            for task in in_flight:
+                task.cancel()
+            # let cancelled part uploads finish before the abort, so none lands after it
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            if upload_id is not None:
+                with contextlib.suppress(Exception):
+                    await self.abort_multipart(loc, upload_id)
 
         try:
             async for chunk in chunks:
@@ -153,20 +169,16 @@ class ObjectStore:
                 if on_bytes:
                     on_bytes(len(chunk))
                 buffer += chunk
-                while len(buffer) >= part_size_for(part_number + 1, self.part_size):
-                    size = part_size_for(part_number + 1, self.part_size)
-                    if upload_id is None:
-                        upload_id = await start()
-                    part_number += 1
-                    if part_number > MAX_PARTS:
+                while len(buffer) >= (size := part_size_for(part_number + 1, self.part_size)):
+                    if part_number + 1 > MAX_PARTS:
                         raise ValueError("body too large for one object")
-                    data = bytes(buffer[:size])
-                    del buffer[:size]
-                    while len(pending) >= self.parts_in_flight:
-                        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                        for task in done:
-                            task.result()
-                    pending.add(asyncio.create_task(send(part_number, data)))
+                    if upload_id is None:
+                        # the sha256 is only known at the end, so multipart objects get it via a self-copy
+                        upload_id = await self.create_multipart(loc, content_type=content_type, metadata=metadata)
+                    # free a slot before copying the part out, so at most parts_in_flight copies exist
+                    await settle(self.parts_in_flight - 1)
+                    part_number += 1
+                    in_flight.add(asyncio.create_task(send(part_number, _take(buffer, size))))
             sha256 = digest.hexdigest()
             if upload_id is None:
                 if sha256_metadata_key:
@@ -174,49 +186,38 @@ class ObjectStore:
                 etag = await self.put_bytes(loc, bytes(buffer), content_type=content_type, metadata=metadata)
                 return PutResult(total, etag, sha256)
             if buffer:
+                await settle(self.parts_in_flight - 1)
                 part_number += 1
-                pending.add(asyncio.create_task(send(part_number, bytes(buffer))))
-                buffer.clear()
-            if pending:
-                await asyncio.gather(*pending)
-                pending.clear()
+                in_flight.add(asyncio.create_task(send(part_number, _take(buffer, len(buffer)))))
+            await settle(0)
             parts.sort(key=lambda p: p["PartNumber"])
-            response = await self.client.complete_multipart_upload(
-                Bucket=loc.bucket, Key=loc.key, UploadId=upload_id, MultipartUpload={"Parts": parts})
-            etag = response["ETag"]
+            etag = await self.complete_multipart(loc, upload_id, parts)
             upload_id = None
             if sha256_metadata_key:
                 metadata[sha256_metadata_key] = sha256
                 etag = await self.replace_metadata(loc, content_type=content_type, metadata=metadata, size=total)
             return PutResult(total, etag, sha256)
         finally:
-            for task in pending:
-                task.cancel()
-            if upload_id is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.abort_multipart(loc, upload_id))
+            if in_flight or upload_id is not None:
+                await asyncio.shield(clean_up())
 
     async def replace_metadata(self, loc: Location, *, content_type: str, metadata: dict[str, str],
                                size: int) -> str:
         """Rewrite an object's metadata in place (server-side; no bytes pass through us)."""
-        if size <= MAX_PART_SIZE:
-            response = await self.client.copy_object(
-                Bucket=loc.bucket, Key=loc.key, CopySource={"Bucket": loc.bucket, "Key": loc.key},
-                MetadataDirective="REPLACE", ContentType=content_type, Metadata=metadata)
-            return response["CopyObjectResult"]["ETag"]
         return await self.copy(loc, loc, content_type=content_type, metadata=metadata, size=size)
 
     async def copy(self, source: Location, target: Location, *, content_type: str,
                    metadata: dict[str, str], size: int) -> str:
-        """Server-side copy of any size, through UploadPartCopy when over 5 GiB."""
-        if size <= MAX_PART_SIZE and source != target:
+        """Server-side copy of any size (also onto itself), through UploadPartCopy when over 5 GiB.
+        The target gets content_type and metadata, not the source's."""
+        if size <= self.single_copy_limit:
             response = await self.client.copy_object(
                 Bucket=target.bucket, Key=target.key, CopySource={"Bucket": source.bucket, "Key": source.key},
                 MetadataDirective="REPLACE", ContentType=content_type, Metadata=metadata)
             return response["CopyObjectResult"]["ETag"]
         upload_id = await self.create_multipart(target, content_type=content_type, metadata=metadata)
         try:
-            step = part_size_for_length(size, 512 * 2**20)
+            step = part_size_for_length(size, self.copy_part_size)
             parts = []
             for number, start in enumerate(range(0, size, step), start=1):
                 end = min(size, start + step) - 1
@@ -384,6 +385,13 @@ class ObjectStore:
     async def presign(self, operation: str, loc: Location, expires: int, **params: Any) -> str:
         return await self.client.generate_presigned_url(
             operation, Params={"Bucket": loc.bucket, "Key": loc.key, **params}, ExpiresIn=expires)
+
+def _take(buffer: bytearray, size: int) -> bytes:
+    """Remove and return the first size bytes of buffer with a single copy."""
+    with memoryview(buffer) as view:
+        data = bytes(view[:size])
+    del buffer[:size]
+    return data
 
 def _info(key: str, response: dict[str, Any]) -> ObjectInfo:
     return ObjectInfo(key=key, size=int(response.get("ContentLength", 0)), etag=response.get("ETag", ""),
