@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import io
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -115,8 +116,11 @@ class ObjectStore:
         await self.client.head_bucket(Bucket=bucket)
 
     # --- whole objects -----------------------------------------------------
-    async def put_bytes(self, loc: Location, data: bytes, *, content_type: str = "application/octet-stream",
+    async def put_bytes(self, loc: Location, data: bytes | io.BytesIO, *,
+                        content_type: str = "application/octet-stream",
                         metadata: dict[str, str] | None = None) -> str:
+        """Store a whole object. A BytesIO you no longer need saves a copy: botocore turns
+        bytes into a BytesIO that shares them, and aiohttp's getbuffer() then copies it."""
         response = await self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data,
                                                 ContentType=content_type, Metadata=metadata or {})
         return response["ETag"]
@@ -138,7 +142,7 @@ class ObjectStore:
         in_flight: set[asyncio.Task] = set()
         metadata = dict(metadata or {})
 
-        async def send(number: int, data: bytes) -> None:
+        async def send(number: int, data: io.BytesIO) -> None:
             response = await self.client.upload_part(Bucket=loc.bucket, Key=loc.key, UploadId=upload_id,
                                                      PartNumber=number, Body=data)
             parts.append({"PartNumber": number, "ETag": response["ETag"]})
@@ -183,7 +187,8 @@ class ObjectStore:
             if upload_id is None:
                 if sha256_metadata_key:
                     metadata[sha256_metadata_key] = sha256
-                etag = await self.put_bytes(loc, bytes(buffer), content_type=content_type, metadata=metadata)
+                etag = await self.put_bytes(loc, _take(buffer, len(buffer)), content_type=content_type,
+                                            metadata=metadata)
                 return PutResult(total, etag, sha256)
             if buffer:
                 await settle(self.parts_in_flight - 1)
@@ -328,7 +333,7 @@ class ObjectStore:
         response = await self.client.create_multipart_upload(**kwargs)
         return response["UploadId"]
 
-    async def upload_part(self, loc: Location, upload_id: str, part_number: int, data: bytes, *,
+    async def upload_part(self, loc: Location, upload_id: str, part_number: int, data: bytes | io.BytesIO, *,
                           content_md5: str | None = None, checksums: dict[str, str] | None = None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key, "UploadId": upload_id,
                                   "PartNumber": part_number, "Body": data}
@@ -386,12 +391,16 @@ class ObjectStore:
         return await self.client.generate_presigned_url(
             operation, Params={"Bucket": loc.bucket, "Key": loc.key, **params}, ExpiresIn=expires)
 
-def _take(buffer: bytearray, size: int) -> bytes:
-    """Remove and return the first size bytes of buffer with a single copy."""
+def _take(buffer: bytearray, size: int) -> io.BytesIO:
+    """Remove the first size bytes of buffer into a request body, copying them once.
+    A BytesIO that owns its bytes is streamed by aiohttp in 64 KiB reads without a
+    second copy (bytes, or a BytesIO sharing them, get copied whole by getbuffer())."""
+    body = io.BytesIO()
     with memoryview(buffer) as view:
-        data = bytes(view[:size])
+        body.write(view[:size])
     del buffer[:size]
-    return data
+    body.seek(0)
+    return body
 
 def _info(key: str, response: dict[str, Any]) -> ObjectInfo:
     return ObjectInfo(key=key, size=int(response.get("ContentLength", 0)), etag=response.get("ETag", ""),
