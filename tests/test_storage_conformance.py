@@ -47,6 +47,7 @@ class Behaviour:
     part_copy_etag_is_range_md5: bool  # UploadPartCopy's ETag is the MD5 of the copied bytes
     checks_signatures: bool       # wrong secret, tampered or expired presigned URL refused
     presigned_urls: bool          # presigned GET/PUT/UploadPart URLs usable with a plain HTTP client
+                                  # (moto with its auth mode on answers them 500; we run it with auth off)
 
 
 SEAWEEDFS = Behaviour(
@@ -529,6 +530,15 @@ async def test_complete_with_small_middle_part(store, at, backend, bucket):
     assert await store.list_multipart_uploads(bucket, at().key) == []
 
 
+async def test_complete_without_parts_is_refused_before_any_call(store, at, bucket):
+    location = at("no-parts")
+    upload_id = await store.create_multipart(location)
+    with pytest.raises(ValueError):
+        await store.complete_multipart(location, upload_id, [])
+    assert [upload["UploadId"] for upload in await store.list_multipart_uploads(bucket, at().key)] == [upload_id]
+    await store.abort_multipart(location, upload_id)
+
+
 async def test_abort(store, at, bucket, backend):
     location = at("abort.bin")
     upload_id, _, _ = await _two_parts(store, location)
@@ -634,9 +644,12 @@ async def test_copy_part_by_part(store, at, bucket, onto_itself):
 # --- presigned URLs and signatures ------------------------------------------------
 
 async def test_presigned_put_and_get(store, at, backend):
-    assert backend.behaviour.presigned_urls
     put_url = await store.presign("put_object", at("pre"), 300)
     response = await asyncio.to_thread(requests.put, put_url, data=b"presigned body")
+    if not backend.behaviour.presigned_urls:
+        # such a backend cannot serve direct-to-storage uploads; this documents it, the suite goes on
+        assert response.status_code >= 400 and await store.head(at("pre")) is None
+        return
     assert response.status_code == 200
     assert await store.read_all(at("pre")) == b"presigned body"
     get_url = await store.presign("get_object", at("pre"), 300)
@@ -658,6 +671,10 @@ async def test_presigned_upload_part(store, at, backend):
     for number, body in enumerate(data, start=1):
         url = await store.presign("upload_part", location, 300, UploadId=upload_id, PartNumber=number)
         response = await asyncio.to_thread(requests.put, url, data=body)
+        if not backend.behaviour.presigned_urls:
+            assert response.status_code >= 400
+            await store.abort_multipart(location, upload_id)
+            return
         assert response.status_code == 200
         assert response.headers["ETag"] == quoted_md5(body)
         parts.append({"PartNumber": number, "ETag": response.headers["ETag"]})

@@ -364,6 +364,11 @@ class ObjectStore:
             marker = int(response["NextPartNumberMarker"])
 
     async def complete_multipart(self, loc: Location, upload_id: str, parts: list[dict[str, Any]]) -> str:
+        """Publish the upload. parts must be in ascending PartNumber order: SeaweedFS
+        refuses other orders (InvalidPartOrder) but moto joins them as listed."""
+        if not parts:
+            # S3 needs at least one part (SeaweedFS answers a misleading NoSuchUpload)
+            raise ValueError("a multipart upload needs at least one part; store empty objects with put_bytes")
         response = await self.client.complete_multipart_upload(
             Bucket=loc.bucket, Key=loc.key, UploadId=upload_id, MultipartUpload={"Parts": parts})
         return response["ETag"]
