@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from sagestore.embedded import free_port
-from sagestore.storage import Location, ObjectStore, error_code, md5_base64, open_object_store
+from sagestore.storage import ChecksumMismatch, Location, ObjectStore, error_code, md5_base64, open_object_store
 
 MiB = 2**20
 PART = 5 * MiB  # the S3 minimum, so moto (objects in RAM) stays small
@@ -244,6 +245,26 @@ async def test_put_stream_large_body_is_multipart(store, at, bucket, sha256_key)
         # no metadata rewrite: the multipart ETag shows the three parts
         assert info.metadata == {"owner": "carol"}
         assert result.etag.strip('"').endswith("-3") and info.etag == result.etag
+
+
+@pytest.mark.parametrize("size", [1000, 2 * PART + 77], ids=["single-put", "multipart"])
+async def test_put_stream_with_declared_sha256(store, at, bucket, size):
+    data = os.urandom(size)
+    result = await store.put_stream(at("declared"), odd_chunks(data), metadata={"owner": "gus"},
+                                    expected_sha256=sha256(data).upper())
+    assert result.sha256 == sha256(data)
+    if size > PART:
+        # known from the start, so no metadata rewrite after completion: the multipart ETag stays
+        assert result.etag.strip('"').endswith("-3")
+    info = await store.head(at("declared"))
+    assert info.metadata == {"owner": "gus", "sha256": sha256(data)}
+    assert await read(store, at("declared")) == data
+
+    with pytest.raises(ChecksumMismatch) as caught:
+        await store.put_stream(at("mismatch"), odd_chunks(data), expected_sha256=sha256(b"other"))
+    assert (caught.value.expected, caught.value.actual) == (sha256(b"other"), sha256(data))
+    assert await store.head(at("mismatch")) is None
+    assert await store.list_multipart_uploads(bucket, at().key) == []
 
 
 async def test_put_stream_exact_part_multiple(store, at):
@@ -483,6 +504,27 @@ async def test_multipart_create_upload_list_complete(store, at, bucket):
     assert await store.list_multipart_uploads(bucket, at().key) == []
 
 
+async def test_bodies_may_be_bytesio(store, at):
+    """An owned BytesIO body spares aiohttp's copy of a bytes body (see put_bytes)."""
+    data = os.urandom(PART + 10)
+    assert await store.put_bytes(at("bio"), io.BytesIO(data)) == quoted_md5(data)
+    upload_id = await store.create_multipart(at("bio-mp"))
+    parts = []
+    for number, body in enumerate([data[:PART], data[PART:]], start=1):
+        response = await store.upload_part(at("bio-mp"), upload_id, number, io.BytesIO(body),
+                                           content_md5=md5_base64(body))
+        parts.append({"PartNumber": number, "ETag": response["ETag"]})
+    await store.complete_multipart(at("bio-mp"), upload_id, parts)
+    assert await read(store, at("bio")) == await read(store, at("bio-mp")) == data
+
+
+def test_object_store_refuses_parts_below_the_s3_minimum():
+    with pytest.raises(ValueError):
+        ObjectStore(None, part_size=PART - 1)
+    with pytest.raises(ValueError):
+        ObjectStore(None, part_size=PART, parts_in_flight=0)
+
+
 async def test_multipart_part_overwritten_by_retry(store, at):
     location = at("retry.bin")
     upload_id, data, parts = await _two_parts(store, location)
@@ -626,8 +668,7 @@ async def test_copy_onto_itself_rewrites_metadata(store, at):
 @pytest.mark.parametrize("onto_itself", [False, True])
 async def test_copy_part_by_part(store, at, bucket, onto_itself):
     """The path taken above 5 GiB, exercised with small limits on the same client."""
-    chunked = ObjectStore(store.client, part_size=PART)
-    chunked.single_copy_limit = 0
+    chunked = ObjectStore(store.client, part_size=PART, single_copy_limit=0)
     chunked.copy_part_size = PART
     data = os.urandom(2 * PART + 4321)
     await store.put_bytes(at("src"), data, metadata={"old": "yes"})

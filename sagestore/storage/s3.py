@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
 import io
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,6 +66,13 @@ class ListPage:
     next_token: str | None
     key_count: int
 
+class ChecksumMismatch(ValueError):
+    """The body's digest differs from the one declared; nothing was stored."""
+
+    def __init__(self, algorithm: str, expected: str, actual: str) -> None:
+        super().__init__(f"{algorithm} mismatch: declared {expected}, received {actual}")
+        self.algorithm, self.expected, self.actual = algorithm, expected, actual
+
 @dataclass
 class PutResult:
     size: int
@@ -85,14 +93,17 @@ def part_size_for_length(length: int, minimum: int = MIN_PART_SIZE) -> int:
 class ObjectStore:
     """The storage interface every other layer uses. One instance per app."""
 
-    def __init__(self, client: Any, *, part_size: int = 16 * 2**20, parts_in_flight: int = 4) -> None:
+    def __init__(self, client: Any, *, part_size: int = 16 * 2**20, parts_in_flight: int = 4,
+                 single_copy_limit: int = MAX_PART_SIZE) -> None:
         if part_size < MIN_PART_SIZE or parts_in_flight < 1:
             raise ValueError("part_size must be >= 5 MiB and parts_in_flight >= 1")
         self.client = client
         self.part_size = part_size
         self.parts_in_flight = parts_in_flight
-        # CopyObject handles up to 5 GiB; larger copies go part by part through UploadPartCopy
-        self.single_copy_limit = MAX_PART_SIZE
+        # S3 copies at most 5 GiB in one CopyObject; larger copies go part by part through
+        # UploadPartCopy, which moves every byte. SeaweedFS has no such limit and rewrites
+        # only metadata when an object is copied onto itself, so it may be raised there.
+        self.single_copy_limit = single_copy_limit
         self.copy_part_size = 512 * 2**20
 
     # --- buckets -----------------------------------------------------------
@@ -129,10 +140,16 @@ class ObjectStore:
                          content_type: str = "application/octet-stream",
                          metadata: dict[str, str] | None = None,
                          on_bytes: Callable[[int], None] | None = None,
-                         sha256_metadata_key: str | None = "sha256") -> PutResult:
+                         sha256_metadata_key: str | None = "sha256",
+                         expected_sha256: str | None = None) -> PutResult:
         """Store a body of unknown length. Small bodies become one PutObject; larger
         ones a multipart upload with at most parts_in_flight part buffers in memory.
-        The object appears only when the whole body has been stored."""
+        The object appears only when the whole body has been stored.
+
+        The body's sha256 goes into metadata[sha256_metadata_key]. Multipart objects learn
+        it only at the end and get it by copying the object onto itself, unless the
+        caller declares expected_sha256: then it is stored from the start, and a body
+        that does not match raises ChecksumMismatch and publishes nothing."""
         digest = hashlib.sha256()
         total = 0
         buffer = bytearray()  # never more than one part plus one chunk
@@ -141,6 +158,10 @@ class ObjectStore:
         parts: list[dict[str, Any]] = []
         in_flight: set[asyncio.Task] = set()
         metadata = dict(metadata or {})
+        if expected_sha256 is not None:
+            expected_sha256 = expected_sha256.lower()
+            if sha256_metadata_key:
+                metadata[sha256_metadata_key] = expected_sha256
 
         async def send(number: int, data: io.BytesIO) -> None:
             response = await self.client.upload_part(Bucket=loc.bucket, Key=loc.key, UploadId=upload_id,
@@ -177,13 +198,14 @@ class ObjectStore:
                     if part_number + 1 > MAX_PARTS:
                         raise ValueError("body too large for one object")
                     if upload_id is None:
-                        # the sha256 is only known at the end, so multipart objects get it via a self-copy
                         upload_id = await self.create_multipart(loc, content_type=content_type, metadata=metadata)
                     # free a slot before copying the part out, so at most parts_in_flight copies exist
                     await settle(self.parts_in_flight - 1)
                     part_number += 1
                     in_flight.add(asyncio.create_task(send(part_number, _take(buffer, size))))
             sha256 = digest.hexdigest()
+            if expected_sha256 is not None and not hmac.compare_digest(sha256, expected_sha256):
+                raise ChecksumMismatch("sha256", expected_sha256, sha256)
             if upload_id is None:
                 if sha256_metadata_key:
                     metadata[sha256_metadata_key] = sha256
@@ -191,6 +213,8 @@ class ObjectStore:
                                             metadata=metadata)
                 return PutResult(total, etag, sha256)
             if buffer:
+                if part_number + 1 > MAX_PARTS:
+                    raise ValueError("body too large for one object")
                 await settle(self.parts_in_flight - 1)
                 part_number += 1
                 in_flight.add(asyncio.create_task(send(part_number, _take(buffer, len(buffer)))))
@@ -198,7 +222,7 @@ class ObjectStore:
             parts.sort(key=lambda p: p["PartNumber"])
             etag = await self.complete_multipart(loc, upload_id, parts)
             upload_id = None
-            if sha256_metadata_key:
+            if sha256_metadata_key and expected_sha256 is None:
                 metadata[sha256_metadata_key] = sha256
                 etag = await self.replace_metadata(loc, content_type=content_type, metadata=metadata, size=total)
             return PutResult(total, etag, sha256)
@@ -419,7 +443,8 @@ def md5_base64(data: bytes) -> str:
 @contextlib.asynccontextmanager
 async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, region: str,
                             part_size: int = 16 * 2**20, parts_in_flight: int = 4,
-                            max_connections: int = 64) -> AsyncIterator[ObjectStore]:
+                            max_connections: int = 64,
+                            single_copy_limit: int = MAX_PART_SIZE) -> AsyncIterator[ObjectStore]:
     """The single aiobotocore client of an app (or a CLI command)."""
     config = AioConfig(
         signature_version="s3v4",
@@ -436,6 +461,7 @@ async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, 
     async with session.create_client("s3", endpoint_url=endpoint, region_name=region,
                                      aws_access_key_id=access_key, aws_secret_access_key=secret_key,
                                      config=config) as client:
-        yield ObjectStore(client, part_size=part_size, parts_in_flight=parts_in_flight)
+        yield ObjectStore(client, part_size=part_size, parts_in_flight=parts_in_flight,
+                          single_copy_limit=single_copy_limit)
 
 AsyncCallable = Callable[..., Awaitable[Any]]
