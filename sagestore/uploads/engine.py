@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import re
@@ -406,8 +407,15 @@ class UploadEngine:
                               " AND writer = %s", (lease.upload_id, part_number, lease.token))
 
     # ------------------------------------------------------------------ parts
-    async def _send_part(self, upload: Upload, part_number: int, data: bytes | bytearray, *,
+    async def _send_part(self, upload: Upload, part_number: int, data: bytes | io.BytesIO, *,
                          content_md5: str | None = None, checksum: str | None = None) -> Part:
+        """UploadPart. Give an io.BytesIO that owns its bytes (at position 0) to spare a copy: aiohttp
+        streams it as it is, while bytes are copied whole on their way out."""
+        if isinstance(data, io.BytesIO):
+            with data.getbuffer() as view:
+                size = view.nbytes
+        else:
+            size = len(data)
         checksums = {upload.checksum_algorithm: checksum} if upload.checksum_algorithm and checksum else None
         try:
             response = await self.store.upload_part(self._mpu(upload), upload.s3_upload_id, part_number, data,
@@ -416,13 +424,17 @@ class UploadEngine:
             if is_not_found(error):
                 raise NotFound("upload not found (its storage was released)") from None
             raise _s3_bad_request(error) or error
-        return Part(part_number, len(data), response["ETag"], checksum, content_md5)
+        return Part(part_number, size, response["ETag"], checksum, content_md5)
 
-    def _part_checksum(self, upload: Upload, data: bytes | bytearray) -> str | None:
+    def _part_checksum(self, upload: Upload, data: bytes | bytearray | io.BytesIO) -> str | None:
         if not upload.checksum_algorithm:
             return None
         digest = MultiDigest([upload.checksum_algorithm])
-        digest.update(data)
+        if isinstance(data, io.BytesIO):
+            with data.getbuffer() as view:
+                digest.update(view)
+        else:
+            digest.update(data)
         return digest.b64(normalize_algorithm(upload.checksum_algorithm))
 
     async def put_part(self, upload: Upload, part_number: int, body: AsyncIterable[bytes], *,
@@ -457,23 +469,25 @@ class UploadEngine:
         async with self.memory.reserve(reserve), self._part_writer(upload.id) as lease:
             await self._acquire_part(lease, part_number, wait=False)
             digest = MultiDigest(algorithms)
-            buffer = bytearray()
+            buffer = io.BytesIO()  # owns its bytes: handed to UploadPart without another copy
+            received = 0
             try:
                 async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
                     if lease.lost.is_set():
                         raise LeaseLost("another request took over this part")
-                    if len(buffer) + len(chunk) > limit:
+                    if received + len(chunk) > limit:
                         if expected_size is not None:
                             raise BadRequest(f"part {part_number} must be {expected_size} bytes; the body is longer")
                         raise PayloadTooLarge(f"a part is at most {MAX_PART_SIZE} bytes")
-                    buffer += chunk
+                    buffer.write(chunk)
+                    received += len(chunk)
                     digest.update(chunk)
             except _BodyCutOff:
                 raise BadRequest(f"the body of part {part_number} was cut off; nothing was stored") from None
-            if size_hint is not None and len(buffer) != size_hint:
-                raise BadRequest(f"part {part_number}: Content-Length was {size_hint} but {len(buffer)} bytes came")
-            if expected_size is not None and len(buffer) != expected_size:
-                raise BadRequest(f"part {part_number} must be {expected_size} bytes, got {len(buffer)}")
+            if size_hint is not None and received != size_hint:
+                raise BadRequest(f"part {part_number}: Content-Length was {size_hint} but {received} bytes came")
+            if expected_size is not None and received != expected_size:
+                raise BadRequest(f"part {part_number} must be {expected_size} bytes, got {received}")
             for name, raw in wanted.items():
                 if digest.raw(name) != raw:
                     raise DigestMismatch(f"{'Content-MD5' if name == 'md5' else name} of part {part_number} does "
@@ -481,6 +495,7 @@ class UploadEngine:
                                          code="BadDigest")
             checksum = digest.b64(normalize_algorithm(upload.checksum_algorithm)) if upload.checksum_algorithm \
                 else None
+            buffer.seek(0)
             part = await self._send_part(upload, part_number, buffer, content_md5=md5, checksum=checksum)
             del buffer
             await self._record_part(lease, part)
@@ -632,7 +647,7 @@ class UploadEngine:
         cut_off: _BodyCutOff | None = None
         new_tail: Location | None = None
 
-        async def send(number: int, data: bytes | bytearray) -> None:
+        async def send(number: int, data: io.BytesIO) -> None:
             try:
                 await self._acquire_part(lease, number, wait=True)
                 part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
@@ -641,7 +656,7 @@ class UploadEngine:
             except BaseException as error:  # noqa: BLE001 - reported after the body
                 failures.append(error)
 
-        async def dispatch(number: int, data: bytes | bytearray) -> None:
+        async def dispatch(number: int, data: io.BytesIO) -> None:
             nonlocal pending
             while len(pending) >= in_flight:
                 _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -651,12 +666,15 @@ class UploadEngine:
 
         async with self.memory.reserve(budget):
             try:
-                buffer = bytearray()
+                # the part being filled: an owned BytesIO goes to UploadPart without another copy
+                buffer = io.BytesIO()
+                filled = 0
                 if upload.tail_key:
                     tail = await self.store.read_all(Location(upload.s3_bucket, upload.tail_key))
                     if tail is None or len(tail) != upload.tail_size:
                         raise RuntimeError(f"staged tail of upload {upload.id} is missing or has the wrong size")
-                    buffer += tail
+                    filled = buffer.write(tail)
+                    del tail
                 try:
                     async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
                         if lease.lost.is_set():
@@ -671,18 +689,17 @@ class UploadEngine:
                             checksum_digest.update(chunk)
                         elif callable(chunk_checksum):
                             trailer_digest.update(chunk)
-                        buffer += chunk
-                        while len(buffer) >= upload.part_size_of(next_part):
-                            size = upload.part_size_of(next_part)
-                            if len(buffer) - size <= size:
-                                # hand the buffer itself to the part; only the overflow is copied
-                                data, buffer = buffer, buffer[size:]
-                                del data[size:]
-                            else:
-                                data = buffer[:size]
-                                del buffer[:size]
-                            await dispatch(next_part, data)
-                            next_part += 1
+                        with memoryview(chunk) as view:
+                            position = 0
+                            while position < len(view):
+                                take = min(upload.part_size_of(next_part) - filled, len(view) - position)
+                                filled += buffer.write(view[position:position + take])
+                                position += take
+                                if filled == upload.part_size_of(next_part):
+                                    buffer.seek(0)
+                                    await dispatch(next_part, buffer)
+                                    next_part += 1
+                                    buffer, filled = io.BytesIO(), 0
                 except _BodyCutOff as error:
                     cut_off = error
                 new_offset = upload.offset + received
@@ -703,10 +720,11 @@ class UploadEngine:
                         if digest.raw(algorithm) != decode_b64(expected[1], algorithm):
                             raise ChecksumMismatch(f"{algorithm} checksum of the body does not match; "
                                                    "nothing was kept")
-                if buffer and new_length is not None and new_offset == new_length:
+                if filled and new_length is not None and new_offset == new_length:
+                    buffer.seek(0)
                     await dispatch(next_part, buffer)  # the last part may be short: no tail needed
                     next_part += 1
-                    buffer = bytearray()
+                    buffer, filled = io.BytesIO(), 0
                 if pending:
                     await asyncio.wait(pending)
                     pending = set()
@@ -720,7 +738,7 @@ class UploadEngine:
                         if number not in sent:
                             break
                         prefix.append(sent[number])
-                    committed_parts, buffer = prefix, bytearray()
+                    committed_parts, buffer, filled = prefix, io.BytesIO(), 0
                     if not prefix:
                         return await self._reload(upload.id)
                     new_offset = upload.offset - upload.tail_size + sum(p.size for p in prefix)
@@ -731,11 +749,11 @@ class UploadEngine:
                     kept = Location(upload.s3_bucket, upload.tail_key) if upload.tail_key else None
                     await self._commit_append(lease, upload, new_offset, new_length, [], kept, upload.tail_size)
                     return await self._reload(upload.id)
-                if buffer:
+                if filled:
                     new_tail = self._staging(upload, f"tail-{lease.token[:16]}")
-                    await self.store.put_bytes(new_tail, bytes(buffer))
-                await self._commit_append(lease, upload, new_offset, new_length, committed_parts, new_tail,
-                                          len(buffer))
+                    buffer.seek(0)
+                    await self.store.put_bytes(new_tail, buffer)
+                await self._commit_append(lease, upload, new_offset, new_length, committed_parts, new_tail, filled)
                 new_tail = None  # committed: it is the upload's tail now
             finally:
                 for task in pending:
