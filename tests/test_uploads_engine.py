@@ -444,6 +444,12 @@ async def test_abort_releases_everything(make_engine):
     assert await open_mpus(engine, upload) == [] and await staging_keys(engine, upload) == []
     with pytest.raises(NotFound):
         await engine.get(upload.id, "alice")
+    # before a bucket is deleted: every unfinished upload into it goes
+    others = [await engine.create("tus", bucket_id, f"gone-{n}.bin", "alice") for n in range(2)]
+    await engine.append(others[0], 0, chunks_of(b"q" * 10))
+    assert await engine.abort_bucket(bucket_id) == 2
+    for upload in others:
+        assert await open_mpus(engine, upload) == [] and await staging_keys(engine, upload) == []
 
 
 async def test_reaper_leaves_no_multipart_upload_or_staging_object(make_engine, engine_settings):

@@ -1161,6 +1161,20 @@ class UploadEngine:
                 lease.lost.set()
         await self._release_storage(Upload.from_row(row))
 
+    async def abort_bucket(self, bucket_id: str) -> int:
+        """Abort every unfinished upload into a bucket (call before deleting the bucket, whose
+        rows would otherwise cascade away and leave their S3 parts to the orphan sweep)."""
+        async with cursor(self.pool) as cur:
+            await cur.execute("SELECT * FROM uploads WHERE bucket_id = %s AND state IN ('open', 'completed')",
+                              (bucket_id,))
+            rows = await cur.fetchall()
+        count = 0
+        for row in rows:
+            with contextlib.suppress(NotFound, Conflict):
+                await self.abort(Upload.from_row(row))
+                count += 1
+        return count
+
     async def _release_storage(self, upload: Upload) -> None:
         if upload.state != COMPLETED:
             await self.store.abort_multipart(self._mpu(upload), upload.s3_upload_id)
