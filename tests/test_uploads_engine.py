@@ -7,7 +7,6 @@ import base64
 import contextlib
 import hashlib
 import os
-import socket
 import uuid
 import zlib
 

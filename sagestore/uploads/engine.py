@@ -37,8 +37,8 @@ from ..db import cursor, transaction
 from ..errors import ApiError, BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, error_code, \
     is_not_found, validate_key
-from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, b64, decode_b64, normalize_algorithm
-from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever, writer_alive
+from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, decode_b64, normalize_algorithm
+from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever
 from .model import (ABORTED, COMPLETED, COMPLETING, EXPIRED, OPEN, PROTOCOLS, ChecksumMismatch, DigestMismatch,
                     MissingParts, OffsetMismatch, Part, Upload, choose_part_size)
 
