@@ -9,38 +9,8 @@ from tus_helpers import MiB, make_bucket, metadata, stored, tus_headers
 
 from sagestore import context
 from sagestore.db import cursor
-from sagestore.storage import MAX_PART_SIZE, MIN_PART_SIZE
-from sagestore.uploads.concat import plan_concatenation
 
 OCTETS = {"Content-Type": "application/offset+octet-stream"}
-
-
-def test_plan_copies_whatever_s3_allows():
-    # big partials are copied, split where they exceed 5 GiB; short ones are topped up from the next one
-    sizes = [6 * MiB, 1024, 7 * MiB, 3, 11 * 2**30, 2 * MiB]
-    plan = plan_concatenation(sizes)
-    assert plan[0].copy and plan[0].size == 6 * MiB
-    assert sum(part.size for part in plan) == sum(sizes)
-    for part in plan[:-1]:
-        assert MIN_PART_SIZE <= part.size <= MAX_PART_SIZE
-    assert plan[-1].size <= MAX_PART_SIZE
-    # only the short pieces and their top-ups are re-sent (1 KiB + top-up, 2 MiB + 1 KiB + 3 B + top-up);
-    # the short last partial is copied as the last part
-    resent = [part.size for part in plan if not part.copy]
-    assert resent == [MIN_PART_SIZE, MIN_PART_SIZE]
-    assert plan[-1].copy and plan[-1].size == 2 * MiB
-    assert all(part.size <= MIN_PART_SIZE for part in plan if not part.copy)
-    # the bytes come out in order, without gaps
-    position = {index: 0 for index in range(len(sizes))}
-    order = [(segment.source, segment.start, segment.end) for part in plan for segment in part.segments]
-    assert [source for source, _, _ in order] == sorted(source for source, _, _ in order)
-    for source, start, end in order:
-        assert start == position[source]
-        position[source] = end
-    assert [position[index] for index in range(len(sizes))] == sizes
-    # a lone short partial is copied as the (only, last) part; all empty gives no part
-    assert [(part.copy, part.size) for part in plan_concatenation([3])] == [(True, 3)]
-    assert plan_concatenation([0, 0]) == []
 
 
 async def _partial(client, data: bytes, upload: bool = True) -> str:

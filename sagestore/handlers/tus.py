@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -63,7 +63,7 @@ def _concat(upload: Upload) -> str | None:
 
 
 def _is_final(upload: Upload) -> bool:
-    return bool(upload.metadata.get("concat"))
+    return bool(upload.metadata.get("concat_sources"))
 
 
 def _expires(upload: Upload) -> dict[str, str]:
@@ -124,20 +124,23 @@ async def _finish_if_received(request: web.Request, upload: Upload) -> Upload:
     engine = request.app[context.ENGINE]
     await complete(request, upload)
     if _concat(upload) == "partial":
-        for final in await engine.concatenation_targets(upload):
-            await _assemble(request, final, quiet=True)
+        for final in await engine.finals_waiting_for(upload.id):
+            if final.owner == upload.owner:
+                await _assemble(request, final)
     return await engine.get(upload.id, None, with_parts=False)
 
 
-async def _assemble(request: web.Request, final: Upload, *, quiet: bool = False) -> dict[str, Any] | None:
-    """Assemble a final upload if all its partials are done; `quiet`: another request may be at it."""
+async def _assemble(request: web.Request, final: Upload) -> None:
+    """Assemble a final upload once all its partial uploads are finished. Conflict means a partial
+    is unfinished (or another request is assembling it): the final stays as it is."""
     await check_write(request, final.bucket_id)
+    engine = request.app[context.ENGINE]
     try:
-        return await request.app[context.ENGINE].concatenate(final)
+        sources = [await engine.get(source, final.owner, with_parts=False)
+                   for source in final.metadata["concat_sources"]]
+        await engine.concatenate(final, sources)
     except (Locked, Conflict):
-        if not quiet:
-            raise
-        return None
+        pass
 
 
 def _location(upload: Upload) -> str:
@@ -191,9 +194,9 @@ async def create(request: web.Request) -> web.Response:
         lengths = [partial.length for partial in partials]
         total = sum(lengths) if None not in lengths else None
         final = await engine.create("tus", bucket_id, key, user, length=total, content_type=content_type,
-                                    metadata={**stored, "upload_concat": concat.strip(),
-                                              "concat": [partial.id for partial in partials]})
-        await _assemble(request, final, quiet=True)
+                                    metadata={**stored, "upload_concat": concat.strip()},
+                                    concat_sources=[partial.id for partial in partials])
+        await _assemble(request, final)
         final = await engine.get(final.id, None, with_parts=False)
         return web.Response(status=201, headers={"Location": _location(final), **_expires(final)})
 
