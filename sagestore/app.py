@@ -14,7 +14,7 @@ from .config import Settings
 from .db import create_pool
 from .db.migrate import migrate
 from .errors import error_middleware
-from .handlers import meta
+from .handlers import buckets, meta, objects, permissions
 from .handlers.common import IDENTITY
 from .metrics import Metrics
 from .storage import BucketMapping, open_object_store
@@ -103,4 +103,7 @@ def create_app(settings: Settings) -> web.Application:
     app[context.METRICS] = Metrics()
     app.cleanup_ctx.extend([auth_ctx, database_ctx, storage_ctx])
     app.add_routes(meta.routes)
+    app.add_routes(buckets.routes)
+    app.add_routes(permissions.routes)
+    app.add_routes(objects.routes)
     return app
