@@ -32,7 +32,7 @@ async def put_raw(client, bucket_id: str, key: str, data: bytes = b"test-data", 
 
 async def put_form(client, bucket_id: str, key: str, data: bytes = b"test-data", filename: str | None = None,
                    user: str | None = "alice", content_type: str | None = None) -> aiohttp.ClientResponse:
-    form = aiohttp.FormData()
+    form = aiohttp.FormData(quote_fields=False)  # raw UTF-8 filenames, as browsers and requests send them
     form.add_field("file", data, filename=filename, content_type=content_type)
     return await client.put(f"/api/v1/objects/{bucket_id}/{key}", data=form, headers=auth(user))
 

@@ -7,6 +7,9 @@ streamed to S3; DELETE removes one file.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import re
 from datetime import datetime, timezone
@@ -133,8 +136,30 @@ async def part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         except (ValueError, AssertionError) as problem:
             raise BadRequest(f"malformed multipart body: {problem}") from None
         if not chunk:
+            if not part.at_eof():  # the body ended before the part's closing boundary: truncated
+                raise BadRequest("malformed multipart body: it ends before the closing boundary")
             return
         yield chunk
+
+
+def encode_token(backend_token: str, bucket_id: str, folder: str, recursive: bool) -> str:
+    """Wrap the backend's continuation token with the listing it belongs to. Some backends
+    (SeaweedFS) use the raw S3 key as token, which would show clients the storage layout,
+    and a token from another listing would silently give a wrong page."""
+    scope = {"t": backend_token, "b": bucket_id, "f": folder, "r": recursive}
+    return base64.urlsafe_b64encode(json.dumps(scope, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_token(token: str, bucket_id: str, folder: str, recursive: bool) -> str:
+    try:
+        scope = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        backend_token = scope["t"]
+        matches = (scope["b"], scope["f"], scope["r"]) == (bucket_id, folder, recursive)
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        raise BadRequest("ContinuationToken is not a token this server issued") from None
+    if not matches or not isinstance(backend_token, str):
+        raise BadRequest("ContinuationToken belongs to another listing (bucket, folder or recursive differ)")
+    return backend_token
 
 
 async def listing(request: web.Request, bucket_id: str, folder: str) -> web.Response:
@@ -142,16 +167,19 @@ async def listing(request: web.Request, bucket_id: str, folder: str) -> web.Resp
     recursive = query_flag(request, "recursive")
     limit = query_int(request, "limit", MAX_LIST_KEYS, 0, MAX_LIST_KEYS) or MAX_LIST_KEYS  # Go: 0 = default
     token = request.query.get("ContinuationToken") or None
+    backend_token = decode_token(token, bucket_id, folder, recursive) if token else None
     async with cursor(request.app[context.DB]) as cur:
         await authorize(cur, bucket_id, identity(request), "READ")
     prefix = request.app[context.MAPPING].folder(bucket_id, folder)
     try:
         page = await request.app[context.STORE].list(prefix, delimiter=None if recursive else "/",
-                                                     max_keys=limit, continuation_token=token)
+                                                     max_keys=limit, continuation_token=backend_token)
     except ClientError as problem:
-        if token and error_code(problem) in ("InvalidArgument", "InvalidToken", "InvalidContinuationToken"):
-            raise BadRequest("ContinuationToken is not valid for this listing") from None
+        if error_code(problem) in ("InvalidArgument", "InvalidToken", "InvalidContinuationToken"):
+            raise BadRequest("ContinuationToken is no longer valid; start the listing again") from None
         raise
+    next_token = encode_token(page.next_token, bucket_id, folder, recursive) \
+        if page.is_truncated and page.next_token else None
     start = len(prefix.key)
     # the Go server marshalled aws-sdk-go's ListObjectsV2Output: same names, nil slices as null
     return web.json_response({
@@ -166,7 +194,7 @@ async def listing(request: web.Request, bucket_id: str, folder: str) -> web.Resp
         "KeyCount": page.key_count,
         "MaxKeys": limit,
         "Name": bucket_id,
-        "NextContinuationToken": page.next_token if page.is_truncated else None,
+        "NextContinuationToken": next_token,
         "Prefix": None,
         "StartAfter": None,
     })
