@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -102,23 +103,26 @@ def s3_location(settings, bucket_id: str, key: str) -> tuple[str, str]:
     return mapping.s3_bucket(bucket_id), f"{bucket_id}/{key}"
 
 
-def seeded_stream(seed: int, size: int, chunk: int = 1 << 20):
-    """Deterministic pseudo-random bytes, generated chunk by chunk (never held whole)."""
-    counter = 0
-    produced = 0
-    while produced < size:
-        block = b"".join(hashlib.sha256(f"{seed}:{counter}:{i}".encode()).digest() for i in range(chunk // 32))
-        counter += 1
-        block = block[:size - produced]
-        produced += len(block)
-        yield block
+class SeededReader:
+    """A read()-able file of `size` deterministic pseudo-random bytes, made as it is read
+    (never held whole); sha256 covers everything handed out so far."""
 
+    def __init__(self, seed: int, size: int) -> None:
+        self.rng = random.Random(seed)
+        self.len = size  # requests and requests-toolbelt read the length from here
+        self.remaining = size
+        self.digest = hashlib.sha256()
 
-def sha256_of_stream(seed: int, size: int) -> str:
-    digest = hashlib.sha256()
-    for block in seeded_stream(seed, size):
-        digest.update(block)
-    return digest.hexdigest()
+    def read(self, size: int = -1) -> bytes:
+        size = self.remaining if size is None or size < 0 else min(size, self.remaining)
+        data = self.rng.randbytes(size)
+        self.remaining -= size
+        self.digest.update(data)
+        return data
+
+    def __iter__(self):
+        while block := self.read(1 << 20):
+            yield block
 
 
 async def agen(blocks) -> AsyncIterator[bytes]:
