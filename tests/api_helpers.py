@@ -109,9 +109,13 @@ class SeededReader:
 
     def __init__(self, seed: int, size: int) -> None:
         self.rng = random.Random(seed)
-        self.len = size  # requests and requests-toolbelt read the length from here
         self.remaining = size
         self.digest = hashlib.sha256()
+
+    @property
+    def len(self) -> int:
+        """What is left to read: requests and requests-toolbelt take the length from here."""
+        return self.remaining
 
     def read(self, size: int = -1) -> bytes:
         size = self.remaining if size is None or size < 0 else min(size, self.remaining)
