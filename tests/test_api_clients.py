@@ -274,3 +274,33 @@ def test_every_200_body_is_json(server, tmp_path):
         response = requests.request(method, target, headers={**headers, **kwargs.pop("headers", {})}, **kwargs)
         assert response.status_code == status, (method, target)
         assert "error" in response.json()
+
+
+def test_readme_curl_examples(server, tmp_path):
+    """The Go README's curl commands, plus curl -T (raw PUT, Expect: 100-continue) and -OJ."""
+    import subprocess
+
+    def curl(*args: str) -> bytes:
+        done = subprocess.run(["curl", "-sS", "--fail-with-body", "-H", f"Authorization: sage {TOKEN}", *args],
+                              capture_output=True, cwd=tmp_path, timeout=60)
+        assert done.returncode == 0, done.stderr + done.stdout
+        return done.stdout
+
+    bucket_id = json.loads(curl("-X", "POST", f"{server.url}/api/v1/objects?type=training-data&name=mybucket"))["id"]
+    data = os.urandom(2 * 2**20 + 11)
+    (tmp_path / "photo 1.jpg").write_bytes(data)
+    uploaded = json.loads(curl("-X", "PUT", f"{server.url}/api/v1/objects/{bucket_id}/", "-F",
+                               "file=@photo 1.jpg"))
+    assert uploaded == {"bucket-id": bucket_id, "key": "photo 1.jpg"}
+    uploaded = json.loads(curl("-T", "photo 1.jpg", f"{server.url}/api/v1/objects/{bucket_id}/raw/copy.jpg"))
+    assert uploaded == {"bucket-id": bucket_id, "key": "raw/copy.jpg"}
+    (tmp_path / "out").mkdir()
+    curl("-OJ", "--output-dir", "out", f"{server.url}/api/v1/objects/{bucket_id}/raw/copy.jpg")
+    assert (tmp_path / "out" / "copy.jpg").read_bytes() == data
+    assert curl("-r", "0-9", f"{server.url}/api/v1/objects/{bucket_id}/photo%201.jpg") == data[:10]
+    permissions = json.loads(curl("-X", "PUT", f"{server.url}/api/v1/objects/{bucket_id}?permissions", "-d",
+                                  '{"granteeType": "USER", "grantee": "otheruser", "permission": "READ"}'))
+    assert permissions == {"granteeType": "USER", "grantee": "otheruser", "permission": "READ"}
+    listing = json.loads(curl(f"{server.url}/api/v1/objects/{bucket_id}/?recursive"))
+    assert [item["Key"] for item in listing["Contents"]] == ["photo 1.jpg", "raw/copy.jpg"]
+    assert json.loads(curl("-X", "DELETE", f"{server.url}/api/v1/objects/{bucket_id}")) == {"deleted": [bucket_id]}
