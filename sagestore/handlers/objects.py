@@ -26,8 +26,7 @@ from ..db import buckets as bucket_queries
 from ..db import cursor
 from ..errors import BadRequest, NotFound, PayloadTooLarge, RangeNotSatisfiable
 from ..openapi import PATHS, operation
-from ..storage import ObjectInfo, error_code, sanitize_filename, validate_key
-from ..storage.keys import Location
+from ..storage import Location, ObjectInfo, error_code, sanitize_filename, validate_key
 from .buckets import bucket_id_of
 from .common import identity, query_flag, query_int
 from .schemas import (BAD_REQUEST, BUCKET_ID_PARAM, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, error, json_content)
@@ -142,6 +141,12 @@ async def part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
+def go_time(value: datetime) -> str:
+    """Go's time.Time JSON (RFC 3339, fraction without trailing zeros, 'Z' for UTC)."""
+    text = value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
+    return text + "Z"
+
+
 def encode_token(backend_token: str, bucket_id: str, folder: str, recursive: bool) -> str:
     """Wrap the backend's continuation token with the listing it belongs to. Some backends
     (SeaweedFS) use the raw S3 key as token, which would show clients the storage layout,
@@ -200,12 +205,6 @@ async def listing(request: web.Request, bucket_id: str, folder: str) -> web.Resp
     })
 
 
-def go_time(value: datetime) -> str:
-    """Go's time.Time JSON (RFC 3339, fraction without trailing zeros, 'Z' for UTC)."""
-    text = value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
-    return text + "Z"
-
-
 async def readable_object(request: web.Request) -> tuple[str, Location]:
     bucket_id = bucket_id_of(request)
     key = validate_key(request.match_info["key"])
@@ -257,7 +256,7 @@ async def get_object(request: web.Request) -> web.StreamResponse:
             await response.write(chunk)
             sent += len(chunk)
             downloaded.inc(len(chunk))
-    except (ConnectionError, OSError) as problem:
+    except OSError as problem:  # ConnectionResetError when the client went away
         if request.transport is None or request.transport.is_closing():
             log.info("client went away after %d of %d bytes of %s", sent, stream.content_length, key)
             return response
