@@ -77,10 +77,11 @@ class S3View:
         except self.client.exceptions.NoSuchKey:
             return None
 
-    def multipart_upload_ids(self, bucket_id: str) -> list[str]:
-        """Every S3 multipart upload open in the S3 bucket a SAGE bucket maps to (ListMultipartUploads)."""
+    def multipart_uploads(self, bucket_id: str, upload_id: str | None = None) -> list[str]:
+        """S3 multipart uploads (ListMultipartUploads) of a SAGE bucket's keys, or of one upload's staging."""
         bucket = self.mapping.s3_bucket(bucket_id)
-        listed = self.client.list_multipart_uploads(Bucket=bucket)
+        prefix = f"{STAGING_PREFIX}uploads/{upload_id}/" if upload_id else f"{bucket_id}/"
+        listed = self.client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
         return [item["UploadId"] for item in listed.get("Uploads", [])]
 
     def staging_keys(self, bucket_id: str, upload_id: str) -> list[str]:
