@@ -92,7 +92,7 @@ async def test_64_mib_in_8_parallel_chunks_in_shuffled_order(client, settings):
     assert response.status == 201, await response.text()
     info = await response.json()
     assert info["size"] == len(data) and info["key"] == "models/m.bin" and info["sessionId"] == session["sessionId"]
-    assert info["content_type"] == "application/x-model"
+    assert info["content_type"] == "application/x-model" and parse_iso(info["expiresAt"])
     assert sha256(view.object(bucket_id, "models/m.bin")) == sha256(data)
     assert view.staging_keys(bucket_id, session["sessionId"]) == []
     again = await complete(client, session)  # a retry after a lost answer gives the same answer
@@ -265,6 +265,13 @@ async def test_initiate_validation_and_access_rules(client):
         assert (await client.request(method, path, data=b"0123456789")).status == 401
     assert (await client.get("/api/v1/attachment/session/not-a-uuid", headers=auth("alice"))).status == 404
     assert (await put_chunk(client, session, 1, b"0123456789")).status == 200
+    # an upload of another protocol takes no chunks here
+    response = await client.put("/api/v1/upload", params={"bucket_id": bucket_id, "key": "o.bin"}, data=b"abc",
+                                headers=auth("alice"))
+    offset_upload = (await response.json())["upload_id"]
+    response = await client.put(f"/api/v1/attachment/session/{offset_upload}/upload/1", data=b"abc",
+                                headers=auth("alice"))
+    assert response.status == 400 and "not an indexed session" in (await response.json())["error"]
 
 
 async def test_large_files_get_larger_chunks_and_at_most_10000_of_them(client):

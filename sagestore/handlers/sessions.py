@@ -135,6 +135,8 @@ async def initiate(request: web.Request) -> web.Response:
 async def put_chunk(request: web.Request) -> web.Response:
     engine = request.app[context.ENGINE]
     upload = await owned_upload(request, request.match_info["session_id"])
+    if upload.protocol != "session":
+        raise BadRequest(f"this is a {upload.protocol} upload, not an indexed session: it takes no chunks here")
     chunk_id = _chunk_id(request)
     expected = upload.expected_part_size(chunk_id)
     digests = chunk_digests(request.headers)
@@ -160,7 +162,7 @@ async def complete(request: web.Request) -> web.Response:
     except MissingParts as missing:
         raise BadRequest(f"{len(missing.part_numbers)} chunks are missing", missingChunks=missing.part_numbers) \
             from None
-    return web.json_response({**info, "sessionId": upload.id}, status=201)
+    return web.json_response({**info, "sessionId": upload.id, "expiresAt": _iso(upload)}, status=201)
 
 
 @routes.post(SESSION + "/abort")
