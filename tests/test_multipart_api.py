@@ -13,6 +13,7 @@ import pytest
 from conftest import auth
 
 from sagestore import context
+from sagestore.app import create_app
 from sagestore.acl import Grant
 from sagestore.db import transaction
 from sagestore.db import buckets as bucket_queries
@@ -364,3 +365,61 @@ async def test_access_rules_for_every_endpoint_and_caller_kind(client):
     # nothing above changed alice's upload
     status = await (await call("get", auth("alice"))).json()
     assert status["state"] == "open" and status["parts"] == []
+
+
+async def test_s3_400_at_completion_is_a_400_with_s3_message_and_upload_stays_open(client):
+    """A SHA256 upload completed without the presigned part's checksum: S3 refuses with HTTP 400."""
+    bucket_id = await make_bucket(client)
+    upload_id = (await start(client, bucket_id, key="s3-400.bin", checksum_algorithm="SHA256"))["upload_id"]
+    response = await client.post("/api/v1/multipart/part/", headers=auth("alice"), json={
+        "object_type": "model_version", "object_id": bucket_id, "upload_id": upload_id, "part_number": 1})
+    status, headers, error = await curl_put((await response.json())["url"], b"tiny", {})
+    assert status == 200, error
+    body = {"object_type": "model_version", "object_id": bucket_id, "upload_id": upload_id,
+            "parts": [{"part_number": 1, "etag": headers["etag"]}]}
+    response = await client.post("/api/v1/multipart/complete/", headers=auth("alice"), json=body)
+    assert response.status == 400
+    answer = await response.json()
+    assert answer["error"] == "Invalid Request" and answer["code"] == "InvalidRequest"
+    status = await (await client.get(f"/api/v1/multipart/{upload_id}/", headers=auth("alice"))).json()
+    assert status["state"] == "open"
+    body["parts"][0]["checksum"] = base64.b64encode(hashlib.sha256(b"tiny").digest()).decode()
+    response = await client.post("/api/v1/multipart/complete/", headers=auth("alice"), json=body)
+    assert response.status == 201
+    assert await stored(client, bucket_id, "s3-400.bin") == b"tiny"
+
+
+async def test_backend_failures_are_502_and_503_json(aiohttp_client, settings):
+    """S3 refusing us (wrong credentials) -> 502; S3 unreachable -> 503; both JSON, no traceback."""
+    refused = await aiohttp_client(create_app(settings.replace(
+        s3_secret_key="not-the-secret", s3_create_buckets=False)))
+    bucket_id = await make_bucket(refused)
+    response = await refused.post("/api/v1/multipart/", headers=auth("alice"), json={
+        "object_type": "file", "object_id": bucket_id, "key": "k"})
+    assert response.status == 502 and "object storage error" in (await response.json())["error"]
+    unreachable = await aiohttp_client(create_app(settings.replace(
+        s3_endpoint="http://127.0.0.1:9", s3_create_buckets=False)))
+    response = await unreachable.post("/api/v1/multipart/", headers=auth("alice"), json={
+        "object_type": "file", "object_id": bucket_id, "key": "k"})
+    assert response.status == 503 and "unavailable" in (await response.json())["error"]
+
+
+async def test_proxied_part_cut_off_stores_nothing_and_frees_the_part(client):
+    bucket_id = await make_bucket(client)
+    upload_id = (await start(client, bucket_id, key="cut.bin"))["upload_id"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    head = (f"PUT /api/v1/multipart/{upload_id}/parts/1 HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: sage user:alice\r\nContent-Length: {6 * MiB}\r\n\r\n")
+    writer.write(head.encode() + os.urandom(MiB))
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.transport.abort()
+    data = os.urandom(6 * MiB)
+    for _ in range(50):  # the server notices the disconnect and releases the part lease
+        response = await client.put(f"/api/v1/multipart/{upload_id}/parts/1", data=data, headers=auth("alice"))
+        if response.status != 423:
+            break
+        await asyncio.sleep(0.1)
+    assert response.status == 200
+    status = await (await client.get(f"/api/v1/multipart/{upload_id}/", headers=auth("alice"))).json()
+    assert status["parts"] == [{"part_number": 1, "size": 6 * MiB, "etag": response.headers["ETag"]}]

@@ -7,7 +7,6 @@ import base64
 import contextlib
 import hashlib
 import os
-import socket
 import uuid
 import zlib
 
@@ -59,6 +58,17 @@ async def new_bucket(engine: UploadEngine, owner: str = "alice", bucket_type: st
     async with transaction(engine.pool) as cur:
         await bucket_queries.create(cur, bucket_id, "b", bucket_type, owner, False)
     return bucket_id
+
+
+async def wait_for_row(engine: UploadEngine, query: str, *args, timeout: float = 30) -> None:
+    """Poll until a query finds a row (a concurrent request has taken its lease)."""
+    for _ in range(int(timeout * 20)):
+        async with cursor(engine.pool) as cur:
+            await cur.execute(query, args)
+            if await cur.fetchone():
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no row for {query}")
 
 
 async def chunks_of(data: bytes, size: int = 256 * 1024):
@@ -113,6 +123,9 @@ async def test_append_unaligned_chunks_with_durable_tail_across_engine_instances
     assert await staging_keys(second, upload) == []
     assert (await second.get(upload.id, "alice")).state == "completed"
     assert await second.complete(upload) == info  # idempotent
+    with pytest.raises(Exception) as error:
+        await second.complete(upload, sha256="a" * 64)  # never declared: cannot be checked now
+    assert error.value.status == 400
 
 
 async def test_deferred_length_completes_at_offset_with_tail_as_last_part(make_engine):
@@ -148,6 +161,20 @@ async def test_length_declared_later_and_final_flag(make_engine):
     with pytest.raises(Exception) as error:
         await engine.append(upload, 10, chunks_of(b"y"), length=30)
     assert error.value.status == 400 and (await engine.get(upload.id, "alice")).offset == 10
+
+    # empty bodies: nothing changes, or only the length (tus PATCH with just Upload-Length)
+    upload = await engine.create("tus", bucket_id, "empty.bin", "alice")
+    upload = await engine.append(upload, 0, chunks_of(b"z" * 100))
+    tail_key = upload.tail_key
+    upload = await engine.append(upload, 100, chunks_of(b""))
+    assert upload.tail_key == tail_key and upload.length is None and upload.offset == 100
+    upload = await engine.append(upload, 100, chunks_of(b""), length=200)
+    assert upload.tail_key == tail_key and upload.length == 200
+    upload = await engine.append(upload, 100, chunks_of(b"y" * 100))
+    assert upload.tail_key is None and [part.size for part in upload.parts] == [200]
+    assert await staging_keys(engine, upload) == []
+    await engine.complete(upload)
+    assert await object_bytes(engine, bucket_id, "empty.bin") == b"z" * 100 + b"y" * 100
 
 
 async def test_offset_mismatch_carries_current_offset_and_changes_nothing(make_engine):
@@ -219,16 +246,18 @@ async def test_real_http_disconnect_mid_body_keeps_received_bytes(make_engine, a
     for start in range(0, len(data), MiB):
         writer.write(data[start:start + MiB])
         await writer.drain()
-    await asyncio.sleep(0.5)
-    writer.transport.abort()
+    writer.close()  # FIN after 12 of the announced 20 MiB: the body ends early
     await asyncio.wait_for(finished.wait(), 30)
     stored = await engine.get(upload.id, "alice")
-    assert stored.offset == 12 * MiB
-    assert stored.tail_size == 2 * MiB and len(stored.parts) == 2
+    # aiohttp drops what it had buffered but not handed over when the body broke (never acknowledged)
+    assert 11 * MiB <= stored.offset <= 12 * MiB
+    assert sum(part.size for part in stored.parts) + stored.tail_size == stored.offset
+    assert len(stored.parts) == 2 and stored.tail_size == stored.offset - 10 * MiB
     rest = os.urandom(8 * MiB)
-    stored = await engine.append(stored, stored.offset, chunks_of(rest))
+    whole = data + rest
+    stored = await engine.append(stored, stored.offset, chunks_of(whole[stored.offset:]))
     await engine.complete(stored)
-    assert await object_bytes(engine, bucket_id, "socket.bin") == data + rest
+    assert await object_bytes(engine, bucket_id, "socket.bin") == whole
 
 
 async def test_chunk_checksum_mismatch_keeps_nothing(make_engine):
@@ -268,7 +297,7 @@ async def test_second_writer_gets_423_and_steal_takes_over(make_engine):
         yield b"more"
 
     old = asyncio.create_task(engine.append(upload, 0, slow_body()))
-    await asyncio.sleep(0.5)
+    await wait_for_row(engine, "SELECT 1 FROM uploads WHERE id = %s AND writer IS NOT NULL", upload.id)
     with pytest.raises(Locked) as error:
         await other_instance.append(upload, 0, chunks_of(b"new"))
     assert error.value.status == 423
@@ -342,7 +371,7 @@ async def test_concurrent_writes_of_one_part_exactly_one_wins(make_engine):
         yield blob[MiB:]
 
     first = asyncio.create_task(engine.put_part(upload, 1, held(a), expected_size=5 * MiB))
-    await asyncio.sleep(0.3)
+    await wait_for_row(engine, "SELECT 1 FROM upload_part_leases WHERE upload_id = %s", upload.id)
     with pytest.raises(Locked):
         await engine.put_part(upload, 1, chunks_of(b), expected_size=5 * MiB)
     gate.set()
@@ -414,6 +443,12 @@ async def test_abort_releases_everything(make_engine):
     assert await open_mpus(engine, upload) == [] and await staging_keys(engine, upload) == []
     with pytest.raises(NotFound):
         await engine.get(upload.id, "alice")
+    # before a bucket is deleted: every unfinished upload into it goes
+    others = [await engine.create("tus", bucket_id, f"gone-{n}.bin", "alice") for n in range(2)]
+    await engine.append(others[0], 0, chunks_of(b"q" * 10))
+    assert await engine.abort_bucket(bucket_id) == 2
+    for upload in others:
+        assert await open_mpus(engine, upload) == [] and await staging_keys(engine, upload) == []
 
 
 async def test_reaper_leaves_no_multipart_upload_or_staging_object(make_engine, engine_settings):
@@ -445,3 +480,80 @@ async def test_reaper_leaves_no_multipart_upload_or_staging_object(make_engine, 
     assert await engine.store.head(ghost) is None
     text = engine.metrics.render()[0].decode()
     assert 'sagestore_uploads_reaped_total{what="uploads"}' in text
+
+
+async def test_concatenation_copies_parts_server_side_and_merges_short_ones(make_engine):
+    """tus concatenation: partial uploads without a target are kept assembled; the final upload
+    takes them as UploadPartCopy parts, reading only pieces shorter than S3's minimum part."""
+    engine = await make_engine()
+    bucket_id = await new_bucket(engine)
+    blobs = [os.urandom(7 * MiB), os.urandom(2 * MiB), os.urandom(6 * MiB), os.urandom(MiB + 5)]
+    partials = []
+    for blob in blobs:
+        partial = await engine.create("tus", None, None, "alice", length=len(blob))
+        assert partial.staged and partial.bucket_id is None
+        partial = await engine.append(partial, 0, chunks_of(blob))
+        result = await engine.complete(partial)
+        assert result["assembled"] is True and result["size"] == len(blob)
+        assert await engine.complete(partial) == result  # idempotent
+        partials.append(partial)
+    unfinished = await engine.create("tus", None, None, "alice", length=10)
+    final = await engine.create("tus", bucket_id, "concat.bin", "alice",
+                                concat_sources=[p.id for p in partials] + [unfinished.id])
+    assert [u.id for u in await engine.finals_waiting_for(unfinished.id)] == [final.id]
+    with pytest.raises(Exception) as error:
+        await engine.concatenate(final, partials + [unfinished])
+    assert error.value.status == 409
+    info = await engine.concatenate(final, partials)
+    assert info["size"] == sum(map(len, blobs))
+    assert await object_bytes(engine, bucket_id, "concat.bin") == b"".join(blobs)
+    final = await engine.get(final.id, "alice")
+    assert [part.size for part in final.parts] == [7 * MiB, 5 * MiB, 4 * MiB + 5]
+    assert final.state == "completed"
+
+
+async def test_bad_inputs_are_400_and_change_nothing(make_engine):
+    engine = await make_engine()
+    bucket_id = await new_bucket(engine)
+    sequential = await engine.create("tus", bucket_id, "seq.bin", "alice")
+    indexed = await engine.create("session", bucket_id, "idx.bin", "alice", length=MiB)
+    attempts = [
+        engine.put_part(sequential, 1, chunks_of(b"x")),
+        engine.append(indexed, 0, chunks_of(b"x")),
+        engine.append(sequential, -1, chunks_of(b"x")),
+        engine.put_part(indexed, 2, chunks_of(b"x"), expected_size=indexed.expected_part_size(1)),
+        engine.put_part(indexed, 1, chunks_of(b"x"), checksums={"sha256": "not base64!"}),
+        engine.put_part(indexed, 1, chunks_of(b"x"), checksums={"whirlpool": "AAAA"}),
+        engine.create("tus", bucket_id, "../escape", "alice"),
+        engine.create("tus", bucket_id, "k", "alice", sha256="xyz"),
+        engine.create("tus", bucket_id, "k", "alice", checksum_algorithm="MD5"),
+        engine.create("session", bucket_id, "k", "alice", length=100 * MiB, part_size=MiB),
+        engine.complete(sequential, sha256="a" * 64),
+    ]
+    for attempt in attempts:
+        with pytest.raises(Exception) as error:
+            await attempt
+        assert error.value.status == 400, error.value
+    with pytest.raises(PayloadTooLarge):
+        await engine.create("tus", bucket_id, "k", "alice", length=engine.settings.max_upload_size + 1)
+    for upload in (sequential, indexed):
+        fresh = await engine.get(upload.id, "alice")
+        assert fresh.state == "open" and fresh.offset == 0 and fresh.parts == []
+
+
+async def test_two_reapers_share_the_work_without_doubles(make_engine, engine_settings):
+    first = await make_engine(engine_settings.replace(upload_ttl=0.5))
+    second = await make_engine(engine_settings.replace(upload_ttl=0.5))
+    bucket_id = await new_bucket(first)
+    uploads = [await first.create("tus", bucket_id, f"r{n}.bin", "alice") for n in range(8)]
+    for upload in uploads[:4]:
+        await first.append(upload, 0, chunks_of(b"t" * 1000))
+    await asyncio.sleep(1)
+    async with cursor(first.pool) as cur:
+        await cur.execute("SELECT count(*) AS n FROM uploads WHERE expires_at < now()"
+                          " AND state IN ('open', 'completing', 'completed')")
+        due = (await cur.fetchone())["n"]
+    results = await asyncio.gather(first.reap(batch=2, orphans=False), second.reap(batch=2, orphans=False))
+    assert sum(result["uploads"] for result in results) == due >= 8
+    for upload in uploads:
+        assert await open_mpus(first, upload) == [] and await staging_keys(first, upload) == []

@@ -23,7 +23,6 @@ routes = web.RouteTableDef()
 
 OBJECT_TYPES = {"model_version": "model", "data_file": "training-data", "file": None}
 CHECKSUM_HEADERS = {f"x-amz-checksum-{name.lower()}": name.lower() for name in S3_CHECKSUM_ALGORITHMS}
-READ_CHUNK = 1 << 20
 
 
 async def resolve(request: web.Request, body: dict[str, Any], *, needed: str = "WRITE",
@@ -58,13 +57,13 @@ async def resolve(request: web.Request, body: dict[str, Any], *, needed: str = "
     return bucket, upload
 
 
-async def resolve_by_id(request: web.Request, needed: str) -> Upload:
+async def resolve_by_id(request: web.Request, needed: str, with_parts: bool = True) -> Upload:
     """For routes naming the upload in the path: the caller's upload, with the ACL of its bucket."""
     caller = identity(request)
     engine = request.app[context.ENGINE]
     if caller.anonymous:
         raise Unauthorized("authentication required")
-    upload = await engine.get(request.match_info["upload_id"], caller.user)
+    upload = await engine.get(request.match_info["upload_id"], caller.user, with_parts=with_parts)
     if upload.bucket_id is not None:
         async with cursor(request.app[context.DB]) as cur:
             await authorize(cur, upload.bucket_id, caller, needed, writing=needed == "WRITE")
@@ -118,11 +117,11 @@ async def create_part_url(request: web.Request) -> web.Response:
 
 @routes.put(r"/api/v1/multipart/{upload_id}/parts/{part_number:\d+}")
 async def put_part(request: web.Request) -> web.Response:
-    upload = await resolve_by_id(request, "WRITE")
+    upload = await resolve_by_id(request, "WRITE", with_parts=False)
     checksums = {name: request.headers[header] for header, name in CHECKSUM_HEADERS.items()
                  if header in request.headers}
     part = await request.app[context.ENGINE].put_part(
-        upload, int(request.match_info["part_number"]), request.content.iter_chunked(READ_CHUNK),
+        upload, int(request.match_info["part_number"]), request.content.iter_any(),
         size_hint=request.content_length, md5=request.headers.get("Content-MD5"), checksums=checksums)
     headers = {"ETag": part.etag}
     if part.checksum and upload.checksum_algorithm:

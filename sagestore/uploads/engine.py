@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import re
@@ -36,8 +37,8 @@ from ..db import cursor, transaction
 from ..errors import ApiError, BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, error_code, \
     is_not_found, validate_key
-from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, b64, decode_b64, normalize_algorithm
-from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever, writer_alive
+from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, decode_b64, normalize_algorithm
+from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever
 from .model import (ABORTED, COMPLETED, COMPLETING, EXPIRED, OPEN, PROTOCOLS, ChecksumMismatch, DigestMismatch,
                     MissingParts, OffsetMismatch, Part, Upload, choose_part_size)
 
@@ -185,13 +186,16 @@ class UploadEngine:
     async def create(self, protocol: str, bucket_id: str | None, key: str | None, owner: str, *,
                      length: int | None = None, content_type: str | None = None,
                      metadata: dict[str, Any] | None = None, checksum_algorithm: str | None = None,
-                     sha256: str | None = None, part_size: int | None = None, retain: bool = False) -> Upload:
+                     sha256: str | None = None, part_size: int | None = None, retain: bool = False,
+                     concat_sources: list[str] | None = None) -> Upload:
         """Open an upload. The caller has checked WRITE on the bucket.
 
         length None = deferred (part sizes then grow with the part number). part_size is honoured
         for indexed sessions; otherwise the engine picks it. sha256 (hex) is verified at completion
         before anything is published. retain keeps the assembled object after publishing, for
         repeated publications (offset chunks' import_upload) until the upload expires.
+        concat_sources (upload ids) marks a tus final upload to be built by concatenate(); they are
+        kept in metadata["concat_sources"] and found again by finals_waiting_for().
         """
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}")
@@ -221,6 +225,9 @@ class UploadEngine:
         else:
             location = self.mapping.object(bucket_id, key)
         content_type = content_type or "application/octet-stream"
+        metadata = dict(metadata or {})
+        if concat_sources is not None:
+            metadata["concat_sources"] = [str(source) for source in concat_sources]
         try:
             s3_upload_id = await self.store.create_multipart(location, content_type=content_type,
                                                              metadata={"owner": owner},
@@ -400,8 +407,15 @@ class UploadEngine:
                               " AND writer = %s", (lease.upload_id, part_number, lease.token))
 
     # ------------------------------------------------------------------ parts
-    async def _send_part(self, upload: Upload, part_number: int, data: bytes | bytearray, *,
+    async def _send_part(self, upload: Upload, part_number: int, data: bytes | io.BytesIO, *,
                          content_md5: str | None = None, checksum: str | None = None) -> Part:
+        """UploadPart. Give an io.BytesIO that owns its bytes (at position 0) to spare a copy: aiohttp
+        streams it as it is, while bytes are copied whole on their way out."""
+        if isinstance(data, io.BytesIO):
+            with data.getbuffer() as view:
+                size = view.nbytes
+        else:
+            size = len(data)
         checksums = {upload.checksum_algorithm: checksum} if upload.checksum_algorithm and checksum else None
         try:
             response = await self.store.upload_part(self._mpu(upload), upload.s3_upload_id, part_number, data,
@@ -410,13 +424,17 @@ class UploadEngine:
             if is_not_found(error):
                 raise NotFound("upload not found (its storage was released)") from None
             raise _s3_bad_request(error) or error
-        return Part(part_number, len(data), response["ETag"], checksum, content_md5)
+        return Part(part_number, size, response["ETag"], checksum, content_md5)
 
-    def _part_checksum(self, upload: Upload, data: bytes | bytearray) -> str | None:
+    def _part_checksum(self, upload: Upload, data: bytes | bytearray | io.BytesIO) -> str | None:
         if not upload.checksum_algorithm:
             return None
         digest = MultiDigest([upload.checksum_algorithm])
-        digest.update(data)
+        if isinstance(data, io.BytesIO):
+            with data.getbuffer() as view:
+                digest.update(view)
+        else:
+            digest.update(data)
         return digest.b64(normalize_algorithm(upload.checksum_algorithm))
 
     async def put_part(self, upload: Upload, part_number: int, body: AsyncIterable[bytes], *,
@@ -430,6 +448,8 @@ class UploadEngine:
         expected_size, when given, is the exact size the part must have. Retrying a part number
         replaces it; two concurrent writes of one part number: the second gets 423.
         """
+        if upload.protocol in SEQUENTIAL_PROTOCOLS:
+            raise BadRequest(f"{upload.protocol} uploads take appends at an offset, not parts")
         if not isinstance(part_number, int) or not 1 <= part_number <= MAX_PARTS:
             raise BadRequest(f"part number must be between 1 and {MAX_PARTS}")
         wanted: dict[str, bytes] = {}
@@ -449,18 +469,25 @@ class UploadEngine:
         async with self.memory.reserve(reserve), self._part_writer(upload.id) as lease:
             await self._acquire_part(lease, part_number, wait=False)
             digest = MultiDigest(algorithms)
-            buffer = bytearray()
-            async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
-                if lease.lost.is_set():
-                    raise LeaseLost("another request took over this part")
-                if len(buffer) + len(chunk) > limit:
-                    if expected_size is not None:
-                        raise BadRequest(f"part {part_number} must be {expected_size} bytes; the body is longer")
-                    raise PayloadTooLarge(f"a part is at most {MAX_PART_SIZE} bytes")
-                buffer += chunk
-                digest.update(chunk)
-            if expected_size is not None and len(buffer) != expected_size:
-                raise BadRequest(f"part {part_number} must be {expected_size} bytes, got {len(buffer)}")
+            buffer = io.BytesIO()  # owns its bytes: handed to UploadPart without another copy
+            received = 0
+            try:
+                async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
+                    if lease.lost.is_set():
+                        raise LeaseLost("another request took over this part")
+                    if received + len(chunk) > limit:
+                        if expected_size is not None:
+                            raise BadRequest(f"part {part_number} must be {expected_size} bytes; the body is longer")
+                        raise PayloadTooLarge(f"a part is at most {MAX_PART_SIZE} bytes")
+                    buffer.write(chunk)
+                    received += len(chunk)
+                    digest.update(chunk)
+            except _BodyCutOff:
+                raise BadRequest(f"the body of part {part_number} was cut off; nothing was stored") from None
+            if size_hint is not None and received != size_hint:
+                raise BadRequest(f"part {part_number}: Content-Length was {size_hint} but {received} bytes came")
+            if expected_size is not None and received != expected_size:
+                raise BadRequest(f"part {part_number} must be {expected_size} bytes, got {received}")
             for name, raw in wanted.items():
                 if digest.raw(name) != raw:
                     raise DigestMismatch(f"{'Content-MD5' if name == 'md5' else name} of part {part_number} does "
@@ -468,10 +495,9 @@ class UploadEngine:
                                          code="BadDigest")
             checksum = digest.b64(normalize_algorithm(upload.checksum_algorithm)) if upload.checksum_algorithm \
                 else None
-            data = bytes(buffer)
+            buffer.seek(0)
+            part = await self._send_part(upload, part_number, buffer, content_md5=md5, checksum=checksum)
             del buffer
-            part = await self._send_part(upload, part_number, data, content_md5=md5, checksum=checksum)
-            del data
             await self._record_part(lease, part)
         return part
 
@@ -561,8 +587,10 @@ class UploadEngine:
         - chunk_checksum (algorithm, base64) or a callable returning it after the body (trailers):
           a mismatch raises ChecksumMismatch (460) and nothing of this request is kept.
         - a body beyond max_bytes or the declared length: 413, nothing kept.
-        - a body cut off (disconnect, truncation, idle timeout): every byte received is kept
-          (full parts + a new staged tail) unless a chunk checksum was asked for.
+        - a body cut off (disconnect, truncation, idle timeout): every byte the body iterator
+          yielded is kept (full parts + a new staged tail) unless a chunk checksum was asked for.
+          (aiohttp drops the little it had buffered but not yielded when the connection broke;
+          those bytes were never acknowledged, and the next HEAD/status says where to resume.)
         - another writer: 423, or with steal=True this request takes over and the old one stops
           at its next lease check without committing.
         Every full part goes to S3 as soon as it is full (parts_in_flight at a time); the rest
@@ -606,8 +634,9 @@ class UploadEngine:
         budget = (in_flight + 1) * upload.part_size_of(next_part)
         checksum_digest = None
         if chunk_checksum is not None and not callable(chunk_checksum):
-            algorithm, _ = chunk_checksum
-            checksum_digest = MultiDigest([algorithm])
+            algorithm, expected_value = chunk_checksum
+            checksum_digest = MultiDigest([algorithm])  # 400 for an unsupported algorithm, before the body
+            decode_b64(expected_value, normalize_algorithm(algorithm))
         elif callable(chunk_checksum):
             checksum_digest = None  # the algorithm is known only after the body: hash every candidate lazily
             trailer_digest = MultiDigest(["md5", "sha1", "sha256", "crc32", "crc32c"])
@@ -618,18 +647,16 @@ class UploadEngine:
         cut_off: _BodyCutOff | None = None
         new_tail: Location | None = None
 
-        async def send(number: int, data: bytearray) -> None:
+        async def send(number: int, data: io.BytesIO) -> None:
             try:
                 await self._acquire_part(lease, number, wait=True)
-                payload = bytes(data)
-                del data[:]
-                part = await self._send_part(upload, number, payload, checksum=self._part_checksum(upload, payload))
+                part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
                 sent[number] = part
                 await self._release_part(lease, number)
             except BaseException as error:  # noqa: BLE001 - reported after the body
                 failures.append(error)
 
-        async def dispatch(number: int, data: bytearray) -> None:
+        async def dispatch(number: int, data: io.BytesIO) -> None:
             nonlocal pending
             while len(pending) >= in_flight:
                 _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -639,12 +666,15 @@ class UploadEngine:
 
         async with self.memory.reserve(budget):
             try:
-                buffer = bytearray()
+                # the part being filled: an owned BytesIO goes to UploadPart without another copy
+                buffer = io.BytesIO()
+                filled = 0
                 if upload.tail_key:
                     tail = await self.store.read_all(Location(upload.s3_bucket, upload.tail_key))
                     if tail is None or len(tail) != upload.tail_size:
                         raise RuntimeError(f"staged tail of upload {upload.id} is missing or has the wrong size")
-                    buffer += tail
+                    filled = buffer.write(tail)
+                    del tail
                 try:
                     async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
                         if lease.lost.is_set():
@@ -659,13 +689,17 @@ class UploadEngine:
                             checksum_digest.update(chunk)
                         elif callable(chunk_checksum):
                             trailer_digest.update(chunk)
-                        buffer += chunk
-                        while len(buffer) >= upload.part_size_of(next_part):
-                            size = upload.part_size_of(next_part)
-                            data = buffer[:size]
-                            del buffer[:size]
-                            await dispatch(next_part, data)
-                            next_part += 1
+                        with memoryview(chunk) as view:
+                            position = 0
+                            while position < len(view):
+                                take = min(upload.part_size_of(next_part) - filled, len(view) - position)
+                                filled += buffer.write(view[position:position + take])
+                                position += take
+                                if filled == upload.part_size_of(next_part):
+                                    buffer.seek(0)
+                                    await dispatch(next_part, buffer)
+                                    next_part += 1
+                                    buffer, filled = io.BytesIO(), 0
                 except _BodyCutOff as error:
                     cut_off = error
                 new_offset = upload.offset + received
@@ -686,10 +720,11 @@ class UploadEngine:
                         if digest.raw(algorithm) != decode_b64(expected[1], algorithm):
                             raise ChecksumMismatch(f"{algorithm} checksum of the body does not match; "
                                                    "nothing was kept")
-                if buffer and new_length is not None and new_offset == new_length:
+                if filled and new_length is not None and new_offset == new_length:
+                    buffer.seek(0)
                     await dispatch(next_part, buffer)  # the last part may be short: no tail needed
                     next_part += 1
-                    buffer = bytearray()
+                    buffer, filled = io.BytesIO(), 0
                 if pending:
                     await asyncio.wait(pending)
                     pending = set()
@@ -703,17 +738,22 @@ class UploadEngine:
                         if number not in sent:
                             break
                         prefix.append(sent[number])
-                    committed_parts, buffer = prefix, bytearray()
+                    committed_parts, buffer, filled = prefix, io.BytesIO(), 0
                     if not prefix:
                         return await self._reload(upload.id)
                     new_offset = upload.offset - upload.tail_size + sum(p.size for p in prefix)
-                if new_offset == upload.offset and not buffer and new_length == upload.length:
-                    return await self._reload(upload.id)  # nothing arrived: nothing to commit
-                if buffer:
+                tail_unchanged = received == 0 and next_part == first_part  # the buffer is the old tail
+                if tail_unchanged:
+                    if new_length == upload.length:
+                        return await self._reload(upload.id)  # nothing arrived: nothing to commit
+                    kept = Location(upload.s3_bucket, upload.tail_key) if upload.tail_key else None
+                    await self._commit_append(lease, upload, new_offset, new_length, [], kept, upload.tail_size)
+                    return await self._reload(upload.id)
+                if filled:
                     new_tail = self._staging(upload, f"tail-{lease.token[:16]}")
-                    await self.store.put_bytes(new_tail, bytes(buffer))
-                await self._commit_append(lease, upload, new_offset, new_length, committed_parts, new_tail,
-                                          len(buffer))
+                    buffer.seek(0)
+                    await self.store.put_bytes(new_tail, buffer)
+                await self._commit_append(lease, upload, new_offset, new_length, committed_parts, new_tail, filled)
                 new_tail = None  # committed: it is the upload's tail now
             finally:
                 for task in pending:
@@ -970,8 +1010,10 @@ class UploadEngine:
         if upload.retain or (upload.staged and upload.bucket_id is None):
             if target is None and "file" in result and not sha256:
                 return result["file"]
-            if target is None and upload.bucket_id is None:
-                raise BadRequest("this upload has no target: give one")
+            if target is None and upload.bucket_id is None and not sha256:
+                assembled = result["assembled"]
+                return {"upload_id": upload.id, "size": assembled["size"], "sha256": assembled.get("sha256"),
+                        "assembled": True}
             return await self._publish_staged(upload, target, sha256, lease=None)
         if "file" not in result:
             if upload.staged and sha256:  # an earlier sha256 mismatch: the staged object still waits
@@ -980,7 +1022,9 @@ class UploadEngine:
         file_info = result["file"]
         if target is not None and (str(target[0]), target[1]) != (file_info["bucket_id"], file_info["key"]):
             raise Conflict("this upload was already published elsewhere")
-        if sha256 and file_info.get("sha256") and sha256 != file_info["sha256"]:
+        if sha256 and not file_info.get("sha256"):
+            raise BadRequest("a whole-file sha256 must be declared when the upload is created")
+        if sha256 and sha256 != file_info["sha256"]:
             raise BadRequest(f"sha256 mismatch: expected {sha256}, the upload has {file_info['sha256']}",
                              code="Sha256Mismatch")
         return file_info
@@ -1011,6 +1055,90 @@ class UploadEngine:
             else:
                 await self.store.delete_prefix(self._staging_prefix(upload))
 
+    # ------------------------------------------------------------------ concatenation (tus)
+    async def concatenate(self, final: Upload, sources: list[Upload]) -> dict[str, Any]:
+        """Build `final` from completed source uploads (tus concatenation) and complete it.
+
+        Sources are completed uploads whose assembled object is kept (created without a target, or
+        with retain=True). Each source of at least 5 MiB (and the last one, whatever its size)
+        becomes parts of the final MPU by server-side UploadPartCopy; only sources shorter than
+        S3's minimum part are read and merged with the bytes that follow (<= 5 MiB in memory).
+        Raises Conflict while a source is unfinished (concatenation-unfinished: call again once
+        it is). Returns the final upload's file info.
+        """
+        if not sources:
+            raise BadRequest("concatenation needs at least one source upload")
+        fresh = [await self._reload(source.id) for source in sources]
+        for source in fresh:
+            if source.state != COMPLETED or "assembled" not in (source.result or {}):
+                raise Conflict(f"upload {source.id} is not finished yet")
+            if not (source.retain or source.bucket_id is None):
+                raise BadRequest(f"upload {source.id} was published, not kept for concatenation")
+        total = sum(source.result["assembled"]["size"] for source in fresh)
+        async with self._writing(final.id) as (lease, current):
+            if current.offset or current.parts or current.tail_key:
+                raise Conflict("the final upload already has bytes")
+            if current.length is not None and current.length != total:
+                raise BadRequest(f"the final upload is {current.length} bytes but its parts add up to {total}")
+            parts: list[Part] = []
+            carry = bytearray()
+
+            async def flush() -> None:
+                number = len(parts) + 1
+                parts.append(await self._send_part(current, number, bytes(carry),
+                                                   checksum=self._part_checksum(current, carry)))
+                carry.clear()
+
+            async def copy(source: Upload, start: int, end: int) -> None:
+                # ranges of <= 5 GiB, each >= 5 MiB except possibly the very last part of the object
+                pieces = max(1, -(-(end - start) // MAX_PART_SIZE))
+                step = -(-(end - start) // pieces)
+                for offset in range(start, end, step):
+                    stop = min(end, offset + step)
+                    number = len(parts) + 1
+                    etag = await self.store.upload_part_copy(self._mpu(current), current.s3_upload_id, number,
+                                                             self._mpu(source), (offset, stop - 1))
+                    parts.append(Part(number, stop - offset, etag))
+
+            async def read(source: Upload, start: int, end: int) -> bytes:
+                stream = await self.store.open(self._mpu(source), f"bytes={start}-{end - 1}")
+                if stream is None:
+                    raise Gone(f"the stored bytes of upload {source.id} are gone")
+                return b"".join([chunk async for chunk in stream.chunks(READ_CHUNK)])
+
+            async with self.memory.reserve(2 * MIN_PART_SIZE):
+                for index, source in enumerate(fresh):
+                    size = source.result["assembled"]["size"]
+                    last = index == len(fresh) - 1
+                    position = 0
+                    if carry:
+                        take = min(size, MIN_PART_SIZE - len(carry))
+                        if take:
+                            carry += await read(source, 0, take)
+                        position = take
+                        if len(carry) >= MIN_PART_SIZE:
+                            await flush()
+                    remaining = size - position
+                    if remaining <= 0:
+                        continue
+                    if remaining >= MIN_PART_SIZE or (last and not carry):
+                        await copy(source, position, size)
+                    else:
+                        carry += await read(source, position, size)
+                if carry:
+                    await flush()
+            await self._commit_append(lease, current, total, total, parts, None, 0)
+        final = await self._reload(final.id)
+        return await self.complete(final)
+
+    async def finals_waiting_for(self, source_id: str) -> list[Upload]:
+        """Open final uploads whose concat_sources name `source_id` (tus concatenation-unfinished:
+        after a partial upload completes, concatenate() each final whose sources are now all done)."""
+        async with cursor(self.pool) as cur:
+            await cur.execute("""SELECT *, expires_at < now() AS is_expired FROM uploads
+                                 WHERE state = 'open' AND metadata -> 'concat_sources' ? %s""", (str(source_id),))
+            return [Upload.from_row(row) for row in await cur.fetchall()]
+
     # ------------------------------------------------------------------ abort / expire
     async def abort(self, upload: Upload) -> None:
         """Cancel: any in-flight writer loses its lease, the MPU is aborted and staging deleted.
@@ -1032,6 +1160,20 @@ class UploadEngine:
             if lease.upload_id == upload.id:
                 lease.lost.set()
         await self._release_storage(Upload.from_row(row))
+
+    async def abort_bucket(self, bucket_id: str) -> int:
+        """Abort every unfinished upload into a bucket (call before deleting the bucket, whose
+        rows would otherwise cascade away and leave their S3 parts to the orphan sweep)."""
+        async with cursor(self.pool) as cur:
+            await cur.execute("SELECT * FROM uploads WHERE bucket_id = %s AND state IN ('open', 'completed')",
+                              (bucket_id,))
+            rows = await cur.fetchall()
+        count = 0
+        for row in rows:
+            with contextlib.suppress(NotFound, Conflict):
+                await self.abort(Upload.from_row(row))
+                count += 1
+        return count
 
     async def _release_storage(self, upload: Upload) -> None:
         if upload.state != COMPLETED:
