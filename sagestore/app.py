@@ -13,7 +13,7 @@ from .auth.tokens import build_authenticator, parse_authorization
 from .config import Settings
 from .db import create_pool
 from .db.migrate import migrate
-from .errors import error_middleware
+from .errors import ApiError, error_middleware
 from .handlers import meta
 from .handlers.common import IDENTITY
 from .metrics import Metrics
@@ -52,7 +52,7 @@ async def metrics_middleware(request: web.Request, handler):
         response = await handler(request)
         status = response.status
         return response
-    except web.HTTPException as error:
+    except (web.HTTPException, ApiError) as error:
         status = error.status
         raise
     finally:
