@@ -73,13 +73,14 @@ def startup_failure(error: BaseException, settings: Settings) -> str | None:
 
 
 async def serve(settings: Settings) -> None:
+    started = time.monotonic()
+    check_port_free(settings.host, settings.port)  # before the slow imports and any child process
+
     from aiohttp import web
 
     from .app import AccessLogger, create_app
     from .embedded import embedded_backends
 
-    started = time.monotonic()
-    check_port_free(settings.host, settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
