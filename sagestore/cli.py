@@ -76,9 +76,6 @@ async def serve(settings: Settings) -> None:
     started = time.monotonic()
     check_port_free(settings.host, settings.port)  # before the slow imports and any child process
 
-    from aiohttp import web
-
-    from .app import AccessLogger, create_app
     from .embedded import embedded_backends
 
     stop = asyncio.Event()
@@ -88,6 +85,11 @@ async def serve(settings: Settings) -> None:
     async with embedded_backends(settings, stop=stop) as settings:
         if stop.is_set():
             return
+        # imported only now: the embedded backends boot meanwhile, and the readiness
+        # checks have already loaded the heavy parts (botocore, psycopg2)
+        from aiohttp import web
+
+        from .app import AccessLogger, create_app
         app = create_app(settings)
         runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False, shutdown_timeout=10)
         try:

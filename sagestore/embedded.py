@@ -275,11 +275,27 @@ async def _postgres_ready(url: str) -> None:
             await cur.execute("SELECT 1")
 
 
+def _probe_client(endpoint: str, access_key: str, secret_key: str):
+    """An S3 client for readiness polls: no retries and short timeouts, so that a poll
+    fails fast while SeaweedFS boots (the app's own client retries with back-off)."""
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+    config = AioConfig(signature_version="s3v4", s3={"addressing_style": "path"}, connect_timeout=2,
+                       read_timeout=5, retries={"max_attempts": 1, "mode": "standard"})
+    return get_session().create_client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                                       aws_access_key_id=access_key, aws_secret_access_key=secret_key, config=config)
+
+
 async def _s3_ready(endpoint: str, access_key: str, secret_key: str) -> None:
-    from .storage import open_object_store
-    async with open_object_store(endpoint=endpoint, access_key=access_key, secret_key=secret_key,
-                                 region="us-east-1") as store:
-        await store.client.list_buckets()
+    """One readiness check (SigV4 accepted, ListBuckets answers)."""
+    async with _probe_client(endpoint, access_key, secret_key) as client:
+        await client.list_buckets()
+
+
+async def _wait_s3_ready(child: Child, endpoint: str, access_key: str, secret_key: str, timeout: float) -> None:
+    # one client for every poll: building a botocore client costs ~0.3 s of CPU
+    async with _probe_client(endpoint, access_key, secret_key) as client:
+        await _wait_ready("seaweedfs", child, client.list_buckets, timeout)
 
 
 @contextlib.asynccontextmanager
@@ -302,8 +318,8 @@ async def embedded_backends(settings: Settings, *, database: bool = True, s3: bo
             weed_child, s3_access = embedded.start_seaweedfs()
             settings = settings.replace(s3_endpoint=s3_access["endpoint"], s3_access_key=s3_access["access_key"],
                                         s3_secret_key=s3_access["secret_key"], s3_region="us-east-1")
-            waits.append(_wait_ready("seaweedfs", weed_child, lambda: _s3_ready(
-                s3_access["endpoint"], s3_access["access_key"], s3_access["secret_key"]), 60))
+            waits.append(_wait_s3_ready(weed_child, s3_access["endpoint"], s3_access["access_key"],
+                                        s3_access["secret_key"], 60))
         if want_db:
             pg_child, database_url = embedded.start_postgres()
             settings = settings.replace(database_url=database_url)

@@ -292,3 +292,11 @@ def test_unusable_external_backend_exits_2_with_one_line(problem, tmp_path, s3_b
     assert len(errors) == 1 and expected in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert "wrong-secret-not-logged" not in result.stderr + result.stdout
+
+
+def test_migrate_command_on_the_embedded_data_dir(data_dir):
+    result = subprocess.run([sys.executable, "-m", "sagestore", "migrate", "--data-dir", str(data_dir)],
+                            capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "applied 0 migrations" in result.stdout
+    assert not wait_gone([], data_dir)
