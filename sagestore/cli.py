@@ -105,7 +105,8 @@ async def serve(settings: Settings) -> None:
                 await site.start()
             except OSError as error:
                 raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror}") from None
-            url = f"http://{settings.host}:{settings.port}"
+            port = runner.addresses[0][1] if settings.port == 0 and runner.addresses else settings.port
+            url = f"http://{settings.host}:{port}"
             print(f"sagestore ready in {time.monotonic() - started:.2f}s at {url}/api/v1/", flush=True)
             if settings.auth_mode == "jwt" and not settings.jwt_public_key_file:
                 print(f"get a token: TOKEN=$(sagestore token <user> --data-dir {settings.data_dir} | tail -n 1)",
@@ -184,9 +185,15 @@ def main(argv: list[str] | None = None) -> int:
                 ttl = _duration(args.ttl)
             except ValueError as error:
                 raise ConfigError(f"--ttl: {error}") from None
+            if ttl <= 0:
+                raise ConfigError("--ttl must be more than 0")
             print_token(settings, args.user, args.group, ttl)
     except ConfigError as error:
         print(f"sagestore: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # an unusable data dir or file: the path says what to fix
+        where = f": {error.filename}" if error.filename else ""
+        print(f"sagestore: error: {error.strerror or type(error).__name__}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -324,3 +324,9 @@ def test_jwt_mode_does_not_warn(server_process):
     server = server_process(auth_mode="jwt", jwt_secret=SECRET)
     assert "AUTH IS OFF" not in server.output
     assert requests.get(server.url + "/api/v1/", headers={"Authorization": "sage user:alice"}).status_code == 401
+
+
+async def test_metrics_record_the_status_the_client_got(jwt_client):
+    assert (await jwt_client.get("/api/v1/", headers=bearer("not-a-jwt"))).status == 401
+    text = await (await jwt_client.get("/metrics")).text()
+    assert 'sagestore_http_request_duration_seconds_count{method="GET",route="/api/v1/",status="401"} 1.0' in text

@@ -198,3 +198,55 @@ def test_readme_has_the_generated_configuration_table():
     printed = subprocess.run([sys.executable, "-m", "sagestore.config", "--markdown"], capture_output=True,
                              text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert printed.stdout == table
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("SAGESTORE_")}
+    clean.update(env or {}, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "sagestore", *args], env=clean, cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, mentions: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("sagestore: error: ") and mentions in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unusable_data_dir_is_one_line(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    assert_one_error_line(run_cli(["serve", "--data-dir", str(not_a_dir / "data")], tmp_path), "Not a directory")
+    assert_one_error_line(run_cli(["token", "alice", "--data-dir", str(not_a_dir / "data")], tmp_path),
+                          "Not a directory")
+
+
+def test_token_command_errors(tmp_path):
+    data_dir = tmp_path / "data"
+    assert_one_error_line(run_cli(["token", "alice", "--ttl", "0", "--data-dir", str(data_dir)], tmp_path), "--ttl")
+    assert_one_error_line(run_cli(["token", "alice", "--ttl", "soon", "--data-dir", str(data_dir)], tmp_path),
+                          "not a duration")
+    assert_one_error_line(run_cli(["token", "alice", "--data-dir", str(data_dir)], tmp_path,
+                                  {"SAGESTORE_AUTH_MODE": "noauth"}), "auth mode jwt")
+    assert_one_error_line(run_cli(["token", "", "--data-dir", str(data_dir)], tmp_path), "user name")
+    assert_one_error_line(run_cli(["token"], tmp_path), "required: user")
+    data_dir.mkdir()
+    (data_dir / "jwt-secret").write_text("\n")  # an empty key would accept any token signed with ""
+    assert_one_error_line(run_cli(["token", "alice", "--data-dir", str(data_dir)], tmp_path), "too short")
+
+
+def test_token_command_creates_one_private_secret(tmp_path):
+    data_dir = tmp_path / "data"
+    runs = [subprocess.Popen([sys.executable, "-m", "sagestore", "token", f"user{i}", "--data-dir", str(data_dir)],
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for i in range(4)]
+    tokens = [run.communicate(timeout=60)[0].strip().splitlines()[-1] for run in runs]
+    assert [run.returncode for run in runs] == [0] * 4
+    secret = (data_dir / "jwt-secret").read_text().strip()
+    assert (data_dir / "jwt-secret").stat().st_mode & 0o777 == 0o600
+    assert sorted(path.name for path in data_dir.iterdir()) == ["jwt-secret"]
+    import jwt
+    for index, token in enumerate(tokens):
+        claims = jwt.decode(token, secret, algorithms=["HS256"], audience="sagestore", issuer="sagestore")
+        assert claims["sub"] == f"user{index}"

@@ -164,17 +164,32 @@ class IntrospectAuth:
 
 
 def load_or_create_secret(data_dir: Path) -> str:
-    """The embedded default JWT secret: random, kept in <data-dir>/jwt-secret, mode 0600."""
+    """The embedded default JWT secret: random, kept in <data-dir>/jwt-secret, mode 0600.
+
+    Created atomically (written aside, then hard-linked into place), so a server and a
+    `sagestore token` starting at the same moment agree on one secret."""
     import os
     import secrets
+
+    from ..config import ConfigError
     path = data_dir / "jwt-secret"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        scratch = data_dir / f".jwt-secret.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+            try:
+                os.link(scratch, path)
+            except FileExistsError:
+                pass  # somebody else won; use theirs
+        finally:
+            scratch.unlink(missing_ok=True)
+    secret = path.read_text().strip()
+    if len(secret) < 32:  # an empty key would make every token "valid"
+        raise ConfigError(f"{path} is empty or too short; delete it to generate a new secret")
+    return secret
 
 
 def jwt_secret_for(settings: Settings) -> str:
