@@ -51,6 +51,16 @@ def check_port_free(host: str, port: int) -> None:
             raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
+def database_location(url: str) -> str:
+    """host:port/database of a PostgreSQL URL, without user or password."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+    except ValueError:
+        return "the configured URL"
+
+
 def startup_failure(error: BaseException, settings: Settings) -> str | None:
     """One readable line for a backend that cannot be used at start-up, or None for a bug.
     The messages name hosts and ports, never passwords (psycopg2 and botocore leave them out)."""
@@ -59,7 +69,7 @@ def startup_failure(error: BaseException, settings: Settings) -> str | None:
 
     if isinstance(error, psycopg2.Error):
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        return f"cannot use PostgreSQL: {first_line}"
+        return f"cannot use PostgreSQL at {database_location(settings.database_url)}: {first_line}"
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "unknown")
         return f"cannot use S3 at {settings.s3_endpoint}: {code}"
