@@ -156,8 +156,8 @@ class Bench:
                     "bucket_id": self.bucket_id, "key": f"offset-{uuid.uuid4()}.bin"}, data=self.chunk) as response:
                 answer = await expect(response, 201)
             for _ in range(self.count - 1):
-                async with http.put(self.url + "/api/v1/upload", params={
-                        "upload_id": answer["upload_id"], "offset": str(answer["offset"])}, data=self.chunk) as response:
+                query = {"upload_id": answer["upload_id"], "offset": str(answer["offset"])}
+                async with http.put(self.url + "/api/v1/upload", params=query, data=self.chunk) as response:
                     answer = await expect(response, 200)
             uploaded = time.perf_counter()
             async with http.post(self.url + "/api/v1/import_upload", json={"upload_id": answer["upload_id"]},

@@ -124,6 +124,7 @@ async def test_bad_requests_are_refused_and_change_nothing(client):
         ({"upload_id": upload_id}, "offset is required"),
         ({"upload_id": upload_id, "offset": "-1"}, "non-negative"),
         ({"upload_id": upload_id, "offset": "3.0"}, "non-negative"),
+        ({"upload_id": upload_id, "offset": "\u00b3"}, "non-negative"),
         ({"upload_id": upload_id, "offset": "3", "bucket_id": bucket_id}, "either"),
         ({"bucket_id": bucket_id}, "key is required"),
         ({"bucket_id": bucket_id, "key": "../escape"}, "'..'"),

@@ -103,7 +103,7 @@ def _offset_param(request: web.Request) -> int:
     raw = request.query.get("offset")
     if raw is None or raw == "":
         raise BadRequest("offset is required with upload_id")
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadRequest("offset must be a non-negative integer")
     return int(raw)
 

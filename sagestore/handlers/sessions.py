@@ -84,7 +84,7 @@ def chunk_digests(headers: Any) -> dict[str, str]:
 
 def _chunk_id(request: web.Request) -> int:
     raw = request.match_info["chunk_id"]
-    if not raw.isdigit() or len(raw) > 6:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
         raise BadRequest(f"chunkId must be a chunk number (1 to totalChunks), got {raw!r}")
     return int(raw)
 
