@@ -625,3 +625,47 @@ async def test_keys_are_case_sensitive_and_unicode_safe(client):
     assert sorted(await file_keys(client, bucket_id)) == sorted(keys)
     # a fresh uuid names no bucket, whatever the caller
     assert (await client.get(f"/api/v1/objects/{uuid.uuid4()}/A.txt", headers=auth("alice"))).status == 404
+
+
+def sha256_field(data: bytes) -> str:
+    import base64
+    return f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:"
+
+
+@pytest.mark.parametrize("size", [1000, 20 * 2**20 + 5])  # one PutObject; a multipart upload
+async def test_declared_sha256_is_verified(client, s3_backend, settings, size):
+    bucket_id = await create_bucket(client)
+    data = os.urandom(size)
+    for header in ("Repr-Digest", "Content-Digest"):
+        response = await client.put(f"/api/v1/objects/{bucket_id}/{header}.bin", data=data,
+                                    headers={**auth("alice"), header: f"md5=:AAAA:, {sha256_field(data)}"})
+        assert response.status == 200, await response.text()
+    s3 = s3_client(s3_backend)
+    s3_bucket, s3_key = s3_location(settings, bucket_id, "Repr-Digest.bin")
+    assert s3.head_object(Bucket=s3_bucket, Key=s3_key)["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
+
+    wrong = sha256_field(data + b"!")
+    response = await client.put(f"/api/v1/objects/{bucket_id}/wrong.bin", data=data,
+                                headers={**auth("alice"), "Repr-Digest": wrong})
+    assert response.status == 400
+    body = await response.json()
+    assert "does not match its declared digest" in body["error"]
+    assert body["actual"] == hashlib.sha256(data).hexdigest()
+    assert sorted(s3_keys(s3, settings, bucket_id)) == [f"{bucket_id}/Content-Digest.bin",
+                                                        f"{bucket_id}/Repr-Digest.bin"]
+    assert not [u for u in s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+                if u["Key"].startswith(bucket_id)]
+
+
+@pytest.mark.parametrize("headers, message", [
+    ({"Repr-Digest": "sha-256=abc"}, "32-byte byte sequence"),
+    ({"Repr-Digest": "sha-256=:AAAA:"}, "32-byte byte sequence"),
+    ({"Content-Digest": "sha-256=:not base64!:"}, "not a valid structured field"),
+    ({"Repr-Digest": sha256_field(b"a"), "Content-Digest": sha256_field(b"b")}, "declare different"),
+])
+async def test_bad_digest_headers_are_400(client, s3_backend, settings, headers, message):
+    bucket_id = await create_bucket(client)
+    response = await client.put(f"/api/v1/objects/{bucket_id}/x", data=b"a", headers={**auth("alice"), **headers})
+    assert response.status == 400
+    assert message in (await response.json())["error"]
+    assert s3_keys(s3_client(s3_backend), settings, bucket_id) == []

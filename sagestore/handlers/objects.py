@@ -17,6 +17,7 @@ from email.utils import format_datetime
 from typing import Any, AsyncIterator
 from urllib.parse import quote
 
+import http_sfv
 from aiohttp import BodyPartReader, web
 from botocore.exceptions import ClientError
 
@@ -26,7 +27,7 @@ from ..db import buckets as bucket_queries
 from ..db import cursor
 from ..errors import BadRequest, NotFound, PayloadTooLarge, RangeNotSatisfiable
 from ..openapi import PATHS, operation
-from ..storage import Location, ObjectInfo, error_code, sanitize_filename, validate_key
+from ..storage import ChecksumMismatch, Location, ObjectInfo, error_code, sanitize_filename, validate_key
 from .buckets import bucket_id_of
 from .common import identity, query_flag, query_int
 from .schemas import (BAD_REQUEST, BUCKET_ID_PARAM, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, error, json_content)
@@ -116,6 +117,29 @@ def requested_range(request: web.Request) -> str | None:
     if stop is None:
         return f"bytes={start}-"
     return f"bytes={start}-{stop - 1}"
+
+
+def declared_sha256(request: web.Request) -> str | None:
+    """The sha-256 a raw upload declares in Repr-Digest or Content-Digest (RFC 9530), as hex.
+    Without content coding both digest the file itself. Other algorithms are ignored."""
+    found: set[str] = set()
+    for header in ("Repr-Digest", "Content-Digest"):
+        if header not in request.headers:
+            continue
+        members = http_sfv.Dictionary()
+        try:
+            members.parse(request.headers[header].encode("latin-1"))
+        except (ValueError, UnicodeEncodeError):
+            raise BadRequest(f"{header} is not a valid structured field dictionary (RFC 9530)") from None
+        if "sha-256" not in members:
+            continue
+        value = members["sha-256"].value
+        if not isinstance(value, bytes) or len(value) != 32:
+            raise BadRequest(f"{header} sha-256 must be a 32-byte byte sequence, e.g. sha-256=:<base64>:")
+        found.add(value.hex())
+    if len(found) > 1:
+        raise BadRequest("Repr-Digest and Content-Digest declare different sha-256 digests")
+    return found.pop() if found else None
 
 
 async def limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
@@ -300,6 +324,9 @@ async def upload(request: web.Request) -> web.Response:
     bucket_id = bucket_id_of(request)
     path_key = request.match_info["key"]
     validate_key(path_key, folder=is_folder(path_key))
+    is_form = request.content_type == "multipart/form-data"
+    # a digest header on a form describes the whole multipart body, not the file
+    expected_sha256 = None if is_form else declared_sha256(request)
     settings = request.app[context.SETTINGS]
     if request.content_length is not None and request.content_length > settings.max_upload_size:
         raise PayloadTooLarge(f"the file is larger than the {settings.max_upload_size}-byte limit")
@@ -312,13 +339,19 @@ async def upload(request: web.Request) -> web.Response:
     mapping = request.app[context.MAPPING]
     metadata = {"owner": metadata_value(caller.user or "")}
 
-    async def store_body(key: str, content_type: str, chunks: AsyncIterator[bytes]) -> tuple[Location, Any]:
+    async def store_body(key: str, content_type: str, chunks: AsyncIterator[bytes],
+                         expected_sha256: str | None = None) -> tuple[Location, Any]:
         location = mapping.object(bucket_id, validate_key(key))
-        result = await store.put_stream(location, limited(chunks, settings.max_upload_size),
-                                        content_type=content_type, metadata=metadata)
+        try:
+            result = await store.put_stream(location, limited(chunks, settings.max_upload_size),
+                                            content_type=content_type, metadata=metadata,
+                                            expected_sha256=expected_sha256)
+        except ChecksumMismatch as mismatch:
+            raise BadRequest(f"the body does not match its declared digest: {mismatch}; nothing was stored",
+                             expected=mismatch.expected, actual=mismatch.actual) from None
         return location, result
 
-    if request.content_type == "multipart/form-data":
+    if is_form:
         key, location, result = await _store_form(request, path_key, store_body)
     else:
         if is_folder(path_key):
@@ -329,7 +362,7 @@ async def upload(request: web.Request) -> web.Response:
             content_type = None  # curl --data-binary's default, not a description of the file
         key = path_key
         location, result = await store_body(key, checked_content_type(content_type),
-                                            request.content.iter_chunked(READ_CHUNK))
+                                            request.content.iter_chunked(READ_CHUNK), expected_sha256)
 
     async with cursor(pool) as cur:
         still_there = await bucket_queries.get(cur, bucket_id)
@@ -451,7 +484,10 @@ PATHS.setdefault("/api/v1/objects/{id}/{key}", {}).update({
         "the form filename appended) or a raw body. The object keeps its Content-Type, owner and sha256",
         {"200": json_content("Where the file was stored", UPLOADED), "400": BAD_REQUEST, "401": UNAUTHORIZED,
          "403": FORBIDDEN, "404": NOT_FOUND, "413": error("Larger than the server's max upload size")},
-        parameters=[BUCKET_ID_PARAM, KEY_PARAM],
+        parameters=[BUCKET_ID_PARAM, KEY_PARAM, *[
+            {"name": name, "in": "header", "schema": {"type": "string", "example": "sha-256=:<base64>:"},
+             "description": "raw bodies: a declared sha-256 (RFC 9530), verified before the file is published; "
+                            "a mismatch is 400 and stores nothing"} for name in ("Repr-Digest", "Content-Digest")]],
         requestBody={"required": True, "content": {
             "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                 "file": {"type": "string", "format": "binary"}}}},
