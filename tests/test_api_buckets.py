@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from api_helpers import (bucket_in_db, create_bucket, file_keys, grant, grants_in_db, put_raw, s3_client,
-                         s3_keys)
+from api_helpers import (agen, bucket_in_db, create_bucket, file_keys, grant, grants_in_db, put_raw, s3_client,
+                         s3_keys, s3_location)
 from conftest import auth
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -265,3 +265,27 @@ async def test_delete_bucket_with_2500_files(client, s3_backend, settings, datab
     assert s3_keys(s3, settings, bucket_id) == []
     assert bucket_in_db(database_url, bucket_id) is None and grants_in_db(database_url, bucket_id) == []
     assert s3_keys(s3, settings, neighbour) == [f"{neighbour}/stays.txt"]
+
+
+async def test_delete_bucket_aborts_its_unfinished_uploads(client, s3_backend, settings, database_url):
+    """Resumable uploads into the bucket (engine rows, S3 multipart uploads, staged tails) go with it."""
+    from sagestore import context
+    bucket_id = await create_bucket(client)
+    engine = client.app[context.ENGINE]
+    upload = await engine.create("tus", bucket_id, "half.bin", "alice")
+    await engine.append(upload, 0, agen([b"x" * (6 * 2**20)]))
+    s3 = s3_client(s3_backend)
+    s3_bucket = s3_location(settings, bucket_id, "")[0]
+
+    def open_mpus() -> list[str]:
+        return [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])]
+    assert upload.s3_upload_id in open_mpus()
+
+    response = await client.delete(f"/api/v1/objects/{bucket_id}", headers=auth("alice"))
+    assert response.status == 200
+    assert upload.s3_upload_id not in open_mpus()
+    import psycopg2
+    with psycopg2.connect(database_url) as connection, connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM uploads WHERE bucket_id = %s", (bucket_id,))
+        assert cur.fetchone()[0] == 0
+    connection.close()

@@ -162,6 +162,9 @@ async def delete_bucket(request: web.Request) -> web.Response:
         bucket, _ = await authorize(cur, bucket_id, identity(request), "FULL_CONTROL")
     if bucket["archived"]:
         raise Conflict('the bucket is archived: un-archive it (PATCH {"archived": false}) before deleting it')
+    # unfinished resumable uploads first: their S3 multipart uploads and staging objects live
+    # outside the bucket's prefix, and their rows would otherwise cascade away unreleased
+    await request.app[context.ENGINE].abort_bucket(bucket_id)
     store = request.app[context.STORE]
     folder = request.app[context.MAPPING].folder(bucket_id)
     await store.delete_prefix(folder)
@@ -211,7 +214,7 @@ PATHS.setdefault("/api/v1/objects/{id}", {}).update({  # permissions.py adds "pu
                 "type": {"type": "string", "enum": list(BUCKET_TYPES)},
                 "archived": {"type": "boolean"}}}}}}),
     "delete": operation(
-        "Delete the bucket with all its files and grants (FULL_CONTROL); with ?permissions&grantee=... "
+        "Delete the bucket with all its files, grants and unfinished uploads (FULL_CONTROL); with ?permissions&grantee=... "
         "revoke grants instead (WRITE_ACP)",
         {"200": json_content("What was deleted: the bucket id, or the revoked grantee specs", DELETED),
          "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN, "404": NOT_FOUND,
