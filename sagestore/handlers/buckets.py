@@ -214,8 +214,8 @@ PATHS.setdefault("/api/v1/objects/{id}", {}).update({  # permissions.py adds "pu
                 "type": {"type": "string", "enum": list(BUCKET_TYPES)},
                 "archived": {"type": "boolean"}}}}}}),
     "delete": operation(
-        "Delete the bucket with all its files, grants and unfinished uploads (FULL_CONTROL); with ?permissions&grantee=... "
-        "revoke grants instead (WRITE_ACP)",
+        "Delete the bucket with all its files, grants and unfinished uploads (FULL_CONTROL); "
+        "with ?permissions&grantee=... revoke grants instead (WRITE_ACP)",
         {"200": json_content("What was deleted: the bucket id, or the revoked grantee specs", DELETED),
          "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN, "404": NOT_FOUND,
          "409": error("The bucket is archived; un-archive it first")},
