@@ -14,7 +14,7 @@ from .config import Settings
 from .db import create_pool
 from .db.migrate import migrate
 from .errors import error_middleware
-from .handlers import ietf, meta, multipart, tus
+from .handlers import buckets, ietf, meta, multipart, objects, offset_uploads, permissions, sessions, tus
 from .handlers.common import IDENTITY
 from .metrics import Metrics
 from .storage import BucketMapping, open_object_store
@@ -47,13 +47,15 @@ async def auth_middleware(request: web.Request, handler):
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler):
+    """Outermost, so it records the status the client got (the error middleware has
+    already turned every error into a response)."""
     started = time.monotonic()
     status = 500
     try:
         response = await handler(request)
         status = response.status
         return response
-    except web.HTTPException as error:
+    except web.HTTPException as error:  # redirects and the like pass through the error middleware
         status = error.status
         raise
     finally:
@@ -80,7 +82,8 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_object_store(endpoint=settings.s3_endpoint, access_key=settings.s3_access_key,
                                  secret_key=settings.s3_secret_key, region=settings.s3_region,
                                  part_size=settings.s3_part_size,
-                                 parts_in_flight=settings.s3_parts_in_flight) as store:
+                                 parts_in_flight=settings.s3_parts_in_flight,
+                                 single_copy_limit=settings.s3_single_copy_limit) as store:
         if settings.s3_create_buckets:
             created = await store.ensure_buckets(mapping.all_s3_buckets())
             if created:
@@ -98,13 +101,19 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, metrics_middleware, auth_middleware],
+    app = web.Application(middlewares=[metrics_middleware, error_middleware, auth_middleware],
                           client_max_size=CLIENT_MAX_SIZE)
     app[context.SETTINGS] = settings
     app[context.METRICS] = Metrics()
     app.cleanup_ctx.extend([auth_ctx, database_ctx, storage_ctx, engine_ctx])
     app.add_routes(meta.routes)
+    app.add_routes(buckets.routes)
+    app.add_routes(permissions.routes)
+    app.add_routes(objects.routes)
     app.add_routes(multipart.routes)
+    app.add_routes(offset_uploads.routes)
+    app.cleanup_ctx.append(offset_uploads.import_jobs_ctx)
+    app.add_routes(sessions.routes)
     app.add_routes(tus.routes)
     app.add_routes(ietf.routes)
     cors.setup(app)
