@@ -40,6 +40,7 @@ class AclCache:
         self.generation = 0
         self.hits = 0
         self.misses = 0  # database queries made through the cache
+        self.losses = 0  # listener connections lost (or never made)
         self.listener_pid: int | None = None
 
     async def bucket_with_grants(self, bucket_id: str) -> tuple[dict[str, Any] | None, list[Grant]]:
@@ -98,6 +99,7 @@ class AclCache:
             except Exception as problem:  # noqa: BLE001 - any failure means: stop trusting the cache
                 self.disable()
                 self.listener_pid = None
+                self.losses += 1
                 delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
                 failures += 1
                 log.warning("ACL cache listener lost (%s); cache disabled, reconnecting in %.1fs",
