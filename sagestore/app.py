@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from . import context, cors
+from .acl import cache as acl_cache
 from .auth.tokens import build_authenticator, parse_authorization
 from .config import Settings
 from .db import create_pool
@@ -70,7 +71,9 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         await migrate(pool)
         app[context.DB] = pool
-        yield
+        async with acl_cache.running(pool, settings.database_url, settings.acl_cache_ttl) as cache:
+            app[context.ACL] = cache
+            yield
     finally:
         pool.close()
         await pool.wait_closed()

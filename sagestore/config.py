@@ -153,6 +153,8 @@ OPTIONS: list[Option] = [
     Option("log_level", "info", _choice("debug", "info", "warning", "error"), "log level"),
     Option("database_url", "", str, "PostgreSQL URL; empty starts embedded PostgreSQL in the data dir", secret=True),
     Option("db_pool_size", 10, int, "maximum PostgreSQL connections per instance"),
+    Option("acl_cache_ttl", 5.0, _duration,
+           "seconds a bucket's ACL stays cached (a backstop: changes invalidate it at once; 0 disables the cache)"),
     Option("s3_endpoint", "", str, "S3 endpoint URL; empty starts embedded SeaweedFS in the data dir"),
     Option("s3_access_key", "", str, "S3 access key (required with --s3-endpoint)", secret=True),
     Option("s3_secret_key", "", str, "S3 secret key (required with --s3-endpoint)", secret=True),
@@ -198,6 +200,7 @@ class Settings:
     log_level: str = "info"
     database_url: str = field(default="", repr=False)
     db_pool_size: int = 10
+    acl_cache_ttl: float = 5.0
     s3_endpoint: str = ""
     s3_access_key: str = field(default="", repr=False)
     s3_secret_key: str = field(default="", repr=False)
