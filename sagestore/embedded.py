@@ -239,6 +239,10 @@ class Embedded:
                 f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer-grpc']}",
                 f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3-grpc']}"]
         child = self._spawn("seaweedfs", argv, signal.SIGTERM, env=env)
+        # S3 answers before the volume server has reported its volumes to the master, and
+        # reads of existing objects fail with InternalError until it has: readiness waits
+        self.weed_master_url = f"http://127.0.0.1:{ports['master']}"
+        self.weed_volumes_on_disk = len(list(weed_dir.glob("*.dat")))
         return child, {"endpoint": f"http://127.0.0.1:{ports['s3']}", **credentials}
 
     def _reuse_port(self, name: str) -> int:
@@ -302,6 +306,21 @@ async def _wait_s3_ready(child: Child, endpoint: str, access_key: str, secret_ke
         await _wait_ready("seaweedfs", child, client.list_buckets, timeout)
 
 
+async def _wait_volumes_registered(child: Child, master_url: str, expected: int, timeout: float) -> None:
+    """Wait until the master knows at least the volumes found on disk at start."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        async def check() -> None:
+            async with session.get(master_url + "/dir/status") as response:
+                topology = (await response.json(content_type=None))["Topology"]
+            registered = sum(node.get("Volumes", 0) for center in topology.get("DataCenters") or []
+                             for rack in center.get("Racks") or [] for node in rack.get("DataNodes") or [])
+            if registered < expected:
+                raise RuntimeError(f"{registered} of {expected} volumes registered")
+        await _wait_ready("seaweedfs", child, check, timeout)
+
+
 @contextlib.asynccontextmanager
 async def embedded_backends(settings: Settings, *, database: bool = True, s3: bool = True,
                             stop: asyncio.Event | None = None) -> AsyncIterator[Settings]:
@@ -326,6 +345,8 @@ async def embedded_backends(settings: Settings, *, database: bool = True, s3: bo
                                         s3_single_copy_limit=5 * 2**40)
             waits.append(_wait_s3_ready(weed_child, s3_access["endpoint"], s3_access["access_key"],
                                         s3_access["secret_key"], 60))
+            waits.append(_wait_volumes_registered(weed_child, embedded.weed_master_url,
+                                                  embedded.weed_volumes_on_disk, 60))
         if want_db:
             pg_child, database_url = embedded.start_postgres()
             settings = settings.replace(database_url=database_url)
