@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=None, metavar="N",
                         help="parallel sessions of 64 MiB in the concurrency scenario (default 100, "
                              "8 with --quick; 0 skips it)")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="run the ratio scenarios N times and report medians (a shared machine is noisy)")
     parser.add_argument("--only", default="", metavar="SCENARIO,...",
                         help=f"run only these scenarios or groups: {', '.join(ALL)}; groups: "
                              f"{', '.join(ALIASES)}")
@@ -43,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", default=str(RESULTS_DIR / "latest.json"), metavar="PATH",
                         help="where to write the JSON results (default bench/results/latest.json)")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+    parser.add_argument("--server-repo", default=None, metavar="DIR",
+                        help="measure the sagestore of another checkout (default: this one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work dir (logs, data)")
     return parser
 
@@ -73,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.time() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
 
     options = Options(size=size, selected=selected, concurrency=concurrency, workdir=workdir,
-                      results_dir=RESULTS_DIR, profile=profile, log=log,
+                      results_dir=RESULTS_DIR, profile=profile, log=log, rounds=max(1, args.rounds),
                       small_seconds=2.0 if args.quick else 5.0)
-    stack = Stack(workdir)
+    stack = Stack(workdir, Path(args.server_repo).resolve()) if args.server_repo else Stack(workdir)
     runner = Runner(options, stack)
     load_before = os.getloadavg()
     try:
@@ -96,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     data = report.document(
         runner.results, date=date, seconds=round(time.time() - started, 1),
         args={"size": size, "quick": args.quick, "big": args.big, "concurrency": concurrency,
-              "only": args.only, "profile": args.profile},
-        stack=stack.describe(), baselines=getattr(runner, "baselines", {}),
+              "only": args.only, "profile": args.profile, "rounds": max(1, args.rounds)},
+        stack=stack.describe() | {"server_repo": str(stack.server_repo)}, baselines=getattr(runner, "baselines", {}),
         small_requests=runner.small, load_average={"before": load_before, "after": os.getloadavg()})
     print(f"\nsagestore benchmark, {date}, {size / MIB:.0f} MiB input, {os.cpu_count()} cores; "
           f"load average before/after {load_before[0]:.1f}/{data['load_average']['after'][0]:.1f}")

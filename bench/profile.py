@@ -6,15 +6,16 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-_FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+_LINE = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?P<line>:\d+)?\)$")
 
 
-def _name(frame: str) -> str:
-    """'read (aiohttp/streams.py:400)' -> 'read (aiohttp/streams.py)'; shortens site-packages paths."""
-    match = _FRAME.match(frame.strip())
+def _name(frame: str, *, line: bool = False) -> str:
+    """'read (aiohttp/streams.py:400)' -> 'read (aiohttp/streams.py)' (or with :400 when line);
+    shortens site-packages and checkout paths."""
+    match = _LINE.match(frame.strip())
     if not match:
         return frame.strip()
-    path = match["file"]
+    path = match["file"] + (match["line"] or "" if line else "")
     for marker in ("site-packages/", "lib/python3.11/", "/work/wt/bench/", "/sagestore/"):
         if marker in path:
             path = path.split(marker, 1)[1] if marker != "/sagestore/" else "sagestore/" + path.split(marker, 1)[1]
@@ -23,6 +24,7 @@ def _name(frame: str) -> str:
 
 def summarize(path: Path, top: int = 15) -> dict:
     own: Counter[str] = Counter()
+    own_lines: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
     for line in path.read_text(errors="replace").splitlines():
@@ -30,26 +32,29 @@ def summarize(path: Path, top: int = 15) -> dict:
         if not stack or not count.isdigit():
             continue
         samples = int(count)
-        frames = [_name(frame) for frame in stack.split(";")
-                  if not frame.startswith(("process ", "thread "))]
-        if not frames:
+        raw = [frame for frame in stack.split(";") if not frame.startswith(("process ", "thread "))]
+        if not raw:
             continue
+        frames = [_name(frame) for frame in raw]
         total += samples
         own[frames[-1]] += samples
+        own_lines[_name(raw[-1], line=True)] += samples
         for frame in set(frames):
             inclusive[frame] += samples
 
     def table(counter: Counter[str]) -> list[dict]:
         return [{"frame": frame, "samples": samples, "percent": round(100 * samples / total, 1)}
                 for frame, samples in counter.most_common(top)]
-    return {"samples": total, "self": table(own), "inclusive": table(inclusive)}
+    # frames under nearly every sample (runpy, asyncio's run loop) say nothing
+    inclusive = Counter({frame: samples for frame, samples in inclusive.items() if samples < 0.9 * total})
+    return {"samples": total, "self": table(own), "self_lines": table(own_lines), "inclusive": table(inclusive)}
 
 
 def render(summary: dict) -> str:
     lines = [f"{summary['samples']} samples (active threads only)"]
-    for title in ("self", "inclusive"):
-        lines.append(f"  top by {title} time:")
-        for row in summary[title]:
+    for title in ("self", "self_lines", "inclusive"):
+        lines.append(f"  top by {title.replace('_', ' ')} time:")
+        for row in summary.get(title, [])[:12]:
             lines.append(f"    {row['percent']:5.1f}%  {row['frame']}")
     return "\n".join(lines)
 

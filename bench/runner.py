@@ -99,6 +99,7 @@ class Options:
     workdir: Path
     results_dir: Path
     profile: list[str] = field(default_factory=list)
+    rounds: int = 1
     small_seconds: float = 5.0
     small_concurrency: int = 32
     log: Callable[[str], None] = print
@@ -108,7 +109,8 @@ class Runner:
     def __init__(self, options: Options, stack: Stack) -> None:
         self.options = options
         self.stack = stack
-        self.results: list[Result] = []
+        self.results: list[Result] = []  # of the current round, then the merged ones
+        self.rounds: list[list[Result]] = []
         self.small: dict[str, Any] = {}
         self.run_id = uuid.uuid4().hex[:8]
         self.download_key = ""  # a sagestore object holding the input, for the GET scenarios
@@ -130,9 +132,16 @@ class Runner:
             self.bench = sc.Bench(source, http, store.client, self.stack.server_url)
             await self.create_bucket()
             await self.warm_up()
-            for name in options.selected:
-                await self.run_one(name)
-            self.compute_ratios()
+            for round_number in range(options.rounds):
+                self.results = []
+                last = round_number == options.rounds - 1
+                for name in options.selected:
+                    # the heavy, non-ratio scenarios run once, in the last round
+                    if last or not (name in OTHERS or name in BIG):
+                        await self.run_one(name)
+                self.compute_ratios()
+                self.rounds.append(self.results)
+            self.results = merge_rounds(self.rounds)
 
     async def create_bucket(self) -> None:
         b = self.bench
@@ -164,13 +173,13 @@ class Runner:
 
     async def run_one(self, name: str) -> None:
         b = self.bench
-        key = f"bench/{name}-{self.run_id}.bin"
+        key = f"bench/{name}-{self.run_id}-r{len(self.rounds) + 1}.bin"
         direct_key = f"bench/direct-upload-{self.run_id}.bin"
         factories: dict[str, Callable[[], Awaitable[sc.Outcome]]] = {
             "direct-upload": lambda: sc.direct_upload(b, direct_key),
             "direct-upload-end": lambda: sc.direct_upload(b, key),
             "form-put": lambda: sc.form_put(b, key),
-            "raw-put": lambda: sc.raw_put(b, key, keep=True),
+            "raw-put": lambda: sc.raw_put(b, key, keep=not self.download_key),
             "multipart-proxied": lambda: sc.multipart(b, key, presigned=False),
             "multipart-presigned": lambda: sc.multipart(b, key, presigned=True),
             "session-4": lambda: sc.indexed_session(b, key),
@@ -185,7 +194,7 @@ class Runner:
         if name in factories:
             kind = "download" if name in DOWNLOADS else "upload"
             result = await self.measure(name, kind, factories[name])
-            if name == "raw-put" and result.status == "ok":
+            if name == "raw-put" and result.status == "ok" and not self.download_key:
                 self.download_key = key
         elif name.startswith("peer-tus-"):
             chunk = {"peer-tus-16m": 16 * MIB, "peer-tus-64m": 64 * MIB}[name]
@@ -435,3 +444,33 @@ class Runner:
             if reference:
                 result.ratio = result.mb_s / reference
         self.baselines = {"upload_mb_s": up, "download_mb_s": down}
+
+
+def merge_rounds(rounds: list[list[Result]]) -> list[Result]:
+    """One row per scenario: the median round by MB/s, with the median ratio of the
+    rounds (each round's ratio is to that round's baseline), the highest peak RSS and
+    every round's MB/s in extra["rounds_mb_s"]. Any failed round makes the row failed."""
+    if len(rounds) == 1:
+        return rounds[0]
+    merged = []
+    names = list(dict.fromkeys(r.name for results in rounds for r in results))
+    for name in names:
+        runs = [r for results in rounds for r in results if r.name == name]
+        ok = sorted((r for r in runs if r.status == "ok" and r.mb_s), key=lambda r: r.mb_s)
+        if len(ok) < len(runs) or not ok:
+            bad = next(r for r in runs if r.status != "ok" or not r.mb_s)
+            merged.append(bad)
+            continue
+        row = ok[len(ok) // 2]
+        ratios = sorted(r.ratio for r in ok if r.ratio is not None)
+        row.ratio = ratios[len(ratios) // 2] if ratios else None
+        peaks = [r.peak_rss_mib for r in ok if r.peak_rss_mib is not None]
+        row.peak_rss_mib = max(peaks) if peaks else None
+        growths = [r.rss_growth_mib for r in ok if r.rss_growth_mib is not None]
+        row.rss_growth_mib = max(growths) if growths else None
+        row.extra["rounds_mb_s"] = [round(r.mb_s, 1) for r in runs]
+        row.extra["rounds_ratio"] = [round(r.ratio, 3) if r.ratio else None for r in runs]
+        if len(runs) > 1:
+            row.note = "; ".join(filter(None, [row.note, "MB/s by round " + "/".join(f"{r.mb_s:.0f}" for r in runs)]))
+        merged.append(row)
+    return merged

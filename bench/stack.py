@@ -61,6 +61,7 @@ def stop_process(process: subprocess.Popen | None, timeout: float = 20) -> None:
 @dataclass
 class Stack:
     workdir: Path
+    server_repo: Path = REPO  # the checkout whose sagestore is measured
     s3: dict[str, str] = field(default_factory=dict)
     weed_pid: int = 0
     database_url: str = ""
@@ -133,7 +134,8 @@ class Stack:
         port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("SAGESTORE_")}
         env.update({
-            "PYTHONPATH": str(REPO),
+            "PYTHONPATH": str(self.server_repo),
+            "PYTHONDONTWRITEBYTECODE": "1",  # the checkout may be someone else's
             "SAGESTORE_HOST": "127.0.0.1",
             "SAGESTORE_PORT": str(port),
             "SAGESTORE_DATA_DIR": str(self.workdir / "sagestore-data"),
@@ -145,7 +147,7 @@ class Stack:
         })
         log_path = self.workdir / "sagestore.log"
         with open(log_path, "ab") as log:
-            self.server = subprocess.Popen([sys.executable, "-m", "sagestore", "serve"], cwd=REPO, env=env,
+            self.server = subprocess.Popen([sys.executable, "-m", "sagestore", "serve"], cwd=self.server_repo, env=env,
                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self._cleanups.append(lambda: stop_process(self.server))
         self.server_url = f"http://127.0.0.1:{port}"
