@@ -9,7 +9,7 @@ from aiohttp import web
 from ..auth.identity import ANONYMOUS, Identity
 from ..errors import BadRequest
 
-IDENTITY: str = "sagestore.identity"
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 
 
 def identity(request: web.Request) -> Identity:
