@@ -96,7 +96,8 @@ class Stack:
     async def start_database(self) -> None:
         """A fresh database on the machine's PostgreSQL, or an embedded one if that is unreachable."""
         import psycopg2
-        server_url = os.environ.get("SAGESTORE_BENCH_POSTGRES", SHARED_POSTGRES)
+        server_url = (os.environ.get("SAGESTORE_BENCH_POSTGRES") or os.environ.get("SAGESTORE_TEST_DATABASE_URL")
+                      or SHARED_POSTGRES)
         try:
             admin = psycopg2.connect(server_url, connect_timeout=3)
             self.database_note = "machine PostgreSQL"
