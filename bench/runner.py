@@ -186,11 +186,13 @@ class Runner:
             "offset-16m": lambda: sc.offset_chunks(b, key),
             "tus-16m": lambda: sc.sagestore_tus(b, key, 16 * MIB),
             "tus-64m": lambda: sc.sagestore_tus(b, key, 64 * MIB),
-            "direct-get": lambda: self.direct_get(direct_key),
-            "direct-get-end": lambda: self.direct_get(direct_key),
-            "get": lambda: self.sagestore_download(sc.sagestore_get),
-            "range-get": lambda: self.sagestore_download(sc.range_get),
+            "direct-get": lambda: sc.direct_get(b, direct_key),
+            "direct-get-end": lambda: sc.direct_get(b, direct_key),
+            "get": lambda: sc.sagestore_get(b, self.download_key),
+            "range-get": lambda: sc.range_get(b, self.download_key),
         }
+        if name in DOWNLOADS:
+            await self.download_source(name, direct_key)
         if name in factories:
             kind = "download" if name in DOWNLOADS else "upload"
             result = await self.measure(name, kind, factories[name])
@@ -206,17 +208,18 @@ class Runner:
         elif name.startswith("big-"):
             await self.big(name)
 
-    async def direct_get(self, key: str) -> sc.Outcome:
-        if not any(r.name == "direct-upload" and r.status == "ok" for r in self.results):
-            await sc.direct_upload(self.bench, key)  # untimed: the object to read
-        return await sc.direct_get(self.bench, key)
-
-    async def sagestore_download(self, scenario) -> sc.Outcome:
-        if not self.download_key:
-            key = f"bench/download-source-{self.run_id}.bin"
-            await sc.raw_put(self.bench, key)  # untimed: the object to read
-            self.download_key = key
-        return await scenario(self.bench, self.download_key)
+    async def download_source(self, name: str, direct_key: str) -> None:
+        """The objects the GET scenarios read, stored before (and outside) their timing."""
+        try:
+            if name.startswith("direct-"):
+                if not any(r.name == "direct-upload" and r.status == "ok" for r in self.results):
+                    await sc.direct_upload(self.bench, direct_key)
+            elif not self.download_key and self.bench.bucket_id:
+                key = f"bench/download-source-{self.run_id}.bin"
+                await sc.raw_put(self.bench, key, keep=True)
+                self.download_key = key
+        except (sc.NotAvailable, sc.Failed) as error:
+            self.log(f"{name}: no object to read ({error})")
 
     # --- measuring -----------------------------------------------------------
     async def measure(self, name: str, kind: str, factory: Callable[[], Awaitable[sc.Outcome]], *,
@@ -347,12 +350,16 @@ class Runner:
                     result.status = "not available"
                     result.note = f"GET /api/v1/objects/{{id}} answered {sorted(first.statuses)}"
                 else:
-                    ours = await hammer(f"{b.server_url}/api/v1/objects/{b.bucket_id}", AUTH,
-                                        seconds=options.small_seconds, concurrency=options.small_concurrency)
+                    profiler = self.start_profiler("small-requests")
+                    try:
+                        ours = await hammer(f"{b.server_url}/api/v1/objects/{b.bucket_id}", AUTH,
+                                            seconds=options.small_seconds, concurrency=options.small_concurrency)
+                    finally:
+                        self.stop_profiler(profiler, result)
                     self.small["sagestore"] = asdict(ours) | {"rate": ours.rate}
                     result.ratio = ours.rate / bare.rate if bare.rate else None
                     result.peak_rss_mib = server.peak_rss / MIB
-                    result.extra = {"sagestore_rate": ours.rate, "bare_rate": bare.rate,
+                    result.extra |= {"sagestore_rate": ours.rate, "bare_rate": bare.rate,
                                     "sagestore_errors": ours.errors, "bare_errors": bare.errors}
                     result.note = f"{ours.rate:.0f} req/s vs bare {bare.rate:.0f} req/s"
                     if ours.errors:

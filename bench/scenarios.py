@@ -217,7 +217,14 @@ def check_put_answer(body: Any, bucket_id: str, key: str) -> None:
         raise Failed(f"unexpected PUT answer {body!r}")
 
 
+def need_download(b: Bench, key: str) -> None:
+    b.need_bucket()
+    if not key:
+        raise NotAvailable("no sagestore object to read (raw PUT not available)")
+
+
 async def sagestore_get(b: Bench, key: str) -> Outcome:
+    need_download(b, key)
     digest = hashlib.sha256()
     size = 0
     async with b.http.get(b.server_url + object_path(b, key), headers=AUTH) as response:
@@ -236,6 +243,7 @@ async def sagestore_get(b: Bench, key: str) -> Outcome:
 async def range_get(b: Bench, key: str) -> Outcome:
     """A parallel downloader: 16 MiB Range requests, 4 in flight, each checked against
     the input's block hashes."""
+    need_download(b, key)
     url = b.server_url + object_path(b, key)
 
     async def fetch(index: int) -> int:
