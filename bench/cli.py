@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", default=str(RESULTS_DIR / "latest.json"), metavar="PATH",
                         help="where to write the JSON results (default bench/results/latest.json)")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+    parser.add_argument("--rss-limit", default="", metavar="SIZE",
+                        help="stop a scenario when the server's RSS passes SIZE (default min(8GiB, 40%% of RAM))")
     parser.add_argument("--server-repo", default=None, metavar="DIR",
                         help="measure the sagestore of another checkout (default: this one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work dir (logs, data)")
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         size = 64 * MIB if args.quick else _size(args.size)
+        extra_options = {"rss_limit": _size(args.rss_limit)} if args.rss_limit else {}
         if args.only:
             selected = expand([name.strip() for name in args.only.split(",") if name.strip()])
         else:
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     options = Options(size=size, selected=selected, concurrency=concurrency, workdir=workdir,
                       results_dir=RESULTS_DIR, profile=profile, log=log, rounds=max(1, args.rounds),
-                      small_seconds=2.0 if args.quick else 5.0)
+                      small_seconds=2.0 if args.quick else 5.0, **extra_options)
     stack = Stack(workdir, Path(args.server_repo).resolve()) if args.server_repo else Stack(workdir)
     runner = Runner(options, stack)
     load_before = os.getloadavg()

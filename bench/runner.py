@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import aiohttp
+import psutil
 
 from sagestore.storage import open_object_store
 
@@ -100,6 +102,8 @@ class Options:
     results_dir: Path
     profile: list[str] = field(default_factory=list)
     rounds: int = 1
+    # a scenario is stopped when the server's RSS passes this (the machine is shared)
+    rss_limit: int = min(8 * 2**30, int(psutil.virtual_memory().total * 0.4))
     small_seconds: float = 5.0
     small_concurrency: int = 32
     log: Callable[[str], None] = print
@@ -234,7 +238,7 @@ class Runner:
             with ProcessMonitor(pid or self.stack.server.pid) as server, \
                     ProcessMonitor(self.stack.weed_pid) as weed, ProcessMonitor(os.getpid()) as client, \
                     Stopwatch() as clock:
-                outcome = await factory()
+                outcome = await self.guarded(factory(), server)
         except sc.NotAvailable as error:
             result.status, result.note = "not available", str(error)
         except Exception as error:  # noqa: BLE001 - a failed scenario is reported, the run goes on
@@ -262,6 +266,18 @@ class Runner:
         self.log(f"{name}: {result.status}" + (f" {result.mb_s:.1f} MB/s" if result.mb_s else "")
                  + (f" ({result.note})" if result.note else ""))
         return result
+
+    async def guarded(self, work: Awaitable[sc.Outcome], server: ProcessMonitor) -> sc.Outcome:
+        """Run work, but stop it if the server's RSS passes the limit: the machine is shared."""
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            await asyncio.wait([task], timeout=0.2)
+            if not task.done() and server.peak_rss > self.options.rss_limit:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                raise sc.Failed(f"stopped: the server's RSS passed {self.options.rss_limit / MIB:.0f} MiB")
+        return task.result()
 
     async def measure_peer(self, name: str, factory: Callable[[], Awaitable[sc.Outcome]]) -> None:
         """The peer's scenarios: the server columns describe the node process."""
