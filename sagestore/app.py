@@ -14,10 +14,11 @@ from .config import Settings
 from .db import create_pool
 from .db.migrate import migrate
 from .errors import error_middleware
-from .handlers import meta
+from .handlers import meta, multipart
 from .handlers.common import IDENTITY
 from .metrics import Metrics
 from .storage import BucketMapping, open_object_store
+from .uploads.service import engine_ctx
 
 log = logging.getLogger("sagestore")
 
@@ -46,13 +47,15 @@ async def auth_middleware(request: web.Request, handler):
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler):
+    """Outermost, so it records the status the client got (the error middleware has
+    already turned every error into a response)."""
     started = time.monotonic()
     status = 500
     try:
         response = await handler(request)
         status = response.status
         return response
-    except web.HTTPException as error:
+    except web.HTTPException as error:  # redirects and the like pass through the error middleware
         status = error.status
         raise
     finally:
@@ -97,10 +100,11 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, metrics_middleware, auth_middleware],
+    app = web.Application(middlewares=[metrics_middleware, error_middleware, auth_middleware],
                           client_max_size=CLIENT_MAX_SIZE)
     app[context.SETTINGS] = settings
     app[context.METRICS] = Metrics()
-    app.cleanup_ctx.extend([auth_ctx, database_ctx, storage_ctx])
+    app.cleanup_ctx.extend([auth_ctx, database_ctx, storage_ctx, engine_ctx])
     app.add_routes(meta.routes)
+    app.add_routes(multipart.routes)
     return app

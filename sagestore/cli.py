@@ -1,54 +1,129 @@
-"""The `sagestore` command: serve, migrate, token."""
+"""The `sagestore` command: serve, migrate, token.
+
+A bad setting or a backend that cannot be used at start-up ends the command with ONE
+line on stderr, `sagestore: error: ...`, and exit status 2; never a traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import time
+from typing import NoReturn
 
 from .config import ConfigError, Settings, add_arguments, load_settings
 
 log = logging.getLogger("sagestore")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other configuration error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"sagestore: error: {message} (see {self.prog} --help)\n")
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    # botocore and aiohttp client debug logs print request headers, i.e. signatures
-    for noisy in ("botocore", "aiobotocore", "urllib3", "asyncio"):
+    # botocore and aiohttp client debug logs print request headers, i.e. signatures and tokens
+    for noisy in ("botocore", "aiobotocore", "urllib3", "asyncio", "aiohttp.client", "aiohttp.internal"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def serve(settings: Settings) -> None:
-    from aiohttp import web
+def check_port_free(host: str, port: int) -> None:
+    """Fail before any backend starts when the HTTP port is taken."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as error:
+            raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
-    from .app import AccessLogger, create_app
+
+def database_location(url: str) -> str:
+    """host:port/database of a PostgreSQL URL, without user or password."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+    except ValueError:
+        return "the configured URL"
+
+
+def startup_failure(error: BaseException, settings: Settings) -> str | None:
+    """One readable line for a backend that cannot be used at start-up, or None for a bug.
+    The messages name hosts and ports, never passwords (psycopg2 and botocore leave them out)."""
+    import psycopg2
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(error, psycopg2.Error):
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return f"cannot use PostgreSQL at {database_location(settings.database_url)}: {first_line}"
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "unknown")
+        return f"cannot use S3 at {settings.s3_endpoint}: {code}"
+    if isinstance(error, BotoCoreError):
+        return f"cannot use S3 at {settings.s3_endpoint}: {type(error).__name__}"
+    if isinstance(error, (TimeoutError, ConnectionError)):
+        return f"a backend did not answer at start-up: {type(error).__name__}"
+    if isinstance(error, OSError):
+        return f"{error.strerror or type(error).__name__}: {error.filename or ''}".rstrip(": ")
+    return None
+
+
+async def serve(settings: Settings) -> None:
+    started = time.monotonic()
+    check_port_free(settings.host, settings.port)  # before the slow imports and any child process
+
     from .embedded import embedded_backends
 
-    started = time.monotonic()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with embedded_backends(settings) as settings:
+    async with embedded_backends(settings, stop=stop) as settings:
         if stop.is_set():
             return
+        # imported only now: the embedded backends boot meanwhile, and the readiness
+        # checks have already loaded the heavy parts (botocore, psycopg2)
+        from aiohttp import web
+
+        from .app import AccessLogger, create_app
         app = create_app(settings)
         runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False, shutdown_timeout=10)
-        await runner.setup()
         try:
+            try:
+                await runner.setup()
+            except Exception as error:  # noqa: BLE001 - mapped to one line below, or re-raised
+                message = startup_failure(error, settings)
+                if message is None:
+                    raise
+                raise ConfigError(message) from None
             site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
             try:
                 await site.start()
             except OSError as error:
                 raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror}") from None
-            url = f"http://{settings.host}:{settings.port}"
+            port = runner.addresses[0][1] if settings.port == 0 and runner.addresses else settings.port
+            url = f"http://{settings.host}:{port}"
             print(f"sagestore ready in {time.monotonic() - started:.2f}s at {url}/api/v1/", flush=True)
             if settings.auth_mode == "jwt" and not settings.jwt_public_key_file:
-                print(f"get a token: sagestore token <user> --data-dir {settings.data_dir}", flush=True)
+                print(f"get a token: TOKEN=$(sagestore token <user> --data-dir {settings.data_dir} | tail -n 1)",
+                      flush=True)
                 print(f"then: curl -H \"Authorization: Bearer $TOKEN\" {url}/api/v1/objects", flush=True)
+            elif settings.auth_mode == "noauth":
+                print(f"auth is OFF: curl -H \"Authorization: sage user:<name>\" {url}/api/v1/objects", flush=True)
             await stop.wait()
             print("sagestore stopping", flush=True)
         finally:
@@ -61,7 +136,13 @@ async def run_migrations(settings: Settings) -> None:
     from .embedded import embedded_backends
 
     async with embedded_backends(settings, s3=False) as settings:
-        pool = await create_pool(settings.database_url, 2)
+        try:
+            pool = await create_pool(settings.database_url, 2)
+        except Exception as error:  # noqa: BLE001
+            message = startup_failure(error, settings)
+            if message is None:
+                raise
+            raise ConfigError(message) from None
         try:
             applied = await migrate(pool)
             print(f"applied {len(applied)} migrations; schema version {await current_version(pool)}")
@@ -74,16 +155,19 @@ def print_token(settings: Settings, user: str, groups: list[str], ttl: float) ->
     from .auth.tokens import mint_token
     if settings.auth_mode != "jwt" or settings.jwt_public_key_file:
         raise ConfigError("sagestore token mints HS256 tokens; it needs auth mode jwt with a shared secret")
+    if not user.strip():
+        raise ConfigError("the user name must not be empty")
     token = mint_token(settings, user, groups, ttl)
     print(f"# token for {user!r}, valid {ttl:.0f}s; use: Authorization: Bearer <token>", file=sys.stderr)
     print(token)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sagestore", description="sagestore object store server")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="sagestore", description="sagestore object store server")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     serve_parser = commands.add_parser("serve", help="run the server (embedded backends unless configured)",
-                                       description="Run the HTTP server. Every option also reads SAGESTORE_<NAME>.")
+                                       description="Run the HTTP server. Every option also reads SAGESTORE_<NAME>; "
+                                                   "a flag wins over its env var.")
     add_arguments(serve_parser)
     migrate_parser = commands.add_parser("migrate", help="apply database migrations")
     add_arguments(migrate_parser, ["data_dir", "database_url", "log_level"])
@@ -111,9 +195,15 @@ def main(argv: list[str] | None = None) -> int:
                 ttl = _duration(args.ttl)
             except ValueError as error:
                 raise ConfigError(f"--ttl: {error}") from None
+            if ttl <= 0:
+                raise ConfigError("--ttl must be more than 0")
             print_token(settings, args.user, args.group, ttl)
     except ConfigError as error:
         print(f"sagestore: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # an unusable data dir or file: the path says what to fix
+        where = f": {error.filename}" if error.filename else ""
+        print(f"sagestore: error: {error.strerror or type(error).__name__}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

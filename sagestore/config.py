@@ -9,6 +9,8 @@ import argparse
 import dataclasses
 import os
 import re
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -46,10 +48,20 @@ def _bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r} (use true or false)")
 
 
+def _int(text: str) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"not an integer: {text!r}") from None
+
+
 def _port(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"not a port number: {text!r}") from None
     if not 0 <= value <= 65535:
-        raise ValueError(f"port out of range: {value}")
+        raise ValueError(f"port out of range 0-65535: {value}")
     return value
 
 
@@ -58,11 +70,33 @@ def _choice(*allowed: str) -> Callable[[str], str]:
         if text not in allowed:
             raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
         return text
+    parse.choices = allowed  # type: ignore[attr-defined]  # shown by --help and the README
     return parse
 
 
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in str(text).split(",") if item.strip())
+
+
+def _format_size(value: int) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10),
+                        ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if value and value % scale == 0:
+            return f"{value // scale}{unit}"
+    return str(value)
+
+
+def _format_duration(value: float) -> str:
+    for unit, scale in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value and value % scale == 0:
+            return f"{value / scale:g}{unit}"
+    return f"{value:g}s"
+
+
+_METAVARS: list[tuple[Callable[[str], Any], str]] = [
+    (_port, "PORT"), (int, "N"), (_int, "N"), (_size, "SIZE"), (_duration, "DURATION"), (_bool, "BOOL"),
+    (_csv, "LIST"),
+]
 
 
 @dataclass(frozen=True)
@@ -80,6 +114,36 @@ class Option:
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def metavar(self) -> str:
+        """What --help and the README show as the value, derived from the parser."""
+        if hasattr(self.parse, "choices"):
+            return "|".join(self.parse.choices)
+        for parser, shown in _METAVARS:
+            if self.parse is parser:
+                return shown
+        for suffix, shown in (("_url", "URL"), ("_endpoint", "URL"), ("_dir", "DIR"), ("_file", "FILE"),
+                              ("_key", "KEY"), ("_secret", "SECRET"), ("_password", "PASSWORD")):
+            if self.name.endswith(suffix):
+                return shown
+        return "TEXT"
+
+    def convert(self, raw: str) -> Any:
+        """The typed value of a flag or env var; ValueError with a readable message."""
+        return (_int if self.parse is int else self.parse)(raw)
+
+    def shown_default(self) -> str:
+        default = self.default
+        if isinstance(default, tuple):
+            return ",".join(default)
+        if isinstance(default, bool):
+            return str(default).lower()
+        if self.parse is _size and isinstance(default, int):
+            return _format_size(default)
+        if self.parse is _duration and isinstance(default, float):
+            return _format_duration(default)
+        return str(default)
 
 
 OPTIONS: list[Option] = [
@@ -130,7 +194,7 @@ class Settings:
     database_url: str = field(default="", repr=False)
     db_pool_size: int = 10
     s3_endpoint: str = ""
-    s3_access_key: str = ""
+    s3_access_key: str = field(default="", repr=False)
     s3_secret_key: str = field(default="", repr=False)
     s3_region: str = "us-east-1"
     s3_bucket_prefix: str = "sagedata-"
@@ -166,31 +230,56 @@ class Settings:
         return Path(self.data_dir).expanduser().resolve()
 
     def validate(self, *, embedded_allowed: bool = True) -> "Settings":
-        """Raise ConfigError for combinations no server could run with."""
+        """Raise ConfigError for combinations no server could run with. Messages never quote secrets."""
         if self.s3_endpoint and not (self.s3_access_key and self.s3_secret_key):
             raise ConfigError("SAGESTORE_S3_ENDPOINT is set but SAGESTORE_S3_ACCESS_KEY or SAGESTORE_S3_SECRET_KEY is missing")
         if self.s3_endpoint and not re.match(r"^https?://[^/\s]+", self.s3_endpoint):
             raise ConfigError(f"SAGESTORE_S3_ENDPOINT must be an http(s) URL, got {self.s3_endpoint!r}")
-        if self.database_url and not re.match(r"^postgres(ql)?://", self.database_url):
-            raise ConfigError("SAGESTORE_DATABASE_URL must start with postgresql://")
+        if self.database_url and not re.match(r"^postgres(ql)?://[^\s]*$", self.database_url):
+            raise ConfigError("SAGESTORE_DATABASE_URL must be a postgresql:// URL")
+        if not self.host.strip():
+            raise ConfigError("SAGESTORE_HOST must not be empty")
+        if self.db_pool_size < 1:
+            raise ConfigError(f"SAGESTORE_DB_POOL_SIZE must be at least 1, got {self.db_pool_size}")
         if not 1 <= self.s3_bucket_count <= 256:
             raise ConfigError(f"SAGESTORE_S3_BUCKET_COUNT must be between 1 and 256, got {self.s3_bucket_count}")
-        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,59}", self.s3_bucket_prefix):
-            raise ConfigError(f"SAGESTORE_S3_BUCKET_PREFIX {self.s3_bucket_prefix!r} is not a valid S3 bucket name prefix")
+        first_bucket = self.s3_bucket_prefix + "00"
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,59}", self.s3_bucket_prefix) or ".." in first_bucket \
+                or ".-" in first_bucket:
+            raise ConfigError(f"SAGESTORE_S3_BUCKET_PREFIX {self.s3_bucket_prefix!r} is not a valid S3 bucket name "
+                              "prefix (lower-case letters, digits, '-' and '.'; at most 60 characters)")
         if self.s3_single_bucket and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.s3_single_bucket):
             raise ConfigError(f"SAGESTORE_S3_SINGLE_BUCKET {self.s3_single_bucket!r} is not a valid S3 bucket name")
         if self.s3_part_size < 5 * 2**20 or self.s3_part_size > 5 * 2**30:
             raise ConfigError("SAGESTORE_S3_PART_SIZE must be between 5MiB and 5GiB")
         if self.s3_parts_in_flight < 1:
             raise ConfigError("SAGESTORE_S3_PARTS_IN_FLIGHT must be at least 1")
-        if self.auth_mode == "introspect" and not self.token_info_url:
-            raise ConfigError("auth mode introspect needs SAGESTORE_TOKEN_INFO_URL")
+        if self.auth_mode == "introspect":
+            if not re.match(r"^https?://[^/\s]+", self.token_info_url):
+                raise ConfigError("auth mode introspect needs SAGESTORE_TOKEN_INFO_URL (an http(s) URL)")
+            if self.token_info_timeout <= 0:
+                raise ConfigError("SAGESTORE_TOKEN_INFO_TIMEOUT must be more than 0")
         if self.auth_mode == "jwt":
+            if not self.jwt_algorithms:
+                raise ConfigError("SAGESTORE_JWT_ALGORITHMS must name at least one algorithm")
             for algorithm in self.jwt_algorithms:
                 if algorithm.lower() == "none" or not re.fullmatch(r"(HS|RS|ES|PS)(256|384|512)|EdDSA", algorithm):
                     raise ConfigError(f"SAGESTORE_JWT_ALGORITHMS: {algorithm!r} is not an allowed JWT algorithm")
-            if self.jwt_public_key_file and not Path(self.jwt_public_key_file).is_file():
-                raise ConfigError(f"SAGESTORE_JWT_PUBLIC_KEY_FILE {self.jwt_public_key_file!r} does not exist")
+            symmetric = [a for a in self.jwt_algorithms if a.startswith("HS")]
+            if self.jwt_public_key_file:
+                if not Path(self.jwt_public_key_file).is_file():
+                    raise ConfigError(f"SAGESTORE_JWT_PUBLIC_KEY_FILE {self.jwt_public_key_file!r} does not exist")
+                if symmetric:  # a public key used as an HMAC secret would let anyone sign tokens
+                    raise ConfigError("SAGESTORE_JWT_ALGORITHMS: HS* algorithms cannot be used with a public key file")
+            else:
+                if len(symmetric) != len(self.jwt_algorithms):
+                    raise ConfigError("SAGESTORE_JWT_ALGORITHMS: RS*/ES*/PS*/EdDSA need SAGESTORE_JWT_PUBLIC_KEY_FILE")
+                if self.jwt_secret and len(self.jwt_secret) < 32:
+                    raise ConfigError("SAGESTORE_JWT_SECRET must be at least 32 characters long")
+        if self.upload_ttl <= 0:
+            raise ConfigError("SAGESTORE_UPLOAD_TTL must be more than 0")
+        if self.max_chunk_size < 1 or self.max_upload_size < 1:
+            raise ConfigError("SAGESTORE_MAX_CHUNK_SIZE and SAGESTORE_MAX_UPLOAD_SIZE must be more than 0")
         if not embedded_allowed and not (self.database_url and self.s3_endpoint):
             raise ConfigError("this command needs SAGESTORE_DATABASE_URL and SAGESTORE_S3_ENDPOINT, or a running embedded data dir")
         return self
@@ -201,15 +290,12 @@ def add_arguments(parser: argparse.ArgumentParser, names: list[str] | None = Non
     for option in OPTIONS:
         if names is not None and option.name not in names:
             continue
-        default = option.default
-        if isinstance(default, tuple):
-            default = ",".join(default)
-        shown = "(secret)" if option.secret and default else repr(default)
-        parser.add_argument(option.flag, dest=option.name, default=None, metavar="VALUE",
+        shown = repr(option.shown_default()) if option.shown_default() else "empty"
+        parser.add_argument(option.flag, dest=option.name, default=None, metavar=option.metavar,
                             help=f"{option.help} [env {option.env}, default {shown}]")
 
 
-def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Flags win over env vars, env vars over defaults. Raises ConfigError."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -221,8 +307,41 @@ def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str
         if raw is None:
             continue
         try:
-            values[option.name] = option.parse(raw)
+            values[option.name] = option.convert(raw)
         except (ValueError, TypeError) as error:
-            shown = "(hidden)" if option.secret else repr(raw)
-            raise ConfigError(f"{source}={shown}: {error}") from None
+            if option.secret:  # the message of a failed parse may quote the value
+                raise ConfigError(f"{source}: not a valid value (hidden)") from None
+            raise ConfigError(f"{source}: {error}") from None
     return Settings(**values).validate()
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def markdown_table() -> str:
+    """The README's configuration table, generated from OPTIONS like --help is."""
+    lines = ["| Flag | Environment variable | Default | Meaning |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        default = option.shown_default()
+        shown = f"`{default}`" if default else "(empty)"
+        lines.append(f"| `{option.flag} {_markdown_cell(option.metavar)}` | `{option.env}` | {_markdown_cell(shown)} "
+                     f"| {_markdown_cell(option.help)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sagestore.config --markdown` prints the README table."""
+    parser = argparse.ArgumentParser(prog="python -m sagestore.config")
+    parser.add_argument("--markdown", action="store_true", help="print the README configuration table")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(markdown_table())
+    else:
+        for option in OPTIONS:
+            print(f"{option.env}={option.shown_default()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .metrics import Metrics
     from .storage import BucketMapping, ObjectStore
+    from .uploads import UploadEngine
 
 SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
 DB: web.AppKey[aiopg.Pool] = web.AppKey("db")
@@ -18,3 +19,4 @@ STORE: web.AppKey["ObjectStore"] = web.AppKey("store")
 MAPPING: web.AppKey["BucketMapping"] = web.AppKey("mapping")
 AUTH: web.AppKey["Authenticator"] = web.AppKey("auth")
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
+ENGINE: web.AppKey["UploadEngine"] = web.AppKey("engine")

@@ -91,10 +91,14 @@ class Child:
     process: subprocess.Popen
     stop_signal: int
 
+    def signal(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(self.stop_signal)
+
     def stop(self, timeout: float = 20) -> None:
         if self.process.poll() is not None:
             return
-        self.process.send_signal(self.stop_signal)
+        self.signal()
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -126,6 +130,9 @@ class Embedded:
             raise ConfigError(f"another sagestore is already using the data dir {self.data_dir}") from None
 
     def stop(self) -> None:
+        """Stop every child: signal them all first, then wait, so their shutdowns overlap."""
+        for child in reversed(self.children):
+            child.signal()
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
@@ -268,18 +275,35 @@ async def _postgres_ready(url: str) -> None:
             await cur.execute("SELECT 1")
 
 
+def _probe_client(endpoint: str, access_key: str, secret_key: str):
+    """An S3 client for readiness polls: no retries and short timeouts, so that a poll
+    fails fast while SeaweedFS boots (the app's own client retries with back-off)."""
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+    config = AioConfig(signature_version="s3v4", s3={"addressing_style": "path"}, connect_timeout=2,
+                       read_timeout=5, retries={"max_attempts": 1, "mode": "standard"})
+    return get_session().create_client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                                       aws_access_key_id=access_key, aws_secret_access_key=secret_key, config=config)
+
+
 async def _s3_ready(endpoint: str, access_key: str, secret_key: str) -> None:
-    from .storage import open_object_store
-    async with open_object_store(endpoint=endpoint, access_key=access_key, secret_key=secret_key,
-                                 region="us-east-1") as store:
-        await store.client.list_buckets()
+    """One readiness check (SigV4 accepted, ListBuckets answers)."""
+    async with _probe_client(endpoint, access_key, secret_key) as client:
+        await client.list_buckets()
+
+
+async def _wait_s3_ready(child: Child, endpoint: str, access_key: str, secret_key: str, timeout: float) -> None:
+    # one client for every poll: building a botocore client costs ~0.3 s of CPU
+    async with _probe_client(endpoint, access_key, secret_key) as client:
+        await _wait_ready("seaweedfs", child, client.list_buckets, timeout)
 
 
 @contextlib.asynccontextmanager
-async def embedded_backends(settings: Settings, *, database: bool = True,
-                            s3: bool = True) -> AsyncIterator[Settings]:
+async def embedded_backends(settings: Settings, *, database: bool = True, s3: bool = True,
+                            stop: asyncio.Event | None = None) -> AsyncIterator[Settings]:
     """Start whichever backends the settings leave unconfigured and yield settings that
-    point at them. Everything started is stopped on exit, also when start-up fails."""
+    point at them. Everything started is stopped on exit, also when start-up fails.
+    When `stop` is set while the backends start, the wait ends early (the caller checks it)."""
     want_db = database and not settings.database_url
     want_s3 = s3 and not settings.s3_endpoint
     if not (want_db or want_s3):
@@ -289,17 +313,37 @@ async def embedded_backends(settings: Settings, *, database: bool = True,
     embedded.lock()
     try:
         waits = []
+        # SeaweedFS first: it boots while initdb (cold start) and PostgreSQL run
+        if want_s3:
+            weed_child, s3_access = embedded.start_seaweedfs()
+            settings = settings.replace(s3_endpoint=s3_access["endpoint"], s3_access_key=s3_access["access_key"],
+                                        s3_secret_key=s3_access["secret_key"], s3_region="us-east-1")
+            waits.append(_wait_s3_ready(weed_child, s3_access["endpoint"], s3_access["access_key"],
+                                        s3_access["secret_key"], 60))
         if want_db:
             pg_child, database_url = embedded.start_postgres()
             settings = settings.replace(database_url=database_url)
             waits.append(_wait_ready("postgres", pg_child, lambda: _postgres_ready(database_url), 60))
-        if want_s3:
-            weed_child, s3 = embedded.start_seaweedfs()
-            settings = settings.replace(s3_endpoint=s3["endpoint"], s3_access_key=s3["access_key"],
-                                        s3_secret_key=s3["secret_key"], s3_region="us-east-1")
-            waits.append(_wait_ready("seaweedfs", weed_child,
-                                     lambda: _s3_ready(s3["endpoint"], s3["access_key"], s3["secret_key"]), 60))
-        await asyncio.gather(*waits)
+        await _until_ready_or_stopped(waits, stop)
         yield settings
     finally:
         await asyncio.get_running_loop().run_in_executor(None, embedded.stop)
+
+
+async def _until_ready_or_stopped(waits: list, stop: asyncio.Event | None) -> None:
+    """Wait for every backend; the first failure cancels the other waits, and so does `stop`."""
+    pending = {asyncio.ensure_future(wait) for wait in waits}
+    stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending | ({stopped} if stopped else set()),
+                                               return_when=asyncio.FIRST_COMPLETED)
+            if stopped in done:
+                return
+            pending.discard(stopped)
+            for task in done:
+                task.result()  # raises the first failure
+    finally:
+        for task in pending | ({stopped} if stopped else set()):
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -34,9 +36,18 @@ def _wait(check, timeout: float = 60) -> None:
             time.sleep(0.1)
 
 
+def private_tmp_dir(prefix: str) -> Path:
+    """A temporary dir outside pytest's basetemp. As root, the embedded PostgreSQL runs as a
+    system user that must traverse every parent dir, and pytest resets its basetemp to 0700
+    whenever another pytest session starts."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
 @pytest.fixture(scope="session")
-def backends_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("backends")
+def backends_dir() -> Path:
+    path = private_tmp_dir("sagestore-backends-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -61,15 +72,19 @@ def database_url(backends_dir) -> str:
         _, server_url = embedded.start_postgres()
         _wait(lambda: _postgres_ready(server_url))
     name = f"sagestore_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
+    def run_admin(sql: str) -> None:
+        # a fresh connection each time: a session-long one may be cut by the server meanwhile
+        admin = psycopg2.connect(server_url)
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            admin.close()
+    run_admin(f"CREATE DATABASE {name}")
     base, _, _ = server_url.rpartition("/")
     yield f"{base}/{name}"
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+    run_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     if embedded:
         embedded.stop()
 
@@ -122,16 +137,22 @@ class ServerProcess:
         self.env = {**settings_env(self.settings), **(extra_env or {})}
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
-        self.output = b""
+        # a file, not a pipe: a pipe nobody reads blocks the server once it fills up
+        self.log = tempfile.NamedTemporaryFile(prefix="sagestore-serve-", suffix=".log")
+
+    @property
+    def output(self) -> str:
+        """Everything the server printed or logged so far (stdout and stderr)."""
+        return Path(self.log.name).read_text(errors="replace")
 
     def start(self, timeout: float = 60) -> "ServerProcess":
         import requests
         self.process = subprocess.Popen([sys.executable, "-m", "sagestore", "serve"], env=self.env, cwd=REPO,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                        stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stdout.read().decode(errors='replace')}")
+                raise RuntimeError(f"server exited: {self.output}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return self

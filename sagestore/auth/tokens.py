@@ -63,8 +63,10 @@ class JwtAuth:
     async def authenticate(self, token: str) -> Identity:
         required = ["exp", self.username_claim] + (["aud"] if self.audience else []) + (["iss"] if self.issuer else [])
         try:
+            # aud is verified only when configured; pyjwt would otherwise reject every token that has one
             claims = jwt.decode(token, self.key, algorithms=self.algorithms, audience=self.audience,
-                                issuer=self.issuer, options={"require": required}, leeway=30)
+                                issuer=self.issuer, leeway=30,
+                                options={"require": required, "verify_aud": self.audience is not None})
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token expired") from None
         except jwt.InvalidTokenError as error:
@@ -80,8 +82,14 @@ class JwtAuth:
 
 
 class IntrospectAuth:
-    """POST token=<token> with basic auth to the token_info endpoint; answers are cached
-    by token hash for token_info_cache_ttl, failures are not cached."""
+    """POST token=<token> with basic auth to the token_info endpoint (the Go server's call).
+
+    Positive answers are cached by token hash for token_info_cache_ttl (never past the token's
+    own exp); rejections and failures are not cached. Concurrent requests with the same
+    uncached token share one call. A token service that times out, cannot be reached or
+    answers 5xx is an outage: 503, the client may retry. Any other non-200 answer, or
+    active false, is 401 (as in the Go server).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.url = settings.token_info_url
@@ -90,38 +98,64 @@ class IntrospectAuth:
         self.timeout = aiohttp.ClientTimeout(total=settings.token_info_timeout)
         self.ttl = settings.token_info_cache_ttl
         self.cache: dict[str, tuple[float, Identity]] = {}
+        self.in_flight: dict[str, asyncio.Future[Identity]] = {}
         self.session: aiohttp.ClientSession | None = None
         self.calls = 0  # observable in tests and metrics
 
     async def authenticate(self, token: str) -> Identity:
         cache_key = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
         cached = self.cache.get(cache_key)
-        if cached and cached[0] > now:
+        if cached and cached[0] > time.monotonic():
             return cached[1]
+        running = self.in_flight.get(cache_key)
+        if running is not None:
+            return await asyncio.shield(running)
+        lookup = asyncio.ensure_future(self._lookup(token, cache_key))
+        self.in_flight[cache_key] = lookup
+        try:
+            return await asyncio.shield(lookup)
+        finally:
+            if lookup.done():
+                self.in_flight.pop(cache_key, None)
+            else:  # this caller went away; the lookup finishes for the others
+                lookup.add_done_callback(lambda done: self._forget(cache_key, done))
+
+    def _forget(self, cache_key: str, lookup: asyncio.Future) -> None:
+        self.in_flight.pop(cache_key, None)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved, so asyncio does not warn when nobody waits any more
+
+    async def _lookup(self, token: str, cache_key: str) -> Identity:
         if self.session is None:
             self.session = aiohttp.ClientSession()
         self.calls += 1
+        started = time.monotonic()
         try:
             async with self.session.post(self.url, data={"token": token}, auth=self.basic, timeout=self.timeout,
                                          headers={"Accept": "application/json"}) as response:
+                if response.status >= 500:
+                    log.warning("token service answered %d", response.status)
+                    raise BackendUnavailable("token service unavailable, try again later")
                 if response.status != 200:
                     raise Unauthorized("token rejected by the token service")
                 body = await response.json(content_type=None)
-        except (asyncio.TimeoutError, aiohttp.ClientError):
+        except (asyncio.TimeoutError, aiohttp.ClientError) as error:
+            log.warning("token service call failed: %s", type(error).__name__)
             raise BackendUnavailable("token service unavailable, try again later") from None
         except ValueError:
             raise Unauthorized("token service gave an unreadable answer") from None
         if not isinstance(body, dict) or body.get("active") is not True or not body.get("username"):
             raise Unauthorized("token is not active")
-        groups = body.get("groups") or []
-        identity = Identity(str(body["username"]), frozenset(str(g) for g in groups if isinstance(groups, list)))
-        expires = now + self.ttl
+        groups = body.get("groups")
+        groups = groups if isinstance(groups, list) else []
+        identity = Identity(str(body["username"]), frozenset(str(g) for g in groups))
+        expires = started + self.ttl
         if isinstance(body.get("exp"), (int, float)):
-            expires = min(expires, now + max(0.0, body["exp"] - time.time()))
-        if len(self.cache) > 100_000:
-            self.cache.clear()
-        self.cache[cache_key] = (expires, identity)
+            expires = min(expires, started + max(0.0, body["exp"] - time.time()))
+        if self.ttl > 0:
+            if len(self.cache) > 100_000:
+                self.cache.clear()
+            self.cache[cache_key] = (expires, identity)
         return identity
 
     async def close(self) -> None:
@@ -130,17 +164,32 @@ class IntrospectAuth:
 
 
 def load_or_create_secret(data_dir: Path) -> str:
-    """The embedded default JWT secret: random, kept in <data-dir>/jwt-secret, mode 0600."""
+    """The embedded default JWT secret: random, kept in <data-dir>/jwt-secret, mode 0600.
+
+    Created atomically (written aside, then hard-linked into place), so a server and a
+    `sagestore token` starting at the same moment agree on one secret."""
     import os
     import secrets
+
+    from ..config import ConfigError
     path = data_dir / "jwt-secret"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        scratch = data_dir / f".jwt-secret.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+            try:
+                os.link(scratch, path)
+            except FileExistsError:
+                pass  # somebody else won; use theirs
+        finally:
+            scratch.unlink(missing_ok=True)
+    secret = path.read_text().strip()
+    if len(secret) < 32:  # an empty key would make every token "valid"
+        raise ConfigError(f"{path} is empty or too short; delete it to generate a new secret")
+    return secret
 
 
 def jwt_secret_for(settings: Settings) -> str:
@@ -149,7 +198,8 @@ def jwt_secret_for(settings: Settings) -> str:
 
 def build_authenticator(settings: Settings) -> Authenticator:
     if settings.auth_mode == "noauth":
-        log.warning("AUTH IS OFF (noauth mode): any 'sage user:<name>' token is accepted. Never run this in production.")
+        log.warning("*** AUTH IS OFF (noauth mode): anybody can act as any user with 'Authorization: "
+                    "sage user:<name>'. For tests and development only; never run this in production. ***")
         return NoAuth()
     if settings.auth_mode == "introspect":
         return IntrospectAuth(settings)

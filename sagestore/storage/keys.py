@@ -13,7 +13,8 @@ from ..errors import BadRequest
 
 # S3 keys are at most 1024 bytes; the "<uuid>/" prefix takes 37 of them.
 MAX_KEY_BYTES = 1024 - 37
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# C0, DEL and C1 controls; U+FFFE/U+FFFF cannot appear in the XML of an S3 listing
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ufffe\uffff]")
 STAGING_PREFIX = ".sagestore-staging/"  # outside every bucket's "<uuid>/" prefix, never listed
 
 
@@ -41,7 +42,11 @@ def validate_key(key: str, *, folder: bool = False) -> str:
         return key
     if key == "":
         raise BadRequest("key must not be empty")
-    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. from a badly percent-decoded path
+        raise BadRequest("key is not valid UTF-8") from None
+    if len(encoded) > MAX_KEY_BYTES:
         raise BadRequest(f"key is longer than {MAX_KEY_BYTES} bytes")
     if key.startswith("/"):
         raise BadRequest("key must not start with '/'")
@@ -77,6 +82,11 @@ class BucketMapping:
     prefix: str = "sagedata-"
     count: int = 256
     single_bucket: str = ""
+
+    def __post_init__(self) -> None:
+        # two hex digits name the shard, so 256 buckets at most
+        if not 1 <= self.count <= 256:
+            raise ValueError(f"bucket count must be between 1 and 256, not {self.count}")
 
     def s3_bucket(self, bucket_id: str) -> str:
         if self.single_bucket:

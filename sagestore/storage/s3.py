@@ -9,6 +9,8 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
+import io
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -64,6 +66,13 @@ class ListPage:
     next_token: str | None
     key_count: int
 
+class ChecksumMismatch(ValueError):
+    """The body's digest differs from the one declared; nothing was stored."""
+
+    def __init__(self, algorithm: str, expected: str, actual: str) -> None:
+        super().__init__(f"{algorithm} mismatch: declared {expected}, received {actual}")
+        self.algorithm, self.expected, self.actual = algorithm, expected, actual
+
 @dataclass
 class PutResult:
     size: int
@@ -84,10 +93,18 @@ def part_size_for_length(length: int, minimum: int = MIN_PART_SIZE) -> int:
 class ObjectStore:
     """The storage interface every other layer uses. One instance per app."""
 
-    def __init__(self, client: Any, *, part_size: int = 16 * 2**20, parts_in_flight: int = 4) -> None:
+    def __init__(self, client: Any, *, part_size: int = 16 * 2**20, parts_in_flight: int = 4,
+                 single_copy_limit: int = MAX_PART_SIZE) -> None:
+        if part_size < MIN_PART_SIZE or parts_in_flight < 1:
+            raise ValueError("part_size must be >= 5 MiB and parts_in_flight >= 1")
         self.client = client
         self.part_size = part_size
         self.parts_in_flight = parts_in_flight
+        # S3 copies at most 5 GiB in one CopyObject; larger copies go part by part through
+        # UploadPartCopy, which moves every byte. SeaweedFS has no such limit and rewrites
+        # only metadata when an object is copied onto itself, so it may be raised there.
+        self.single_copy_limit = single_copy_limit
+        self.copy_part_size = 512 * 2**20
 
     # --- buckets -----------------------------------------------------------
     async def ensure_buckets(self, names: list[str]) -> int:
@@ -110,8 +127,11 @@ class ObjectStore:
         await self.client.head_bucket(Bucket=bucket)
 
     # --- whole objects -----------------------------------------------------
-    async def put_bytes(self, loc: Location, data: bytes, *, content_type: str = "application/octet-stream",
+    async def put_bytes(self, loc: Location, data: bytes | io.BytesIO, *,
+                        content_type: str = "application/octet-stream",
                         metadata: dict[str, str] | None = None) -> str:
+        """Store a whole object. A BytesIO you no longer need saves a copy: botocore turns
+        bytes into a BytesIO that shares them, and aiohttp's getbuffer() then copies it."""
         response = await self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data,
                                                 ContentType=content_type, Metadata=metadata or {})
         return response["ETag"]
@@ -120,29 +140,50 @@ class ObjectStore:
                          content_type: str = "application/octet-stream",
                          metadata: dict[str, str] | None = None,
                          on_bytes: Callable[[int], None] | None = None,
-                         sha256_metadata_key: str | None = "sha256") -> PutResult:
+                         sha256_metadata_key: str | None = "sha256",
+                         expected_sha256: str | None = None) -> PutResult:
         """Store a body of unknown length. Small bodies become one PutObject; larger
         ones a multipart upload with at most parts_in_flight part buffers in memory.
-        The object appears only when the whole body has been stored."""
+        The object appears only when the whole body has been stored.
+
+        The body's sha256 goes into metadata[sha256_metadata_key]. Multipart objects learn
+        it only at the end and get it by copying the object onto itself, unless the
+        caller declares expected_sha256: then it is stored from the start, and a body
+        that does not match raises ChecksumMismatch and publishes nothing."""
         digest = hashlib.sha256()
         total = 0
-        buffer = bytearray()
+        buffer = bytearray()  # never more than one part plus one chunk
         upload_id: str | None = None
         part_number = 0
         parts: list[dict[str, Any]] = []
-        pending: set[asyncio.Task] = set()
+        in_flight: set[asyncio.Task] = set()
         metadata = dict(metadata or {})
+        if expected_sha256 is not None:
+            expected_sha256 = expected_sha256.lower()
+            if sha256_metadata_key:
+                metadata[sha256_metadata_key] = expected_sha256
 
-        async def start() -> str:
-            # the sha256 is only known at the end, so multipart objects get it via a self-copy
-            response = await self.client.create_multipart_upload(
-                Bucket=loc.bucket, Key=loc.key, ContentType=content_type, Metadata=metadata)
-            return response["UploadId"]
-
-        async def send(number: int, data: bytes) -> None:
+        async def send(number: int, data: io.BytesIO) -> None:
             response = await self.client.upload_part(Bucket=loc.bucket, Key=loc.key, UploadId=upload_id,
                                                      PartNumber=number, Body=data)
             parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+        async def settle(keep: int) -> None:
+            """Wait until at most `keep` parts are in flight; re-raise the first failure."""
+            while len(in_flight) > keep:
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                in_flight.difference_update(done)
+                for task in done:
+                    task.result()
+
+        async def clean_up() -> None:
+            for task in in_flight:
+                task.cancel()
+            # let cancelled part uploads finish before the abort, so none lands after it
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            if upload_id is not None:
+                with contextlib.suppress(Exception):
+                    await self.abort_multipart(loc, upload_id)
 
         try:
             async for chunk in chunks:
@@ -153,70 +194,59 @@ class ObjectStore:
                 if on_bytes:
                     on_bytes(len(chunk))
                 buffer += chunk
-                while len(buffer) >= part_size_for(part_number + 1, self.part_size):
-                    size = part_size_for(part_number + 1, self.part_size)
-                    if upload_id is None:
-                        upload_id = await start()
-                    part_number += 1
-                    if part_number > MAX_PARTS:
+                while len(buffer) >= (size := part_size_for(part_number + 1, self.part_size)):
+                    if part_number + 1 > MAX_PARTS:
                         raise ValueError("body too large for one object")
-                    data = bytes(buffer[:size])
-                    del buffer[:size]
-                    while len(pending) >= self.parts_in_flight:
-                        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                        for task in done:
-                            task.result()
-                    pending.add(asyncio.create_task(send(part_number, data)))
+                    if upload_id is None:
+                        upload_id = await self.create_multipart(loc, content_type=content_type, metadata=metadata)
+                    # free a slot before copying the part out, so at most parts_in_flight copies exist
+                    await settle(self.parts_in_flight - 1)
+                    part_number += 1
+                    in_flight.add(asyncio.create_task(send(part_number, _take(buffer, size))))
             sha256 = digest.hexdigest()
+            if expected_sha256 is not None and not hmac.compare_digest(sha256, expected_sha256):
+                raise ChecksumMismatch("sha256", expected_sha256, sha256)
             if upload_id is None:
                 if sha256_metadata_key:
                     metadata[sha256_metadata_key] = sha256
-                etag = await self.put_bytes(loc, bytes(buffer), content_type=content_type, metadata=metadata)
+                etag = await self.put_bytes(loc, _take(buffer, len(buffer)), content_type=content_type,
+                                            metadata=metadata)
                 return PutResult(total, etag, sha256)
             if buffer:
+                if part_number + 1 > MAX_PARTS:
+                    raise ValueError("body too large for one object")
+                await settle(self.parts_in_flight - 1)
                 part_number += 1
-                pending.add(asyncio.create_task(send(part_number, bytes(buffer))))
-                buffer.clear()
-            if pending:
-                await asyncio.gather(*pending)
-                pending.clear()
+                in_flight.add(asyncio.create_task(send(part_number, _take(buffer, len(buffer)))))
+            await settle(0)
             parts.sort(key=lambda p: p["PartNumber"])
-            response = await self.client.complete_multipart_upload(
-                Bucket=loc.bucket, Key=loc.key, UploadId=upload_id, MultipartUpload={"Parts": parts})
-            etag = response["ETag"]
+            etag = await self.complete_multipart(loc, upload_id, parts)
             upload_id = None
-            if sha256_metadata_key:
+            if sha256_metadata_key and expected_sha256 is None:
                 metadata[sha256_metadata_key] = sha256
                 etag = await self.replace_metadata(loc, content_type=content_type, metadata=metadata, size=total)
             return PutResult(total, etag, sha256)
         finally:
-            for task in pending:
-                task.cancel()
-            if upload_id is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.abort_multipart(loc, upload_id))
+            if in_flight or upload_id is not None:
+                await asyncio.shield(clean_up())
 
     async def replace_metadata(self, loc: Location, *, content_type: str, metadata: dict[str, str],
                                size: int) -> str:
         """Rewrite an object's metadata in place (server-side; no bytes pass through us)."""
-        if size <= MAX_PART_SIZE:
-            response = await self.client.copy_object(
-                Bucket=loc.bucket, Key=loc.key, CopySource={"Bucket": loc.bucket, "Key": loc.key},
-                MetadataDirective="REPLACE", ContentType=content_type, Metadata=metadata)
-            return response["CopyObjectResult"]["ETag"]
         return await self.copy(loc, loc, content_type=content_type, metadata=metadata, size=size)
 
     async def copy(self, source: Location, target: Location, *, content_type: str,
                    metadata: dict[str, str], size: int) -> str:
-        """Server-side copy of any size, through UploadPartCopy when over 5 GiB."""
-        if size <= MAX_PART_SIZE and source != target:
+        """Server-side copy of any size (also onto itself), through UploadPartCopy when over 5 GiB.
+        The target gets content_type and metadata, not the source's."""
+        if size <= self.single_copy_limit:
             response = await self.client.copy_object(
                 Bucket=target.bucket, Key=target.key, CopySource={"Bucket": source.bucket, "Key": source.key},
                 MetadataDirective="REPLACE", ContentType=content_type, Metadata=metadata)
             return response["CopyObjectResult"]["ETag"]
         upload_id = await self.create_multipart(target, content_type=content_type, metadata=metadata)
         try:
-            step = part_size_for_length(size, 512 * 2**20)
+            step = part_size_for_length(size, self.copy_part_size)
             parts = []
             for number, start in enumerate(range(0, size, step), start=1):
                 end = min(size, start + step) - 1
@@ -327,7 +357,7 @@ class ObjectStore:
         response = await self.client.create_multipart_upload(**kwargs)
         return response["UploadId"]
 
-    async def upload_part(self, loc: Location, upload_id: str, part_number: int, data: bytes, *,
+    async def upload_part(self, loc: Location, upload_id: str, part_number: int, data: bytes | io.BytesIO, *,
                           content_md5: str | None = None, checksums: dict[str, str] | None = None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key, "UploadId": upload_id,
                                   "PartNumber": part_number, "Body": data}
@@ -358,6 +388,11 @@ class ObjectStore:
             marker = int(response["NextPartNumberMarker"])
 
     async def complete_multipart(self, loc: Location, upload_id: str, parts: list[dict[str, Any]]) -> str:
+        """Publish the upload. parts must be in ascending PartNumber order: SeaweedFS
+        refuses other orders (InvalidPartOrder) but moto joins them as listed."""
+        if not parts:
+            # S3 needs at least one part (SeaweedFS answers a misleading NoSuchUpload)
+            raise ValueError("a multipart upload needs at least one part; store empty objects with put_bytes")
         response = await self.client.complete_multipart_upload(
             Bucket=loc.bucket, Key=loc.key, UploadId=upload_id, MultipartUpload={"Parts": parts})
         return response["ETag"]
@@ -385,6 +420,17 @@ class ObjectStore:
         return await self.client.generate_presigned_url(
             operation, Params={"Bucket": loc.bucket, "Key": loc.key, **params}, ExpiresIn=expires)
 
+def _take(buffer: bytearray, size: int) -> io.BytesIO:
+    """Remove the first size bytes of buffer into a request body, copying them once.
+    A BytesIO that owns its bytes is streamed by aiohttp in 64 KiB reads without a
+    second copy (bytes, or a BytesIO sharing them, get copied whole by getbuffer())."""
+    body = io.BytesIO()
+    with memoryview(buffer) as view:
+        body.write(view[:size])
+    del buffer[:size]
+    body.seek(0)
+    return body
+
 def _info(key: str, response: dict[str, Any]) -> ObjectInfo:
     return ObjectInfo(key=key, size=int(response.get("ContentLength", 0)), etag=response.get("ETag", ""),
                       last_modified=response.get("LastModified"),
@@ -397,7 +443,8 @@ def md5_base64(data: bytes) -> str:
 @contextlib.asynccontextmanager
 async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, region: str,
                             part_size: int = 16 * 2**20, parts_in_flight: int = 4,
-                            max_connections: int = 64) -> AsyncIterator[ObjectStore]:
+                            max_connections: int = 64,
+                            single_copy_limit: int = MAX_PART_SIZE) -> AsyncIterator[ObjectStore]:
     """The single aiobotocore client of an app (or a CLI command)."""
     config = AioConfig(
         signature_version="s3v4",
@@ -414,6 +461,7 @@ async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, 
     async with session.create_client("s3", endpoint_url=endpoint, region_name=region,
                                      aws_access_key_id=access_key, aws_secret_access_key=secret_key,
                                      config=config) as client:
-        yield ObjectStore(client, part_size=part_size, parts_in_flight=parts_in_flight)
+        yield ObjectStore(client, part_size=part_size, parts_in_flight=parts_in_flight,
+                          single_copy_limit=single_copy_limit)
 
 AsyncCallable = Callable[..., Awaitable[Any]]

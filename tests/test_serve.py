@@ -1,0 +1,302 @@
+"""`sagestore serve` as a real subprocess on its own data dir: embedded PostgreSQL and
+SeaweedFS, tokens, restarts, signals, kill -9, failed starts, and external backends."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import psycopg2
+import pytest
+import requests
+from botocore.config import Config
+
+from conftest import private_tmp_dir
+from serving import Serve, clean_env, processes_using, wait_gone
+from sagestore.embedded import free_port
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    """One data dir for the module, initialised by a cold start (initdb, 256 buckets)."""
+    root = private_tmp_dir("sagestore-serve-")
+    path = root / "data"
+    server = Serve(path).start()
+    assert server.stop() == 0
+    assert not wait_gone(server.children, path)
+    yield path
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def own_tmp() -> Path:
+    root = private_tmp_dir("sagestore-serve-")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def embedded_access(data_dir: Path) -> tuple[str, object]:
+    """The database URL and an S3 client for the embedded backends of a data dir (server running)."""
+    ports = json.loads((data_dir / "run" / "ports.json").read_text())
+    password = (data_dir / "postgres-password").read_text().strip()
+    database_url = f"postgresql://postgres:{password}@127.0.0.1:{ports['postgres']}/postgres"
+    credentials = json.loads((data_dir / "s3-credentials.json").read_text())
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{ports['weed-s3']}", region_name="us-east-1",
+                      aws_access_key_id=credentials["access_key"], aws_secret_access_key=credentials["secret_key"],
+                      config=Config(s3={"addressing_style": "path"}))
+    return database_url, s3
+
+
+def one_error_line(result_stderr: str) -> str:
+    lines = result_stderr.splitlines()
+    assert len(lines) == 1, result_stderr
+    assert lines[0].startswith("sagestore: error: ")
+    assert "Traceback" not in result_stderr
+    return lines[0]
+
+
+def stderr_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("sagestore: error:")]
+
+
+def test_serve_answers_and_accepts_a_minted_token(data_dir):
+    server = Serve(data_dir).start()
+    try:
+        response = requests.get(server.url + "/api/v1/")
+        assert response.status_code == 200
+        assert response.json() == {"id": "SAGE object store", "available_resources": ["objects"]}
+        assert requests.get(server.url + "/readyz").json()["status"] == "ready"
+        assert f"at {server.url}/api/v1/" in server.output
+        assert f"sagestore token <user> --data-dir {data_dir}" in server.output
+
+        minted = subprocess.run(f"{sys.executable} -m sagestore token alice --group ml --data-dir {data_dir} | tail -1",
+                                shell=True, capture_output=True, text=True, env=clean_env(), check=True)
+        token = minted.stdout.strip()
+        assert token.count(".") == 2
+        for scheme in ("Bearer", "sage"):
+            response = requests.get(server.url + "/api/v1/", headers={"Authorization": f"{scheme} {token}"})
+            assert response.status_code == 200
+        header, payload, signature = token.split(".")
+        forged_signature = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
+        for bad in (f"{header}.{payload}.{forged_signature}", f"{header}.{payload}."):
+            response = requests.get(server.url + "/api/v1/", headers={"Authorization": f"Bearer {bad}"})
+            assert response.status_code == 401
+            assert "error" in response.json()
+    finally:
+        assert server.stop() == 0
+    assert not wait_gone(server.children, data_dir)
+
+
+def test_sigint_stops_every_child(data_dir):
+    """(SIGTERM: every other test stops its server that way and checks the same.)"""
+    server = Serve(data_dir).start()
+    names = {child.name() for child in server.children}
+    assert "postgres" in names and "weed" in names, names
+    assert processes_using(data_dir)
+    assert server.stop(signal.SIGINT) == 0
+    assert "sagestore stopping" in server.output
+    assert not wait_gone(server.children, data_dir)
+
+
+def test_restart_keeps_data(data_dir):
+    bucket_id = str(uuid.uuid4())
+    server = Serve(data_dir).start()
+    try:
+        database_url, s3 = embedded_access(data_dir)
+        with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO buckets (id, name, type, owner) VALUES (%s, 'kept', 'model', 'alice')",
+                        (bucket_id,))
+        s3.put_object(Bucket=f"sagedata-{bucket_id[:2]}", Key=f"{bucket_id}/weights.bin", Body=b"\x00\x01kept")
+    finally:
+        assert server.stop() == 0
+    assert not wait_gone(server.children, data_dir)
+
+    server = Serve(data_dir).start()
+    try:
+        database_url, s3 = embedded_access(data_dir)
+        with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT name, owner FROM buckets WHERE id = %s", (bucket_id,))
+            assert cur.fetchone() == ("kept", "alice")
+            cur.execute("SELECT count(*) FROM schema_migrations")
+            assert cur.fetchone()[0] >= 1
+        body = s3.get_object(Bucket=f"sagedata-{bucket_id[:2]}", Key=f"{bucket_id}/weights.bin")["Body"].read()
+        assert body == b"\x00\x01kept"
+    finally:
+        assert server.stop() == 0
+    assert not wait_gone(server.children, data_dir)
+
+
+def test_serve_recovers_after_kill_9(data_dir):
+    first = Serve(data_dir).start()
+    first.stop(signal.SIGKILL)
+    # the next serve starts at once, with the old children possibly still shutting down
+    second = Serve(data_dir).start()
+    try:
+        assert requests.get(second.url + "/readyz").status_code == 200
+    finally:
+        assert second.stop() == 0
+    assert not wait_gone(first.children + second.children, data_dir)
+
+
+def test_sigterm_during_start_leaves_no_children(data_dir):
+    server = Serve(data_dir).spawn()
+    deadline = time.monotonic() + 30
+    import psutil
+    children: list[psutil.Process] = []
+    while time.monotonic() < deadline:
+        children = psutil.Process(server.process.pid).children(recursive=True)
+        if {"postgres", "weed"} <= {child.name() for child in children}:
+            break
+        time.sleep(0.02)
+    assert server.stop(signal.SIGTERM) == 0
+    assert not wait_gone(children, data_dir)
+
+
+def test_port_taken_exits_2_before_starting_anything(data_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = Serve(data_dir, port=port).spawn()
+        assert server.wait() == 2
+    line = one_error_line(server.output)
+    assert f"cannot listen on 127.0.0.1:{port}" in line
+    assert not wait_gone([], data_dir)
+
+
+def test_failure_halfway_exits_2_and_stops_started_children(data_dir):
+    """Embedded SeaweedFS starts, then the external PostgreSQL cannot be reached."""
+    url = f"postgresql://postgres:pw-not-logged@127.0.0.1:{free_port()}/postgres"
+    server = Serve(data_dir, "--database-url", url).spawn()
+    assert server.wait() == 2
+    line = one_error_line(server.output.strip().splitlines()[-1] + "\n")
+    assert "cannot use PostgreSQL" in line and "pw-not-logged" not in server.output
+    assert stderr_lines(server.output) == [line]
+    assert not wait_gone([], data_dir)
+
+
+def test_second_serve_on_the_same_data_dir_exits_2(data_dir):
+    first = Serve(data_dir).start()
+    try:
+        second = Serve(data_dir).spawn()
+        assert second.wait() == 2
+        line = one_error_line(second.output)
+        assert "another sagestore is already using the data dir" in line
+        assert requests.get(first.url + "/api/v1/").status_code == 200
+    finally:
+        assert first.stop() == 0
+    assert not wait_gone(first.children, data_dir)
+
+
+def test_tokens_and_secrets_never_logged(data_dir):
+    """Debug logging, good and bad tokens, a signature in a query string: none of it in any log."""
+    server = Serve(data_dir, "--log-level", "debug").start()
+    minted = subprocess.run([sys.executable, "-m", "sagestore", "token", "bob", "--data-dir", str(data_dir)],
+                            capture_output=True, text=True, env=clean_env(), check=True)
+    token = minted.stdout.strip().splitlines()[-1]
+    forged = token[:-6] + "AAAAAA"
+    try:
+        for headers in ({"Authorization": f"Bearer {token}"}, {"Authorization": f"sage {forged}"},
+                        {"Authorization": "Bearer not.a.jwt-secretish"}):
+            requests.get(server.url + "/api/v1/", headers=headers)
+        requests.get(server.url + "/api/v1/?X-Amz-Signature=sig-in-query-string&token=" + token)
+        requests.get(server.url + "/no/such/route?token=" + token, headers={"Authorization": f"Bearer {token}"})
+    finally:
+        assert server.stop() == 0
+    output = server.output
+    logs = output + "".join(path.read_text(errors="replace") for path in (data_dir / "logs").iterdir())
+    secrets = {
+        "token": token, "forged token": forged, "bad token": "not.a.jwt-secretish",
+        "JWT secret": (data_dir / "jwt-secret").read_text().strip(),
+        "S3 secret": json.loads((data_dir / "s3-credentials.json").read_text())["secret_key"],
+        "DB password": (data_dir / "postgres-password").read_text().strip(),
+        "query signature": "sig-in-query-string",
+    }
+    for name, secret in secrets.items():
+        assert secret not in logs, f"{name} appears in the logs"
+    # the access log is there, with the path and without the query string
+    assert '"GET /api/v1/" 200' in output
+    assert "user=bob" in output
+    assert '"GET /api/v1/" 401' in output
+    assert '"GET /no/such/route" 404' in output
+    assert (data_dir / "jwt-secret").stat().st_mode & 0o777 == 0o600
+    assert (data_dir / "s3-credentials.json").stat().st_mode & 0o777 == 0o600
+    assert (data_dir / "postgres-password").stat().st_mode & 0o777 == 0o600
+
+
+# --- one backend external, the other embedded ------------------------------------------------
+
+def test_embedded_postgres_with_external_s3(own_tmp, s3_backend):
+    data_dir = own_tmp / "data"
+    server = Serve(data_dir, "--s3-bucket-prefix", "serveext-", "--s3-bucket-count", "4", env={
+        "SAGESTORE_S3_ENDPOINT": s3_backend["endpoint"], "SAGESTORE_S3_ACCESS_KEY": s3_backend["access_key"],
+        "SAGESTORE_S3_SECRET_KEY": s3_backend["secret_key"]}).start()
+    try:
+        assert {child.name() for child in server.children} == {"postgres"}
+        assert not (data_dir / "seaweedfs").exists()
+        assert requests.get(server.url + "/readyz").json()["checks"] == {"postgres": "ok", "s3": "ok"}
+        s3 = boto3.client("s3", endpoint_url=s3_backend["endpoint"], region_name="us-east-1",
+                          aws_access_key_id=s3_backend["access_key"], aws_secret_access_key=s3_backend["secret_key"])
+        names = {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
+        assert {"serveext-00", "serveext-01", "serveext-02", "serveext-03"} <= names
+    finally:
+        assert server.stop() == 0
+    assert not wait_gone(server.children, data_dir)
+
+
+def test_external_postgres_with_embedded_s3(data_dir, database_url):
+    server = Serve(data_dir, env={"SAGESTORE_DATABASE_URL": database_url}).start()
+    try:
+        assert {child.name() for child in server.children} == {"weed"}
+        assert requests.get(server.url + "/readyz").json()["checks"] == {"postgres": "ok", "s3": "ok"}
+        with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM schema_migrations")
+            assert cur.fetchone()[0] >= 1
+    finally:
+        assert server.stop() == 0
+    assert not wait_gone(server.children, data_dir)
+
+
+def test_fully_external_backends_start_no_children(server_process):
+    server = server_process()
+    import psutil
+    assert psutil.Process(server.process.pid).children(recursive=True) == []
+    assert requests.get(server.url + "/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("problem", ["s3-unreachable", "s3-bad-credentials", "db-unreachable", "db-missing-database"])
+def test_unusable_external_backend_exits_2_with_one_line(problem, tmp_path, s3_backend, database_url):
+    env = {"SAGESTORE_S3_ENDPOINT": s3_backend["endpoint"], "SAGESTORE_S3_ACCESS_KEY": s3_backend["access_key"],
+           "SAGESTORE_S3_SECRET_KEY": s3_backend["secret_key"], "SAGESTORE_DATABASE_URL": database_url}
+    expected = {"s3-unreachable": "cannot use S3", "s3-bad-credentials": "cannot use S3 at",
+                "db-unreachable": "cannot use PostgreSQL", "db-missing-database": "cannot use PostgreSQL"}[problem]
+    if problem == "s3-unreachable":
+        env["SAGESTORE_S3_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
+    elif problem == "s3-bad-credentials":
+        env["SAGESTORE_S3_SECRET_KEY"] = "wrong-secret-not-logged"
+    elif problem == "db-unreachable":
+        env["SAGESTORE_DATABASE_URL"] = f"postgresql://postgres:wrong-secret-not-logged@127.0.0.1:{free_port()}/x"
+    else:
+        env["SAGESTORE_DATABASE_URL"] = database_url.rsplit("/", 1)[0] + "/no_such_database_here"
+    result = subprocess.run([sys.executable, "-m", "sagestore", "serve", "--port", str(free_port())],
+                            env=clean_env(**env), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    errors = stderr_lines(result.stderr)
+    assert len(errors) == 1 and expected in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert "wrong-secret-not-logged" not in result.stderr + result.stdout
+
+
+def test_migrate_command_on_the_embedded_data_dir(data_dir):
+    result = subprocess.run([sys.executable, "-m", "sagestore", "migrate", "--data-dir", str(data_dir)],
+                            capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "applied 0 migrations" in result.stdout
+    assert not wait_gone([], data_dir)
