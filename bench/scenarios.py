@@ -184,6 +184,9 @@ async def direct_get(b: Bench, key: str) -> Outcome:
 
 # --- the SAGE API (issue 3) --------------------------------------------------
 
+OBJECT_PUT = "PUT /api/v1/objects/{id}/{key}"
+
+
 def object_path(b: Bench, key: str) -> str:
     return f"/api/v1/objects/{b.need_bucket()}/{urllib.parse.quote(key)}"
 
@@ -195,7 +198,7 @@ async def form_put(b: Bench, key: str) -> Outcome:
         form = aiohttp.MultipartWriter("form-data")
         part = form.append(handle, {"Content-Type": "application/octet-stream"})
         part.set_content_disposition("form-data", name="file", filename="input.bin")
-        _, _, body = await b.api("PUT", path, first=True, data=form, expect=(200, 201))
+        _, _, body = await b.api("PUT", path, first=True, data=form, expect=(200, 201), what=OBJECT_PUT)
     check_put_answer(body, b.bucket_id, key)
     return Outcome(b.input.size, [b.sagestore_object(key)])
 
@@ -205,7 +208,7 @@ async def raw_put(b: Bench, key: str, *, keep: bool = False, source: InputFile |
     source = source or b.input
     path = object_path(b, key)
     with open(source.path, "rb") as handle:
-        _, _, body = await b.api("PUT", path, first=True, data=handle, expect=(200, 201),
+        _, _, body = await b.api("PUT", path, first=True, data=handle, expect=(200, 201), what=OBJECT_PUT,
                                  headers={"Content-Type": "application/octet-stream"})
     check_put_answer(body, b.bucket_id, key)
     location = b.mapping.object(b.bucket_id, key)
@@ -293,7 +296,8 @@ async def multipart(b: Bench, key: str, *, presigned: bool) -> Outcome:
                 etag = response.headers["ETag"]
         else:
             _, headers, answer = await b.api("PUT", f"/api/v1/multipart/{upload_id}/parts/{number}",
-                                             first=index == 0, data=data, expect=(200, 201, 204))
+                                             first=index == 0, data=data, expect=(200, 201, 204),
+                                             what="PUT /api/v1/multipart/{upload_id}/parts/{n}")
             etag = part_etag(headers, answer)
         return {"part_number": number, "etag": etag}
     try:
@@ -372,7 +376,8 @@ async def indexed_session(b: Bench, key: str, in_flight: int = PARTS_IN_FLIGHT, 
 
     async def send(index: int) -> None:
         data = await asyncio.to_thread(source.read, index * chunk_size, chunk_size)
-        await b.api("PUT", f"{base}/upload/{index + CHUNK_ID_BASE}", first=index == 0, data=data)
+        await b.api("PUT", f"{base}/upload/{index + CHUNK_ID_BASE}", first=index == 0, data=data,
+                    what="PUT /api/v1/attachment/session/{sessionId}/upload/{chunkId}")
     try:
         await in_parallel(count, in_flight, send)
         await b.api("POST", f"{base}/complete")
