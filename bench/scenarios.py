@@ -24,8 +24,8 @@ PART_SIZE = 16 * MIB
 PARTS_IN_FLIGHT = 4
 READ_CHUNK = MIB
 MISSING_ROUTE = (404, 405, 501)
-# Indexed sessions number chunks from 0 (seed 002 does not say; issue 5 decides).
-CHUNK_ID_BASE = 0
+# Indexed sessions number chunks 1..totalChunks, like S3 parts (sagestore's choice; seed 002 is silent).
+CHUNK_ID_BASE = 1
 
 
 class NotAvailable(Exception):
