@@ -82,7 +82,8 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_object_store(endpoint=settings.s3_endpoint, access_key=settings.s3_access_key,
                                  secret_key=settings.s3_secret_key, region=settings.s3_region,
                                  part_size=settings.s3_part_size,
-                                 parts_in_flight=settings.s3_parts_in_flight) as store:
+                                 parts_in_flight=settings.s3_parts_in_flight,
+                                 single_copy_limit=settings.s3_single_copy_limit) as store:
         if settings.s3_create_buckets:
             created = await store.ensure_buckets(mapping.all_s3_buckets())
             if created:

@@ -163,6 +163,8 @@ OPTIONS: list[Option] = [
     Option("s3_create_buckets", True, _bool, "create missing S3 buckets at start-up"),
     Option("s3_part_size", 16 * 2**20, _size, "part size for streamed uploads (>= 5MiB)"),
     Option("s3_parts_in_flight", 4, int, "parts uploaded concurrently per streamed upload"),
+    Option("s3_single_copy_limit", 5 * 2**30, _size,
+           "largest object copied with one CopyObject (AWS: 5GiB; embedded SeaweedFS: unlimited, it copies metadata only)"),
     Option("auth_mode", "jwt", _choice("jwt", "introspect", "noauth"), "how tokens are checked"),
     Option("jwt_secret", "", str, "HS256 secret; empty uses <data-dir>/jwt-secret, generated on first start", secret=True),
     Option("jwt_public_key_file", "", str, "PEM public key for RS*/ES* tokens (instead of a secret)"),
@@ -203,6 +205,7 @@ class Settings:
     s3_create_buckets: bool = True
     s3_part_size: int = 16 * 2**20
     s3_parts_in_flight: int = 4
+    s3_single_copy_limit: int = 5 * 2**30
     auth_mode: str = "jwt"
     jwt_secret: str = field(default="", repr=False)
     jwt_public_key_file: str = ""

@@ -317,7 +317,9 @@ async def embedded_backends(settings: Settings, *, database: bool = True, s3: bo
         if want_s3:
             weed_child, s3_access = embedded.start_seaweedfs()
             settings = settings.replace(s3_endpoint=s3_access["endpoint"], s3_access_key=s3_access["access_key"],
-                                        s3_secret_key=s3_access["secret_key"], s3_region="us-east-1")
+                                        s3_secret_key=s3_access["secret_key"], s3_region="us-east-1",
+                                        # SeaweedFS copies by reference: no 5 GiB CopyObject limit to respect
+                                        s3_single_copy_limit=5 * 2**40)
             waits.append(_wait_s3_ready(weed_child, s3_access["endpoint"], s3_access["access_key"],
                                         s3_access["secret_key"], 60))
         if want_db:
