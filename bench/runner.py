@@ -425,8 +425,8 @@ class Runner:
         async def run_all() -> sc.Outcome:
             nonlocal protocol, sessions_ok
             outcomes = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
-            if sessions_ok and all(isinstance(o, sc.NotAvailable) for o in outcomes):
-                raise sc.NotAvailable("indexed sessions not available")
+            if all(isinstance(o, sc.NotAvailable) for o in outcomes):
+                raise sc.NotAvailable(f"{protocol}: {outcomes[0]}")
             stored = [item for o in outcomes if isinstance(o, sc.Outcome) for item in o.stored]
             failures.extend(f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, BaseException))
             return sc.Outcome(sum(o.bytes for o in outcomes if isinstance(o, sc.Outcome)), stored)
@@ -436,11 +436,15 @@ class Runner:
         if result.status == "not available" and sessions_ok:
             self.results.pop()
             sessions_ok, protocol = False, "raw PUT"
+            first_note = result.note
             result = await self.measure("concurrency", "concurrency", run_all, description=description)
+            if result.status == "not available":
+                result.note = f"{first_note}; {result.note}"
+                return
         result.description = f"{description} ({protocol}, 1 request in flight each)"
         result.extra = {"sessions": n, "failures": len(failures), "protocol": protocol,
                         "failure_samples": sorted(set(failures))[:5]}
-        note = f"{len(failures)}/{n} failed" + (f": {failures[0][:200]}" if failures else "")
+        note = f"{len(failures)}/{n} failed ({protocol})" + (f": {failures[0][:200]}" if failures else "")
         result.note = "; ".join(filter(None, [note, result.note]))
         if failures and result.status == "ok":
             result.status = "failed"
