@@ -14,7 +14,7 @@ from .config import Settings
 from .db import create_pool
 from .db.migrate import migrate
 from .errors import error_middleware
-from .handlers import meta, multipart
+from .handlers import meta, multipart, offset_uploads, sessions
 from .handlers.common import IDENTITY
 from .metrics import Metrics
 from .storage import BucketMapping, open_object_store
@@ -108,4 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([auth_ctx, database_ctx, storage_ctx, engine_ctx])
     app.add_routes(meta.routes)
     app.add_routes(multipart.routes)
+    app.add_routes(offset_uploads.routes)
+    app.cleanup_ctx.append(offset_uploads.import_jobs_ctx)
+    app.add_routes(sessions.routes)
     return app

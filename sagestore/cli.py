@@ -1,4 +1,4 @@
-"""The `sagestore` command: serve, migrate, token.
+"""The `sagestore` command: serve, migrate, reap, token.
 
 A bad setting or a backend that cannot be used at start-up ends the command with ONE
 line on stderr, `sagestore: error: ...`, and exit status 2; never a traceback.
@@ -151,6 +151,36 @@ async def run_migrations(settings: Settings) -> None:
             await pool.wait_closed()
 
 
+async def reap_once(settings: Settings, orphan_grace: float | None) -> dict[str, int]:
+    """One reaper pass, as every server runs in the background (see uploads.engine.reap)."""
+    from .db import create_pool
+    from .db.migrate import migrate
+    from .embedded import embedded_backends
+    from .metrics import Metrics
+    from .storage import BucketMapping, open_object_store
+    from .uploads import UploadEngine
+
+    async with embedded_backends(settings) as settings:
+        try:
+            pool = await create_pool(settings.database_url, 2)
+            try:
+                await migrate(pool)
+                async with open_object_store(endpoint=settings.s3_endpoint, access_key=settings.s3_access_key,
+                                             secret_key=settings.s3_secret_key, region=settings.s3_region) as store:
+                    mapping = BucketMapping(settings.s3_bucket_prefix, settings.s3_bucket_count,
+                                            settings.s3_single_bucket)
+                    engine = UploadEngine(pool, store, mapping, settings, Metrics(), orphan_grace=orphan_grace)
+                    return await engine.reap()
+            finally:
+                pool.close()
+                await pool.wait_closed()
+        except Exception as error:  # noqa: BLE001 - a backend that cannot be used: one line, else a bug
+            message = startup_failure(error, settings)
+            if message is None:
+                raise
+            raise ConfigError(message) from None
+
+
 def print_token(settings: Settings, user: str, groups: list[str], ttl: float) -> None:
     from .auth.tokens import mint_token
     if settings.auth_mode != "jwt" or settings.jwt_public_key_file:
@@ -171,6 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(serve_parser)
     migrate_parser = commands.add_parser("migrate", help="apply database migrations")
     add_arguments(migrate_parser, ["data_dir", "database_url", "log_level"])
+    reap_parser = commands.add_parser(
+        "reap", help="run one reaper pass and print what it cleaned up",
+        description="Expire uploads past their lifetime (aborting their S3 multipart uploads and deleting staging "
+                    "objects), then abort S3 multipart uploads and delete staging objects no upload knows about.")
+    reap_parser.add_argument("--orphan-grace", default=None, metavar="DURATION",
+                             help="only sweep unknown S3 multipart uploads and staging objects older than this "
+                                  "(default: the upload TTL, at least 24h; 0 also aborts multipart uploads that "
+                                  "object PUTs have in flight right now)")
+    add_arguments(reap_parser, ["data_dir", "database_url", "s3_endpoint", "s3_access_key", "s3_secret_key",
+                                "s3_region", "s3_bucket_prefix", "s3_bucket_count", "s3_single_bucket",
+                                "upload_ttl", "log_level"])
     token_parser = commands.add_parser("token", help="print a JWT the server on this data dir accepts")
     token_parser.add_argument("user")
     token_parser.add_argument("--group", action="append", default=[], help="group claim (repeatable)")
@@ -189,6 +230,14 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve(settings))
         elif args.command == "migrate":
             asyncio.run(run_migrations(settings))
+        elif args.command == "reap":
+            from .config import _duration
+            try:
+                grace = None if args.orphan_grace is None else _duration(args.orphan_grace)
+            except ValueError as error:
+                raise ConfigError(f"--orphan-grace: {error}") from None
+            counts = asyncio.run(reap_once(settings, grace))
+            print(" ".join(f"{name}={count}" for name, count in counts.items()), flush=True)
         elif args.command == "token":
             from .config import _duration
             try:

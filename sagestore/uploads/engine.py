@@ -384,17 +384,17 @@ class UploadEngine:
                 if row["state"] != OPEN:
                     raise Conflict("upload is " + ("being completed" if row["state"] == COMPLETING
                                                    else "already complete"))
+                # one statement decides: a SELECT ... FOR UPDATE locks nothing while no lease row exists
+                # yet, so two first writers of a part would both take it; ON CONFLICT serialises them
                 await cur.execute(
-                    f"""SELECT writer, {lease_held()} AS held FROM upload_part_leases
-                        WHERE upload_id = %s AND part_number = %s FOR UPDATE""", (lease.upload_id, part_number))
-                current = await cur.fetchone()
-                if current is None or not current["held"] or current["writer"] == lease.token:
-                    await cur.execute(
-                        """INSERT INTO upload_part_leases (upload_id, part_number, writer, writer_instance, writer_until)
-                           VALUES (%s, %s, %s, %s, now() + %s * interval '1 second')
-                           ON CONFLICT (upload_id, part_number) DO UPDATE SET writer = EXCLUDED.writer,
-                               writer_instance = EXCLUDED.writer_instance, writer_until = EXCLUDED.writer_until""",
-                        (lease.upload_id, part_number, lease.token, lease.instance_id, self.lease_seconds))
+                    f"""INSERT INTO upload_part_leases (upload_id, part_number, writer, writer_instance, writer_until)
+                        VALUES (%s, %s, %s, %s, now() + %s * interval '1 second')
+                        ON CONFLICT (upload_id, part_number) DO UPDATE SET writer = EXCLUDED.writer,
+                            writer_instance = EXCLUDED.writer_instance, writer_until = EXCLUDED.writer_until
+                        WHERE upload_part_leases.writer = EXCLUDED.writer
+                            OR NOT {lease_held('upload_part_leases.')}""",
+                    (lease.upload_id, part_number, lease.token, lease.instance_id, self.lease_seconds))
+                if cur.rowcount == 1:
                     return
             if not wait or asyncio.get_running_loop().time() > deadline:
                 raise Locked(f"part {part_number} is being written by another request; retry later",

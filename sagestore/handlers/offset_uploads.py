@@ -1,0 +1,291 @@
+"""Offset chunks in Pulp's / Dropbox's shape (seed 001), over the upload engine.
+
+    PUT  /api/v1/upload?bucket_id=&key=      first chunk (raw body): creates the upload
+    PUT  /api/v1/upload?upload_id=&offset=   further chunks, appended at `offset`
+    GET  /api/v1/upload?upload_id=           where the upload stands (for resuming)
+    POST /api/v1/import_upload               publish it: {upload_id, bucket_id?, key?, sha256?}
+
+Every answer carries {"upload_id", "offset", "expires"} (expires: RFC 9110 date). A wrong offset
+gives 400 with the stored offset and changes nothing, so a chunk re-sent after a lost response
+is answered with 400 and offset == its end: the client seeks there and goes on (the seed's and
+Dropbox's contract), nothing is stored twice.
+
+Uploads are retained (the engine keeps the assembled object in staging until expiry), so
+import_upload can publish the same bytes to several targets by server-side copy, and a
+declared sha256 is verified before anything is published.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from decimal import Decimal
+from email.utils import format_datetime
+from typing import Any, AsyncIterator
+from urllib.parse import urlencode
+
+import http_sfv
+from aiohttp import web
+
+from .. import context
+from ..acl import authorize
+from ..db import cursor
+from ..errors import ApiError, BadRequest, Locked, PayloadTooLarge, Unauthorized
+from ..openapi import ERROR, PATHS, operation
+from ..storage import parse_bucket_id, validate_key
+from ..uploads import COMPLETING, OffsetMismatch, Upload
+from .common import identity, json_body
+
+log = logging.getLogger("sagestore.handlers.offset")
+
+routes = web.RouteTableDef()
+
+READ_CHUNK = 1 << 20
+# how long import_upload waits for the copy before answering 202 (Prefer: wait=N may shorten it)
+IMPORT_WAIT = 10.0
+
+ImportKey = tuple[str, str, str, str | None]  # (upload_id, bucket_id, key, sha256)
+IMPORT_JOBS: web.AppKey[dict[ImportKey, asyncio.Task]] = web.AppKey("offset_import_jobs", dict)
+
+
+async def import_jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Imports run as tasks that outlive their request (202); stop them with the app."""
+    app[IMPORT_JOBS] = {}
+    yield
+    tasks = list(app[IMPORT_JOBS].values())
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# ---------------------------------------------------------------- shared with the sessions API
+async def owned_upload(request: web.Request, upload_id: Any) -> Upload:
+    """The caller's upload (another user's id: 404, expired: 410, reaped: 404), after checking WRITE
+    on its bucket. Every route of these APIs needs WRITE, status included: a write-only grantee must
+    be able to resume, and an upload shows nothing of the bucket's contents."""
+    caller = identity(request)
+    if caller.anonymous:
+        raise Unauthorized("authentication required")
+    if not isinstance(upload_id, str) or not upload_id:
+        raise BadRequest("upload_id is required")
+    upload = await request.app[context.ENGINE].get(upload_id, caller.user)
+    if upload.bucket_id is not None:
+        async with cursor(request.app[context.DB]) as cur:
+            await authorize(cur, upload.bucket_id, caller, "WRITE", writing=True)
+    return upload
+
+
+async def authorize_target(request: web.Request, bucket_id: Any, key: Any) -> tuple[str, str]:
+    """(bucket_id, key) of a new file, after checking WRITE on the bucket."""
+    caller = identity(request)
+    if caller.anonymous:
+        raise Unauthorized("authentication required")
+    if not isinstance(key, str):
+        raise BadRequest("key is required")
+    bucket_id = parse_bucket_id(bucket_id)
+    validate_key(key)
+    async with cursor(request.app[context.DB]) as cur:
+        await authorize(cur, bucket_id, caller, "WRITE", writing=True)
+    return bucket_id, key
+
+
+def http_date(upload: Upload) -> str:
+    return format_datetime(upload.expires_at, usegmt=True)
+
+
+# ---------------------------------------------------------------- chunks
+def _offset_answer(upload: Upload) -> dict[str, Any]:
+    return {"upload_id": upload.id, "offset": upload.offset, "expires": http_date(upload)}
+
+
+def _offset_param(request: web.Request) -> int:
+    raw = request.query.get("offset")
+    if raw is None or raw == "":
+        raise BadRequest("offset is required with upload_id")
+    if not (raw.isascii() and raw.isdigit()):
+        raise BadRequest("offset must be a non-negative integer")
+    return int(raw)
+
+
+@routes.put("/api/v1/upload")
+async def put_chunk(request: web.Request) -> web.Response:
+    engine = request.app[context.ENGINE]
+    max_chunk = request.app[context.SETTINGS].max_chunk_size
+    if request.content_length is not None and request.content_length > max_chunk:
+        raise PayloadTooLarge(f"a chunk is at most {max_chunk} bytes", max_chunk_size=max_chunk)
+    body = request.content.iter_chunked(READ_CHUNK)
+    upload_id = request.query.get("upload_id")
+    if upload_id is None:
+        if request.query.get("offset", "0") != "0":
+            raise BadRequest("a new upload starts at offset 0", offset=0)
+        bucket_id, key = await authorize_target(request, request.query.get("bucket_id"), request.query.get("key"))
+        upload = await engine.create("offset", bucket_id, key, identity(request).user, retain=True,
+                                     content_type=request.query.get("content_type"))
+        try:
+            upload = await engine.append(upload, 0, body, max_bytes=max_chunk)
+        except BaseException:
+            # the client never learns this upload's id: release it now rather than at expiry
+            with contextlib.suppress(Exception):
+                await asyncio.shield(engine.abort(upload))
+            raise
+        return web.json_response(_offset_answer(upload), status=201)
+    if "bucket_id" in request.query or "key" in request.query:
+        raise BadRequest("give either upload_id and offset, or bucket_id and key (to start an upload)")
+    offset = _offset_param(request)
+    upload = await owned_upload(request, upload_id)
+    try:
+        upload = await engine.append(upload, offset, body, max_bytes=max_chunk)
+    except OffsetMismatch as mismatch:
+        # the seed's contract: 400 with the stored offset; the client seeks there
+        raise BadRequest(f"offset {offset} does not match the upload's offset {mismatch.offset}",
+                         offset=mismatch.offset, upload_id=upload.id, expires=http_date(upload)) from None
+    return web.json_response(_offset_answer(upload))
+
+
+@routes.get("/api/v1/upload")
+async def get_offset(request: web.Request) -> web.Response:
+    upload = await owned_upload(request, request.query.get("upload_id"))
+    return web.json_response({**_offset_answer(upload), "state": upload.state, "bucket_id": upload.bucket_id,
+                              "key": upload.key})
+
+
+# ---------------------------------------------------------------- import
+def _prefer_wait(request: web.Request) -> float:
+    """RFC 7240: `Prefer: wait=N` caps the wait for the copy; `respond-async` alone answers 202 at
+    once unless the import is already done."""
+    header = request.headers.get("Prefer")
+    if not header:
+        return IMPORT_WAIT
+    preferences = http_sfv.Dictionary()
+    try:
+        preferences.parse(header.encode())
+    except ValueError:
+        return IMPORT_WAIT  # preferences are hints: an unreadable one is ignored
+    wait = preferences.get("wait")
+    if wait is not None and isinstance(wait.value, (int, Decimal)) and not isinstance(wait.value, bool) \
+            and wait.value >= 0:
+        return min(IMPORT_WAIT, float(wait.value))
+    return 0.0 if "respond-async" in preferences else IMPORT_WAIT
+
+
+def _status_url(upload_id: str, bucket_id: str, key: str, sha256: str | None) -> str:
+    query = {"bucket_id": bucket_id, "key": key}
+    if sha256:
+        query["sha256"] = sha256
+    return f"/api/v1/import_upload/{upload_id}?{urlencode(query)}"
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Done callback: nobody may be waiting any more; log what is not a client error."""
+    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), ApiError):
+        log.error("import failed", exc_info=task.exception())
+
+
+async def _run_import(request: web.Request, upload: Upload, bucket_id: str, key: str,
+                      sha256: str | None, *, ok_status: int) -> web.Response:
+    """Join or start the import job of this (upload, target, sha256); answer its result within the
+    wait, else 202 with a status URL."""
+    engine = request.app[context.ENGINE]
+    jobs = request.app[IMPORT_JOBS]
+    job_key: ImportKey = (upload.id, bucket_id, key, sha256)
+    task = jobs.get(job_key)
+    if task is None:
+        # no target means "the upload's own": a retry then returns the first publication as is
+        target = None if (bucket_id, key) == (upload.bucket_id, upload.key) else (bucket_id, key)
+        task = asyncio.create_task(engine.complete(upload, target=target, sha256=sha256))
+        jobs[job_key] = task
+        task.add_done_callback(lambda done: jobs.pop(job_key, None) if jobs.get(job_key) is done else None)
+        task.add_done_callback(_retrieve)
+    await asyncio.wait({task}, timeout=_prefer_wait(request))
+    if task.done():
+        try:
+            info = task.result()
+        except Locked:
+            # another instance holds the completion: still running there, unless it is an append
+            if (await engine.get(upload.id, upload.owner, with_parts=False)).state != COMPLETING:
+                raise
+        else:
+            return web.json_response({**info, "expires": http_date(upload)}, status=ok_status)
+    url = _status_url(upload.id, bucket_id, key, sha256)
+    return web.json_response({"upload_id": upload.id, "status": "running", "status_url": url,
+                              "expires": http_date(upload)},
+                             status=202, headers={"Location": url, "Retry-After": "1"})
+
+
+def _import_target(upload: Upload, bucket_id: Any, key: Any) -> tuple[Any, Any]:
+    """Missing parts of the target default to the upload's own bucket and key."""
+    return (bucket_id if bucket_id is not None else upload.bucket_id,
+            key if key is not None else upload.key)
+
+
+def _sha256_param(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise BadRequest("sha256 must be a string of 64 hexadecimal digits")
+    return value.lower() if value else None
+
+
+@routes.post("/api/v1/import_upload")
+async def import_upload(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    upload = await owned_upload(request, body.get("upload_id"))
+    bucket_id, key = await authorize_target(request, *_import_target(upload, body.get("bucket_id"), body.get("key")))
+    return await _run_import(request, upload, bucket_id, key, _sha256_param(body.get("sha256")), ok_status=201)
+
+
+@routes.get("/api/v1/import_upload/{upload_id}")
+async def import_status(request: web.Request) -> web.Response:
+    """The status URL of a 202: the file info once published; while the import runs, 202 again.
+    An import whose instance died is started again here (the engine makes that safe)."""
+    upload = await owned_upload(request, request.match_info["upload_id"])
+    bucket_id, key = await authorize_target(
+        request, *_import_target(upload, request.query.get("bucket_id"), request.query.get("key")))
+    sha256 = _sha256_param(request.query.get("sha256"))
+    if (upload.id, bucket_id, key, sha256) not in request.app[IMPORT_JOBS]:
+        for info in (upload.result or {}).get("published", []):
+            if (info.get("bucket_id"), info.get("key")) == (bucket_id, key) and \
+                    (sha256 is None or info.get("sha256") == sha256):
+                return web.json_response({**info, "expires": http_date(upload)})
+    return await _run_import(request, upload, bucket_id, key, sha256, ok_status=200)
+
+
+# ---------------------------------------------------------------- OpenAPI
+_ANSWER = {"description": "{upload_id, offset, expires (RFC 9110 date)}"}
+_ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "410": ERROR}
+_QUERY = [{"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": text}
+          for name, kind, text in (
+              ("bucket_id", "string", "target bucket (first chunk only)"),
+              ("key", "string", "target key (first chunk only)"),
+              ("content_type", "string", "content type of the file (first chunk only)"),
+              ("upload_id", "string", "the upload to append to (further chunks)"),
+              ("offset", "integer", "bytes stored so far, as the last answer said (further chunks)"))]
+_IMPORT_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["upload_id"], "properties": {
+        "upload_id": {"type": "string"}, "bucket_id": {"type": "string", "format": "uuid"},
+        "key": {"type": "string"}, "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}}}}}
+PATHS.update({
+    "/api/v1/upload": {
+        "put": operation(
+            "Upload a chunk: without upload_id the first chunk starts an upload to bucket_id/key; with "
+            "upload_id and offset it is appended. A wrong offset answers 400 with the stored offset.",
+            {"200": _ANSWER, "201": _ANSWER, **_ERRORS, "409": ERROR, "413": ERROR, "423": ERROR},
+            parameters=_QUERY,
+            requestBody={"required": True, "content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}}}),
+        "get": operation("Where an offset upload stands: {upload_id, offset, expires, state}",
+                         {"200": _ANSWER, **_ERRORS}, parameters=[_QUERY[3]]),
+    },
+    "/api/v1/import_upload": {"post": operation(
+        "Publish an offset upload to its target or another one (server-side copy; repeatable until it "
+        "expires). sha256, when given, is verified before anything is published. Prefer: respond-async "
+        "or wait=N are honoured.",
+        {"201": {"description": "file info"}, "202": {"description": "still running; Location: status URL"},
+         **_ERRORS, "409": ERROR, "423": ERROR}, requestBody=_IMPORT_BODY)},
+    "/api/v1/import_upload/{upload_id}": {"get": operation(
+        "Status of an import answered with 202: the file info once published, 202 while it runs",
+        {"200": {"description": "file info"}, "202": {"description": "still running"}, **_ERRORS},
+        parameters=[{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "bucket_id", "in": "query", "schema": {"type": "string"}},
+                    {"name": "key", "in": "query", "schema": {"type": "string"}},
+                    {"name": "sha256", "in": "query", "schema": {"type": "string"}}])},
+})

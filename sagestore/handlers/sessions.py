@@ -1,0 +1,214 @@
+"""Indexed resumable sessions (seed 002), over the upload engine.
+
+    POST /api/v1/attachment/initiate                               {bucket_id, key?, fileName, fileSize, ...}
+    PUT  /api/v1/attachment/session/{sessionId}/upload/{chunkId}   one chunk, any order, in parallel
+    GET  /api/v1/attachment/session/{sessionId}                    received and missing chunks
+    POST /api/v1/attachment/session/{sessionId}/complete           {sha256?}
+    POST /api/v1/attachment/session/{sessionId}/abort
+
+The server picks chunkSize (>= 5 MiB, growing so that there are at most 10 000 chunks) and
+chunk ids are 1..totalChunks: chunk n IS S3 part n, so chunks go to S3 as they arrive and
+completion is one CompleteMultipartUpload. A chunk may carry Content-MD5, Digest (RFC 3230)
+or Content-Digest (RFC 9530) with sha-256 or md5; they are verified before anything is stored.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import http_sfv
+from aiohttp import web
+
+from .. import context
+from ..errors import BadRequest, Unauthorized
+from ..openapi import ERROR, PATHS, operation
+from ..storage import sanitize_filename
+from ..uploads import MissingParts, Upload
+from ..uploads.checksums import b64
+from .common import identity, json_body
+from .offset_uploads import authorize_target, owned_upload
+
+routes = web.RouteTableDef()
+
+READ_CHUNK = 1 << 20
+SESSION = "/api/v1/attachment/session/{session_id}"
+# RFC 9530 / RFC 3230 algorithm names -> the engine's
+DIGEST_ALGORITHMS = {"sha-256": "sha256", "md5": "md5"}
+
+
+def _iso(upload: Upload) -> str:
+    return upload.expires_at.isoformat().replace("+00:00", "Z")
+
+
+def _session_url(upload: Upload) -> str:
+    return SESSION.format(session_id=upload.id)
+
+
+def _add_digest(digests: dict[str, str], algorithm: str, value: str) -> None:
+    if digests.get(algorithm, value) != value:
+        raise BadRequest(f"the request declares two different {algorithm} digests")
+    digests[algorithm] = value
+
+
+def chunk_digests(headers: Any) -> dict[str, str]:
+    """{algorithm: base64 digest} from Content-MD5, Digest and Content-Digest; 400 when malformed or
+    when a digest header names no algorithm we can verify."""
+    digests: dict[str, str] = {}
+    if "Content-MD5" in headers:
+        _add_digest(digests, "md5", headers["Content-MD5"].strip())
+    if "Content-Digest" in headers:
+        parsed = http_sfv.Dictionary()
+        try:
+            parsed.parse(headers["Content-Digest"].encode())
+        except ValueError:
+            raise BadRequest("Content-Digest is not a valid structured field dictionary (RFC 9530)") from None
+        usable = [(DIGEST_ALGORITHMS[name], member.value) for name, member in parsed.items()
+                  if name in DIGEST_ALGORITHMS]
+        if not usable:
+            raise BadRequest(f"Content-Digest has no algorithm this server verifies ({', '.join(DIGEST_ALGORITHMS)})")
+        for algorithm, value in usable:
+            if not isinstance(value, bytes):
+                raise BadRequest("a Content-Digest value must be a byte sequence, e.g. sha-256=:<base64>:")
+            _add_digest(digests, algorithm, b64(value))
+    if "Digest" in headers:
+        usable = 0
+        for member in headers["Digest"].split(","):
+            name, _, value = member.strip().partition("=")
+            algorithm = DIGEST_ALGORITHMS.get(name.strip().lower())
+            if algorithm is not None and value:
+                _add_digest(digests, algorithm, value.strip())
+                usable += 1
+        if not usable:
+            raise BadRequest(f"Digest has no algorithm this server verifies ({', '.join(DIGEST_ALGORITHMS)})")
+    return digests
+
+
+def _chunk_id(request: web.Request) -> int:
+    raw = request.match_info["chunk_id"]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
+        raise BadRequest(f"chunkId must be a chunk number (1 to totalChunks), got {raw!r}")
+    return int(raw)
+
+
+def _optional_str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    return value or None
+
+
+def _status(engine: Any, upload: Upload) -> dict[str, Any]:
+    status = engine.status(upload)
+    return {
+        "sessionId": upload.id, "state": upload.state, "bucket_id": upload.bucket_id, "key": upload.key,
+        "fileName": upload.metadata.get("fileName"), "fileSize": upload.length, "chunkSize": upload.part_size,
+        "totalChunks": upload.total_parts, "receivedChunks": [part["part_number"] for part in status["parts"]],
+        "missingChunks": status.get("missing_parts", []), "bytesReceived": status["received"],
+        "expiresAt": _iso(upload)}
+
+
+@routes.post("/api/v1/attachment/initiate")
+async def initiate(request: web.Request) -> web.Response:
+    if identity(request).anonymous:
+        raise Unauthorized("authentication required")
+    body = await json_body(request)
+    file_name = body.get("fileName")
+    if not isinstance(file_name, str) or not file_name:
+        raise BadRequest("fileName is required")
+    file_size = body.get("fileSize")
+    if isinstance(file_size, bool) or not isinstance(file_size, int) or file_size < 0:
+        raise BadRequest("fileSize must be a non-negative integer")
+    key = body.get("key")
+    if key is None:
+        key = sanitize_filename(file_name)
+    bucket_id, key = await authorize_target(request, body.get("bucket_id"), key)
+    upload = await request.app[context.ENGINE].create(
+        "session", bucket_id, key, identity(request).user, length=file_size,
+        content_type=_optional_str(body, "contentType"), sha256=_optional_str(body, "sha256"),
+        metadata={"fileName": file_name})
+    return web.json_response({
+        "sessionId": upload.id, "chunkSize": upload.part_size, "totalChunks": upload.total_parts,
+        "expiresAt": _iso(upload), "uploadUrl": _session_url(upload) + "/upload/{chunkId}",
+        "bucket_id": bucket_id, "key": key}, status=201)
+
+
+@routes.put(SESSION + "/upload/{chunk_id}")
+async def put_chunk(request: web.Request) -> web.Response:
+    engine = request.app[context.ENGINE]
+    upload = await owned_upload(request, request.match_info["session_id"])
+    if upload.protocol != "session":
+        raise BadRequest(f"this is a {upload.protocol} upload, not an indexed session: it takes no chunks here")
+    chunk_id = _chunk_id(request)
+    expected = upload.expected_part_size(chunk_id)
+    digests = chunk_digests(request.headers)
+    part = await engine.put_part(upload, chunk_id, request.content.iter_chunked(READ_CHUNK), expected_size=expected,
+                                 size_hint=request.content_length, md5=digests.pop("md5", None), checksums=digests)
+    upload = await engine.get(upload.id, upload.owner, with_parts=False)  # the write extended the expiry
+    return web.json_response({"sessionId": upload.id, "chunkId": part.part_number, "size": part.size,
+                              "etag": part.etag, "expiresAt": _iso(upload)})
+
+
+@routes.get(SESSION)
+async def session_status(request: web.Request) -> web.Response:
+    upload = await owned_upload(request, request.match_info["session_id"])
+    return web.json_response(_status(request.app[context.ENGINE], upload))
+
+
+@routes.post(SESSION + "/complete")
+async def complete(request: web.Request) -> web.Response:
+    upload = await owned_upload(request, request.match_info["session_id"])
+    body = await json_body(request) if request.body_exists else {}
+    try:
+        info = await request.app[context.ENGINE].complete(upload, sha256=_optional_str(body, "sha256"))
+    except MissingParts as missing:
+        raise BadRequest(f"{len(missing.part_numbers)} chunks are missing", missingChunks=missing.part_numbers) \
+            from None
+    return web.json_response({**info, "sessionId": upload.id, "expiresAt": _iso(upload)}, status=201)
+
+
+@routes.post(SESSION + "/abort")
+async def abort(request: web.Request) -> web.Response:
+    upload = await owned_upload(request, request.match_info["session_id"])
+    await request.app[context.ENGINE].abort(upload)
+    return web.Response(status=204)
+
+
+# ---------------------------------------------------------------- OpenAPI
+_ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "410": ERROR}
+_SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+
+
+def _json(properties: dict[str, Any], required: list[str], needed: bool = True) -> dict[str, Any]:
+    return {"required": needed, "content": {"application/json": {"schema": {
+        "type": "object", "properties": properties, "required": required}}}}
+
+
+PATHS.update({
+    "/api/v1/attachment/initiate": {"post": operation(
+        "Start an indexed upload session; the server picks chunkSize (>= 5 MiB, <= 10 000 chunks)",
+        {"201": {"description": "{sessionId, chunkSize, totalChunks, expiresAt, uploadUrl}"}, **_ERRORS, "413": ERROR},
+        requestBody=_json({"bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
+                           "fileName": {"type": "string"}, "fileSize": {"type": "integer", "minimum": 0},
+                           "contentType": {"type": "string"},
+                           "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}},
+                          ["bucket_id", "fileName", "fileSize"]))},
+    SESSION + "/upload/{chunk_id}": {"put": operation(
+        "Upload chunk chunkId (1..totalChunks) in any order; exactly chunkSize bytes except the last; a retry "
+        "replaces it. Content-MD5, Digest or Content-Digest (sha-256, md5) are verified.",
+        {"200": {"description": "{sessionId, chunkId, size, etag, expiresAt}"}, **_ERRORS, "423": ERROR},
+        parameters=[_SESSION_ID, {"name": "chunk_id", "in": "path", "required": True,
+                                  "schema": {"type": "integer", "minimum": 1}}],
+        requestBody={"required": True, "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"}}}})},
+    SESSION: {"get": operation(
+        "Session status: receivedChunks, missingChunks, bytesReceived, expiresAt",
+        {"200": {"description": "status"}, **_ERRORS}, parameters=[_SESSION_ID])},
+    SESSION + "/complete": {"post": operation(
+        "Complete: every chunk present, sizes add up, the sha256 declared at initiate verified; the object "
+        "appears atomically",
+        {"201": {"description": "file info"}, **_ERRORS, "409": ERROR, "423": ERROR},
+        parameters=[_SESSION_ID],
+        requestBody=_json({"sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}, [], needed=False))},
+    SESSION + "/abort": {"post": operation(
+        "Abort: every stored chunk is removed", {"204": {"description": "aborted"}, **_ERRORS, "409": ERROR},
+        parameters=[_SESSION_ID])},
+})

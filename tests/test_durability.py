@@ -1,0 +1,188 @@
+"""Real `sagestore serve` subprocesses on one PostgreSQL and one SeaweedFS: kill -9 in the
+middle of a chunk, restart, status, resume, complete (both chunked APIs); two instances taking
+turns on one upload; two instances racing for the same offset or chunk."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from chunked_helpers import MiB, S3View, make_bucket_sync, sha256
+from conftest import auth
+
+HEADERS = auth("alice")
+
+
+def start_request_then_kill(server, method: str, path: str, announced: int, sent: bytes) -> None:
+    """Announce a chunk, send part of it, and kill -9 the server while it is inside the request."""
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {announced}",
+            *(f"{name}: {value}" for name, value in HEADERS.items())]
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + sent)
+    time.sleep(1.0)  # the server has read what was sent (and sent the full parts among it to S3)
+    server.stop(sig=9)
+    sock.close()
+
+
+def slow_body(blob: bytes, step: int = MiB, pause: float = 0.05):
+    """A streamed (chunked) request body that takes a while to arrive."""
+    for start in range(0, len(blob), step):
+        yield blob[start:start + step]
+        time.sleep(pause)
+
+
+def test_offset_upload_survives_kill_9_mid_chunk(server_process, base_settings):
+    server = server_process(s3_part_size=5 * MiB)
+    bucket_id = make_bucket_sync(base_settings.database_url)
+    data = os.urandom(33 * MiB)
+    response = requests.put(f"{server.url}/api/v1/upload", params={"bucket_id": bucket_id, "key": "kill/offset.bin"},
+                            data=data[:7 * MiB], headers=HEADERS, timeout=60)
+    assert response.status_code == 201, response.text
+    upload_id = response.json()["upload_id"]
+    response = requests.put(f"{server.url}/api/v1/upload", params={"upload_id": upload_id, "offset": 7 * MiB},
+                            data=data[7 * MiB:14 * MiB], headers=HEADERS, timeout=60)
+    assert response.json()["offset"] == 14 * MiB  # two 5 MiB parts in S3 and a 4 MiB staged tail
+    # the third chunk: 8 of its 12 MiB arrive (a full part reaches S3), then the server dies
+    start_request_then_kill(server, "PUT", f"/api/v1/upload?upload_id={upload_id}&offset={14 * MiB}", 12 * MiB,
+                            data[14 * MiB:22 * MiB])
+    server.start()
+    status = requests.get(f"{server.url}/api/v1/upload", params={"upload_id": upload_id}, headers=HEADERS,
+                          timeout=30)
+    assert status.status_code == 200 and status.json()["offset"] == 14 * MiB  # nothing unacknowledged counts
+    offset = 14 * MiB
+    while offset < len(data):  # the restarted server takes the upload at once (the dead one holds no lease)
+        response = requests.put(f"{server.url}/api/v1/upload", params={"upload_id": upload_id, "offset": offset},
+                                data=data[offset:offset + 12 * MiB], headers=HEADERS, timeout=60)
+        assert response.status_code == 200, response.text
+        offset = response.json()["offset"]
+    response = requests.post(f"{server.url}/api/v1/import_upload", headers=HEADERS, timeout=120,
+                             json={"upload_id": upload_id, "sha256": sha256(data)})
+    assert response.status_code == 201, response.text
+    assert response.json()["sha256"] == sha256(data)
+    assert sha256(S3View(base_settings).object(bucket_id, "kill/offset.bin")) == sha256(data)
+
+
+def test_session_survives_kill_9_mid_chunk(server_process, base_settings):
+    server = server_process(s3_part_size=8 * MiB)
+    bucket_id = make_bucket_sync(base_settings.database_url)
+    data = os.urandom(40 * MiB)
+    response = requests.post(f"{server.url}/api/v1/attachment/initiate", headers=HEADERS, timeout=30, json={
+        "bucket_id": bucket_id, "key": "kill/session.bin", "fileName": "session.bin", "fileSize": len(data),
+        "sha256": sha256(data)})
+    session = response.json()
+    assert session["chunkSize"] == 8 * MiB and session["totalChunks"] == 5
+    base = f"/api/v1/attachment/session/{session['sessionId']}"
+
+    def put(number: int) -> int:
+        chunk = data[(number - 1) * 8 * MiB:number * 8 * MiB]
+        return requests.put(f"{server.url}{base}/upload/{number}", data=chunk, headers=HEADERS, timeout=60).status_code
+
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(put, (3, 1, 2))) == [200, 200, 200]
+    start_request_then_kill(server, "PUT", f"{base}/upload/4", 8 * MiB, data[24 * MiB:28 * MiB])
+    server.start()
+    status = requests.get(f"{server.url}{base}", headers=HEADERS, timeout=30).json()
+    assert status["receivedChunks"] == [1, 2, 3] and status["missingChunks"] == [4, 5]
+    assert status["bytesReceived"] == 24 * MiB
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(put, (5, 4))) == [200, 200]
+    response = requests.post(f"{server.url}{base}/complete", headers=HEADERS, timeout=120)
+    assert response.status_code == 201, response.text
+    assert response.json()["sha256"] == sha256(data)
+    assert sha256(S3View(base_settings).object(bucket_id, "kill/session.bin")) == sha256(data)
+
+
+def test_two_instances_take_turns_on_one_upload(server_process, base_settings):
+    servers = [server_process(s3_part_size=8 * MiB) for _ in range(2)]
+    view = S3View(base_settings)
+    bucket_id = make_bucket_sync(base_settings.database_url)
+
+    # offset chunks of 6 MiB (not part-aligned): parts and staged tails pass between instances
+    data = os.urandom(31 * MiB)
+    response = requests.put(f"{servers[0].url}/api/v1/upload", params={"bucket_id": bucket_id, "key": "turns.bin"},
+                            data=data[:6 * MiB], headers=HEADERS, timeout=60)
+    upload_id, offset = response.json()["upload_id"], response.json()["offset"]
+    turn = 1
+    while offset < len(data):
+        response = requests.put(f"{servers[turn % 2].url}/api/v1/upload",
+                                params={"upload_id": upload_id, "offset": offset},
+                                data=data[offset:offset + 6 * MiB], headers=HEADERS, timeout=60)
+        assert response.status_code == 200, response.text
+        offset, turn = response.json()["offset"], turn + 1
+    for server in servers:
+        assert requests.get(f"{server.url}/api/v1/upload", params={"upload_id": upload_id}, headers=HEADERS,
+                            timeout=30).json()["offset"] == len(data)
+    response = requests.post(f"{servers[1].url}/api/v1/import_upload", headers=HEADERS, timeout=120,
+                             json={"upload_id": upload_id, "sha256": sha256(data)})
+    assert response.status_code == 201, response.text
+    assert view.object(bucket_id, "turns.bin") == data
+
+    # session chunks alternating between the instances, two in flight
+    blob = os.urandom(44 * MiB)
+    session = requests.post(f"{servers[0].url}/api/v1/attachment/initiate", headers=HEADERS, timeout=30, json={
+        "bucket_id": bucket_id, "key": "turns-session.bin", "fileName": "s.bin", "fileSize": len(blob)}).json()
+    base = f"/api/v1/attachment/session/{session['sessionId']}"
+
+    def put(number: int) -> int:
+        chunk = blob[(number - 1) * 8 * MiB:number * 8 * MiB]
+        return requests.put(f"{servers[number % 2].url}{base}/upload/{number}", data=chunk, headers=HEADERS,
+                            timeout=60).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(put, range(1, 7))) == [200] * 6
+    for server in servers:
+        status = requests.get(f"{server.url}{base}", headers=HEADERS, timeout=30).json()
+        assert status["receivedChunks"] == [1, 2, 3, 4, 5, 6] and status["bytesReceived"] == len(blob)
+    response = requests.post(f"{servers[1].url}{base}/complete", headers=HEADERS, timeout=120)
+    assert response.status_code == 201, response.text
+    assert view.object(bucket_id, "turns-session.bin") == blob
+
+
+def race(calls) -> list[int]:
+    """Start every call at the same moment; their status codes."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call) -> int:
+        barrier.wait()
+        return call().status_code
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_two_instances_racing_for_one_offset_or_one_chunk_exactly_one_wins(server_process, base_settings):
+    servers = [server_process(s3_part_size=5 * MiB) for _ in range(2)]
+    view = S3View(base_settings)
+    bucket_id = make_bucket_sync(base_settings.database_url)
+
+    head = os.urandom(3 * MiB)
+    response = requests.put(f"{servers[0].url}/api/v1/upload", params={"bucket_id": bucket_id, "key": "race.bin"},
+                            data=head, headers=HEADERS, timeout=60)
+    upload_id = response.json()["upload_id"]
+    bodies = [os.urandom(8 * MiB), os.urandom(8 * MiB)]
+    statuses = race([lambda server=server, body=body: requests.put(
+        f"{server.url}/api/v1/upload", params={"upload_id": upload_id, "offset": len(head)}, data=slow_body(body),
+        headers=HEADERS, timeout=60) for server, body in zip(servers, bodies)])
+    assert sorted(statuses)[0] == 200 and sorted(statuses)[1] in (400, 423), statuses
+    winner = bodies[statuses.index(200)]
+    response = requests.post(f"{servers[1].url}/api/v1/import_upload", headers=HEADERS, timeout=120,
+                             json={"upload_id": upload_id, "sha256": sha256(head + winner)})
+    assert response.status_code == 201, response.text
+    assert view.object(bucket_id, "race.bin") == head + winner
+
+    session = requests.post(f"{servers[0].url}/api/v1/attachment/initiate", headers=HEADERS, timeout=30, json={
+        "bucket_id": bucket_id, "key": "race-session.bin", "fileName": "s.bin", "fileSize": 5 * MiB}).json()
+    url = f"/api/v1/attachment/session/{session['sessionId']}/upload/1"
+    bodies = [os.urandom(5 * MiB), os.urandom(5 * MiB)]
+    statuses = race([lambda server=server, body=body: requests.put(
+        f"{server.url}{url}", data=slow_body(body), headers=HEADERS, timeout=60)
+        for server, body in zip(servers, bodies)])
+    assert sorted(statuses) == [200, 423], statuses
+    winner = bodies[statuses.index(200)]
+    response = requests.post(f"{servers[1].url}/api/v1/attachment/session/{session['sessionId']}/complete",
+                             headers=HEADERS, timeout=120)
+    assert response.status_code == 201, response.text
+    assert view.object(bucket_id, "race-session.bin") == winner

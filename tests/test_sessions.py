@@ -1,0 +1,304 @@
+"""Indexed resumable sessions (seed 002) over HTTP on real PostgreSQL and SeaweedFS: 64 MiB in 8
+parallel shuffled chunks, missing chunks, exact chunk sizes, per-chunk digests, the whole-file
+sha256, abort, access rules and two concurrent writes of one chunk."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from chunked_helpers import MiB, S3View, make_bucket, md5_b64, sha256, sha256_b64
+from conftest import auth
+
+CHUNK = 8 * MiB
+
+
+@pytest.fixture
+def settings(base_settings):
+    # the server picks chunks of at least this size (S3's 5 MiB minimum is the floor)
+    return base_settings.replace(s3_part_size=CHUNK)
+
+
+async def initiate(client, bucket_id: str, size: int, user: str = "alice", **extra) -> dict:
+    response = await client.post("/api/v1/attachment/initiate", headers=auth(user), json={
+        "bucket_id": bucket_id, "fileName": "model.bin", "fileSize": size, **extra})
+    assert response.status == 201, await response.text()
+    return await response.json()
+
+
+def chunk_url(session: dict, chunk_id: int | str) -> str:
+    return session["uploadUrl"].replace("{chunkId}", str(chunk_id))
+
+
+async def put_chunk(client, session: dict, chunk_id, data: bytes, user: str = "alice", **headers):
+    return await client.put(chunk_url(session, chunk_id), data=data, headers={**auth(user), **headers})
+
+
+async def status_of(client, session: dict, user: str = "alice") -> dict:
+    response = await client.get(f"/api/v1/attachment/session/{session['sessionId']}", headers=auth(user))
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def complete(client, session: dict, user: str = "alice", **body):
+    return await client.post(f"/api/v1/attachment/session/{session['sessionId']}/complete", headers=auth(user),
+                             json=body or None)
+
+
+def pieces(data: bytes, size: int = CHUNK) -> dict[int, bytes]:
+    return {number: data[start:start + size] for number, start in enumerate(range(0, len(data), size), start=1)}
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def test_64_mib_in_8_parallel_chunks_in_shuffled_order(client, settings):
+    view = S3View(settings)
+    bucket_id = await make_bucket(client)
+    data = os.urandom(64 * MiB)
+    session = await initiate(client, bucket_id, len(data), key="models/m.bin", contentType="application/x-model")
+    assert session["chunkSize"] == CHUNK and session["totalChunks"] == 8
+    assert session["uploadUrl"] == f"/api/v1/attachment/session/{session['sessionId']}/upload/{{chunkId}}"
+    expires = parse_iso(session["expiresAt"])
+    now = datetime.now(timezone.utc)
+    ttl = timedelta(seconds=settings.upload_ttl)
+    assert now + ttl - timedelta(minutes=2) < expires <= now + ttl + timedelta(seconds=5)
+    chunks = pieces(data)
+    order = list(chunks)
+    random.Random(7).shuffle(order)
+    assert order != sorted(order)
+
+    async def send(number: int):
+        # a mix of the digest headers a client may send
+        headers = [{"Content-MD5": md5_b64(chunks[number])},
+                   {"Content-Digest": f"sha-256=:{sha256_b64(chunks[number])}:"},
+                   {"Digest": f"SHA-256={sha256_b64(chunks[number])}"}, {}][number % 4]
+        response = await put_chunk(client, session, number, chunks[number], **headers)
+        assert response.status == 200, await response.text()
+        answer = await response.json()
+        assert answer["chunkId"] == number and answer["size"] == len(chunks[number]) and answer["expiresAt"]
+        return number
+
+    assert sorted(await asyncio.gather(*(send(number) for number in order))) == list(range(1, 9))
+    status = await status_of(client, session)
+    assert status["receivedChunks"] == list(range(1, 9)) and status["missingChunks"] == []
+    assert status["bytesReceived"] == len(data) and status["fileName"] == "model.bin"
+    assert view.object(bucket_id, "models/m.bin") is None  # nothing visible before completion
+    response = await complete(client, session)
+    assert response.status == 201, await response.text()
+    info = await response.json()
+    assert info["size"] == len(data) and info["key"] == "models/m.bin" and info["sessionId"] == session["sessionId"]
+    assert info["content_type"] == "application/x-model" and parse_iso(info["expiresAt"])
+    assert sha256(view.object(bucket_id, "models/m.bin")) == sha256(data)
+    assert view.staging_keys(bucket_id, session["sessionId"]) == []
+    again = await complete(client, session)  # a retry after a lost answer gives the same answer
+    assert again.status == 201 and (await again.json())["etag"] == info["etag"]
+
+
+async def test_missing_chunks_at_completion_are_listed(client, settings):
+    bucket_id = await make_bucket(client)
+    data = os.urandom(5 * CHUNK + 1234)
+    session = await initiate(client, bucket_id, len(data))
+    assert session["totalChunks"] == 6
+    chunks = pieces(data)
+    for number in (1, 3, 4, 6):
+        assert (await put_chunk(client, session, number, chunks[number])).status == 200
+    response = await complete(client, session)
+    assert response.status == 400
+    body = await response.json()
+    assert body["missingChunks"] == [2, 5] and "missing" in body["error"]
+    status = await status_of(client, session)
+    assert status["missingChunks"] == [2, 5] and status["receivedChunks"] == [1, 3, 4, 6]
+    assert status["bytesReceived"] == 3 * CHUNK + 1234 and status["state"] == "open"
+    assert S3View(settings).object(bucket_id, "model.bin") is None
+    for number in (5, 2):
+        assert (await put_chunk(client, session, number, chunks[number])).status == 200
+    response = await complete(client, session)
+    assert response.status == 201, await response.text()
+    assert S3View(settings).object(bucket_id, "model.bin") == data
+
+
+async def test_chunk_sizes_must_be_exact_and_ids_in_range(client, settings):
+    bucket_id = await make_bucket(client)
+    data = os.urandom(2 * CHUNK + 10)
+    session = await initiate(client, bucket_id, len(data), key="exact.bin")
+    chunks = pieces(data)
+
+    async def streamed(blob: bytes):
+        yield blob
+
+    cases = [
+        (1, chunks[1][:-1], "must be"),          # one byte short
+        (1, chunks[1] + b"x", "must be"),        # one byte long (Content-Length says so up front)
+        (3, chunks[3] + b"x", "must be"),        # the short last chunk, one byte long
+        (3, chunks[3][:-1], "must be"),
+        (0, b"x", "out of range"),
+        (4, b"x", "out of range"),
+        ("abc", b"x", "chunkId"),
+        ("-1", b"x", "chunkId"),
+        ("\u00b2", b"x", "chunkId"),
+    ]
+    for chunk_id, body, message in cases:
+        response = await put_chunk(client, session, chunk_id, body)
+        assert response.status == 400, (chunk_id, len(body))
+        assert message in (await response.json())["error"], chunk_id
+    response = await put_chunk(client, session, 2, streamed(chunks[2] + b"tail"))  # chunked, too long
+    assert response.status == 400
+    status = await status_of(client, session)
+    assert status["receivedChunks"] == [] and status["bytesReceived"] == 0
+    for number, blob in chunks.items():
+        assert (await put_chunk(client, session, number, streamed(blob))).status == 200
+    assert (await complete(client, session)).status == 201
+    assert S3View(settings).object(bucket_id, "exact.bin") == data
+
+
+async def test_chunk_checksum_mismatch_is_400_and_stores_nothing(client, settings):
+    bucket_id = await make_bucket(client)
+    data = os.urandom(CHUNK + 100)
+    session = await initiate(client, bucket_id, len(data), key="sums.bin")
+    chunk = data[:CHUNK]
+    other = b"not the bytes"
+    bad_headers = [
+        {"Content-MD5": md5_b64(other)},
+        {"Content-MD5": "not base64!"},
+        {"Digest": f"sha-256={sha256_b64(other)}"},
+        {"Digest": f"md5={md5_b64(other)}"},
+        {"Content-Digest": f"sha-256=:{sha256_b64(other)}:"},
+        {"Content-Digest": f"sha-256=:{sha256_b64(chunk)}:, md5=:{md5_b64(other)}:"},
+        {"Content-Digest": "sha-256=not-a-byte-sequence"},
+        {"Content-Digest": "sha-256=:@@@:"},
+        {"Content-Digest": f"sha-512=:{base64.b64encode(hashlib.sha512(chunk).digest()).decode()}:"},
+        {"Digest": "unixsum=30637"},
+        {"Content-MD5": md5_b64(chunk), "Digest": f"md5={md5_b64(other)}"},
+    ]
+    for headers in bad_headers:
+        response = await put_chunk(client, session, 1, chunk, **headers)
+        assert response.status == 400, headers
+        assert (await response.json())["error"], headers
+    status = await status_of(client, session)
+    assert status["receivedChunks"] == []
+    response = await put_chunk(client, session, 1, chunk, **{
+        "Content-Digest": f"sha-512=:AAAA:, sha-256=:{sha256_b64(chunk)}:", "Content-MD5": md5_b64(chunk)})
+    assert response.status == 200, await response.text()
+    response = await put_chunk(client, session, 2, data[CHUNK:], Digest=f"MD5={md5_b64(data[CHUNK:])}")
+    assert response.status == 200
+    assert (await complete(client, session)).status == 201
+    assert S3View(settings).object(bucket_id, "sums.bin") == data
+
+
+async def test_sha256_is_verified_at_completion(client, settings):
+    view = S3View(settings)
+    bucket_id = await make_bucket(client)
+    data = os.urandom(CHUNK + 5)
+    wrong = await initiate(client, bucket_id, len(data), key="wrong.bin", sha256="ab" * 32)
+    good = await initiate(client, bucket_id, len(data), key="good.bin", sha256=sha256(data))
+    for session in (wrong, good):
+        for number, blob in pieces(data).items():
+            assert (await put_chunk(client, session, number, blob)).status == 200
+    response = await complete(client, wrong)
+    assert response.status == 400
+    body = await response.json()
+    assert "sha256 mismatch" in body["error"] and body["sha256"] == sha256(data)
+    assert view.object(bucket_id, "wrong.bin") is None
+    response = await complete(client, good, sha256="cd" * 32)  # differs from the declared one
+    assert response.status == 400
+    response = await complete(client, good, sha256=sha256(data))
+    assert response.status == 201, await response.text()
+    assert (await response.json())["sha256"] == sha256(data)
+    assert view.object(bucket_id, "good.bin") == data
+    assert view.staging_keys(bucket_id, good["sessionId"]) == []
+
+
+async def test_abort_removes_every_stored_chunk(client, settings):
+    view = S3View(settings)
+    bucket_id = await make_bucket(client)
+    data = os.urandom(3 * CHUNK)
+    plain = await initiate(client, bucket_id, len(data), key="plain.bin")
+    staged = await initiate(client, bucket_id, len(data), key="staged.bin", sha256=sha256(data))
+    for session in (plain, staged):
+        for number in (1, 3):
+            assert (await put_chunk(client, session, number, pieces(data)[number])).status == 200
+    assert len(view.multipart_uploads(bucket_id)) == 1  # the plain one targets its key
+    assert len(view.multipart_uploads(bucket_id, staged["sessionId"])) == 1  # the staged one a staging key
+    for session in (plain, staged):
+        response = await client.post(f"/api/v1/attachment/session/{session['sessionId']}/abort",
+                                     headers=auth("alice"))
+        assert response.status == 204
+        assert view.staging_keys(bucket_id, session["sessionId"]) == []
+        assert (await client.get(f"/api/v1/attachment/session/{session['sessionId']}",
+                                 headers=auth("alice"))).status == 404
+        assert (await put_chunk(client, session, 2, pieces(data)[2])).status == 404
+        assert (await complete(client, session)).status == 404
+    # ListMultipartUploads: nothing left
+    assert view.multipart_uploads(bucket_id) == [] and view.multipart_uploads(bucket_id, staged["sessionId"]) == []
+    assert view.object(bucket_id, "plain.bin") is None and view.object(bucket_id, "staged.bin") is None
+
+
+async def test_initiate_validation_and_access_rules(client):
+    bucket_id = await make_bucket(client, grants=[("USER", "bob", "READ")])
+    good = {"bucket_id": bucket_id, "fileName": "f.bin", "fileSize": 10}
+    for change, message in (({"fileName": None}, "fileName"), ({"fileName": ""}, "fileName"),
+                            ({"fileSize": -1}, "fileSize"), ({"fileSize": "10"}, "fileSize"),
+                            ({"fileSize": True}, "fileSize"), ({"bucket_id": "nope"}, "UUID"),
+                            ({"key": "a/../b"}, "'..'"), ({"key": 7}, "key"), ({"fileName": "dir/.."}, "file name"),
+                            ({"sha256": "abc"}, "sha256"), ({"contentType": 5}, "contentType")):
+        response = await client.post("/api/v1/attachment/initiate", headers=auth("alice"), json={**good, **change})
+        assert response.status == 400, change
+        assert message in (await response.json())["error"], change
+    response = await client.post("/api/v1/attachment/initiate", headers=auth("alice"), data=b"{")
+    assert response.status == 400
+    assert (await client.post("/api/v1/attachment/initiate", json=good)).status == 401
+    assert (await client.post("/api/v1/attachment/initiate", headers=auth("bob"), json=good)).status == 403
+    assert (await client.post("/api/v1/attachment/initiate", headers=auth("carol"), json=good)).status == 404
+    # the key defaults to the file name's last component
+    session = await initiate(client, bucket_id, 10)
+    assert session["key"] == "model.bin" and session["totalChunks"] == 1 and session["chunkSize"] >= 5 * MiB
+    base = f"/api/v1/attachment/session/{session['sessionId']}"
+    for method, path in (("GET", base), ("PUT", base + "/upload/1"), ("POST", base + "/complete"),
+                         ("POST", base + "/abort")):
+        response = await client.request(method, path, headers=auth("bob"), data=b"0123456789")
+        assert response.status == 404, (method, path)
+        assert (await response.json())["error"] == "upload not found"
+        assert (await client.request(method, path, data=b"0123456789")).status == 401
+    assert (await client.get("/api/v1/attachment/session/not-a-uuid", headers=auth("alice"))).status == 404
+    assert (await put_chunk(client, session, 1, b"0123456789")).status == 200
+    # an upload of another protocol takes no chunks here
+    response = await client.put("/api/v1/upload", params={"bucket_id": bucket_id, "key": "o.bin"}, data=b"abc",
+                                headers=auth("alice"))
+    offset_upload = (await response.json())["upload_id"]
+    response = await client.put(f"/api/v1/attachment/session/{offset_upload}/upload/1", data=b"abc",
+                                headers=auth("alice"))
+    assert response.status == 400 and "not an indexed session" in (await response.json())["error"]
+
+
+async def test_large_files_get_larger_chunks_and_at_most_10000_of_them(client):
+    bucket_id = await make_bucket(client)
+    for size in (10_000 * CHUNK, 10_000 * CHUNK + 1, 3 * 2**40):
+        session = await initiate(client, bucket_id, size)
+        assert session["totalChunks"] <= 10_000 and session["chunkSize"] * session["totalChunks"] >= size
+        assert session["chunkSize"] % MiB == 0
+        await client.post(f"/api/v1/attachment/session/{session['sessionId']}/abort", headers=auth("alice"))
+
+
+async def test_two_concurrent_writes_of_one_chunk_exactly_one_wins(client, settings):
+    bucket_id = await make_bucket(client)
+    session = await initiate(client, bucket_id, CHUNK, key="race.bin")
+    bodies = [os.urandom(CHUNK), os.urandom(CHUNK)]
+
+    async def slow(blob: bytes):
+        for start in range(0, len(blob), MiB):
+            yield blob[start:start + MiB]
+            await asyncio.sleep(0.05)
+
+    responses = await asyncio.gather(*(client.put(chunk_url(session, 1), data=slow(blob), headers=auth("alice"))
+                                       for blob in bodies))
+    statuses = [response.status for response in responses]
+    assert sorted(statuses) == [200, 423], statuses
+    winner = bodies[statuses.index(200)]
+    assert (await complete(client, session)).status == 201
+    assert S3View(settings).object(bucket_id, "race.bin") == winner
