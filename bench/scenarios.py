@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,6 +322,7 @@ async def abort_quietly(b: Bench, path: str, **kwargs) -> None:
 async def offset_chunks(b: Bench, key: str, chunk_size: int = PART_SIZE) -> Outcome:
     """Sequential chunks of 16 MiB: the first creates the upload, then import_upload."""
     bucket_id = b.need_bucket()
+    started = time.perf_counter()
     upload_id = ""
     offset = 0
     while offset < b.input.size:
@@ -335,11 +337,13 @@ async def offset_chunks(b: Bench, key: str, chunk_size: int = PART_SIZE) -> Outc
         offset += len(data)
         if answer.get("offset") != offset:
             raise Failed(f"offset after a chunk is {answer.get('offset')}, expected {offset}")
+    chunks_done = time.perf_counter()
     status, headers, answer = await b.api("POST", "/api/v1/import_upload", first=True,
                                           json={"upload_id": upload_id, "bucket_id": bucket_id, "key": key})
     if status == 202:
         await wait_for_import(b, headers, answer)
-    return Outcome(b.input.size, [b.sagestore_object(key)])
+    return Outcome(b.input.size, [b.sagestore_object(key)],
+                   note=f"chunks {chunks_done - started:.1f} s + import {time.perf_counter() - chunks_done:.1f} s")
 
 
 async def wait_for_import(b: Bench, headers: dict[str, str], answer: Any) -> None:
