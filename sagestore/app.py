@@ -14,7 +14,7 @@ from .config import Settings
 from .db import create_pool
 from .db.migrate import migrate
 from .errors import error_middleware
-from .handlers import meta, multipart, offset_uploads, sessions
+from .handlers import buckets, meta, multipart, objects, offset_uploads, permissions, sessions
 from .handlers.common import IDENTITY
 from .metrics import Metrics
 from .storage import BucketMapping, open_object_store
@@ -107,6 +107,9 @@ def create_app(settings: Settings) -> web.Application:
     app[context.METRICS] = Metrics()
     app.cleanup_ctx.extend([auth_ctx, database_ctx, storage_ctx, engine_ctx])
     app.add_routes(meta.routes)
+    app.add_routes(buckets.routes)
+    app.add_routes(permissions.routes)
+    app.add_routes(objects.routes)
     app.add_routes(multipart.routes)
     app.add_routes(offset_uploads.routes)
     app.cleanup_ctx.append(offset_uploads.import_jobs_ctx)

@@ -60,3 +60,16 @@ def parse_grantee(text: str) -> tuple[str, str, str | None]:
     if permission is not None and permission not in PERMISSIONS:
         raise BadRequest(f"permission {pieces[2]!r} must be one of {', '.join(PERMISSIONS)}")
     return grantee_type, pieces[1], permission
+
+
+def can_revoke(held: frozenset[str], permission: str) -> bool:
+    """Revoking mirrors granting: a WRITE_ACP holder cannot strip a co-owner's FULL_CONTROL."""
+    return can_grant(held, permission)
+
+
+def check_grant_change(owner: str, grantee_type: str, grantee: str, permission: str | None) -> None:
+    """Rules that hold whoever asks: 400 when a grant (or revocation) is never allowed."""
+    if grantee_type == "USER" and grantee == owner:
+        raise BadRequest("the owner's permissions cannot be changed")
+    if grantee_type == "GROUP" and grantee == ALL_USERS and permission not in (None, "READ"):
+        raise BadRequest("group AllUsers can only be granted READ (that makes a bucket public)")

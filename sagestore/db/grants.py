@@ -38,3 +38,11 @@ async def remove(cur: Any, bucket_id: str, grantee_type: str, grantee: str, perm
                          AND (%s::text IS NULL OR permission = %s)""",
                       (bucket_id, grantee_type, grantee, permission, permission))
     return cur.rowcount
+
+
+async def list_for_grantee(cur: Any, bucket_id: str, grantee_type: str, grantee: str) -> list[Grant]:
+    """One grantee's grants on a bucket, locked until the transaction ends."""
+    await cur.execute("""SELECT grantee_type, grantee, permission FROM grants
+                         WHERE bucket_id = %s AND grantee_type = %s AND grantee = %s
+                         ORDER BY permission FOR UPDATE""", (bucket_id, grantee_type, grantee))
+    return [Grant(r["grantee_type"], r["grantee"], r["permission"]) for r in await cur.fetchall()]

@@ -178,8 +178,9 @@ _SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {
 
 
 def _json(properties: dict[str, Any], required: list[str], needed: bool = True) -> dict[str, Any]:
+    # OpenAPI 3.0 wants a non-empty "required" list, or none at all
     return {"required": needed, "content": {"application/json": {"schema": {
-        "type": "object", "properties": properties, "required": required}}}}
+        "type": "object", "properties": properties, **({"required": required} if required else {})}}}}
 
 
 PATHS.update({

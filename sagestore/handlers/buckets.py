@@ -1,0 +1,223 @@
+"""SAGE buckets: create, list, show, rename/retype/archive, delete (with all their files).
+
+`?permissions` on /api/v1/objects/{id} is the bucket's ACL sub-resource; those
+requests are handed to handlers.permissions.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+from .. import context
+from ..acl import authorize
+from ..db import buckets as bucket_queries
+from ..db import cursor, transaction
+from ..errors import BadRequest, Conflict, NotFound, Unauthorized
+from ..openapi import PATHS, operation
+from ..storage import parse_bucket_id
+from . import permissions
+from .common import identity, json_body, query_flag
+from .schemas import (BAD_REQUEST, BUCKET, BUCKET_ID_PARAM, BUCKET_SUMMARY, DELETED, FORBIDDEN, NOT_FOUND,
+                      UNAUTHORIZED, error, json_content)
+
+routes = web.RouteTableDef()
+
+BUCKET_TYPES = ("model", "training-data", "profile", "none")
+MAX_NAME_LENGTH = 256
+
+
+def rfc3339(value: datetime) -> str:
+    """The Go server's time format: UTC, whole seconds, 'Z'."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def bucket_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "owner": row["owner"], "type": row["type"],
+            "time_created": rfc3339(row["time_created"]),
+            "time_last_updated": rfc3339(row["time_last_updated"]), "archived": row["archived"]}
+
+
+def bucket_summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "owner": row["owner"], "type": row["type"]}
+
+
+def bucket_id_of(request: web.Request) -> str:
+    return parse_bucket_id(request.match_info["id"])
+
+
+def parse_type(value: Any) -> str:
+    if value is None or value == "":
+        raise BadRequest(f"bucket type is required: one of {', '.join(BUCKET_TYPES)}")
+    if value not in BUCKET_TYPES:
+        raise BadRequest(f"bucket type {value!r} is not one of {', '.join(BUCKET_TYPES)}")
+    return value
+
+
+def parse_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise BadRequest("bucket name must be a string")
+    if len(value) > MAX_NAME_LENGTH:
+        raise BadRequest(f"bucket name is longer than {MAX_NAME_LENGTH} characters")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise BadRequest("bucket name must not contain control characters")
+    return value
+
+
+def parse_changes(body: dict[str, Any]) -> dict[str, Any]:
+    """The PATCH body: any of name, type, archived; nothing else."""
+    unknown = sorted(set(body) - {"name", "type", "archived"})
+    if unknown:
+        raise BadRequest(f"cannot change {', '.join(unknown)}: only name, type and archived can be changed")
+    if not body:
+        raise BadRequest("nothing to change: send any of name, type, archived")
+    changes: dict[str, Any] = {}
+    if "name" in body:
+        changes["name"] = parse_name(body["name"])
+    if "type" in body:
+        changes["type"] = parse_type(body["type"])
+    if "archived" in body:
+        if not isinstance(body["archived"], bool):
+            raise BadRequest("archived must be true or false")
+        changes["archived"] = body["archived"]
+    return changes
+
+
+def wants_permissions(request: web.Request) -> bool:
+    """`?permissions`, `?permissions=True` select the ACL; `?permissions=false` is a mistake, not a bucket op."""
+    if "permissions" not in request.query:
+        return False
+    if not query_flag(request, "permissions"):
+        raise BadRequest("?permissions=false is not meaningful: leave the parameter out")
+    return True
+
+
+@routes.post("/api/v1/objects")
+async def create_bucket(request: web.Request) -> web.Response:
+    caller = identity(request)
+    metrics = request.app[context.METRICS]
+    if caller.anonymous:
+        metrics.bucket_creation_errors.labels("unauthenticated").inc()
+        raise Unauthorized("authentication required to create a bucket")
+    try:
+        bucket_type = parse_type(request.query.get("type"))
+        name = parse_name(request.query.get("name", ""))
+        public = query_flag(request, "public")
+    except BadRequest:
+        metrics.bucket_creation_errors.labels("bad_request").inc()
+        raise
+    try:
+        async with transaction(request.app[context.DB]) as cur:
+            row = await bucket_queries.create(cur, str(uuid.uuid4()), name, bucket_type, caller.user, public)
+    except Exception:
+        metrics.bucket_creation_errors.labels("backend").inc()
+        raise
+    metrics.bucket_creations.inc()
+    return web.json_response(bucket_json(row))
+
+
+@routes.get("/api/v1/objects")
+async def list_buckets(request: web.Request) -> web.Response:
+    caller = identity(request)
+    owner = request.query.get("owner") or None
+    name = request.query.get("name") or None
+    async with cursor(request.app[context.DB]) as cur:
+        rows = await bucket_queries.list_visible(cur, caller.user, sorted(caller.groups), owner=owner, name=name)
+    return web.json_response([bucket_summary(row) for row in rows])
+
+
+@routes.get("/api/v1/objects/{id}")
+async def show_bucket(request: web.Request) -> web.Response:
+    bucket_id = bucket_id_of(request)
+    if wants_permissions(request):
+        return await permissions.show(request, bucket_id)
+    async with cursor(request.app[context.DB]) as cur:
+        bucket, _ = await authorize(cur, bucket_id, identity(request), "READ")
+    return web.json_response(bucket_json(bucket))
+
+
+@routes.patch("/api/v1/objects/{id}")
+async def patch_bucket(request: web.Request) -> web.Response:
+    bucket_id = bucket_id_of(request)
+    body = await json_body(request)
+    async with transaction(request.app[context.DB]) as cur:
+        # not writing=True: an archived bucket must stay patchable, or it could never be un-archived
+        await authorize(cur, bucket_id, identity(request), "FULL_CONTROL")
+        changes = parse_changes(body)
+        row = await bucket_queries.update(cur, bucket_id, changes)
+    if row is None:
+        raise NotFound("bucket not found")
+    return web.json_response(bucket_json(row))
+
+
+@routes.delete("/api/v1/objects/{id}")
+async def delete_bucket(request: web.Request) -> web.Response:
+    bucket_id = bucket_id_of(request)
+    if wants_permissions(request):
+        return await permissions.revoke(request, bucket_id)
+    pool = request.app[context.DB]
+    async with cursor(pool) as cur:
+        bucket, _ = await authorize(cur, bucket_id, identity(request), "FULL_CONTROL")
+    if bucket["archived"]:
+        raise Conflict('the bucket is archived: un-archive it (PATCH {"archived": false}) before deleting it')
+    # unfinished resumable uploads first: their S3 multipart uploads and staging objects live
+    # outside the bucket's prefix, and their rows would otherwise cascade away unreleased
+    await request.app[context.ENGINE].abort_bucket(bucket_id)
+    store = request.app[context.STORE]
+    folder = request.app[context.MAPPING].folder(bucket_id)
+    await store.delete_prefix(folder)
+    async with transaction(pool) as cur:
+        if not await bucket_queries.delete(cur, bucket_id):  # grants go with it (ON DELETE CASCADE)
+            raise NotFound("bucket not found")
+    # an upload that passed its ACL check before the row went may have landed meanwhile;
+    # uploads also re-check the bucket when they finish and remove what they stored
+    await store.delete_prefix(folder)
+    return web.json_response({"deleted": [bucket_id]})
+
+
+PATHS.setdefault("/api/v1/objects", {}).update({
+    "post": operation(
+        "Create a bucket (any authenticated user); the caller becomes its owner with FULL_CONTROL",
+        {"200": json_content("The new bucket", BUCKET), "400": BAD_REQUEST, "401": UNAUTHORIZED},
+        parameters=[
+            {"name": "type", "in": "query", "required": True,
+             "schema": {"type": "string", "enum": list(BUCKET_TYPES)}},
+            {"name": "name", "in": "query", "schema": {"type": "string", "maxLength": MAX_NAME_LENGTH}},
+            {"name": "public", "in": "query", "description": "true/1: grant GROUP AllUsers READ",
+             "schema": {"type": "boolean"}},
+        ]),
+    "get": operation(
+        "Buckets the caller can read (USER or GROUP grants) plus public ones, oldest first",
+        {"200": json_content("Bucket summaries", {"type": "array", "items": BUCKET_SUMMARY})},
+        parameters=[
+            {"name": "owner", "in": "query", "schema": {"type": "string"}, "description": "only this owner's"},
+            {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "only this name"},
+        ]),
+})
+PATHS.setdefault("/api/v1/objects/{id}", {}).update({  # permissions.py adds "put"
+    "get": operation(
+        "Show a bucket (READ); with ?permissions its grants (READ_ACP)",
+        {"200": json_content("The bucket, or with ?permissions a list of grants",
+                             {"oneOf": [BUCKET, {"type": "array", "items": permissions.GRANT}]}),
+         "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN, "404": NOT_FOUND},
+        parameters=[BUCKET_ID_PARAM, permissions.PERMISSIONS_PARAM]),
+    "patch": operation(
+        "Change name, type or archived (FULL_CONTROL). Archived buckets refuse uploads and deletions",
+        {"200": json_content("The updated bucket", BUCKET), "400": BAD_REQUEST, "401": UNAUTHORIZED,
+         "403": FORBIDDEN, "404": NOT_FOUND},
+        parameters=[BUCKET_ID_PARAM],
+        requestBody={"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False, "minProperties": 1, "properties": {
+                "name": {"type": "string", "maxLength": MAX_NAME_LENGTH},
+                "type": {"type": "string", "enum": list(BUCKET_TYPES)},
+                "archived": {"type": "boolean"}}}}}}),
+    "delete": operation(
+        "Delete the bucket with all its files, grants and unfinished uploads (FULL_CONTROL); "
+        "with ?permissions&grantee=... revoke grants instead (WRITE_ACP)",
+        {"200": json_content("What was deleted: the bucket id, or the revoked grantee specs", DELETED),
+         "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN, "404": NOT_FOUND,
+         "409": error("The bucket is archived; un-archive it first")},
+        parameters=[BUCKET_ID_PARAM, permissions.PERMISSIONS_PARAM, permissions.GRANTEE_PARAM]),
+})

@@ -1,0 +1,126 @@
+"""A bucket's ACL: `?permissions` on /api/v1/objects/{id} (GET, PUT, DELETE).
+
+GET and DELETE share their route with the bucket itself (handlers.buckets dispatches
+here); PUT on a bucket exists only for permissions, so its route lives here.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from .. import context
+from ..acl import GRANTEE_TYPES, PERMISSIONS, Grant, authorize, parse_grantee
+from ..acl.model import can_grant, can_revoke, check_grant_change
+from ..db import grants as grant_queries
+from ..db import cursor, transaction
+from ..errors import BadRequest, Forbidden
+from ..openapi import PATHS, operation
+from ..storage import parse_bucket_id
+from .common import identity, json_body, query_flag
+from .schemas import BAD_REQUEST, BUCKET_ID_PARAM, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, json_content
+
+routes = web.RouteTableDef()
+
+MAX_GRANTEE_LENGTH = 256
+GRANT_FIELDS = ("granteeType", "grantee", "permission")
+
+
+def parse_grant(body: dict[str, Any]) -> Grant:
+    """{"granteeType","grantee","permission"} -> Grant; 400 naming the bad field."""
+    missing = [name for name in GRANT_FIELDS if name not in body]
+    if missing:
+        raise BadRequest(f"missing field(s): {', '.join(missing)}")
+    unknown = sorted(set(body) - set(GRANT_FIELDS))
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+    grantee_type, grantee, permission = (body[name] for name in GRANT_FIELDS)
+    if not isinstance(grantee_type, str) or grantee_type.upper() not in GRANTEE_TYPES:
+        raise BadRequest(f"granteeType must be one of {', '.join(GRANTEE_TYPES)}")
+    if not isinstance(permission, str) or permission.upper() not in PERMISSIONS:
+        raise BadRequest(f"permission must be one of {', '.join(PERMISSIONS)}")
+    if not isinstance(grantee, str) or not grantee:
+        raise BadRequest("grantee must be a non-empty string")
+    if len(grantee) > MAX_GRANTEE_LENGTH:
+        raise BadRequest(f"grantee is longer than {MAX_GRANTEE_LENGTH} characters")
+    # ':' separates TYPE:NAME:PERM in ?grantee=, so a name with ':' could never be revoked
+    if ":" in grantee or re.search(r"[\x00-\x1f\x7f]", grantee) or grantee != grantee.strip():
+        raise BadRequest("grantee must not contain ':', control characters or surrounding spaces")
+    return Grant(grantee_type.upper(), grantee, permission.upper())
+
+
+def grantee_spec(grantee_type: str, grantee: str, permission: str | None) -> str:
+    return f"{grantee_type}:{grantee}" + (f":{permission}" if permission else "")
+
+
+async def show(request: web.Request, bucket_id: str) -> web.Response:
+    async with cursor(request.app[context.DB]) as cur:
+        await authorize(cur, bucket_id, identity(request), "READ_ACP")
+        grants = await grant_queries.list_for_bucket(cur, bucket_id)
+    return web.json_response([grant.as_json() for grant in grants])
+
+
+@routes.put("/api/v1/objects/{id}")
+async def grant(request: web.Request) -> web.Response:
+    bucket_id = parse_bucket_id(request.match_info["id"])
+    if "permissions" not in request.query:
+        raise BadRequest("PUT on a bucket needs ?permissions; to upload a file, PUT /api/v1/objects/{id}/{key}")
+    if not query_flag(request, "permissions"):
+        raise BadRequest("?permissions=false is not meaningful: leave the value out")
+    body = await json_body(request)  # read before taking a database connection: clients may be slow
+    async with transaction(request.app[context.DB]) as cur:
+        bucket, held = await authorize(cur, bucket_id, identity(request), "WRITE_ACP")
+        new_grant = parse_grant(body)
+        check_grant_change(bucket["owner"], new_grant.grantee_type, new_grant.grantee, new_grant.permission)
+        if not can_grant(held, new_grant.permission):
+            raise Forbidden(f"you cannot grant {new_grant.permission}: you do not hold it yourself")
+        await grant_queries.add(cur, bucket_id, new_grant)  # granting twice is not an error
+    return web.json_response(new_grant.as_json())
+
+
+async def revoke(request: web.Request, bucket_id: str) -> web.Response:
+    """?grantee=TYPE:NAME[:PERM] (repeatable); answers the specs that removed something."""
+    specs = request.query.getall("grantee", [])
+    if not specs:
+        raise BadRequest("query parameter 'grantee' is required: TYPE:NAME or TYPE:NAME:PERMISSION")
+    targets = [parse_grantee(spec) for spec in specs]
+    deleted: list[str] = []
+    async with transaction(request.app[context.DB]) as cur:
+        bucket, held = await authorize(cur, bucket_id, identity(request), "WRITE_ACP")
+        for grantee_type, grantee, permission in targets:
+            check_grant_change(bucket["owner"], grantee_type, grantee, None)
+            existing = await grant_queries.list_for_grantee(cur, bucket_id, grantee_type, grantee)
+            matched = [g for g in existing if permission is None or g.permission == permission]
+            for match in matched:
+                if not can_revoke(held, match.permission):
+                    raise Forbidden(f"you cannot revoke {match.permission}: you do not hold it yourself")
+            if matched:
+                await grant_queries.remove(cur, bucket_id, grantee_type, grantee, permission)
+                deleted.append(grantee_spec(grantee_type, grantee, permission))
+    return web.json_response({"deleted": deleted})
+
+
+GRANT = {"type": "object", "additionalProperties": False, "required": list(GRANT_FIELDS), "properties": {
+    "granteeType": {"type": "string", "enum": list(GRANTEE_TYPES)},
+    "grantee": {"type": "string", "description": "user name, group name, or AllUsers (GROUP) for the public"},
+    "permission": {"type": "string", "enum": list(PERMISSIONS)}}}
+
+PERMISSIONS_PARAM = {
+    "name": "permissions", "in": "query", "allowEmptyValue": True, "schema": {"type": "string"},
+    "description": "present (no value, or true/1 as sage-storage-py sends 'True') selects the bucket's grants"}
+
+GRANTEE_PARAM = {
+    "name": "grantee", "in": "query", "style": "form", "explode": True,
+    "schema": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z]+:[^:]+(:[A-Za-z_]+)?$"}},
+    "description": "with ?permissions on DELETE, repeatable: TYPE:NAME revokes all of a grantee's permissions, "
+                   "TYPE:NAME:PERMISSION one of them. The owner's grant cannot be revoked, and nobody revokes "
+                   "a permission they do not hold."}
+
+PATHS.setdefault("/api/v1/objects/{id}", {})["put"] = operation(
+    "Grant a permission (?permissions, WRITE_ACP). The owner's grant is immutable, GROUP AllUsers gets READ "
+    "only, and nobody grants a permission they do not hold (FULL_CONTROL holds all)",
+    {"200": json_content("The grant, echoed", GRANT), "400": BAD_REQUEST, "401": UNAUTHORIZED,
+     "403": FORBIDDEN, "404": NOT_FOUND},
+    parameters=[BUCKET_ID_PARAM, {**PERMISSIONS_PARAM, "required": True}],
+    requestBody={"required": True, "content": {"application/json": {"schema": GRANT}}})
