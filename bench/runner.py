@@ -384,16 +384,25 @@ class Runner:
                 else:
                     profiler = self.start_profiler("small-requests")
                     try:
-                        ours = await hammer(f"{b.server_url}/api/v1/objects/{b.bucket_id}", AUTH,
-                                            seconds=options.small_seconds, concurrency=options.small_concurrency)
+                        with postgres_cpu() as database:
+                            ours = await hammer(f"{b.server_url}/api/v1/objects/{b.bucket_id}", AUTH,
+                                                seconds=options.small_seconds,
+                                                concurrency=options.small_concurrency)
                     finally:
                         self.stop_profiler(profiler, result)
+                    # the same server without the database: its middlewares and aiohttp alone
+                    health = await hammer(f"{b.server_url}/healthz", AUTH, seconds=options.small_seconds,
+                                          concurrency=options.small_concurrency)
                     self.small["sagestore"] = asdict(ours) | {"rate": ours.rate}
+                    self.small["sagestore_healthz"] = asdict(health) | {"rate": health.rate}
                     result.ratio = ours.rate / bare.rate if bare.rate else None
                     result.peak_rss_mib = server.peak_rss / MIB
+                    per_request = database.cpu_seconds / ours.requests * 1e6 if ours.requests else None
                     result.extra |= {"sagestore_rate": ours.rate, "bare_rate": bare.rate,
-                                    "sagestore_errors": ours.errors, "bare_errors": bare.errors}
-                    result.note = f"{ours.rate:.0f} req/s vs bare {bare.rate:.0f} req/s"
+                                     "healthz_rate": health.rate, "postgres_cpu_us_per_request": per_request,
+                                     "sagestore_errors": ours.errors, "bare_errors": bare.errors}
+                    result.note = (f"{ours.rate:.0f} req/s vs bare {bare.rate:.0f} req/s; sagestore /healthz "
+                                   f"{health.rate:.0f} req/s; PostgreSQL {per_request or 0:.0f} CPU µs/request")
                     if ours.errors:
                         result.status = "failed"
                         result.note += f"; {ours.errors} errors {ours.statuses}"
@@ -490,6 +499,27 @@ class Runner:
             if reference:
                 result.ratio = result.mb_s / reference
         self.baselines = {"upload_mb_s": up, "download_mb_s": down}
+
+
+class postgres_cpu:
+    """CPU seconds used by all PostgreSQL processes on the machine during a block (the
+    database shares the cores with everything else)."""
+
+    def __enter__(self) -> "postgres_cpu":
+        self.start = self._total()
+        self.cpu_seconds = 0.0
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.cpu_seconds = max(0.0, self._total() - self.start)
+
+    @staticmethod
+    def _total() -> float:
+        total = 0.0
+        for process in psutil.process_iter(["name", "cpu_times"]):
+            if process.info["name"] and process.info["name"].startswith("postgres") and process.info["cpu_times"]:
+                total += process.info["cpu_times"].user + process.info["cpu_times"].system
+        return total
 
 
 def merge_rounds(rounds: list[list[Result]]) -> list[Result]:
