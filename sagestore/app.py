@@ -8,13 +8,13 @@ from typing import AsyncIterator
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from . import context
+from . import context, cors
 from .auth.tokens import build_authenticator, parse_authorization
 from .config import Settings
 from .db import create_pool
 from .db.migrate import migrate
 from .errors import error_middleware
-from .handlers import buckets, meta, multipart, objects, offset_uploads, permissions, sessions
+from .handlers import buckets, ietf, meta, multipart, objects, offset_uploads, permissions, sessions, tus
 from .handlers.common import IDENTITY
 from .metrics import Metrics
 from .storage import BucketMapping, open_object_store
@@ -114,4 +114,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(offset_uploads.routes)
     app.cleanup_ctx.append(offset_uploads.import_jobs_ctx)
     app.add_routes(sessions.routes)
+    app.add_routes(tus.routes)
+    app.add_routes(ietf.routes)
+    cors.setup(app)
     return app

@@ -230,6 +230,10 @@ class Embedded:
         argv = [weed, "mini", f"-dir={weed_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={s3_config}",
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
                 "-master.telemetry=false", "-master.electionTimeout=1s",
+                # every S3 bucket is a SeaweedFS collection with volumes of its own; the automatic
+                # limit (free disk / volume size) allows ~80 on an 80 GB disk, too few for 256
+                # hashed buckets. Volumes are sparse files, so a high cap costs no space up front.
+                "-volume.max=4096", "-master.volumeSizeLimitMB=1024",
                 f"-master.port={ports['master']}", f"-master.port.grpc={ports['master-grpc']}",
                 f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume-grpc']}",
                 f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer-grpc']}",

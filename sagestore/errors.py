@@ -14,6 +14,7 @@ class ApiError(Exception):
     """An error the client should see: HTTP status, message, optional extra fields and headers."""
 
     status = 500
+    content_type = "application/json"  # e.g. application/problem+json for the IETF upload draft
 
     def __init__(self, message: str, *, status: int | None = None,
                  headers: dict[str, str] | None = None, **extra: Any) -> None:
@@ -114,7 +115,8 @@ async def error_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except ApiError as error:
-        return web.json_response(error.body(), status=error.status, headers=error.headers)
+        return web.json_response(error.body(), status=error.status, headers=error.headers,
+                                 content_type=error.content_type)
     except web.HTTPException as error:
         if error.status < 400:
             raise

@@ -1055,6 +1055,41 @@ class UploadEngine:
             else:
                 await self.store.delete_prefix(self._staging_prefix(upload))
 
+    # ------------------------------------------------------------------ takeover (tus, IETF draft)
+    async def take_over(self, upload: Upload, *, grace: float = 2.0) -> Upload:
+        """Fence off the request writing this upload now, if any, and return the upload as committed.
+
+        The IETF draft's rule for a new request while an older one still transfers (the client has
+        given up on it): the old one is cut off. First the old writer gets `grace` seconds to finish
+        on its own: a request whose body was cut off is usually just committing the bytes it got,
+        and those are kept. After that its lease is cleared in PostgreSQL, so whichever instance
+        runs it, its commit fails and nothing it has not committed is kept; the offset returned is
+        therefore the one the next append must use. A writer in this instance stops at once; one in
+        another instance at its next lease renewal or commit at the latest.
+        """
+        deadline = asyncio.get_running_loop().time() + grace
+        while True:
+            async with cursor(self.pool) as cur:
+                await cur.execute(f"SELECT state = 'open' AND {lease_held()} AS held FROM uploads WHERE id = %s",
+                                  (upload.id,))
+                row = await cur.fetchone()
+            if row is None or not row["held"]:
+                return await self.get(upload.id, None)
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        previous = None
+        async with transaction(self.pool) as cur:
+            await cur.execute("SELECT writer FROM uploads WHERE id = %s AND state = 'open' FOR UPDATE", (upload.id,))
+            row = await cur.fetchone()
+            if row is not None and row["writer"] is not None:
+                previous = row["writer"]
+                await cur.execute("UPDATE uploads SET writer = NULL, writer_instance = NULL, writer_until = NULL"
+                                  " WHERE id = %s", (upload.id,))
+        if previous in self._local_leases:
+            self._local_leases[previous].lost.set()
+        return await self.get(upload.id, None)
+
     # ------------------------------------------------------------------ concatenation (tus)
     async def concatenate(self, final: Upload, sources: list[Upload]) -> dict[str, Any]:
         """Build `final` from completed source uploads (tus concatenation) and complete it.
