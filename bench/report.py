@@ -144,3 +144,37 @@ def document(results: list[Result], **extra: Any) -> dict[str, Any]:
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def load(path: Path) -> tuple[dict[str, Any], list[Result]]:
+    """A saved run; rows of several rounds get the true medians again (runs written before
+    the median fix showed the higher of two rounds)."""
+    import statistics
+    data = json.loads(path.read_text())
+    results = [Result(**row) for row in data["results"]]
+    for result in results:
+        speeds = [v for v in result.extra.get("rounds_mb_s", []) if v]
+        ratios = [v for v in result.extra.get("rounds_ratio", []) if v]
+        if len(speeds) > 1:
+            result.mb_s = statistics.median(speeds)
+        if len(ratios) > 1:
+            result.ratio = statistics.median(ratios)
+    return data, results
+
+
+def main() -> None:
+    """`python -m bench.report RESULTS.json`: the tables and goals of a saved run again."""
+    import sys
+    data, results = load(Path(sys.argv[1]))
+    print(f"{data.get('date')}, {data['args']['size'] / 2**20:.0f} MiB, {data['machine']['cores']} cores, "
+          f"{data['machine']['memory_gib']} GiB, rounds {data['args'].get('rounds', 1)}, load average "
+          f"{data['load_average']['before'][0]:.1f} -> {data['load_average']['after'][0]:.1f}")
+    print(table(results))
+    print("\ngoals:")
+    print(goals_text(goals(results)))
+    print()
+    print(markdown_table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -5,8 +5,9 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import signal
 import shutil
+import signal
+import statistics
 import subprocess
 import time
 import uuid
@@ -523,23 +524,25 @@ class postgres_cpu:
 
 
 def merge_rounds(rounds: list[list[Result]]) -> list[Result]:
-    """One row per scenario: the median round by MB/s, with the median ratio of the
-    rounds (each round's ratio is to that round's baseline), the highest peak RSS and
-    every round's MB/s in extra["rounds_mb_s"]. Any failed round makes the row failed."""
+    """One row per scenario: MB/s and ratio are the medians over the rounds (each round's
+    ratio is to that round's baseline; with two rounds, their mean); the server columns come
+    from the round closest to the median MB/s; peak RSS and growth are the highest seen.
+    Every round's MB/s and ratio stay in extra. Any failed round makes the row failed."""
     if len(rounds) == 1:
         return rounds[0]
     merged = []
     names = list(dict.fromkeys(r.name for results in rounds for r in results))
     for name in names:
         runs = [r for results in rounds for r in results if r.name == name]
-        ok = sorted((r for r in runs if r.status == "ok" and r.mb_s), key=lambda r: r.mb_s)
+        ok = [r for r in runs if r.status == "ok" and r.mb_s]
         if len(ok) < len(runs) or not ok:
-            bad = next(r for r in runs if r.status != "ok" or not r.mb_s)
-            merged.append(bad)
+            merged.append(next(r for r in runs if r.status != "ok" or not r.mb_s))
             continue
-        row = ok[len(ok) // 2]
-        ratios = sorted(r.ratio for r in ok if r.ratio is not None)
-        row.ratio = ratios[len(ratios) // 2] if ratios else None
+        speed = statistics.median(r.mb_s for r in ok)
+        row = min(ok, key=lambda r: abs(r.mb_s - speed))
+        row.mb_s = speed
+        ratios = [r.ratio for r in ok if r.ratio is not None]
+        row.ratio = statistics.median(ratios) if ratios else None
         peaks = [r.peak_rss_mib for r in ok if r.peak_rss_mib is not None]
         row.peak_rss_mib = max(peaks) if peaks else None
         growths = [r.rss_growth_mib for r in ok if r.rss_growth_mib is not None]
@@ -547,6 +550,7 @@ def merge_rounds(rounds: list[list[Result]]) -> list[Result]:
         row.extra["rounds_mb_s"] = [round(r.mb_s, 1) for r in runs]
         row.extra["rounds_ratio"] = [round(r.ratio, 3) if r.ratio else None for r in runs]
         if len(runs) > 1:
-            row.note = "; ".join(filter(None, [row.note, "MB/s by round " + "/".join(f"{r.mb_s:.0f}" for r in runs)]))
+            row.note = "; ".join(filter(None, [row.note, "MB/s by round " + "/".join(
+                f"{mb_s:.0f}" for mb_s in row.extra["rounds_mb_s"])]))
         merged.append(row)
     return merged
