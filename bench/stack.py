@@ -154,6 +154,11 @@ class Stack:
         self.server_url = f"http://127.0.0.1:{port}"
         await wait_http(self.server_url + "/healthz", self.server, log_path)
 
+    async def restart_sagestore(self) -> None:
+        """A fresh server process, so that a memory measurement starts from a clean heap."""
+        await asyncio.to_thread(stop_process, self.server)
+        await self.start_sagestore()
+
     # --- the bare aiohttp reference app -------------------------------------
     async def start_bare_app(self) -> None:
         port = free_port()
