@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -207,7 +206,3 @@ class Stack:
     def describe(self) -> dict[str, str]:
         return {"s3_endpoint": self.s3.get("endpoint", ""), "database": self.database_note,
                 "sagestore": self.server_url, "bare_app": self.bare_url, "peer": self.peer_url}
-
-
-def dumps(data) -> str:
-    return json.dumps(data, indent=2, sort_keys=False, default=str)
