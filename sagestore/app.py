@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from . import context, cors
+from .acl import cache as acl_cache
 from .auth.tokens import build_authenticator, parse_authorization
 from .config import Settings
 from .db import create_pool
@@ -70,7 +71,9 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         await migrate(pool)
         app[context.DB] = pool
-        yield
+        async with acl_cache.running(pool, settings.database_url, settings.acl_cache_ttl) as cache:
+            app[context.ACL] = cache
+            yield
     finally:
         pool.close()
         await pool.wait_closed()
@@ -83,7 +86,8 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
                                  secret_key=settings.s3_secret_key, region=settings.s3_region,
                                  part_size=settings.s3_part_size,
                                  parts_in_flight=settings.s3_parts_in_flight,
-                                 single_copy_limit=settings.s3_single_copy_limit) as store:
+                                 single_copy_limit=settings.s3_single_copy_limit,
+                                 sign_payload=settings.s3_sign_payload) as store:
         if settings.s3_create_buckets:
             created = await store.ensure_buckets(mapping.all_s3_buckets())
             if created:

@@ -166,7 +166,8 @@ async def reap_once(settings: Settings, orphan_grace: float | None) -> dict[str,
             try:
                 await migrate(pool)
                 async with open_object_store(endpoint=settings.s3_endpoint, access_key=settings.s3_access_key,
-                                             secret_key=settings.s3_secret_key, region=settings.s3_region) as store:
+                                             secret_key=settings.s3_secret_key, region=settings.s3_region,
+                                             sign_payload=settings.s3_sign_payload) as store:
                     mapping = BucketMapping(settings.s3_bucket_prefix, settings.s3_bucket_count,
                                             settings.s3_single_bucket)
                     engine = UploadEngine(pool, store, mapping, settings, Metrics(), orphan_grace=orphan_grace)

@@ -153,6 +153,8 @@ OPTIONS: list[Option] = [
     Option("log_level", "info", _choice("debug", "info", "warning", "error"), "log level"),
     Option("database_url", "", str, "PostgreSQL URL; empty starts embedded PostgreSQL in the data dir", secret=True),
     Option("db_pool_size", 10, int, "maximum PostgreSQL connections per instance"),
+    Option("acl_cache_ttl", 5.0, _duration,
+           "seconds a bucket's ACL stays cached (a backstop: changes invalidate it at once; 0 disables the cache)"),
     Option("s3_endpoint", "", str, "S3 endpoint URL; empty starts embedded SeaweedFS in the data dir"),
     Option("s3_access_key", "", str, "S3 access key (required with --s3-endpoint)", secret=True),
     Option("s3_secret_key", "", str, "S3 secret key (required with --s3-endpoint)", secret=True),
@@ -165,6 +167,9 @@ OPTIONS: list[Option] = [
     Option("s3_parts_in_flight", 4, int, "parts uploaded concurrently per streamed upload"),
     Option("s3_single_copy_limit", 5 * 2**30, _size,
            "largest object copied with one CopyObject (AWS: 5GiB; embedded SeaweedFS: unlimited, it copies metadata only)"),
+    Option("s3_sign_payload", False, _bool,
+           "SigV4-sign every byte sent to S3 (sha256, ~1/3 of upload CPU); false sends UNSIGNED-PAYLOAD "
+           "and protects each part and PUT with a signed x-amz-checksum-crc32c (or the upload's own checksum)"),
     Option("auth_mode", "jwt", _choice("jwt", "introspect", "noauth"), "how tokens are checked"),
     Option("jwt_secret", "", str, "HS256 secret; empty uses <data-dir>/jwt-secret, generated on first start", secret=True),
     Option("jwt_public_key_file", "", str, "PEM public key for RS*/ES* tokens (instead of a secret)"),
@@ -195,6 +200,7 @@ class Settings:
     log_level: str = "info"
     database_url: str = field(default="", repr=False)
     db_pool_size: int = 10
+    acl_cache_ttl: float = 5.0
     s3_endpoint: str = ""
     s3_access_key: str = field(default="", repr=False)
     s3_secret_key: str = field(default="", repr=False)
@@ -206,6 +212,7 @@ class Settings:
     s3_part_size: int = 16 * 2**20
     s3_parts_in_flight: int = 4
     s3_single_copy_limit: int = 5 * 2**30
+    s3_sign_payload: bool = False
     auth_mode: str = "jwt"
     jwt_secret: str = field(default="", repr=False)
     jwt_public_key_file: str = ""

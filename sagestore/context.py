@@ -7,6 +7,7 @@ import aiopg
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from .acl.cache import AclCache
     from .auth.tokens import Authenticator
     from .config import Settings
     from .metrics import Metrics
@@ -19,4 +20,5 @@ STORE: web.AppKey["ObjectStore"] = web.AppKey("store")
 MAPPING: web.AppKey["BucketMapping"] = web.AppKey("mapping")
 AUTH: web.AppKey["Authenticator"] = web.AppKey("auth")
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
+ACL: web.AppKey["AclCache"] = web.AppKey("acl")
 ENGINE: web.AppKey["UploadEngine"] = web.AppKey("engine")

@@ -25,6 +25,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from sagestore.embedded import free_port
+from sagestore.storage.s3 import crc32c_b64
 from sagestore.storage import ChecksumMismatch, Location, ObjectStore, error_code, md5_base64, open_object_store
 
 MiB = 2**20
@@ -41,6 +42,7 @@ class Behaviour:
     small_middle_part: str        # ... with a non-last part under 5 MiB
     bad_content_md5: str          # UploadPart with a Content-MD5 of other bytes
     bad_checksum_sha256: str      # UploadPart with x-amz-checksum-sha256 of other bytes
+    bad_checksum_crc32c_unsigned: str  # UNSIGNED-PAYLOAD PutObject/UploadPart whose signed crc32c is of other bytes
     part_copy_beyond_source: str  # UploadPartCopy with a range past the source's end
     upload_part_after_abort: str  # UploadPart to an aborted upload
     flat_listing_order: str       # without delimiter: "bytes" (S3: UTF-8 byte order) or "tree" (path segments
@@ -54,13 +56,15 @@ class Behaviour:
 SEAWEEDFS = Behaviour(
     create_existing_bucket="BucketAlreadyOwnedByYou", reversed_range="InvalidRange",
     unordered_parts="InvalidPartOrder", wrong_part_etag="InvalidPart", small_middle_part="EntityTooSmall",
-    bad_content_md5="BadDigest", bad_checksum_sha256="BadDigest", part_copy_beyond_source="InvalidRange",
+    bad_content_md5="BadDigest", bad_checksum_sha256="BadDigest", bad_checksum_crc32c_unsigned="BadDigest",
+    part_copy_beyond_source="InvalidRange",
     upload_part_after_abort="NoSuchUpload", flat_listing_order="tree", part_copy_etag_is_range_md5=False,
     checks_signatures=True, presigned_urls=True)
 
 MOTO = Behaviour(
     create_existing_bucket="ok", reversed_range="ok", unordered_parts="ok", wrong_part_etag="InvalidPart",
     small_middle_part="EntityTooSmall", bad_content_md5="ok", bad_checksum_sha256="ok",
+    bad_checksum_crc32c_unsigned="ok",
     part_copy_beyond_source="ok", upload_part_after_abort="500", flat_listing_order="bytes",
     part_copy_etag_is_range_md5=True,
     checks_signatures=False, presigned_urls=True)
@@ -607,6 +611,28 @@ async def test_upload_part_content_md5(store, at, backend):
                                                  (3, backend.behaviour.bad_checksum_sha256)] if behaviour != "ok"]
     assert numbers == [number for number in (1, 2, 3) if number not in rejected]
     await store.abort_multipart(location, upload_id)
+
+
+async def test_unsigned_payload_is_verified_by_its_signed_crc32c(store, at, backend):
+    """The store sends UNSIGNED-PAYLOAD (s3_sign_payload false): a body that does not match
+    the signed x-amz-checksum-crc32c is refused (a request corrupted on the way), nothing stored."""
+    assert store.sign_payload is False
+    wrong = crc32c_b64(b"other bytes")
+    assert await outcome(store.put_bytes(at("put.bin"), b"hello", crc32c=wrong)) == \
+        backend.behaviour.bad_checksum_crc32c_unsigned
+    if backend.behaviour.bad_checksum_crc32c_unsigned != "ok":
+        assert await store.head(at("put.bin")) is None
+    await store.put_bytes(at("good.bin"), b"hello")  # the checksum the store computes itself
+    assert await read(store, at("good.bin")) == b"hello"
+    location = at("parts.bin")
+    upload_id = await store.create_multipart(location)
+    wrong = store.upload_part(location, upload_id, 1, b"hello", checksums={"crc32c": crc32c_b64(b"other")})
+    assert await outcome(wrong) == backend.behaviour.bad_checksum_crc32c_unsigned
+    first = os.urandom(PART)
+    parts = [{"PartNumber": 1, "ETag": (await store.upload_part(location, upload_id, 1, first))["ETag"]},
+             {"PartNumber": 2, "ETag": (await store.upload_part(location, upload_id, 2, b"tail"))["ETag"]}]
+    await store.complete_multipart(location, upload_id, parts)
+    assert await read(store, location) == first + b"tail"
 
 
 async def test_upload_part_copy(store, at, backend):

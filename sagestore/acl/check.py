@@ -5,17 +5,24 @@ from typing import Any
 from ..auth.identity import Identity
 from ..db import grants as grant_queries
 from ..errors import Forbidden, NotFound, Unauthorized
+from .cache import AclCache
 from .model import held_permissions, satisfies
 
 
-async def authorize(cur: Any, bucket_id: str, identity: Identity, needed: str, *,
+async def authorize(source: AclCache | Any, bucket_id: str, identity: Identity, needed: str, *,
                     writing: bool = False) -> tuple[dict[str, Any], frozenset[str]]:
     """Load the bucket and check `needed`; returns (bucket row, held permissions).
+
+    `source` is the app's AclCache (no database connection taken on a hit), or a cursor for
+    checks inside a transaction that then changes the bucket or its grants (always fresh).
 
     401: anonymous where a user is needed; 404: missing or unreadable for this caller;
     403: readable but lacking `needed`. `writing` also hides archived buckets (404).
     """
-    bucket, grants = await grant_queries.bucket_with_grants(cur, bucket_id)
+    if isinstance(source, AclCache):
+        bucket, grants = await source.bucket_with_grants(bucket_id)
+    else:
+        bucket, grants = await grant_queries.bucket_with_grants(source, bucket_id)
     held = held_permissions(identity, grants) if bucket else frozenset()
     if bucket is not None and satisfies(held, needed) and not (writing and bucket["archived"]):
         return bucket, held

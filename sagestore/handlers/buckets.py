@@ -133,8 +133,7 @@ async def show_bucket(request: web.Request) -> web.Response:
     bucket_id = bucket_id_of(request)
     if wants_permissions(request):
         return await permissions.show(request, bucket_id)
-    async with cursor(request.app[context.DB]) as cur:
-        bucket, _ = await authorize(cur, bucket_id, identity(request), "READ")
+    bucket, _ = await authorize(request.app[context.ACL], bucket_id, identity(request), "READ")
     return web.json_response(bucket_json(bucket))
 
 
@@ -147,6 +146,7 @@ async def patch_bucket(request: web.Request) -> web.Response:
         await authorize(cur, bucket_id, identity(request), "FULL_CONTROL")
         changes = parse_changes(body)
         row = await bucket_queries.update(cur, bucket_id, changes)
+    request.app[context.ACL].invalidate(bucket_id)  # committed: this instance sees it at once
     if row is None:
         raise NotFound("bucket not found")
     return web.json_response(bucket_json(row))
@@ -158,7 +158,7 @@ async def delete_bucket(request: web.Request) -> web.Response:
     if wants_permissions(request):
         return await permissions.revoke(request, bucket_id)
     pool = request.app[context.DB]
-    async with cursor(pool) as cur:
+    async with cursor(pool) as cur:  # destructive: decide on fresh data, not the ACL cache
         bucket, _ = await authorize(cur, bucket_id, identity(request), "FULL_CONTROL")
     if bucket["archived"]:
         raise Conflict('the bucket is archived: un-archive it (PATCH {"archived": false}) before deleting it')
@@ -171,6 +171,7 @@ async def delete_bucket(request: web.Request) -> web.Response:
     async with transaction(pool) as cur:
         if not await bucket_queries.delete(cur, bucket_id):  # grants go with it (ON DELETE CASCADE)
             raise NotFound("bucket not found")
+    request.app[context.ACL].invalidate(bucket_id)  # committed: this instance sees it at once
     # an upload that passed its ACL check before the row went may have landed meanwhile;
     # uploads also re-check the bucket when they finish and remove what they stored
     await store.delete_prefix(folder)

@@ -12,7 +12,6 @@ from aiohttp import web
 
 from .. import context
 from ..acl import authorize
-from ..db import cursor
 from ..errors import BadRequest, Unauthorized
 from ..openapi import ERROR, PATHS, operation
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, parse_bucket_id, validate_key
@@ -39,8 +38,7 @@ async def resolve(request: web.Request, body: dict[str, Any], *, needed: str = "
     if object_type not in OBJECT_TYPES:
         raise BadRequest(f"object_type must be one of {', '.join(OBJECT_TYPES)}")
     bucket_id = parse_bucket_id(body.get("object_id"))
-    async with cursor(request.app[context.DB]) as cur:
-        bucket, _ = await authorize(cur, bucket_id, caller, needed, writing=needed == "WRITE")
+    bucket, _ = await authorize(request.app[context.ACL], bucket_id, caller, needed, writing=needed == "WRITE")
     bucket_type = OBJECT_TYPES[object_type]
     if bucket_type is not None and bucket["type"] != bucket_type:
         raise BadRequest(f"object_type {object_type} needs a bucket of type {bucket_type}, "
@@ -65,8 +63,7 @@ async def resolve_by_id(request: web.Request, needed: str, with_parts: bool = Tr
         raise Unauthorized("authentication required")
     upload = await engine.get(request.match_info["upload_id"], caller.user, with_parts=with_parts)
     if upload.bucket_id is not None:
-        async with cursor(request.app[context.DB]) as cur:
-            await authorize(cur, upload.bucket_id, caller, needed, writing=needed == "WRITE")
+        await authorize(request.app[context.ACL], upload.bucket_id, caller, needed, writing=needed == "WRITE")
     return upload
 
 

@@ -197,8 +197,7 @@ async def listing(request: web.Request, bucket_id: str, folder: str) -> web.Resp
     limit = query_int(request, "limit", MAX_LIST_KEYS, 0, MAX_LIST_KEYS) or MAX_LIST_KEYS  # Go: 0 = default
     token = request.query.get("ContinuationToken") or None
     backend_token = decode_token(token, bucket_id, folder, recursive) if token else None
-    async with cursor(request.app[context.DB]) as cur:
-        await authorize(cur, bucket_id, identity(request), "READ")
+    await authorize(request.app[context.ACL], bucket_id, identity(request), "READ")
     prefix = request.app[context.MAPPING].folder(bucket_id, folder)
     try:
         page = await request.app[context.STORE].list(prefix, delimiter=None if recursive else "/",
@@ -232,8 +231,7 @@ async def listing(request: web.Request, bucket_id: str, folder: str) -> web.Resp
 async def readable_object(request: web.Request) -> tuple[str, Location]:
     bucket_id = bucket_id_of(request)
     key = validate_key(request.match_info["key"])
-    async with cursor(request.app[context.DB]) as cur:
-        await authorize(cur, bucket_id, identity(request), "READ")
+    await authorize(request.app[context.ACL], bucket_id, identity(request), "READ")
     return key, request.app[context.MAPPING].object(bucket_id, key)
 
 
@@ -332,8 +330,7 @@ async def upload(request: web.Request) -> web.Response:
         raise PayloadTooLarge(f"the file is larger than the {settings.max_upload_size}-byte limit")
     caller = identity(request)
     pool = request.app[context.DB]
-    async with cursor(pool) as cur:  # released before the body streams: uploads may take hours
-        await authorize(cur, bucket_id, caller, "WRITE", writing=True)
+    await authorize(request.app[context.ACL], bucket_id, caller, "WRITE", writing=True)
 
     store = request.app[context.STORE]
     mapping = request.app[context.MAPPING]
@@ -408,8 +405,7 @@ async def delete_object(request: web.Request) -> web.Response:
     if is_folder(request.match_info["key"]):
         raise BadRequest("DELETE needs a file key; DELETE /api/v1/objects/{id} deletes the whole bucket")
     key = validate_key(request.match_info["key"])
-    async with cursor(request.app[context.DB]) as cur:
-        await authorize(cur, bucket_id, identity(request), "WRITE", writing=True)
+    await authorize(request.app[context.ACL], bucket_id, identity(request), "WRITE", writing=True)
     location = request.app[context.MAPPING].object(bucket_id, key)
     store = request.app[context.STORE]
     if await store.head(location) is None:

@@ -29,7 +29,6 @@ from aiohttp import web
 
 from .. import context
 from ..acl import authorize
-from ..db import cursor
 from ..errors import ApiError, BadRequest, Locked, PayloadTooLarge, Unauthorized
 from ..openapi import ERROR, PATHS, operation
 from ..storage import parse_bucket_id, validate_key
@@ -71,8 +70,7 @@ async def owned_upload(request: web.Request, upload_id: Any) -> Upload:
         raise BadRequest("upload_id is required")
     upload = await request.app[context.ENGINE].get(upload_id, caller.user)
     if upload.bucket_id is not None:
-        async with cursor(request.app[context.DB]) as cur:
-            await authorize(cur, upload.bucket_id, caller, "WRITE", writing=True)
+        await authorize(request.app[context.ACL], upload.bucket_id, caller, "WRITE", writing=True)
     return upload
 
 
@@ -85,8 +83,7 @@ async def authorize_target(request: web.Request, bucket_id: Any, key: Any) -> tu
         raise BadRequest("key is required")
     bucket_id = parse_bucket_id(bucket_id)
     validate_key(key)
-    async with cursor(request.app[context.DB]) as cur:
-        await authorize(cur, bucket_id, caller, "WRITE", writing=True)
+    await authorize(request.app[context.ACL], bucket_id, caller, "WRITE", writing=True)
     return bucket_id, key
 
 

@@ -76,6 +76,7 @@ async def grant(request: web.Request) -> web.Response:
         if not can_grant(held, new_grant.permission):
             raise Forbidden(f"you cannot grant {new_grant.permission}: you do not hold it yourself")
         await grant_queries.add(cur, bucket_id, new_grant)  # granting twice is not an error
+    request.app[context.ACL].invalidate(bucket_id)  # committed: this instance sees it at once
     return web.json_response(new_grant.as_json())
 
 
@@ -98,6 +99,7 @@ async def revoke(request: web.Request, bucket_id: str) -> web.Response:
             if matched:
                 await grant_queries.remove(cur, bucket_id, grantee_type, grantee, permission)
                 deleted.append(grantee_spec(grantee_type, grantee, permission))
+    request.app[context.ACL].invalidate(bucket_id)  # committed: this instance sees it at once
     return web.json_response({"deleted": deleted})
 
 

@@ -13,7 +13,6 @@ from aiohttp import web
 
 from .. import context
 from ..acl import authorize
-from ..db import cursor
 from ..errors import BadRequest, NotFound, Unauthorized
 from ..storage import MAX_PART_SIZE, MAX_PARTS, parse_bucket_id, sanitize_filename, validate_key
 from ..uploads import SEQUENTIAL_PROTOCOLS, Upload
@@ -107,8 +106,7 @@ async def resolve_target(request: web.Request, bucket: str | None, key: str | No
 
 
 async def check_write(request: web.Request, bucket_id: str) -> None:
-    async with cursor(request.app[context.DB]) as cur:
-        await authorize(cur, bucket_id, identity(request), "WRITE", writing=True)
+    await authorize(request.app[context.ACL], bucket_id, identity(request), "WRITE", writing=True)
 
 
 async def callers_upload(request: web.Request) -> Upload:
