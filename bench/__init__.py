@@ -1,0 +1,1 @@
+"""The sagestore benchmark harness: `python -m bench --help`. Not part of the test suite."""

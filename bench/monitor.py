@@ -1,0 +1,71 @@
+"""Resource sampling of one process: peak RSS (every 50 ms) and CPU seconds used."""
+from __future__ import annotations
+
+import threading
+import time
+
+import psutil
+
+MIB = 2**20
+
+
+class ProcessMonitor:
+    """Samples a process's RSS in a thread while a scenario runs.
+
+    Use as `with ProcessMonitor(pid) as watch: ...`; afterwards watch.peak_rss,
+    watch.start_rss and watch.cpu_seconds hold the figures of that span."""
+
+    def __init__(self, pid: int | None, interval: float = 0.05) -> None:
+        self.process = psutil.Process(pid) if pid else None
+        self.interval = interval
+        self.start_rss = 0
+        self.peak_rss = 0
+        self.cpu_seconds = 0.0
+        self._cpu_start = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _cpu(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+            except psutil.Error:
+                return
+
+    def __enter__(self) -> "ProcessMonitor":
+        if self.process is None:
+            return self
+        self.start_rss = self.peak_rss = self.process.memory_info().rss
+        self._cpu_start = self._cpu()
+        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.process is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+            self.cpu_seconds = self._cpu() - self._cpu_start
+        except psutil.Error:
+            pass
+
+    @property
+    def growth(self) -> int:
+        return self.peak_rss - self.start_rss
+
+
+class Stopwatch:
+    def __enter__(self) -> "Stopwatch":
+        self.started = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.seconds = time.perf_counter() - self.started
