@@ -12,7 +12,7 @@ from . import context, cors
 from .acl import cache as acl_cache
 from .auth.tokens import build_authenticator, parse_authorization
 from .config import Settings
-from .db import create_pool
+from .db import close_pool, create_pool
 from .db.migrate import migrate
 from .errors import error_middleware
 from .handlers import buckets, ietf, meta, multipart, objects, offset_uploads, permissions, sessions, tus
@@ -75,8 +75,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
             app[context.ACL] = cache
             yield
     finally:
-        pool.close()
-        await pool.wait_closed()
+        await close_pool(pool)
 
 
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:

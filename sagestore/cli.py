@@ -131,7 +131,7 @@ async def serve(settings: Settings) -> None:
 
 
 async def run_migrations(settings: Settings) -> None:
-    from .db import create_pool
+    from .db import close_pool, create_pool
     from .db.migrate import current_version, migrate
     from .embedded import embedded_backends
 
@@ -147,13 +147,12 @@ async def run_migrations(settings: Settings) -> None:
             applied = await migrate(pool)
             print(f"applied {len(applied)} migrations; schema version {await current_version(pool)}")
         finally:
-            pool.close()
-            await pool.wait_closed()
+            await close_pool(pool)
 
 
 async def reap_once(settings: Settings, orphan_grace: float | None) -> dict[str, int]:
     """One reaper pass, as every server runs in the background (see uploads.engine.reap)."""
-    from .db import create_pool
+    from .db import close_pool, create_pool
     from .db.migrate import migrate
     from .embedded import embedded_backends
     from .metrics import Metrics
@@ -173,8 +172,7 @@ async def reap_once(settings: Settings, orphan_grace: float | None) -> dict[str,
                     engine = UploadEngine(pool, store, mapping, settings, Metrics(), orphan_grace=orphan_grace)
                     return await engine.reap()
             finally:
-                pool.close()
-                await pool.wait_closed()
+                await close_pool(pool)
         except Exception as error:  # noqa: BLE001 - a backend that cannot be used: one line, else a bug
             message = startup_failure(error, settings)
             if message is None:

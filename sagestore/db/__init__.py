@@ -29,3 +29,18 @@ async def transaction(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
         async with conn.cursor() as cur:
             async with cur.begin():
                 yield cur
+
+
+async def close_pool(pool: aiopg.Pool, timeout: float = 10.0) -> None:
+    """Close the pool; connections still held after `timeout` (a request that never
+    returned its connection) are terminated, so shutdown can never hang."""
+    import asyncio
+    import logging
+    pool.close()
+    try:
+        await asyncio.wait_for(asyncio.shield(pool.wait_closed()), timeout)
+    except asyncio.TimeoutError:
+        logging.getLogger("sagestore.db").warning("database connections still in use after %.0fs; closing them",
+                                                  timeout)
+        pool.terminate()
+        await asyncio.wait_for(pool.wait_closed(), timeout)
