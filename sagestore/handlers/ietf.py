@@ -245,12 +245,17 @@ async def create(request: web.Request) -> web.Response:
         "Upload-Limit": upload_limit(request, upload)})
 
 
+def _reject_upload_fields(request: web.Request, version: int | None, what: str) -> None:
+    """Interop 5 forbids upload fields on requests that carry no content."""
+    if version == 5 and ("Upload-Offset" in request.headers or "Upload-Complete" in request.headers):
+        raise BadRequest(f"{what} must not carry Upload-Offset or Upload-Complete")
+
+
 @routes.get(BASE + "{upload_id}")  # aiohttp adds HEAD: offset retrieval by HEAD (recommended) or GET
 @ietf_endpoint
 async def offset_retrieval(request: web.Request) -> web.Response:
     version = interop_version(request)
-    if version == 5 and ("Upload-Offset" in request.headers or "Upload-Complete" in request.headers):
-        raise BadRequest("offset retrieval must not carry Upload-Offset or Upload-Complete")
+    _reject_upload_fields(request, version, "offset retrieval")
     upload = await callers_upload(request)
     engine = request.app[context.ENGINE]
     if upload.state != COMPLETED:
@@ -299,8 +304,7 @@ async def append(request: web.Request) -> web.Response:
 @ietf_endpoint
 async def cancel(request: web.Request) -> web.Response:
     version = interop_version(request)
-    if version == 5 and ("Upload-Offset" in request.headers or "Upload-Complete" in request.headers):
-        raise BadRequest("cancellation must not carry Upload-Offset or Upload-Complete")
+    _reject_upload_fields(request, version, "cancellation")
     upload = await callers_upload(request)
     await request.app[context.ENGINE].abort(upload)
     return web.Response(status=204)
