@@ -100,8 +100,9 @@ async def serve(settings: Settings) -> None:
         from aiohttp import web
 
         from .app import AccessLogger, create_app
+        from .trailers import Runner
         app = create_app(settings)
-        runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False, shutdown_timeout=10)
+        runner = Runner(app, access_log_class=AccessLogger, handle_signals=False, shutdown_timeout=10)
         try:
             try:
                 await runner.setup()

@@ -16,10 +16,12 @@ from typing import Any
 
 import psycopg2
 import pytest
+from aiohttp.test_utils import TestServer
 
 from sagestore.app import create_app
 from sagestore.config import Settings
 from sagestore.embedded import Embedded, _postgres_ready, _s3_ready, free_port
+from sagestore.trailers import Runner
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,10 +105,17 @@ def settings(base_settings) -> Settings:
     return base_settings
 
 
+class AppServer(TestServer):
+    """A test server run like `sagestore serve` runs the app (the trailer-recording Runner)."""
+
+    async def _make_runner(self, **kwargs: Any) -> Runner:
+        return Runner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def client(aiohttp_client, settings):
     """An aiohttp test client on a real app (noauth: 'sage user:<name>' tokens)."""
-    return await aiohttp_client(create_app(settings))
+    return await aiohttp_client(AppServer(create_app(settings)))
 
 
 def auth(user: str | None, groups: tuple[str, ...] = ()) -> dict[str, str]:

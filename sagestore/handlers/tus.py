@@ -19,6 +19,7 @@ from aiohttp import web
 from .. import context
 from ..errors import ApiError, BadRequest, Conflict, Forbidden, Locked, PreconditionFailed, UnsupportedMediaType
 from ..openapi import ERROR, PATHS, operation
+from ..trailers import can_read_trailers, request_trailers
 from ..uploads import COMPLETED, OPEN, Upload
 from ..uploads.checksums import decode_b64
 from .resumable import (body_chunks, callers_upload, check_write, complete, content_type_for, has_body, http_date,
@@ -30,7 +31,7 @@ routes = web.RouteTableDef()
 BASE = "/api/v1/tus/"
 TUS_VERSION = "1.0.0"
 EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "expiration", "checksum",
-              "termination", "concatenation", "concatenation-unfinished")
+              "checksum-trailer", "termination", "concatenation", "concatenation-unfinished")
 CHECKSUM_ALGORITHMS = ("sha1", "md5", "sha256", "crc32", "crc32c")
 OFFSET_STREAM = "application/offset+octet-stream"
 _UPLOAD_PATH = re.compile(r"^/api/v1/tus/([0-9a-fA-F-]{36})/?$")
@@ -70,9 +71,8 @@ def _expires(upload: Upload) -> dict[str, str]:
     return {"Upload-Expires": http_date(upload.expires_at)} if upload.state != COMPLETED else {}
 
 
-def _checksum(request: web.Request) -> tuple[str, str] | None:
+def _checksum(header: str | None) -> tuple[str, str] | None:
     """Upload-Checksum: '<algorithm> <base64>'; 400 for an unsupported algorithm or a malformed value."""
-    header = request.headers.get("Upload-Checksum")
     if header is None:
         return None
     pieces = header.strip().split(" ")
@@ -83,6 +83,30 @@ def _checksum(request: web.Request) -> tuple[str, str] | None:
         raise BadRequest(f"unsupported checksum algorithm {pieces[0]!r}; supported: {', '.join(CHECKSUM_ALGORITHMS)}")
     decode_b64(value, algorithm)
     return algorithm, value
+
+
+def _chunk_checksum(request: web.Request) -> tuple[str, str] | Callable[[], tuple[str, str]] | None:
+    """The body's Upload-Checksum: from the header, or (checksum-trailer) a callable that reads it
+    from the trailer section once the chunked body has been read. Announced as a trailer but
+    missing or malformed there: 400, and the body is not kept."""
+    announced = {name.strip().lower() for name in request.headers.get("Trailer", "").split(",")}
+    if "upload-checksum" not in announced:
+        return _checksum(request.headers.get("Upload-Checksum"))
+    if "Upload-Checksum" in request.headers:
+        raise BadRequest("send Upload-Checksum as a header or as a trailer, not both")
+    if "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
+        raise BadRequest("an Upload-Checksum trailer needs Transfer-Encoding: chunked")
+    if not can_read_trailers(request):
+        raise BadRequest("this server's connection cannot read request trailers; send Upload-Checksum as a header")
+
+    def from_trailer() -> tuple[str, str]:
+        trailers = request_trailers(request)
+        checksum = _checksum(trailers.get("Upload-Checksum") if trailers else None)
+        if checksum is None:
+            raise BadRequest("the Upload-Checksum trailer announced in the Trailer header did not arrive; "
+                             "nothing was kept")
+        return checksum
+    return from_trailer
 
 
 def _partial_ids(header: str) -> list[str]:
@@ -104,7 +128,7 @@ async def _append(request: web.Request, upload: Upload, offset: int, *, fresh: b
     if media_type(request.headers.get("Content-Type")) != OFFSET_STREAM:
         raise UnsupportedMediaType(f"the body must be sent as Content-Type: {OFFSET_STREAM}")
     length = non_negative_int(request.headers.get("Upload-Length"), "Upload-Length")
-    checksum = _checksum(request)
+    checksum = _chunk_checksum(request)
     engine = request.app[context.ENGINE]
     if upload.state == COMPLETED and offset == upload.offset and not has_body(request):
         return upload  # a retry of the last PATCH whose answer was lost
@@ -149,8 +173,9 @@ def _location(upload: Upload) -> str:
 
 # ---------------------------------------------------------------------------------------------- routes
 def _options_response(request: web.Request) -> web.Response:
+    extensions = [name for name in EXTENSIONS if name != "checksum-trailer" or can_read_trailers(request)]
     return web.Response(status=204, headers={
-        "Tus-Resumable": TUS_VERSION, "Tus-Version": TUS_VERSION, "Tus-Extension": ",".join(EXTENSIONS),
+        "Tus-Resumable": TUS_VERSION, "Tus-Version": TUS_VERSION, "Tus-Extension": ",".join(extensions),
         "Tus-Max-Size": str(max_upload_size(request)), "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS)})
 
 
@@ -302,7 +327,8 @@ PATHS.update({
         "head": operation("tus offset: Upload-Offset, Upload-Length | Upload-Defer-Length, Upload-Metadata",
                           {"204": {"description": "upload state"}, **_TUS_ERRORS}, parameters=_UPLOAD_ID),
         "patch": operation(
-            "tus append at Upload-Offset (Content-Type application/offset+octet-stream; Upload-Checksum)",
+            "tus append at Upload-Offset (Content-Type application/offset+octet-stream; Upload-Checksum as a "
+            "header, or as a trailer of a chunked body announced by Trailer: Upload-Checksum)",
             {"204": {"description": "new Upload-Offset"}, **_TUS_ERRORS, "403": ERROR, "409": ERROR, "413": ERROR,
              "415": ERROR, "460": ERROR}, parameters=_UPLOAD_ID),
         "delete": operation("tus termination", {"204": {"description": "terminated"}, **_TUS_ERRORS},
