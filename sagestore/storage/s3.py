@@ -249,7 +249,7 @@ class ObjectStore:
                 while view:
                     size = part_size_for(part_number + 1, self.part_size)
                     if body is None:
-                        body = _presized_body(size)
+                        body = presized_buffer(size)
                     take = min(len(view), size - body.tell())
                     body.write(view[:take])  # the one copy of the request's bytes
                     view = view[take:]
@@ -477,7 +477,7 @@ class ObjectStore:
         return await self.client.generate_presigned_url(
             operation, Params={"Bucket": loc.bucket, "Key": loc.key, **params}, ExpiresIn=expires)
 
-def _presized_body(size: int) -> io.BytesIO:
+def presized_buffer(size: int) -> io.BytesIO:
     """An empty BytesIO whose buffer is allocated once at size bytes: writes from position 0
     then fill it without reallocating. It owns its bytes, so aiohttp streams it in 64 KiB
     reads without a second copy (bytes, or a BytesIO sharing them, get copied whole by getbuffer())."""

@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError
 from ..db import cursor, transaction
 from ..errors import ApiError, BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, error_code, \
-    is_not_found, validate_key
+    is_not_found, presized_buffer, validate_key
 from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, decode_b64, normalize_algorithm
 from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever
 from .model import (ABORTED, COMPLETED, COMPLETING, EXPIRED, OPEN, PROTOCOLS, ChecksumMismatch, DigestMismatch,
@@ -469,7 +469,8 @@ class UploadEngine:
         async with self.memory.reserve(reserve), self._part_writer(upload.id) as lease:
             await self._acquire_part(lease, part_number, wait=False)
             digest = MultiDigest(algorithms)
-            buffer = io.BytesIO()  # owns its bytes: handed to UploadPart without another copy
+            # owns its bytes (handed to UploadPart without another copy), allocated once when the size is known
+            buffer = presized_buffer(size_hint if size_hint is not None else (expected_size or 0))
             received = 0
             try:
                 async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
@@ -495,6 +496,7 @@ class UploadEngine:
                                          code="BadDigest")
             checksum = digest.b64(normalize_algorithm(upload.checksum_algorithm)) if upload.checksum_algorithm \
                 else None
+            buffer.truncate()
             buffer.seek(0)
             part = await self._send_part(upload, part_number, buffer, content_md5=md5, checksum=checksum)
             del buffer
@@ -656,6 +658,13 @@ class UploadEngine:
             except BaseException as error:  # noqa: BLE001 - reported after the body
                 failures.append(error)
 
+        def new_buffer(number: int, already: int = 0) -> io.BytesIO:
+            """Part `number`'s buffer, allocated once at the size it can reach in this request."""
+            size = upload.part_size_of(number)
+            if limit is not None:
+                size = min(size, already + max(0, limit - received))
+            return presized_buffer(size)
+
         async def dispatch(number: int, data: io.BytesIO) -> None:
             nonlocal pending
             while len(pending) >= in_flight:
@@ -667,7 +676,7 @@ class UploadEngine:
         async with self.memory.reserve(budget):
             try:
                 # the part being filled: an owned BytesIO goes to UploadPart without another copy
-                buffer = io.BytesIO()
+                buffer = new_buffer(next_part, upload.tail_size)
                 filled = 0
                 if upload.tail_key:
                     tail = await self.store.read_all(Location(upload.s3_bucket, upload.tail_key))
@@ -699,7 +708,7 @@ class UploadEngine:
                                     buffer.seek(0)
                                     await dispatch(next_part, buffer)
                                     next_part += 1
-                                    buffer, filled = io.BytesIO(), 0
+                                    buffer, filled = new_buffer(next_part), 0
                 except _BodyCutOff as error:
                     cut_off = error
                 new_offset = upload.offset + received
@@ -720,6 +729,7 @@ class UploadEngine:
                         if digest.raw(algorithm) != decode_b64(expected[1], algorithm):
                             raise ChecksumMismatch(f"{algorithm} checksum of the body does not match; "
                                                    "nothing was kept")
+                buffer.truncate()  # to the bytes filled: it was allocated for a whole part
                 if filled and new_length is not None and new_offset == new_length:
                     buffer.seek(0)
                     await dispatch(next_part, buffer)  # the last part may be short: no tail needed
