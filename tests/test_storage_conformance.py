@@ -26,7 +26,8 @@ from botocore.exceptions import ClientError
 
 from sagestore.embedded import free_port
 from sagestore.storage.s3 import crc32c_b64
-from sagestore.storage import ChecksumMismatch, Location, ObjectStore, error_code, md5_base64, open_object_store
+from sagestore.storage import (ChecksumMismatch, Location, ObjectStore, PartBody, error_code, md5_base64,
+                               open_object_store)
 
 MiB = 2**20
 PART = 5 * MiB  # the S3 minimum, so moto (objects in RAM) stays small
@@ -51,6 +52,8 @@ class Behaviour:
     checks_signatures: bool       # wrong secret, tampered or expired presigned URL refused
     presigned_urls: bool          # presigned GET/PUT/UploadPart URLs usable with a plain HTTP client
                                   # (moto with its auth mode on answers them 500; we run it with auth off)
+    cut_off_part_listed: bool     # an UploadPart whose body was cut off leaves an empty part in ListParts
+                                  # (the engine never trusts ListParts for sizes: its parts come from its rows)
 
 
 SEAWEEDFS = Behaviour(
@@ -59,7 +62,7 @@ SEAWEEDFS = Behaviour(
     bad_content_md5="BadDigest", bad_checksum_sha256="BadDigest", bad_checksum_crc32c_unsigned="BadDigest",
     part_copy_beyond_source="InvalidRange",
     upload_part_after_abort="NoSuchUpload", flat_listing_order="tree", part_copy_etag_is_range_md5=False,
-    checks_signatures=True, presigned_urls=True)
+    checks_signatures=True, presigned_urls=True, cut_off_part_listed=True)
 
 MOTO = Behaviour(
     create_existing_bucket="ok", reversed_range="ok", unordered_parts="ok", wrong_part_etag="InvalidPart",
@@ -67,7 +70,7 @@ MOTO = Behaviour(
     bad_checksum_crc32c_unsigned="ok",
     part_copy_beyond_source="ok", upload_part_after_abort="500", flat_listing_order="bytes",
     part_copy_etag_is_range_md5=True,
-    checks_signatures=False, presigned_urls=True)
+    checks_signatures=False, presigned_urls=True, cut_off_part_listed=False)
 
 # name -> (session fixture yielding the endpoint and credentials, its Behaviour)
 BACKENDS: dict[str, tuple[str, Behaviour]] = {
@@ -520,6 +523,58 @@ async def test_bodies_may_be_bytesio(store, at):
         parts.append({"PartNumber": number, "ETag": response["ETag"]})
     await store.complete_multipart(at("bio-mp"), upload_id, parts)
     assert await read(store, at("bio")) == await read(store, at("bio-mp")) == data
+
+
+async def test_part_body_is_sent_while_it_fills(store, at):
+    """A PartBody goes to S3 while it is written: UploadPart starts with no bytes yet, the bytes
+    follow in uneven pieces, and the part holds exactly them (with the full part's CRC32C when
+    the body is complete before it is sent)."""
+    data = os.urandom(PART)
+    location = at("streamed")
+    upload_id = await store.create_multipart(location)
+    body = PartBody(PART)
+    sending = asyncio.create_task(store.upload_part(location, upload_id, 1, body))
+    for start in range(0, PART, 700_001):
+        await asyncio.sleep(0.01)
+        assert not sending.done()  # it waits for the rest of the part
+        body.write(data[start:start + 700_001])
+    streamed = await asyncio.wait_for(sending, 60)
+    assert streamed["ETag"] == quoted_md5(data)
+    tail = PartBody(PART)  # filled before sending, truncated to its bytes: the last part may be short
+    tail.write(b"the end")
+    tail.truncate()
+    last = await store.upload_part(location, upload_id, 2, tail)
+    await store.complete_multipart(location, upload_id, [{"PartNumber": 1, "ETag": streamed["ETag"]},
+                                                         {"PartNumber": 2, "ETag": last["ETag"]}])
+    assert await read(store, location) == data + b"the end"
+    small = PartBody(10)
+    small.write(b"0123456789")
+    assert await store.put_bytes(at("whole"), small) == quoted_md5(b"0123456789")
+    assert await read(store, at("whole")) == b"0123456789"
+
+
+async def test_an_abandoned_part_body_fails_its_upload_at_once_and_stores_nothing(store, at, backend):
+    """A body that will not fill (its client went away) fails the UploadPart in flight at once,
+    instead of S3 waiting for bytes that never come; its bytes can still be stored afterwards."""
+    location = at("abandoned")
+    upload_id = await store.create_multipart(location)
+    body = PartBody(PART)
+    sending = asyncio.create_task(store.upload_part(location, upload_id, 1, body))
+    body.write(os.urandom(MiB))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    body.abandon()
+    with pytest.raises(Exception):
+        await asyncio.wait_for(sending, 60)
+    assert time.monotonic() - started < 30  # retries included, far from the 120 s read timeout
+    listed = await store.list_parts(location, upload_id)
+    if backend.behaviour.cut_off_part_listed:
+        assert listed and {(part["PartNumber"], part["Size"]) for part in listed} == {(1, 0)}
+    else:
+        assert listed == []
+    body.truncate()  # what did arrive goes elsewhere whole (the engine's staged tail)
+    assert await store.put_bytes(at("tail"), body) == quoted_md5(body.view().tobytes())
+    await store.abort_multipart(location, upload_id)
 
 
 def test_object_store_refuses_parts_below_the_s3_minimum():

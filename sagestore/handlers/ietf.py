@@ -234,7 +234,8 @@ async def create(request: web.Request) -> web.Response:
         if has_body(request) or complete_flag:
             upload = await engine.append(upload, 0, body_chunks(request), final=complete_flag,
                                          chunk_checksum=_content_digest(request), steal=True,
-                                         max_bytes=max_upload_size(request) if length is None else None)
+                                         max_bytes=max_upload_size(request) if length is None else None,
+                                         body_length=request.content_length)
         if complete_flag and _fully_received(upload):
             return await _completed(request, upload, location)
     except ApiError as error:
@@ -292,7 +293,8 @@ async def append(request: web.Request) -> web.Response:
     upload = await engine.take_over(upload)  # an older request still in flight is cut off
     limit = max_upload_size(request) - offset if length is None and upload.length is None else None
     upload = await engine.append(upload, offset, body_chunks(request), length=length, final=complete_flag,
-                                 chunk_checksum=_content_digest(request), steal=True, max_bytes=limit)
+                                 chunk_checksum=_content_digest(request), steal=True, max_bytes=limit,
+                                 body_length=request.content_length)
     if complete_flag and _fully_received(upload):
         return await _completed(request, upload)
     return web.Response(status=201 if version == 5 else 204, headers={

@@ -120,7 +120,7 @@ async def put_chunk(request: web.Request) -> web.Response:
         upload = await engine.create("offset", bucket_id, key, identity(request).user, retain=True,
                                      content_type=request.query.get("content_type"))
         try:
-            upload = await engine.append(upload, 0, body, max_bytes=max_chunk)
+            upload = await engine.append(upload, 0, body, max_bytes=max_chunk, body_length=request.content_length)
         except BaseException:
             # the client never learns this upload's id: release it now rather than at expiry
             with contextlib.suppress(Exception):
@@ -132,7 +132,7 @@ async def put_chunk(request: web.Request) -> web.Response:
     offset = _offset_param(request)
     upload = await owned_upload(request, upload_id)
     try:
-        upload = await engine.append(upload, offset, body, max_bytes=max_chunk)
+        upload = await engine.append(upload, offset, body, max_bytes=max_chunk, body_length=request.content_length)
     except OffsetMismatch as mismatch:
         # the seed's contract: 400 with the stored offset; the client seeks there
         raise BadRequest(f"offset {offset} does not match the upload's offset {mismatch.offset}",

@@ -136,7 +136,7 @@ async def _append(request: web.Request, upload: Upload, offset: int, *, fresh: b
         upload = await engine.take_over(upload)  # an older request still in flight is cut off
     max_bytes = max_upload_size(request) - offset if upload.length is None and length is None else None
     upload = await engine.append(upload, offset, body_chunks(request), length=length, chunk_checksum=checksum,
-                                 max_bytes=max_bytes, steal=True)
+                                 max_bytes=max_bytes, steal=True, body_length=request.content_length)
     return await _finish_if_received(request, upload)
 
 

@@ -131,15 +131,18 @@ class ObjectStore:
         await self.client.head_bucket(Bucket=bucket)
 
     # --- whole objects -----------------------------------------------------
-    async def put_bytes(self, loc: Location, data: bytes | io.BytesIO, *,
+    async def put_bytes(self, loc: Location, data: bytes | io.BytesIO | PartBody, *,
                         content_type: str = "application/octet-stream",
                         metadata: dict[str, str] | None = None, crc32c: str | None = None) -> str:
         """Store a whole object. A BytesIO you no longer need saves a copy: botocore turns
         bytes into a BytesIO that shares them, and aiohttp's getbuffer() then copies it.
         crc32c: the body's base64 CRC32C if the caller already has it (else computed when needed)."""
         kwargs: dict[str, Any] = {}
+        data = self._signable(data)
         if not self.sign_payload:
             kwargs["ChecksumCRC32C"] = crc32c or crc32c_b64(data)
+        if isinstance(data, PartBody):
+            kwargs["ContentLength"] = len(data)
         response = await self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data,
                                                 ContentType=content_type, Metadata=metadata or {}, **kwargs)
         return response["ETag"]
@@ -410,19 +413,38 @@ class ObjectStore:
         response = await self.client.create_multipart_upload(**kwargs)
         return response["UploadId"]
 
-    async def upload_part(self, loc: Location, upload_id: str, part_number: int, data: bytes | io.BytesIO, *,
-                          content_md5: str | None = None, checksums: dict[str, str] | None = None) -> dict[str, Any]:
+    async def upload_part(self, loc: Location, upload_id: str, part_number: int,
+                          data: bytes | io.BytesIO | PartBody, *, content_md5: str | None = None,
+                          checksums: dict[str, str] | None = None) -> dict[str, Any]:
+        """UploadPart. A PartBody that is not full yet is sent while it fills (see PartBody);
+        such a part carries no CRC32C, which is known only at its end."""
+        data = self._signable(data)
         kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key, "UploadId": upload_id,
                                   "PartNumber": part_number, "Body": data}
+        if isinstance(data, PartBody):
+            kwargs["ContentLength"] = len(data)
         if content_md5:
             kwargs["ContentMD5"] = content_md5
         for algorithm, value in (checksums or {}).items():
             kwargs["Checksum" + algorithm.upper()] = value
-        if not self.sign_payload and not content_md5 and not checksums:
+        if not self.sign_payload and not content_md5 and not checksums and \
+                not (isinstance(data, PartBody) and not data.full):
             # the payload is not signed: a signed CRC32C makes S3 verify the body (BadDigest).
             # An upload created with another algorithm must get that one's checksum from the caller.
             kwargs["ChecksumCRC32C"] = crc32c_b64(data)
         return await self.client.upload_part(**kwargs)
+
+    @property
+    def can_stream_parts(self) -> bool:
+        """Whether upload_part takes a PartBody that is still filling: not when payloads are
+        signed, since SigV4 hashes the whole body before the request starts."""
+        return not self.sign_payload
+
+    def _signable(self, data: Any) -> Any:
+        """A signed payload is hashed by reading it: a (full) PartBody goes as a copy then."""
+        if self.sign_payload and isinstance(data, PartBody):
+            return io.BytesIO(data.view())
+        return data
 
     async def upload_part_copy(self, loc: Location, upload_id: str, part_number: int, source: Location,
                                byte_range: tuple[int, int] | None = None) -> str:
@@ -488,14 +510,104 @@ def presized_buffer(size: int) -> io.BytesIO:
         body.seek(0)
     return body
 
+class PartBody:
+    """A part's bytes in one buffer allocated up front, which can go to S3 while it is still being
+    filled: UploadPart starts as soon as the part's first bytes arrive and sends each piece as it
+    is written, so receiving a request body and storing it overlap instead of alternating.
+
+    To botocore it is a file-like Body of len() bytes (seek/tell for its signer, which never reads
+    an unsigned payload); to aiohttp an async iterable. A body that will not be filled to its size
+    must be abandoned, so the request in flight (and any retry of it) fails instead of waiting for
+    bytes that never come; truncate() then makes it a whole body of the bytes it has.
+    """
+
+    SEND_PIECE = 256 * 2**10
+
+    def __init__(self, capacity: int) -> None:
+        self._buffer = bytearray(capacity)
+        self.filled = 0
+        self.size = capacity  # what an UploadPart sent now declares; truncate() fixes it at filled
+        self._grew = asyncio.Event()
+        self._abandoned: BaseException | None = None
+
+    def write(self, data: bytes | memoryview) -> int:
+        """Append data (the one copy of the request's bytes); the buffer never moves."""
+        end = self.filled + len(data)
+        if end > len(self._buffer):
+            self._buffer.extend(bytes(end - len(self._buffer)))
+        self._buffer[self.filled:end] = data
+        self.filled = end
+        self._grew.set()
+        return len(data)
+
+    def truncate(self) -> None:
+        self.size = self.filled
+
+    @property
+    def full(self) -> bool:
+        return self.filled >= self.size
+
+    def view(self) -> memoryview:
+        return memoryview(self._buffer)[:self.filled]
+
+    def abandon(self, reason: BaseException | None = None) -> None:
+        self._abandoned = reason or ConnectionAbortedError("the part body was abandoned")
+        self._grew.set()
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned is not None
+
+    async def filled_up(self) -> None:
+        """Wait until the body is full; raises if it is abandoned first."""
+        while not self.full:
+            if self._abandoned is not None:
+                raise self._abandoned
+            self._grew.clear()
+            await self._grew.wait()
+
+    # botocore's face: a stream it validates, measures and would rewind on a retry
+    def read(self, *_: Any) -> bytes:
+        raise io.UnsupportedOperation("PartBody is sent as an async iterable")
+
+    def seek(self, *_: Any) -> int:
+        return 0
+
+    def tell(self) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return True
+
+    # aiohttp's face
+    async def __aiter__(self) -> AsyncIterator[memoryview]:
+        sent = 0  # every iteration starts over: a retry resends from the buffer, which keeps every byte
+        view = memoryview(self._buffer)
+        while sent < self.size:
+            if self._abandoned is not None and not self.full:  # truncate() makes it whole again
+                raise self._abandoned
+            if sent >= self.filled:
+                self._grew.clear()
+                await self._grew.wait()
+                continue
+            end = min(self.filled, self.size, sent + self.SEND_PIECE)
+            yield view[sent:end]
+            sent = end
+
+
 def crc32c(data: Any, previous: int = 0) -> int:
     return _awscrt_checksums.crc32c(data, previous)
 
 def _crc_b64(value: int) -> str:
     return base64.b64encode(value.to_bytes(4, "big")).decode()
 
-def crc32c_b64(data: bytes | bytearray | memoryview | io.BytesIO) -> str:
+def crc32c_b64(data: bytes | bytearray | memoryview | io.BytesIO | PartBody) -> str:
     """base64 of the big-endian CRC32C, as x-amz-checksum-crc32c carries it (~10 GB/s)."""
+    if isinstance(data, PartBody):
+        return _crc_b64(crc32c(data.view()))
     if isinstance(data, io.BytesIO):
         with data.getbuffer() as view:
             return _crc_b64(crc32c(view[data.tell():]))

@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 
 from ..db import cursor, transaction
 from ..errors import ApiError, BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge
-from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, error_code, \
+from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, PartBody, error_code, \
     is_not_found, presized_buffer, validate_key
 from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, decode_b64, normalize_algorithm
 from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever
@@ -407,7 +407,7 @@ class UploadEngine:
                               " AND writer = %s", (lease.upload_id, part_number, lease.token))
 
     # ------------------------------------------------------------------ parts
-    async def _send_part(self, upload: Upload, part_number: int, data: bytes | io.BytesIO, *,
+    async def _send_part(self, upload: Upload, part_number: int, data: bytes | io.BytesIO | PartBody, *,
                          content_md5: str | None = None, checksum: str | None = None) -> Part:
         """UploadPart. Give an io.BytesIO that owns its bytes (at position 0) to spare a copy: aiohttp
         streams it as it is, while bytes are copied whole on their way out."""
@@ -426,11 +426,13 @@ class UploadEngine:
             raise _s3_bad_request(error) or error
         return Part(part_number, size, response["ETag"], checksum, content_md5)
 
-    def _part_checksum(self, upload: Upload, data: bytes | bytearray | io.BytesIO) -> str | None:
+    def _part_checksum(self, upload: Upload, data: bytes | bytearray | io.BytesIO | PartBody) -> str | None:
         if not upload.checksum_algorithm:
             return None
         digest = MultiDigest([upload.checksum_algorithm])
-        if isinstance(data, io.BytesIO):
+        if isinstance(data, PartBody):
+            digest.update(data.view())
+        elif isinstance(data, io.BytesIO):
             with data.getbuffer() as view:
                 digest.update(view)
         else:
@@ -579,7 +581,7 @@ class UploadEngine:
     async def append(self, upload: Upload, offset: int, body: AsyncIterable[bytes], *,
                      length: int | None = None, final: bool = False,
                      chunk_checksum: ChunkChecksum | Callable[[], ChunkChecksum | None] | None = None,
-                     max_bytes: int | None = None, steal: bool = False) -> Upload:
+                     max_bytes: int | None = None, steal: bool = False, body_length: int | None = None) -> Upload:
         """Append a request body at `offset` (offset chunks, tus PATCH, IETF PATCH); returns the
         upload with its new acknowledged offset.
 
@@ -595,7 +597,9 @@ class UploadEngine:
           those bytes were never acknowledged, and the next HEAD/status says where to resume.)
         - another writer: 423, or with steal=True this request takes over and the old one stops
           at its next lease check without committing.
-        Every full part goes to S3 as soon as it is full (parts_in_flight at a time); the rest
+        Every full part goes to S3 as soon as it is full (parts_in_flight at a time); when the
+        body's length is known (body_length, its Content-Length) a part this body will fill goes
+        to S3 while it is being received (PartBody), so receiving and storing overlap. The rest
         becomes a new durable tail object; then one transaction commits offset, tail and parts,
         conditional on the lease; then the previous tail is deleted.
         """
@@ -626,14 +630,19 @@ class UploadEngine:
             limit = new_length - offset if new_length is not None else None
             if max_bytes is not None:
                 limit = max_bytes if limit is None else min(limit, max_bytes)
-            return await self._append_locked(lease, current, body, new_length, final, chunk_checksum, limit)
+            return await self._append_locked(lease, current, body, new_length, final, chunk_checksum, limit,
+                                             body_length)
 
     async def _append_locked(self, lease: Lease, upload: Upload, body: AsyncIterable[bytes], new_length: int | None,
-                             final: bool, chunk_checksum: Any, limit: int | None) -> Upload:
+                             final: bool, chunk_checksum: Any, limit: int | None, body_length: int | None) -> Upload:
         next_part = (upload.parts[-1].part_number + 1) if upload.parts else 1
         first_part = next_part
         in_flight = max(1, int(getattr(self.store, "parts_in_flight", 4)))
         budget = (in_flight + 1) * upload.part_size_of(next_part)
+        # a part may go to S3 while it fills only when this body surely fills it (its length is
+        # known) and no per-part checksum must be sent with it
+        stream_parts = (body_length is not None and getattr(self.store, "can_stream_parts", False)
+                        and not upload.checksum_algorithm)
         checksum_digest = None
         if chunk_checksum is not None and not callable(chunk_checksum):
             algorithm, expected_value = chunk_checksum
@@ -649,46 +658,67 @@ class UploadEngine:
         cut_off: _BodyCutOff | None = None
         new_tail: Location | None = None
 
-        async def send(number: int, data: io.BytesIO) -> None:
+        def new_buffer(number: int, consumed: int, already: int = 0) -> PartBody:
+            """Part `number`'s buffer, allocated once at the size it can reach in this request
+            (`consumed` body bytes are already placed, `already` bytes of the old tail come first)."""
+            size = upload.part_size_of(number)
+            if limit is not None:
+                size = min(size, already + max(0, limit - consumed))
+            return PartBody(size)
+
+        async def send(number: int, data: PartBody) -> None:
             try:
                 await self._acquire_part(lease, number, wait=True)
-                part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
+                try:
+                    part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
+                except Exception:  # noqa: BLE001 - a part sent while filling is resent whole, once
+                    if data.full:
+                        raise
+                    await data.filled_up()
+                    part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
                 sent[number] = part
                 await self._release_part(lease, number)
             except BaseException as error:  # noqa: BLE001 - reported after the body
-                failures.append(error)
+                if not data.abandoned:  # an abandoned part's bytes become the tail instead
+                    failures.append(error)
 
-        def new_buffer(number: int, already: int = 0) -> io.BytesIO:
-            """Part `number`'s buffer, allocated once at the size it can reach in this request."""
-            size = upload.part_size_of(number)
-            if limit is not None:
-                size = min(size, already + max(0, limit - received))
-            return presized_buffer(size)
-
-        async def dispatch(number: int, data: io.BytesIO) -> None:
+        async def dispatch(number: int, data: PartBody) -> asyncio.Task:
             nonlocal pending
             while len(pending) >= in_flight:
                 _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if failures:
                 raise failures[0]
-            pending.add(asyncio.create_task(send(number, data)))
+            task = asyncio.create_task(send(number, data))
+            pending.add(task)
+            return task
+
+        def this_body_fills(number: int, data: PartBody, consumed: int) -> bool:
+            """Whether the rest of this body (its length known) surely fills the part."""
+            return (stream_parts and data.size == upload.part_size_of(number)
+                    and body_length - consumed >= data.size - data.filled)
+
+        def abandon(streamed: tuple[PartBody, asyncio.Task] | None) -> None:
+            """A part in flight that will not fill: stop its UploadPart; its bytes stay in the buffer."""
+            if streamed is not None:
+                streamed[0].abandon()
+                streamed[1].cancel()
 
         async with self.memory.reserve(budget):
+            streaming: tuple[PartBody, asyncio.Task] | None = None  # the part in flight while it fills
             try:
-                # the part being filled: an owned BytesIO goes to UploadPart without another copy
-                buffer = new_buffer(next_part, upload.tail_size)
-                filled = 0
+                buffer = new_buffer(next_part, 0, upload.tail_size)
                 if upload.tail_key:
                     tail = await self.store.read_all(Location(upload.s3_bucket, upload.tail_key))
                     if tail is None or len(tail) != upload.tail_size:
                         raise RuntimeError(f"staged tail of upload {upload.id} is missing or has the wrong size")
-                    filled = buffer.write(tail)
+                    buffer.write(tail)
                     del tail
                 try:
                     async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
                         if lease.lost.is_set():
                             raise LeaseLost("another request took over this upload; this request kept nothing")
-                        received += len(chunk)
+                        received_before = received
+                        received += len(chunk)  # limit check first: nothing past the limit is placed
                         if limit is not None and received > limit:
                             raise PayloadTooLarge(
                                 "the body goes past the upload's length" if new_length is not None
@@ -701,16 +731,22 @@ class UploadEngine:
                         with memoryview(chunk) as view:
                             position = 0
                             while position < len(view):
-                                take = min(upload.part_size_of(next_part) - filled, len(view) - position)
-                                filled += buffer.write(view[position:position + take])
+                                if streaming is None and this_body_fills(next_part, buffer, received_before + position):
+                                    streaming = (buffer, await dispatch(next_part, buffer))
+                                part_size = upload.part_size_of(next_part)
+                                take = min(part_size - buffer.filled, len(view) - position)
+                                buffer.write(view[position:position + take])
                                 position += take
-                                if filled == upload.part_size_of(next_part):
-                                    buffer.seek(0)
-                                    await dispatch(next_part, buffer)
+                                if buffer.filled == part_size:
+                                    if streaming is None:
+                                        await dispatch(next_part, buffer)
+                                    streaming = None
                                     next_part += 1
-                                    buffer, filled = new_buffer(next_part), 0
+                                    buffer = new_buffer(next_part, received_before + position)
                 except _BodyCutOff as error:
                     cut_off = error
+                abandon(streaming)  # the body ended before filling it (cut off): its bytes become the tail
+                streaming = None
                 new_offset = upload.offset + received
                 if final and cut_off is None:
                     if new_length is not None and new_length != new_offset:
@@ -730,11 +766,10 @@ class UploadEngine:
                             raise ChecksumMismatch(f"{algorithm} checksum of the body does not match; "
                                                    "nothing was kept")
                 buffer.truncate()  # to the bytes filled: it was allocated for a whole part
-                if filled and new_length is not None and new_offset == new_length:
-                    buffer.seek(0)
+                if buffer.filled and new_length is not None and new_offset == new_length:
                     await dispatch(next_part, buffer)  # the last part may be short: no tail needed
                     next_part += 1
-                    buffer, filled = io.BytesIO(), 0
+                    buffer = PartBody(0)
                 if pending:
                     await asyncio.wait(pending)
                     pending = set()
@@ -748,7 +783,7 @@ class UploadEngine:
                         if number not in sent:
                             break
                         prefix.append(sent[number])
-                    committed_parts, buffer, filled = prefix, io.BytesIO(), 0
+                    committed_parts, buffer = prefix, PartBody(0)
                     if not prefix:
                         return await self._reload(upload.id)
                     new_offset = upload.offset - upload.tail_size + sum(p.size for p in prefix)
@@ -759,13 +794,14 @@ class UploadEngine:
                     kept = Location(upload.s3_bucket, upload.tail_key) if upload.tail_key else None
                     await self._commit_append(lease, upload, new_offset, new_length, [], kept, upload.tail_size)
                     return await self._reload(upload.id)
-                if filled:
+                if buffer.filled:
                     new_tail = self._staging(upload, f"tail-{lease.token[:16]}")
-                    buffer.seek(0)
                     await self.store.put_bytes(new_tail, buffer)
-                await self._commit_append(lease, upload, new_offset, new_length, committed_parts, new_tail, filled)
+                await self._commit_append(lease, upload, new_offset, new_length, committed_parts, new_tail,
+                                          buffer.filled)
                 new_tail = None  # committed: it is the upload's tail now
             finally:
+                abandon(streaming)
                 for task in pending:
                     task.cancel()
                 if new_tail is not None:
