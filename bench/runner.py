@@ -29,14 +29,14 @@ GIB = 2**30
 SESSION_SIZE = 64 * MIB
 
 # name -> (kind, what it measures); the order is the run order
-UPLOADS = ["direct-upload", "form-put", "raw-put", "multipart-proxied", "multipart-presigned", "session-4",
+UPLOADS = ["direct-upload", "direct-sequential", "form-put", "raw-put", "multipart-proxied", "multipart-presigned", "session-4",
            "offset-16m", "tus-16m", "tus-64m", "peer-tus-16m", "peer-tus-64m", "direct-upload-end"]
 DOWNLOADS = ["direct-get", "get", "range-get", "direct-get-end"]
 OTHERS = ["small-requests", "concurrency"]
 BIG = ["big-raw-put-1GiB", "big-raw-put-10GiB", "big-tus-1GiB", "big-tus-10GiB"]
 ALL = UPLOADS + DOWNLOADS + OTHERS + BIG
 ALIASES = {
-    "direct": ["direct-upload", "direct-get", "direct-upload-end", "direct-get-end"],
+    "direct": ["direct-upload", "direct-sequential", "direct-get", "direct-upload-end", "direct-get-end"],
     "multipart": ["multipart-proxied", "multipart-presigned"],
     "tus": ["tus-16m", "tus-64m"],
     "peer": ["peer-tus-16m", "peer-tus-64m"],
@@ -44,6 +44,7 @@ ALIASES = {
 }
 DESCRIPTIONS = {
     "direct-upload": "aiobotocore multipart to SeaweedFS, 16 MiB parts, 4 in flight (baseline)",
+    "direct-sequential": "the same with 1 part in flight: the ceiling of a one-request-at-a-time client",
     "form-put": "PUT /api/v1/objects/{id}/{key}, multipart/form-data field file",
     "raw-put": "PUT /api/v1/objects/{id}/{key}, raw body",
     "multipart-proxied": "/api/v1/multipart/ proxied parts, 16 MiB, 4 in flight",
@@ -199,6 +200,7 @@ class Runner:
         factories: dict[str, Callable[[], Awaitable[sc.Outcome]]] = {
             "direct-upload": lambda: sc.direct_upload(b, direct_key),
             "direct-upload-end": lambda: sc.direct_upload(b, key),
+            "direct-sequential": lambda: sc.direct_upload(b, key, in_flight=1, keep=False),
             "form-put": lambda: sc.form_put(b, key),
             "raw-put": lambda: sc.raw_put(b, key, keep=not self.download_key),
             "multipart-proxied": lambda: sc.multipart(b, key, presigned=False),

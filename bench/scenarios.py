@@ -150,8 +150,8 @@ async def read_part(source: InputFile, number: int, part_size: int) -> bytes:
 
 # --- the baseline ------------------------------------------------------------
 
-async def direct_upload(b: Bench, key: str) -> Outcome:
-    """aiobotocore straight to SeaweedFS: multipart, 16 MiB parts, 4 in flight."""
+async def direct_upload(b: Bench, key: str, *, in_flight: int = PARTS_IN_FLIGHT, keep: bool = True) -> Outcome:
+    """aiobotocore straight to SeaweedFS: multipart, 16 MiB parts, 4 in flight (or in_flight)."""
     created = await b.s3.create_multipart_upload(Bucket=DIRECT_BUCKET, Key=key)
     upload_id = created["UploadId"]
 
@@ -161,13 +161,13 @@ async def direct_upload(b: Bench, key: str) -> Outcome:
                                           PartNumber=index + 1, Body=data)
         return {"PartNumber": index + 1, "ETag": response["ETag"]}
     try:
-        parts = await in_parallel(b.input.part_count(PART_SIZE), PARTS_IN_FLIGHT, send)
+        parts = await in_parallel(b.input.part_count(PART_SIZE), in_flight, send)
         await b.s3.complete_multipart_upload(Bucket=DIRECT_BUCKET, Key=key, UploadId=upload_id,
                                              MultipartUpload={"Parts": parts})
     except BaseException:
         await b.s3.abort_multipart_upload(Bucket=DIRECT_BUCKET, Key=key, UploadId=upload_id)
         raise
-    return Outcome(b.input.size, [Stored(DIRECT_BUCKET, key, b.input.sha256, b.input.size, keep=True)])
+    return Outcome(b.input.size, [Stored(DIRECT_BUCKET, key, b.input.sha256, b.input.size, keep=keep)])
 
 
 async def direct_get(b: Bench, key: str) -> Outcome:
@@ -302,7 +302,7 @@ async def multipart(b: Bench, key: str, *, presigned: bool) -> Outcome:
             etag = part_etag(headers, answer)
         return {"part_number": number, "etag": etag}
     try:
-        parts = await in_parallel(b.input.part_count(PART_SIZE), PARTS_IN_FLIGHT, send)
+        parts = await in_parallel(b.input.part_count(PART_SIZE), in_flight, send)
         await b.api("POST", "/api/v1/multipart/complete/", json={**target, "upload_id": upload_id, "parts": parts})
     except BaseException:
         await abort_quietly(b, "/api/v1/multipart/abort/", json={**target, "upload_id": upload_id})

@@ -86,7 +86,8 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
                                  part_size=settings.s3_part_size,
                                  parts_in_flight=settings.s3_parts_in_flight,
                                  single_copy_limit=settings.s3_single_copy_limit,
-                                 sign_payload=settings.s3_sign_payload) as store:
+                                 sign_payload=settings.s3_sign_payload,
+                                 stream_parts=settings.s3_stream_parts) as store:
         if settings.s3_create_buckets:
             created = await store.ensure_buckets(mapping.all_s3_buckets())
             if created:

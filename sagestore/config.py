@@ -170,6 +170,9 @@ OPTIONS: list[Option] = [
     Option("s3_sign_payload", False, _bool,
            "SigV4-sign every byte sent to S3 (sha256, ~1/3 of upload CPU); false sends UNSIGNED-PAYLOAD "
            "and protects each part and PUT with a signed x-amz-checksum-crc32c (or the upload's own checksum)"),
+    Option("s3_stream_parts", True, _bool,
+           "send an appended part (tus, IETF, offset chunks) to S3 while its bytes arrive, without the "
+           "CRC32C known only at its end (integrity from TCP/TLS); false receives each part whole first"),
     Option("auth_mode", "jwt", _choice("jwt", "introspect", "noauth"), "how tokens are checked"),
     Option("jwt_secret", "", str, "HS256 secret; empty uses <data-dir>/jwt-secret, generated on first start", secret=True),
     Option("jwt_public_key_file", "", str, "PEM public key for RS*/ES* tokens (instead of a secret)"),
@@ -213,6 +216,7 @@ class Settings:
     s3_parts_in_flight: int = 4
     s3_single_copy_limit: int = 5 * 2**30
     s3_sign_payload: bool = False
+    s3_stream_parts: bool = True
     auth_mode: str = "jwt"
     jwt_secret: str = field(default="", repr=False)
     jwt_public_key_file: str = ""

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 import pytest
-from conftest import auth
+from conftest import AppServer, auth
 from tus_helpers import MiB, TUS, make_bucket, metadata, stored, stored_info, tus_headers
 
 from sagestore import context
@@ -236,8 +236,11 @@ async def test_unsupported_or_malformed_checksum_is_400(client):
     assert (await head(client, url)).headers["Upload-Offset"] == "0"
 
 
-async def test_arbitrary_chunk_sizes_become_valid_parts(client):
+@pytest.mark.parametrize("stream_parts", [True, False], ids=["parts-sent-while-filling", "parts-sent-whole"])
+async def test_arbitrary_chunk_sizes_become_valid_parts(aiohttp_client, settings, stream_parts):
+    client = await aiohttp_client(AppServer(create_app(settings.replace(s3_stream_parts=stream_parts))))
     app = client.server.app
+    assert app[context.STORE].can_stream_parts is stream_parts
     bucket_id = await make_bucket(app)
     data = os.urandom(23 * MiB + 12345)
     url = await create(client, bucket_id, len(data), key="chunks/odd.bin")

@@ -95,7 +95,8 @@ class ObjectStore:
     """The storage interface every other layer uses. One instance per app."""
 
     def __init__(self, client: Any, *, part_size: int = 16 * 2**20, parts_in_flight: int = 4,
-                 single_copy_limit: int = MAX_PART_SIZE, sign_payload: bool = False) -> None:
+                 single_copy_limit: int = MAX_PART_SIZE, sign_payload: bool = False,
+                 stream_parts: bool = True) -> None:
         if part_size < MIN_PART_SIZE or parts_in_flight < 1:
             raise ValueError("part_size must be >= 5 MiB and parts_in_flight >= 1")
         self.client = client
@@ -109,6 +110,7 @@ class ObjectStore:
         # False: the client sends UNSIGNED-PAYLOAD (configured in open_object_store) and every
         # PutObject/UploadPart carries a signed checksum header that S3 verifies instead
         self.sign_payload = sign_payload
+        self.stream_parts = stream_parts
 
     # --- buckets -----------------------------------------------------------
     async def ensure_buckets(self, names: list[str]) -> int:
@@ -436,9 +438,9 @@ class ObjectStore:
 
     @property
     def can_stream_parts(self) -> bool:
-        """Whether upload_part takes a PartBody that is still filling: not when payloads are
-        signed, since SigV4 hashes the whole body before the request starts."""
-        return not self.sign_payload
+        """Whether upload_part may take a PartBody that is still filling: not when switched off,
+        nor when payloads are signed (SigV4 hashes the whole body before the request starts)."""
+        return self.stream_parts and not self.sign_payload
 
     def _signable(self, data: Any) -> Any:
         """A signed payload is hashed by reading it: a (full) PartBody goes as a copy then."""
@@ -627,7 +629,7 @@ async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, 
                             part_size: int = 16 * 2**20, parts_in_flight: int = 4,
                             max_connections: int = 64,
                             single_copy_limit: int = MAX_PART_SIZE,
-                            sign_payload: bool = False) -> AsyncIterator[ObjectStore]:
+                            sign_payload: bool = False, stream_parts: bool = True) -> AsyncIterator[ObjectStore]:
     """The single aiobotocore client of an app (or a CLI command)."""
     config = AioConfig(
         signature_version="s3v4",
@@ -647,6 +649,7 @@ async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, 
                                      aws_access_key_id=access_key, aws_secret_access_key=secret_key,
                                      config=config) as client:
         yield ObjectStore(client, part_size=part_size, parts_in_flight=parts_in_flight,
-                          single_copy_limit=single_copy_limit, sign_payload=sign_payload)
+                          single_copy_limit=single_copy_limit, sign_payload=sign_payload,
+                          stream_parts=stream_parts)
 
 AsyncCallable = Callable[..., Awaitable[Any]]

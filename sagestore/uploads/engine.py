@@ -662,9 +662,10 @@ class UploadEngine:
             """Part `number`'s buffer, allocated once at the size it can reach in this request
             (`consumed` body bytes are already placed, `already` bytes of the old tail come first)."""
             size = upload.part_size_of(number)
-            if limit is not None:
-                size = min(size, already + max(0, limit - consumed))
-            return PartBody(size)
+            for bound in (limit, body_length):
+                if bound is not None:
+                    size = min(size, already + max(0, bound - consumed))
+            return PartBody(size)  # a body longer than announced just makes it grow
 
         async def send(number: int, data: PartBody) -> None:
             try:
@@ -706,7 +707,7 @@ class UploadEngine:
         async with self.memory.reserve(budget):
             streaming: tuple[PartBody, asyncio.Task] | None = None  # the part in flight while it fills
             try:
-                buffer = new_buffer(next_part, 0, upload.tail_size)
+                buffer: PartBody | None = new_buffer(next_part, 0, upload.tail_size)
                 if upload.tail_key:
                     tail = await self.store.read_all(Location(upload.s3_bucket, upload.tail_key))
                     if tail is None or len(tail) != upload.tail_size:
@@ -731,6 +732,8 @@ class UploadEngine:
                         with memoryview(chunk) as view:
                             position = 0
                             while position < len(view):
+                                if buffer is None:  # allocated only once a byte needs it
+                                    buffer = new_buffer(next_part, received_before + position)
                                 if streaming is None and this_body_fills(next_part, buffer, received_before + position):
                                     streaming = (buffer, await dispatch(next_part, buffer))
                                 part_size = upload.part_size_of(next_part)
@@ -742,9 +745,11 @@ class UploadEngine:
                                         await dispatch(next_part, buffer)
                                     streaming = None
                                     next_part += 1
-                                    buffer = new_buffer(next_part, received_before + position)
+                                    buffer = None
                 except _BodyCutOff as error:
                     cut_off = error
+                if buffer is None:
+                    buffer = PartBody(0)
                 abandon(streaming)  # the body ended before filling it (cut off): its bytes become the tail
                 streaming = None
                 new_offset = upload.offset + received
