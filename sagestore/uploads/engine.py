@@ -329,6 +329,8 @@ class UploadEngine:
 
     async def _release(self, lease: Lease) -> None:
         self._local_leases.pop(lease.token, None)
+        if lease.released:
+            return
         async with transaction(self.pool) as cur:
             if lease.holds_upload:
                 await cur.execute("UPDATE uploads SET writer = NULL, writer_instance = NULL, writer_until = NULL"
@@ -400,11 +402,6 @@ class UploadEngine:
                 raise Locked(f"part {part_number} is being written by another request; retry later",
                              headers={"Retry-After": "1"})
             await asyncio.sleep(0.1)
-
-    async def _release_part(self, lease: Lease, part_number: int) -> None:
-        async with cursor(self.pool) as cur:
-            await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND part_number = %s"
-                              " AND writer = %s", (lease.upload_id, part_number, lease.token))
 
     # ------------------------------------------------------------------ parts
     async def _send_part(self, upload: Upload, part_number: int, data: bytes | io.BytesIO | PartBody, *,
@@ -677,8 +674,7 @@ class UploadEngine:
                         raise
                     await data.filled_up()
                     part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
-                sent[number] = part
-                await self._release_part(lease, number)
+                sent[number] = part  # its part lease goes with the commit (or the lease's release)
             except BaseException as error:  # noqa: BLE001 - reported after the body
                 if not data.abandoned:  # an abandoned part's bytes become the tail instead
                     failures.append(error)
@@ -802,8 +798,8 @@ class UploadEngine:
                 if buffer.filled:
                     new_tail = self._staging(upload, f"tail-{lease.token[:16]}")
                     await self.store.put_bytes(new_tail, buffer)
-                await self._commit_append(lease, upload, new_offset, new_length, committed_parts, new_tail,
-                                          buffer.filled)
+                committed = await self._commit_append(lease, upload, new_offset, new_length, committed_parts,
+                                                      new_tail, buffer.filled, release=True)
                 new_tail = None  # committed: it is the upload's tail now
             finally:
                 abandon(streaming)
@@ -815,20 +811,37 @@ class UploadEngine:
         if upload.tail_key:
             with contextlib.suppress(Exception):
                 await self.store.delete(upload.s3_bucket, [upload.tail_key])
-        return await self._reload(upload.id)
+        return committed
 
     async def _commit_append(self, lease: Lease, upload: Upload, new_offset: int, new_length: int | None,
-                             parts: list[Part], tail: Location | None, tail_size: int) -> None:
+                             parts: list[Part], tail: Location | None, tail_size: int, *,
+                             release: bool = False) -> Upload:
+        """Commit received bytes, conditional on still holding the lease; with release=True the
+        same transaction gives up the upload and part leases (one transaction less per request).
+        Returns the upload as committed."""
         async with transaction(self.pool) as cur:
             await cur.execute(
                 """UPDATE uploads SET acknowledged_offset = %s, tail_key = %s, tail_size = %s, length = %s,
-                       updated_at = now(), expires_at = now() + %s * interval '1 second'
-                   WHERE id = %s AND writer = %s AND state = 'open' AND acknowledged_offset = %s""",
-                (new_offset, tail.key if tail else None, tail_size, new_length, self._ttl(),
-                 upload.id, lease.token, upload.offset))
-            if cur.rowcount != 1:
+                       updated_at = now(), expires_at = now() + %s * interval '1 second',
+                       writer = CASE WHEN %s THEN NULL ELSE writer END,
+                       writer_instance = CASE WHEN %s THEN NULL ELSE writer_instance END,
+                       writer_until = CASE WHEN %s THEN NULL ELSE writer_until END
+                   WHERE id = %s AND writer = %s AND state = 'open' AND acknowledged_offset = %s
+                   RETURNING *, expires_at < now() AS is_expired""",
+                (new_offset, tail.key if tail else None, tail_size, new_length, self._ttl(), release, release,
+                 release, upload.id, lease.token, upload.offset))
+            row = await cur.fetchone()
+            if row is None:
                 raise LeaseLost("another request took over this upload; this request kept nothing")
             await self._upsert_parts(cur, upload.id, parts)
+            if release:
+                await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND writer = %s",
+                                  (upload.id, lease.token))
+        lease.released = release  # only once the transaction is in
+        committed = Upload.from_row(row)
+        committed.parts = sorted({part.part_number: part for part in [*upload.parts, *parts]}.values(),
+                                 key=lambda part: part.part_number)
+        return committed
 
     async def _reload(self, upload_id: str) -> Upload:
         async with cursor(self.pool) as cur:

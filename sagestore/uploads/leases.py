@@ -106,6 +106,7 @@ class Lease:
         self.instance_id = instance_id
         self.holds_upload = holds_upload
         self.lost = asyncio.Event()
+        self.released = False  # set when a commit already gave up the upload and its part leases
 
 
 async def renew_forever(pool: Any, lease: Lease, seconds: float) -> None:
