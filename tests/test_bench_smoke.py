@@ -17,8 +17,9 @@ def test_quick_benchmark_runs_and_verifies(tmp_path):
                           "--json", str(output)], cwd=REPO, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = {row["name"]: row for row in json.loads(output.read_text())["results"]}
-    assert set(results) == {"direct-upload", "raw-put", "direct-upload-end", "direct-get", "direct-get-end"}
-    for name in ("direct-upload", "direct-upload-end", "direct-get", "direct-get-end"):
+    assert set(results) == {"direct-upload", "direct-sequential", "raw-put", "direct-upload-end", "direct-get",
+                            "direct-get-end"}
+    for name in ("direct-upload", "direct-sequential", "direct-upload-end", "direct-get", "direct-get-end"):
         assert results[name]["status"] == "ok" and results[name]["verified"] is True, results[name]
         assert results[name]["bytes"] == 64 * 2**20
     # the SAGE PUT either works and stored the same bytes, or is reported as not there yet

@@ -577,6 +577,26 @@ async def test_an_abandoned_part_body_fails_its_upload_at_once_and_stores_nothin
     await store.abort_multipart(location, upload_id)
 
 
+async def test_a_stalled_part_body_gives_up_and_is_sent_whole_later(store, at):
+    """A send that waits too long for the next bytes fails (retries included) instead of holding
+    an S3 request open; once the body is whole it is sent again, and S3 has exactly its bytes."""
+    data = os.urandom(PART)
+    location = at("stalled")
+    upload_id = await store.create_multipart(location)
+    body = PartBody(PART)
+    body.STALL_SECONDS = 0.5
+    body.write(data[:MiB])
+    started = time.monotonic()
+    with pytest.raises(Exception):
+        await asyncio.wait_for(store.upload_part(location, upload_id, 1, body), 60)
+    assert time.monotonic() - started < 10  # one stall, then the retries fail at once
+    body.write(data[MiB:])
+    response = await store.upload_part(location, upload_id, 1, body)
+    assert response["ETag"] == quoted_md5(data)
+    await store.complete_multipart(location, upload_id, [{"PartNumber": 1, "ETag": response["ETag"]}])
+    assert await read(store, location) == data
+
+
 def test_object_store_refuses_parts_below_the_s3_minimum():
     with pytest.raises(ValueError):
         ObjectStore(None, part_size=PART - 1)

@@ -512,6 +512,10 @@ def presized_buffer(size: int) -> io.BytesIO:
         body.seek(0)
     return body
 
+class PartStalled(ConnectionAbortedError):
+    """A PartBody sent while filling waited too long for its next bytes."""
+
+
 class PartBody:
     """A part's bytes in one buffer allocated up front, which can go to S3 while it is still being
     filled: UploadPart starts as soon as the part's first bytes arrive and sends each piece as it
@@ -524,6 +528,9 @@ class PartBody:
     """
 
     SEND_PIECE = 256 * 2**10
+    # a send that waits longer than this for the next bytes gives up (PartStalled): S3 servers drop
+    # idle requests anyway, and a stalled sender must not keep its part from a writer taking over
+    STALL_SECONDS = 2.0
 
     def __init__(self, capacity: int) -> None:
         self._buffer = bytearray(capacity)
@@ -531,6 +538,7 @@ class PartBody:
         self.size = capacity  # what an UploadPart sent now declares; truncate() fixes it at filled
         self._grew = asyncio.Event()
         self._abandoned: BaseException | None = None
+        self._stalled = False  # once a send stalled, sends before the body is full fail at once (no retries)
 
     def write(self, data: bytes | memoryview) -> int:
         """Append data (the one copy of the request's bytes); the buffer never moves."""
@@ -587,13 +595,19 @@ class PartBody:
     # aiohttp's face
     async def __aiter__(self) -> AsyncIterator[memoryview]:
         sent = 0  # every iteration starts over: a retry resends from the buffer, which keeps every byte
+        if self._stalled and not self.full:
+            raise PartStalled("this part stalled before; it is sent again once it is whole")
         view = memoryview(self._buffer)
         while sent < self.size:
             if self._abandoned is not None and not self.full:  # truncate() makes it whole again
                 raise self._abandoned
             if sent >= self.filled:
                 self._grew.clear()
-                await self._grew.wait()
+                try:
+                    await asyncio.wait_for(self._grew.wait(), self.STALL_SECONDS)
+                except asyncio.TimeoutError:
+                    self._stalled = True
+                    raise PartStalled(f"no new bytes for {self.STALL_SECONDS} s") from None
                 continue
             end = min(self.filled, self.size, sent + self.SEND_PIECE)
             yield view[sent:end]

@@ -403,6 +403,11 @@ class UploadEngine:
                              headers={"Retry-After": "1"})
             await asyncio.sleep(0.1)
 
+    async def _release_part(self, lease: Lease, part_number: int) -> None:
+        async with cursor(self.pool) as cur:
+            await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND part_number = %s"
+                              " AND writer = %s", (lease.upload_id, part_number, lease.token))
+
     # ------------------------------------------------------------------ parts
     async def _send_part(self, upload: Upload, part_number: int, data: bytes | io.BytesIO | PartBody, *,
                          content_md5: str | None = None, checksum: str | None = None) -> Part:
@@ -669,12 +674,15 @@ class UploadEngine:
                 await self._acquire_part(lease, number, wait=True)
                 try:
                     part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
-                except Exception:  # noqa: BLE001 - a part sent while filling is resent whole, once
+                except Exception:  # noqa: BLE001 - a part sent while filling (stalled, failed) is resent whole
                     if data.full:
                         raise
+                    await self._release_part(lease, number)  # a writer taking over need not wait for it
                     await data.filled_up()
+                    await self._acquire_part(lease, number, wait=True)
                     part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
-                sent[number] = part  # its part lease goes with the commit (or the lease's release)
+                sent[number] = part
+                await self._release_part(lease, number)  # S3 has it: a writer taking over need not wait
             except BaseException as error:  # noqa: BLE001 - reported after the body
                 if not data.abandoned:  # an abandoned part's bytes become the tail instead
                     failures.append(error)
