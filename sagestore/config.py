@@ -150,6 +150,9 @@ OPTIONS: list[Option] = [
     Option("data_dir", "./sagestore-data", str, "directory for embedded PostgreSQL, SeaweedFS and generated secrets"),
     Option("host", "127.0.0.1", str, "address the HTTP server binds to"),
     Option("port", 8080, _port, "port the HTTP server listens on"),
+    Option("request_trailers", True, _bool,
+           "parse requests with aiohttp's pure-Python parser, which keeps chunked-body trailers (tus "
+           "checksum-trailer); false uses its C parser: a tenth more small requests per second, no checksum-trailer"),
     Option("log_level", "info", _choice("debug", "info", "warning", "error"), "log level"),
     Option("database_url", "", str, "PostgreSQL URL; empty starts embedded PostgreSQL in the data dir", secret=True),
     Option("db_pool_size", 10, int, "maximum PostgreSQL connections per instance"),
@@ -200,6 +203,7 @@ class Settings:
     data_dir: str = "./sagestore-data"
     host: str = "127.0.0.1"
     port: int = 8080
+    request_trailers: bool = True
     log_level: str = "info"
     database_url: str = field(default="", repr=False)
     db_pool_size: int = 10

@@ -201,3 +201,24 @@ async def test_a_server_that_cannot_read_trailers_neither_advertises_nor_accepts
         url, 0, b"x" * 10, {"Upload-Checksum": f"sha1 {b64('sha1', b'x' * 10)}"}))
     assert status == 400 and "cannot read request trailers" in json.loads(body)["error"]
     assert (await head(plain, url)).headers["Upload-Offset"] == "0"
+
+
+def test_sagestore_serve_with_request_trailers_off_uses_the_c_parser(server_process):
+    """SAGESTORE_REQUEST_TRAILERS=false: the faster C parser, so no checksum-trailer in OPTIONS and
+    a PATCH announcing the trailer is 400 (nothing kept); plain checksums still work."""
+    server = server_process(request_trailers=False)
+    headers = {"Authorization": "sage user:alice", "Tus-Resumable": "1.0.0"}
+    extensions = requests.options(f"{server.url}/api/v1/tus/", timeout=30).headers["Tus-Extension"].split(",")
+    assert "checksum" in extensions and "checksum-trailer" not in extensions
+    bucket_id = requests.post(f"{server.url}/api/v1/objects?type=model&name=c", headers=headers, timeout=30).json()["id"]
+    response = requests.post(f"{server.url}/api/v1/tus/", timeout=30, headers={
+        **headers, "Upload-Length": "10", "Upload-Metadata": metadata(bucket=bucket_id, key="c.bin")})
+    path = response.headers["Location"]
+    port = int(server.url.rsplit(":", 1)[1])
+    [(status, _, body)] = asyncio.run(exchange("127.0.0.1", port, chunked_patch(
+        path, 0, b"0123456789", {"Upload-Checksum": f"sha1 {b64('sha1', b'0123456789')}"})))
+    assert status == 400 and "cannot read request trailers" in json.loads(body)["error"]
+    response = requests.patch(f"{server.url}{path}", data=b"0123456789", timeout=30, headers={
+        **headers, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
+        "Upload-Checksum": f"sha1 {b64('sha1', b'0123456789')}"})
+    assert response.status_code == 204 and response.headers["Upload-Offset"] == "10"
