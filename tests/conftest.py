@@ -118,6 +118,24 @@ async def client(aiohttp_client, settings):
     return await aiohttp_client(AppServer(create_app(settings)))
 
 
+def create_bucket_row(database_url: str, owner: str = "alice") -> str:
+    """A bucket row written straight to the database, for tests that drive server subprocesses."""
+    from sagestore.db import buckets as bucket_queries
+    from sagestore.db import create_pool, transaction
+
+    async def run() -> str:
+        bucket_id = str(uuid.uuid4())
+        pool = await create_pool(database_url, 1)
+        try:
+            async with transaction(pool) as cur:
+                await bucket_queries.create(cur, bucket_id, "two", "model", owner, False)
+        finally:
+            pool.close()
+            await pool.wait_closed()
+        return bucket_id
+    return asyncio.run(run())
+
+
 def auth(user: str | None, groups: tuple[str, ...] = ()) -> dict[str, str]:
     """Headers for a noauth caller; None means anonymous."""
     if user is None:

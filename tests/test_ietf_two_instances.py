@@ -2,42 +2,24 @@
 PATCH on another process sharing PostgreSQL and SeaweedFS; the old request can commit nothing."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import socket
-import uuid
 from urllib.parse import urlsplit
 
 import boto3
 import requests
 from botocore.config import Config
-from conftest import auth
+from conftest import auth, create_bucket_row
 
-from sagestore.db import create_pool, transaction
-from sagestore.db import buckets as bucket_queries
 from sagestore.storage import BucketMapping
 
 MiB = 2**20
 
 
-def _bucket(database_url: str) -> str:
-    async def run() -> str:
-        bucket_id = str(uuid.uuid4())
-        pool = await create_pool(database_url, 1)
-        try:
-            async with transaction(pool) as cur:
-                await bucket_queries.create(cur, bucket_id, "two", "model", "alice", False)
-        finally:
-            pool.close()
-            await pool.wait_closed()
-        return bucket_id
-    return asyncio.run(run())
-
-
 def test_takeover_of_a_stalled_append_across_two_instances(server_process, base_settings):
     first, second = server_process(), server_process()
-    bucket_id = _bucket(base_settings.database_url)
+    bucket_id = create_bucket_row(base_settings.database_url)
     # requests (http.client) would take a 104 for the final answer: no interop version, no 104
     headers = auth("alice")
     response = requests.post(f"{first.url}/api/v1/uploads/?bucket={bucket_id}&key=two/takeover.bin",

@@ -2,42 +2,24 @@
 multipart upload alternating between them."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import requests
 from botocore.config import Config
-from conftest import auth
+from conftest import auth, create_bucket_row
 
-from sagestore.db import create_pool, transaction
-from sagestore.db import buckets as bucket_queries
 from sagestore.storage import BucketMapping
 
 MiB = 2**20
 
 
-def create_bucket(database_url: str, owner: str) -> str:
-    async def run() -> str:
-        bucket_id = str(uuid.uuid4())
-        pool = await create_pool(database_url, 1)
-        try:
-            async with transaction(pool) as cur:
-                await bucket_queries.create(cur, bucket_id, "two", "model", owner, False)
-        finally:
-            pool.close()
-            await pool.wait_closed()
-        return bucket_id
-    return asyncio.run(run())
-
-
 def test_two_servers_alternate_parts_of_one_upload(server_process, base_settings):
     first, second = server_process(), server_process()
     servers = [first, second]
-    bucket_id = create_bucket(base_settings.database_url, "alice")
+    bucket_id = create_bucket_row(base_settings.database_url, "alice")
     headers = auth("alice")
     response = requests.post(f"{first.url}/api/v1/multipart/", headers=headers, json={
         "object_type": "model_version", "object_id": bucket_id, "key": "shared/file.bin"}, timeout=30)
