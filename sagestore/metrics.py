@@ -16,6 +16,10 @@ class Metrics:
         self.file_uploads = Counter("file_upload", "Files uploaded", registry=r)
         self.bytes_uploaded = Counter("file_upload_byte_size", "Bytes uploaded", registry=r)
         self.bytes_downloaded = Counter("file_download_byte_size", "Bytes downloaded", registry=r)
+        # every body byte a chunk PUT of an indexed session received, stored or not (a resumed upload's
+        # resend cost shows here, where the stored parts count each chunk once)
+        self.session_bytes_received = Counter("sagestore_session_bytes_received", "Bytes received by session "
+                                              "chunk PUTs, including chunks cut off or sent again", registry=r)
         self.requests = Histogram("sagestore_http_request_duration_seconds", "HTTP request duration",
                                   ["method", "route", "status"], registry=r,
                                   buckets=(0.005, 0.02, 0.1, 0.5, 2, 10, 60, 600))

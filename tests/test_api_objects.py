@@ -312,6 +312,26 @@ async def test_download_headers(client):
     assert response.status == 200
 
 
+async def test_repr_digest_on_get_head_and_ranges(client):
+    """RFC 9530 Repr-Digest: the whole file's sha-256, on GET, HEAD and ranged GETs alike."""
+    import base64
+    bucket_id = await create_bucket(client)
+    data = os.urandom(100_000)
+    expected = f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:"
+    await put_raw(client, bucket_id, "digest.bin", data)
+    await put_form(client, bucket_id, "form.bin", data)
+    for key in ("digest.bin", "form.bin"):
+        url = f"/api/v1/objects/{bucket_id}/{key}"
+        response = await client.get(url, headers=auth("alice"))
+        assert response.status == 200 and await response.read() == data
+        assert response.headers["Repr-Digest"] == expected
+        head = await client.head(url, headers=auth("alice"))
+        assert head.status == 200 and head.headers["Repr-Digest"] == expected
+        ranged = await client.get(url, headers={**auth("alice"), "Range": "bytes=10-19"})
+        assert ranged.status == 206 and await ranged.read() == data[10:20]
+        assert ranged.headers["Repr-Digest"] == expected  # the representation's digest, not the range's
+
+
 @pytest.mark.parametrize("key, disposition", [
     ("données été.txt", "attachment; filename=\"donn_es _t_.txt\"; "
                         "filename*=UTF-8''donn%C3%A9es%20%C3%A9t%C3%A9.txt"),

@@ -302,3 +302,66 @@ async def test_two_concurrent_writes_of_one_chunk_exactly_one_wins(client, setti
     winner = bodies[statuses.index(200)]
     assert (await complete(client, session)).status == 201
     assert S3View(settings).object(bucket_id, "race.bin") == winner
+
+
+async def test_unfinished_sessions_by_bucket_and_key_and_abort(client, settings):
+    """GET /api/v1/attachment/sessions: the caller's open uploads with what a resume needs; other users'
+    are invisible, a bucket filter needs WRITE, completed and aborted uploads drop out."""
+    owner = "uploader-" + os.urandom(4).hex()  # no other test's uploads in the unfiltered list
+    bucket_id = await make_bucket(client, owner, grants=[("USER", "bob", "READ")])
+    other_bucket = await make_bucket(client, owner)
+    data = os.urandom(2 * CHUNK + 5)
+    digest = sha256(data)
+    first = await initiate(client, bucket_id, len(data), owner, key="a/model.bin", sha256=digest)
+    second = await initiate(client, bucket_id, len(data), owner, key="b/other.bin")
+    await initiate(client, other_bucket, 10, owner, key="a/model.bin")
+    assert (await put_chunk(client, first, 2, pieces(data)[2], owner)).status == 200
+
+    async def listed(params, user=owner):
+        response = await client.get("/api/v1/attachment/sessions", params=params, headers=auth(user))
+        return response.status, await response.json()
+
+    status, body = await listed({"bucket_id": bucket_id, "key": "a/model.bin"})
+    assert status == 200 and [s["sessionId"] for s in body["sessions"]] == [first["sessionId"]]
+    found = body["sessions"][0]
+    assert found["fileSize"] == len(data) and found["chunkSize"] == CHUNK and found["totalChunks"] == 3
+    assert found["receivedChunks"] == [2] and found["missingChunks"] == [1, 3]
+    assert found["sha256"] == digest and found["protocol"] == "session" and found["state"] == "open"
+    assert found["bytesReceived"] == CHUNK and found["key"] == "a/model.bin"
+    status, body = await listed({"bucket_id": bucket_id})
+    assert status == 200 and {s["sessionId"] for s in body["sessions"]} == {first["sessionId"], second["sessionId"]}
+    status, body = await listed({})
+    assert status == 200 and len(body["sessions"]) == 3
+    # another user sees none of them; a READ grantee cannot filter by the bucket; anonymous is 401
+    status, body = await listed({}, user="carol")
+    assert status == 200 and body["sessions"] == []
+    assert (await listed({"bucket_id": bucket_id}, user="bob"))[0] == 403
+    assert (await client.get("/api/v1/attachment/sessions")).status == 401
+    assert (await listed({"key": "a/model.bin"}))[0] == 400
+    assert (await listed({"bucket_id": "not-a-uuid"}))[0] == 400
+    # abort: gone from the list; completed ones too
+    response = await client.post(f"/api/v1/attachment/session/{second['sessionId']}/abort", headers=auth(owner))
+    assert response.status == 204
+    for number in (1, 3):
+        assert (await put_chunk(client, first, number, pieces(data)[number], owner)).status == 200
+    assert (await complete(client, first, owner)).status == 201
+    status, body = await listed({"bucket_id": bucket_id})
+    assert status == 200 and body["sessions"] == []
+
+
+async def test_session_bytes_received_counts_every_chunk_byte(client, settings):
+    """/metrics counts chunk bytes as received, also those of a chunk sent twice."""
+    import re
+
+    def value(text):
+        match = re.search(r"^sagestore_session_bytes_received_total (\S+)$", text, re.M)
+        return float(match.group(1))
+
+    before = value(await (await client.get("/metrics")).text())
+    bucket_id = await make_bucket(client)
+    data = os.urandom(CHUNK + 10)
+    session = await initiate(client, bucket_id, len(data))
+    for _ in range(2):
+        assert (await put_chunk(client, session, 1, pieces(data)[1])).status == 200
+    after = value(await (await client.get("/metrics")).text())
+    assert after - before == 2 * CHUNK

@@ -89,7 +89,19 @@ def object_headers(info: ObjectInfo, key: str) -> dict[str, str]:
         headers["ETag"] = info.etag
     if info.last_modified:
         headers["Last-Modified"] = format_datetime(info.last_modified.astimezone(timezone.utc), usegmt=True)
+    digest = repr_digest(info)
+    if digest:
+        headers["Repr-Digest"] = digest
     return headers
+
+
+def repr_digest(info: ObjectInfo) -> str | None:
+    """RFC 9530 Repr-Digest of the whole file (also on a 206: it digests the representation, not the
+    range), from the sha256 kept in the object's metadata; None when it is not known."""
+    value = (info.metadata or {}).get("sha256", "")
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        return None
+    return f"sha-256=:{base64.b64encode(bytes.fromhex(value)).decode()}:"
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -423,6 +435,9 @@ DOWNLOAD_HEADERS = {
     "Content-Length": {"schema": {"type": "integer"}}, "Content-Type": {"schema": {"type": "string"}},
     "ETag": {"schema": {"type": "string"}}, "Last-Modified": {"schema": {"type": "string"}},
     "Accept-Ranges": {"schema": {"type": "string", "enum": ["bytes"]}},
+    "Repr-Digest": {"schema": {"type": "string", "example": "sha-256=:<base64>:"},
+                    "description": "RFC 9530: the sha-256 of the whole file (also on 206 responses), sent "
+                                   "whenever the server knows it (PUT uploads, uploads completed with a declared or retained sha256)"},
     "Content-Disposition": {"schema": {"type": "string"},
                             "description": "attachment; filename=\"ascii\"; filename*=UTF-8''percent-encoded"}}
 LISTING = {"type": "object", "description": "S3 ListObjectsV2 with the Go server's field names; keys are "

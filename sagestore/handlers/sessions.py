@@ -5,6 +5,7 @@
     GET  /api/v1/attachment/session/{sessionId}                    received and missing chunks
     POST /api/v1/attachment/session/{sessionId}/complete           {sha256?}
     POST /api/v1/attachment/session/{sessionId}/abort
+    GET  /api/v1/attachment/sessions?bucket_id=&key=               the caller's unfinished uploads (resume)
 
 The server picks chunkSize (>= 5 MiB, growing so that there are at most 10 000 chunks) and
 chunk ids are 1..totalChunks: chunk n IS S3 part n, so chunks go to S3 as they arrive and
@@ -13,18 +14,19 @@ or Content-Digest (RFC 9530) with sha-256 or md5; they are verified before anyth
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, AsyncIterator
 
 import http_sfv
 from aiohttp import web
 
 from .. import context
+from ..acl import authorize
 from ..errors import BadRequest, Unauthorized
 from ..openapi import ERROR, PATHS, operation
-from ..storage import sanitize_filename
+from ..storage import parse_bucket_id, sanitize_filename, validate_key
 from ..uploads import MissingParts, Upload
 from ..uploads.checksums import b64
-from .common import identity, json_body
+from .common import identity, json_body, query_int
 from .offset_uploads import authorize_target, owned_upload
 
 routes = web.RouteTableDef()
@@ -80,6 +82,14 @@ def chunk_digests(headers: Any) -> dict[str, str]:
         if not usable:
             raise BadRequest(f"Digest has no algorithm this server verifies ({', '.join(DIGEST_ALGORITHMS)})")
     return digests
+
+
+async def _counted(request: web.Request) -> AsyncIterator[bytes]:
+    """The chunk's body, counted into /metrics as it arrives (also the bytes of a chunk cut off)."""
+    received = request.app[context.METRICS].session_bytes_received
+    async for piece in request.content.iter_chunked(READ_CHUNK):
+        received.inc(len(piece))
+        yield piece
 
 
 def _chunk_id(request: web.Request) -> int:
@@ -140,7 +150,7 @@ async def put_chunk(request: web.Request) -> web.Response:
     chunk_id = _chunk_id(request)
     expected = upload.expected_part_size(chunk_id)
     digests = chunk_digests(request.headers)
-    part = await engine.put_part(upload, chunk_id, request.content.iter_chunked(READ_CHUNK), expected_size=expected,
+    part = await engine.put_part(upload, chunk_id, _counted(request), expected_size=expected,
                                  size_hint=request.content_length, md5=digests.pop("md5", None), checksums=digests)
     upload = await engine.get(upload.id, upload.owner, with_parts=False)  # the write extended the expiry
     return web.json_response({"sessionId": upload.id, "chunkId": part.part_number, "size": part.size,
@@ -163,6 +173,35 @@ async def complete(request: web.Request) -> web.Response:
         raise BadRequest(f"{len(missing.part_numbers)} chunks are missing", missingChunks=missing.part_numbers) \
             from None
     return web.json_response({**info, "sessionId": upload.id, "expiresAt": _iso(upload)}, status=201)
+
+
+@routes.get("/api/v1/attachment/sessions")
+async def unfinished_uploads(request: web.Request) -> web.Response:
+    """The caller's open uploads, newest first, of every protocol (an upload started by tus can be
+    aborted here too), filtered by bucket and key: a client finds the session it can resume from
+    these, with no local state. A bucket filter needs WRITE on it, like every route of this API."""
+    caller = identity(request)
+    if caller.anonymous:
+        raise Unauthorized("authentication required")
+    bucket_id = request.query.get("bucket_id") or None
+    key = request.query.get("key") or None
+    if key is not None and bucket_id is None:
+        raise BadRequest("key needs bucket_id")
+    if bucket_id is not None:
+        bucket_id = parse_bucket_id(bucket_id)
+        await authorize(request.app[context.ACL], bucket_id, caller, "WRITE", writing=True)
+    if key is not None:
+        key = validate_key(key)
+    limit = query_int(request, "limit", 100, 1, 1000)
+    engine = request.app[context.ENGINE]
+    uploads = await engine.unfinished(caller.user, bucket_id=bucket_id, key=key, limit=limit)
+    return web.json_response({"sessions": [{**_status(engine, upload), "protocol": upload.protocol,
+                                            "sha256": upload.sha256, "createdAt": _iso_time(upload.created_at)}
+                                           for upload in uploads]})
+
+
+def _iso_time(value: Any) -> str:
+    return value.isoformat().replace("+00:00", "Z")
 
 
 @routes.post(SESSION + "/abort")
@@ -209,7 +248,31 @@ PATHS.update({
         {"201": {"description": "file info"}, **_ERRORS, "409": ERROR, "423": ERROR},
         parameters=[_SESSION_ID],
         requestBody=_json({"sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}, [], needed=False))},
+    "/api/v1/attachment/sessions": {"get": operation(
+        "The caller's unfinished uploads (any protocol), newest first: what a client needs to resume one "
+        "with no local state. Filter by bucket_id (needs WRITE on it) and key",
+        {"200": {"description": "{sessions: [{sessionId, protocol, state, bucket_id, key, fileName, fileSize, "
+                                "chunkSize, totalChunks, receivedChunks, missingChunks, bytesReceived, sha256, "
+                                "createdAt, expiresAt}]}",
+                 "content": {"application/json": {"schema": {"type": "object", "properties": {
+                     "sessions": {"type": "array", "items": {"type": "object", "properties": {
+                         "sessionId": {"type": "string", "format": "uuid"}, "protocol": {"type": "string"},
+                         "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
+                         "fileSize": {"type": "integer", "nullable": True}, "chunkSize": {"type": "integer"},
+                         "totalChunks": {"type": "integer", "nullable": True},
+                         "receivedChunks": {"type": "array", "items": {"type": "integer"}},
+                         "missingChunks": {"type": "array", "items": {"type": "integer"}},
+                         "bytesReceived": {"type": "integer"},
+                         "sha256": {"type": "string", "nullable": True},
+                         "createdAt": {"type": "string", "format": "date-time"},
+                         "expiresAt": {"type": "string", "format": "date-time"}}}}}}}}},
+         "400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR},
+        parameters=[{"name": "bucket_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+                    {"name": "key", "in": "query", "schema": {"type": "string"}, "description": "needs bucket_id"},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                                                 "default": 100}}])},
     SESSION + "/abort": {"post": operation(
-        "Abort: every stored chunk is removed", {"204": {"description": "aborted"}, **_ERRORS, "409": ERROR},
+        "Abort: every stored chunk is removed (works for any of the caller's unfinished uploads, whatever "
+        "protocol started it)", {"204": {"description": "aborted"}, **_ERRORS, "409": ERROR},
         parameters=[_SESSION_ID])},
 })

@@ -277,6 +277,25 @@ class UploadEngine:
                 upload.parts = await self._parts(cur, upload_id)
         return upload
 
+    async def unfinished(self, owner: str, *, bucket_id: str | None = None, key: str | None = None,
+                         limit: int = 1000) -> list[Upload]:
+        """The owner's open, unexpired uploads (newest first), optionally of one bucket and key, with
+        their parts: what a client needs to resume one with no local state."""
+        conditions, values = ["owner = %s", "state = 'open'", "expires_at > now()"], [owner]
+        if bucket_id is not None:
+            conditions.append("bucket_id = %s")
+            values.append(bucket_id)
+        if key is not None:
+            conditions.append("key = %s")
+            values.append(key)
+        async with cursor(self.pool) as cur:
+            await cur.execute(f"SELECT * FROM uploads WHERE {' AND '.join(conditions)} "
+                              "ORDER BY created_at DESC LIMIT %s", (*values, limit))
+            uploads = [Upload.from_row(row) for row in await cur.fetchall()]
+            for upload in uploads:
+                upload.parts = await self._parts(cur, upload.id)
+        return uploads
+
     def status(self, upload: Upload) -> dict[str, Any]:
         """Protocol-neutral state of an upload (get() it first)."""
         body: dict[str, Any] = {
