@@ -1,4 +1,4 @@
-"""The `sagestore` command: serve, migrate, reap, token.
+"""The `sagestore` command: serve, migrate, reap, token (the client commands live in client/cli.py).
 
 A bad setting or a backend that cannot be used at start-up ends the command with ONE
 line on stderr, `sagestore: error: ...`, and exit status 2; never a traceback.
@@ -193,7 +193,9 @@ def print_token(settings: Settings, user: str, groups: list[str], ttl: float) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="sagestore", description="sagestore object store server")
+    parser = OneLineParser(prog="sagestore", description="sagestore object store server",
+                           epilog="client commands: cp, ls, rm, mb, rb, sync, share, perm, uploads, storage "
+                                  "(sagestore cp --help, ...)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     serve_parser = commands.add_parser("serve", help="run the server (embedded backends unless configured)",
                                        description="Run the HTTP server. Every option also reads SAGESTORE_<NAME>; "
@@ -222,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .client import cli as client_cli  # cp, ls, rm, mb, rb, sync, share, perm, uploads, storage ...
+    if client_cli.handles(sys.argv[1:] if argv is None else argv):
+        return client_cli.main(argv)
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args)

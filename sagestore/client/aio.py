@@ -1,0 +1,621 @@
+"""AsyncClient: the sagestore API over aiohttp. Client (sync.py) runs this same code on a private
+event loop, so both have the same methods and behaviour.
+
+Uploads: a file up to `threshold` is one streamed PUT with its sha256 in Repr-Digest; a larger one
+is an indexed session (several chunks in flight), whose sha256 must be declared when it starts,
+so the file is read once to hash it before its first byte is sent. A rerun of the same upload
+(same user, bucket, key, size and sha256) finds the open session on the server and sends only the
+missing chunks; sessions of that key with another size or sha256 are aborted, never completed.
+
+Downloads: parallel Range GETs (If-Range: the ETag) into `<target>.part`, with the ranges done
+so far in `<target>.part.json`, so a rerun continues; the sha256 is checked against the server's
+Repr-Digest, then the file is renamed into place.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import fnmatch
+import hashlib
+import json
+import mimetypes
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, BinaryIO, Callable, Iterable
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from .config import MiB, TransferConfig
+from .errors import (ChecksumMismatch, ObjectChanged, SagestoreError, TransferError, error_for)
+
+Progress = Callable[[int], Any]  # called with byte counts as they are sent or received (negative: resent)
+
+RETRY_STATUSES = frozenset({423, 500, 502, 503, 504})
+SEND_PIECE = 1 * MiB
+HASH_READ = 8 * MiB
+
+
+@dataclass
+class FileInfo:
+    """What HEAD tells about a file. sha256 is None when the server does not know it."""
+    bucket_id: str
+    key: str
+    size: int
+    etag: str
+    sha256: str | None
+    content_type: str
+    last_modified: str | None
+
+
+def parse_repr_digest(value: str | None) -> str | None:
+    """The sha-256 of an RFC 9530 Repr-Digest header, as hex."""
+    for member in (value or "").split(","):
+        name, _, rest = member.strip().partition("=")
+        if name.strip().lower() == "sha-256" and rest.startswith(":") and rest.endswith(":"):
+            try:
+                raw = base64.b64decode(rest[1:-1], validate=True)
+            except ValueError:
+                return None
+            return raw.hex() if len(raw) == 32 else None
+    return None
+
+
+def retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def matches(path: str, include: Iterable[str] | None, exclude: Iterable[str] | None) -> bool:
+    """fnmatch patterns against a relative path (and its file name): included unless excluded."""
+    name = path.rsplit("/", 1)[-1]
+    include, exclude = list(include or []), list(exclude or [])
+    if include and not any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in include):
+        return False
+    return not any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in exclude)
+
+
+def file_sha256(path_or_file: str | os.PathLike | BinaryIO) -> str:
+    """sha256 of a file in big reads (hashlib releases the GIL: run it in a thread)."""
+    digest = hashlib.sha256()
+    buffer = bytearray(HASH_READ)
+    view = memoryview(buffer)
+    if isinstance(path_or_file, (str, os.PathLike)):
+        with open(path_or_file, "rb", buffering=0) as handle:
+            while count := handle.readinto(buffer):
+                digest.update(view[:count])
+    else:
+        path_or_file.seek(0)
+        while chunk := path_or_file.read(HASH_READ):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Source:
+    """A local file to upload, read at offsets (os.pread on a real file: no shared file position)."""
+
+    def __init__(self, source: str | os.PathLike | BinaryIO) -> None:
+        self._spool = None
+        if isinstance(source, (str, os.PathLike)):
+            self.path: str | None = os.fspath(source)
+            self._handle = open(self.path, "rb", buffering=0)
+        else:
+            self.path = None
+            if not (hasattr(source, "seekable") and source.seekable()):
+                self._spool = tempfile.TemporaryFile()  # a pipe or socket: spool it to know size and sha256
+                while chunk := source.read(HASH_READ):
+                    self._spool.write(chunk)
+                source = self._spool
+            self._handle = source
+        try:
+            self._fd: int | None = self._handle.fileno()
+            os.pread(self._fd, 0, 0)
+        except (OSError, AttributeError, ValueError):
+            self._fd = None
+        self._handle.seek(0, os.SEEK_END)
+        self.size = self._handle.tell()
+        self._handle.seek(0)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        if self._fd is not None:
+            data = os.pread(self._fd, size, offset)
+        else:
+            self._handle.seek(offset)
+            data = self._handle.read(size)
+        if len(data) != size:
+            raise TransferError(f"the local file changed while it was read (short read at {offset})")
+        return data
+
+    def sha256(self) -> str:
+        return file_sha256(self.path) if self.path else file_sha256(self._handle)
+
+    def close(self) -> None:
+        if self.path is not None or self._spool is not None:
+            self._handle.close()
+
+
+class AsyncClient:
+    """The sagestore API. `url` is the server's base URL (http://host:port); `token` is sent as
+    `Authorization: Bearer <token>`; None is anonymous (public buckets can be read)."""
+
+    def __init__(self, url: str, token: str | None = None, *, config: TransferConfig | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.config = config or TransferConfig()
+        self._token = token
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:  # never the token
+        return f"{type(self).__name__}({self.url!r}, token={'<set>' if self._token else None})"
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"User-Agent": "sagestore-client/1"}
+            if self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
+            self._session = aiohttp.ClientSession(
+                headers=headers, auto_decompress=False,
+                connector=aiohttp.TCPConnector(limit=max(16, 2 * self.config.concurrency)),
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout,
+                                              sock_read=self.config.read_timeout))
+        return self._session
+
+    def _target(self, path: str, **params: Any) -> URL:
+        url = URL(self.url + path, encoded=True)
+        query = {name: str(value) for name, value in params.items() if value is not None}
+        return url.update_query(query) if query else url
+
+    @staticmethod
+    def _file_path(bucket_id: str, key: str) -> str:
+        return f"/api/v1/objects/{quote(str(bucket_id), safe='')}/{quote(key, safe='/')}"
+
+    # ------------------------------------------------------------------ requests with retries
+    async def _delay(self, attempt: int, headers: Any = None) -> None:
+        wait = retry_after(headers)
+        if wait is None:  # full jitter: spread clients that failed together
+            wait = random.uniform(0, min(self.config.max_backoff, self.config.backoff * 2 ** attempt))
+        await asyncio.sleep(min(wait, max(self.config.max_backoff, 60.0)))
+
+    async def _call(self, method: str, url: URL, handle: Callable[[aiohttp.ClientResponse], Any], *,
+                    body: Callable[[], Any] | None = None, json_body: Any = None, headers: dict | None = None,
+                    ok: tuple[int, ...] = (200,), on_retry: Callable[[], Any] | None = None) -> Any:
+        """One request with retries: `handle(response)` turns a response with an `ok` status into the
+        result (it may read a body; a connection failure while it does is retried too). `body()`
+        makes a fresh request body for every attempt."""
+        attempt = 0
+        while True:
+            try:
+                kwargs: dict[str, Any] = {"headers": headers}
+                if body is not None:
+                    kwargs["data"] = body()
+                elif json_body is not None:
+                    kwargs["json"] = json_body
+                async with self._http().request(method, url, **kwargs) as response:
+                    if response.status in ok:
+                        return await handle(response)
+                    try:
+                        payload = json.loads(await response.read() or b"null")
+                    except (ValueError, aiohttp.ClientError):
+                        payload = None
+                    error = error_for(response.status, payload, response.reason or "")
+                    if response.status not in RETRY_STATUSES or attempt >= self.config.retries:
+                        raise error
+                    retry_headers = response.headers
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as problem:
+                if attempt >= self.config.retries:
+                    raise TransferError(f"{method} {url.path}: {type(problem).__name__}: {problem}") from None
+                retry_headers = None
+            if on_retry is not None:
+                on_retry()
+            await self._delay(attempt, retry_headers)
+            attempt += 1
+
+    async def _json(self, method: str, path: str, *, params: dict | None = None, json_body: Any = None,
+                    ok: tuple[int, ...] = (200,)) -> Any:
+        async def read(response: aiohttp.ClientResponse) -> Any:
+            raw = await response.read()
+            return json.loads(raw) if raw else None
+        return await self._call(method, self._target(path, **(params or {})), read, json_body=json_body, ok=ok)
+
+    # ------------------------------------------------------------------ buckets
+    async def create_bucket(self, type: str, name: str = "", public: bool = False) -> dict[str, Any]:
+        return await self._json("POST", "/api/v1/objects",
+                                params={"type": type, "name": name, "public": "true" if public else None})
+
+    async def get_bucket(self, bucket_id: str) -> dict[str, Any]:
+        return await self._json("GET", f"/api/v1/objects/{quote(bucket_id, safe='')}")
+
+    async def list_buckets(self, owner: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        return await self._json("GET", "/api/v1/objects", params={"owner": owner, "name": name})
+
+    async def update_bucket(self, bucket_id: str, *, name: str | None = None, type: str | None = None,
+                            archived: bool | None = None) -> dict[str, Any]:
+        changes = {k: v for k, v in (("name", name), ("type", type), ("archived", archived)) if v is not None}
+        return await self._json("PATCH", f"/api/v1/objects/{quote(bucket_id, safe='')}", json_body=changes)
+
+    async def delete_bucket(self, bucket_id: str) -> dict[str, Any]:
+        return await self._json("DELETE", f"/api/v1/objects/{quote(bucket_id, safe='')}")
+
+    # ------------------------------------------------------------------ permissions
+    async def list_permissions(self, bucket_id: str) -> list[dict[str, Any]]:
+        return await self._json("GET", f"/api/v1/objects/{quote(bucket_id, safe='')}", params={"permissions": ""})
+
+    async def grant(self, bucket_id: str, grantee_type: str, grantee: str, permission: str) -> dict[str, Any]:
+        return await self._json("PUT", f"/api/v1/objects/{quote(bucket_id, safe='')}", params={"permissions": ""},
+                                json_body={"granteeType": grantee_type, "grantee": grantee,
+                                           "permission": permission})
+
+    async def revoke(self, bucket_id: str, grantee_type: str, grantee: str,
+                     permission: str | None = None) -> dict[str, Any]:
+        spec = f"{grantee_type}:{grantee}" + (f":{permission}" if permission else "")
+        return await self._json("DELETE", f"/api/v1/objects/{quote(bucket_id, safe='')}",
+                                params={"permissions": "", "grantee": spec})
+
+    async def make_public(self, bucket_id: str) -> dict[str, Any]:
+        return await self.grant(bucket_id, "GROUP", "AllUsers", "READ")
+
+    async def make_private(self, bucket_id: str) -> dict[str, Any]:
+        return await self.revoke(bucket_id, "GROUP", "AllUsers")
+
+    # ------------------------------------------------------------------ share links (issue 12's contract)
+    async def create_share(self, bucket_id: str, key: str, *, method: str = "GET",
+                           expires_in: int = 3600) -> dict[str, Any]:
+        return await self._json("POST", "/api/v1/shares", ok=(200, 201), json_body={
+            "bucket_id": bucket_id, "key": key, "method": method, "expires_in": int(expires_in)})
+
+    async def list_shares(self, bucket_id: str | None = None) -> list[dict[str, Any]]:
+        return (await self._json("GET", "/api/v1/shares", params={"bucket_id": bucket_id}))["shares"]
+
+    async def revoke_share(self, share_id: str) -> None:
+        await self._json("DELETE", f"/api/v1/shares/{quote(share_id, safe='')}", ok=(200, 204))
+
+    # ------------------------------------------------------------------ unfinished uploads
+    async def list_uploads(self, bucket_id: str | None = None, key: str | None = None) -> list[dict[str, Any]]:
+        return (await self._json("GET", "/api/v1/attachment/sessions",
+                                 params={"bucket_id": bucket_id, "key": key, "limit": 1000}))["sessions"]
+
+    async def abort_upload(self, upload_id: str) -> None:
+        await self._json("POST", f"/api/v1/attachment/session/{quote(upload_id, safe='')}/abort", ok=(204,))
+
+    # ------------------------------------------------------------------ files: listing, stat, delete
+    async def list_page(self, bucket_id: str, folder: str = "", *, recursive: bool = False,
+                        limit: int | None = None, continuation_token: str | None = None) -> dict[str, Any]:
+        """One raw listing page (S3 ListObjectsV2 shape; keys relative to `folder`)."""
+        if folder and not folder.endswith("/"):
+            folder += "/"
+        return await self._json("GET", self._file_path(bucket_id, folder), params={
+            "recursive": "true" if recursive else None, "limit": limit, "ContinuationToken": continuation_token})
+
+    async def list(self, bucket_id: str, prefix: str = "", *, recursive: bool = False) -> AsyncIterator[dict]:
+        """Files (and, not recursive, sub-folders) under a folder, page after page. Files are
+        {"key", "size", "etag", "last_modified"}; folders {"prefix"}; keys are full keys."""
+        folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        token = None
+        while True:
+            page = await self.list_page(bucket_id, folder, recursive=recursive, continuation_token=token)
+            for common in page.get("CommonPrefixes") or []:
+                yield {"prefix": folder + common["Prefix"]}
+            for item in page.get("Contents") or []:
+                yield {"key": folder + item["Key"], "size": item["Size"], "etag": item["ETag"],
+                       "last_modified": item["LastModified"]}
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    async def stat(self, bucket_id: str, key: str) -> FileInfo:
+        async def info(response: aiohttp.ClientResponse) -> FileInfo:
+            return FileInfo(bucket_id, key, int(response.headers.get("Content-Length", 0)),
+                            response.headers.get("ETag", ""), parse_repr_digest(response.headers.get("Repr-Digest")),
+                            response.headers.get("Content-Type", ""), response.headers.get("Last-Modified"))
+        return await self._call("HEAD", self._target(self._file_path(bucket_id, key)), info)
+
+    async def delete(self, bucket_id: str, key: str) -> dict[str, Any]:
+        return await self._json("DELETE", self._file_path(bucket_id, key))
+
+    # ------------------------------------------------------------------ uploads
+    async def upload_file(self, bucket_id: str, key: str, source: str | os.PathLike | BinaryIO, *,
+                          progress: Progress | None = None, content_type: str | None = None) -> dict[str, Any]:
+        """Upload a path or a binary file object to `key`; returns the server's file info (with
+        `sha256`, verified by the server, and `resumed`: bytes already on the server)."""
+        report = progress or (lambda n: None)
+        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", key)
+        content_type = content_type or mimetypes.guess_type(str(name))[0] or "application/octet-stream"
+        local = await asyncio.to_thread(_Source, source)
+        try:
+            sha256 = await asyncio.to_thread(local.sha256)  # the first read: sessions declare it at initiate
+            if local.size <= self.config.threshold:
+                return await self._put_whole(bucket_id, key, local, sha256, content_type, report)
+            return await self._upload_session(bucket_id, key, local, sha256, content_type, report)
+        finally:
+            local.close()
+
+    async def _put_whole(self, bucket_id: str, key: str, local: _Source, sha256: str, content_type: str,
+                         report: Progress) -> dict[str, Any]:
+        sent = [0]
+
+        async def body() -> AsyncIterator[bytes]:
+            for offset in range(0, local.size, SEND_PIECE):
+                piece = await asyncio.to_thread(local.read_at, offset, min(SEND_PIECE, local.size - offset))
+                yield piece
+                sent[0] += len(piece)
+                report(len(piece))
+
+        def resent() -> None:
+            report(-sent[0])
+            sent[0] = 0
+
+        headers = {"Content-Type": content_type, "Content-Length": str(local.size),
+                   "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(sha256)).decode()}:"}
+
+        async def done(response: aiohttp.ClientResponse) -> dict[str, Any]:
+            answer = await response.json()
+            return {"bucket_id": answer.get("bucket-id", bucket_id), "key": answer.get("key", key),
+                    "size": local.size, "sha256": sha256, "resumed": 0}
+
+        return await self._call("PUT", self._target(self._file_path(bucket_id, key)), done,
+                                body=lambda: body() if local.size else b"", headers=headers, on_retry=resent)
+
+    async def _find_session(self, bucket_id: str, key: str, size: int, sha256: str) -> dict[str, Any] | None:
+        """The open session this exact upload can continue; sessions of the key for other content are
+        aborted, so a changed file never completes an old upload."""
+        found = None
+        for upload in await self.list_uploads(bucket_id, key):
+            if upload["key"] != key or upload.get("state") != "open":
+                continue
+            same = (upload.get("protocol") == "session" and upload.get("fileSize") == size
+                    and upload.get("sha256") == sha256)
+            if same and found is None:
+                found = upload
+            elif upload.get("protocol") == "session":
+                try:
+                    await self.abort_upload(upload["sessionId"])
+                except SagestoreError:
+                    pass  # completing or gone meanwhile: either way it is not ours to continue
+        return found
+
+    async def _upload_session(self, bucket_id: str, key: str, local: _Source, sha256: str, content_type: str,
+                              report: Progress) -> dict[str, Any]:
+        session = await self._find_session(bucket_id, key, local.size, sha256)
+        if session is None:
+            started = await self._json("POST", "/api/v1/attachment/initiate", ok=(201,), json_body={
+                "bucket_id": bucket_id, "key": key, "fileName": key.rsplit("/", 1)[-1], "fileSize": local.size,
+                "contentType": content_type, "sha256": sha256})
+            session_id, chunk_size, total = started["sessionId"], started["chunkSize"], started["totalChunks"]
+            received: set[int] = set()
+        else:
+            session_id, chunk_size, total = session["sessionId"], session["chunkSize"], session["totalChunks"]
+            received = set(session["receivedChunks"])
+        resumed = sum(min(chunk_size, local.size - (n - 1) * chunk_size) for n in received)
+        if resumed:
+            report(resumed)
+        await self._send_chunks(session_id, chunk_size, [n for n in range(1, total + 1) if n not in received],
+                                local, report)
+        result = await self._json("POST", f"/api/v1/attachment/session/{session_id}/complete", ok=(201,),
+                                  json_body={"sha256": sha256})
+        return {**result, "resumed": resumed}
+
+    async def _send_chunks(self, session_id: str, chunk_size: int, numbers: list[int], local: _Source,
+                           report: Progress) -> None:
+        queue = list(reversed(numbers))
+
+        async def send(number: int) -> None:
+            offset = (number - 1) * chunk_size
+            size = min(chunk_size, local.size - offset)
+            data = await asyncio.to_thread(local.read_at, offset, size)
+            sent = [0]
+
+            async def body() -> AsyncIterator[memoryview]:
+                view = memoryview(data)
+                for start in range(0, size, SEND_PIECE):
+                    piece = view[start:start + SEND_PIECE]
+                    yield piece
+                    sent[0] += len(piece)
+                    report(len(piece))
+
+            def resent() -> None:
+                report(-sent[0])
+                sent[0] = 0
+
+            async def done(response: aiohttp.ClientResponse) -> None:
+                await response.read()
+
+            await self._call("PUT", self._target(f"/api/v1/attachment/session/{session_id}/upload/{number}"), done,
+                             body=body, headers={"Content-Length": str(size),
+                                                 "Content-Type": "application/octet-stream"}, on_retry=resent)
+
+        async def worker() -> None:
+            while queue:
+                await send(queue.pop())
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(self.config.concurrency, len(numbers)))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def upload_folder(self, bucket_id: str, folder: str | os.PathLike, prefix: str = "", *,
+                            include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+                            progress: Progress | None = None,
+                            on_file: Callable[[dict[str, Any]], Any] | None = None) -> list[dict[str, Any]]:
+        """Upload every file under `folder` to `prefix` + its relative path (fnmatch include/exclude on
+        the relative path or the file name), a few files at a time."""
+        results: list[dict[str, Any]] = []
+        for relative, path in local_files(folder, include, exclude):
+            result = await self.upload_file(bucket_id, join_key(prefix, relative), path, progress=progress)
+            results.append(result)
+            if on_file is not None:
+                on_file({**result, "source": str(path)})
+        return results
+
+    # ------------------------------------------------------------------ downloads
+    async def download_file(self, bucket_id: str, key: str, target: str | os.PathLike, *,
+                            progress: Progress | None = None) -> dict[str, Any]:
+        """Download to `target` through `<target>.part` (resumed on a rerun), checked against the
+        server's sha256 when it announces one, then renamed into place."""
+        report = progress or (lambda n: None)
+        target = Path(target)
+        for _ in range(2):  # the object may change once under us; then start over
+            info = await self.stat(bucket_id, key)
+            try:
+                resumed = await self._download_ranges(info, target, report)
+            except _Changed:
+                continue
+            return {"bucket_id": bucket_id, "key": key, "size": info.size, "sha256": info.sha256,
+                    "verified": info.sha256 is not None, "resumed": resumed, "target": str(target)}
+        raise ObjectChanged(f"{key} changed twice while it was downloaded")
+
+    async def _download_ranges(self, info: FileInfo, target: Path, report: Progress) -> int:
+        part, state_file = target.with_name(target.name + ".part"), target.with_name(target.name + ".part.json")
+        chunk = max(1, self.config.chunk_size)
+        total = max(1, -(-info.size // chunk))
+        done: set[int] = set()
+        try:
+            state = json.loads(state_file.read_text())
+            if state.get("etag") == info.etag and state.get("size") == info.size and state.get("chunk") == chunk \
+                    and part.exists():
+                done = {int(n) for n in state.get("done", [])}
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not done:
+            with open(part, "wb") as handle:
+                handle.truncate(info.size)
+        resumed = sum(min(chunk, info.size - n * chunk) for n in done)
+        if resumed:
+            report(resumed)
+        fd = os.open(part, os.O_WRONLY)
+        state_lock = asyncio.Lock()
+
+        async def save_state() -> None:
+            async with state_lock:
+                temporary = state_file.with_name(state_file.name + ".tmp")
+                temporary.write_text(json.dumps({"etag": info.etag, "size": info.size, "chunk": chunk,
+                                                 "done": sorted(done)}))
+                os.replace(temporary, state_file)
+
+        async def fetch(number: int) -> None:
+            start = number * chunk
+            end = min(info.size, start + chunk) - 1
+            written = [0]
+
+            async def write(response: aiohttp.ClientResponse) -> None:
+                if response.status == 200 and info.size > 0 and (start, end) != (0, info.size - 1):
+                    raise _Changed()  # If-Range did not match: the object is another one now
+                if response.headers.get("ETag", info.etag) != info.etag:
+                    raise _Changed()
+                position = start
+                async for piece in response.content.iter_chunked(SEND_PIECE):
+                    if position + len(piece) > end + 1:
+                        raise _Changed()
+                    await asyncio.to_thread(os.pwrite, fd, piece, position)
+                    position += len(piece)
+                    written[0] += len(piece)
+                    report(len(piece))
+                if position != end + 1:
+                    raise aiohttp.ClientPayloadError(f"range {start}-{end} ended at {position}")
+
+            def rewind() -> None:
+                report(-written[0])
+                written[0] = 0
+
+            if info.size == 0:
+                return
+            await self._call("GET", self._target(self._file_path(info.bucket_id, info.key)), write,
+                             headers={"Range": f"bytes={start}-{end}", "If-Range": info.etag}, ok=(200, 206),
+                             on_retry=rewind)
+            done.add(number)
+            await save_state()
+
+        queue = [n for n in range(total - 1, -1, -1) if n not in done]
+
+        async def worker() -> None:
+            while queue:
+                await fetch(queue.pop())
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(self.config.concurrency, len(queue)))]
+        try:
+            await asyncio.gather(*workers)
+        except _Changed:
+            part.unlink(missing_ok=True)
+            state_file.unlink(missing_ok=True)
+            raise
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            os.close(fd)
+        if info.sha256 is not None:
+            actual = await asyncio.to_thread(file_sha256, part)
+            if actual != info.sha256:
+                part.unlink(missing_ok=True)
+                state_file.unlink(missing_ok=True)
+                raise ChecksumMismatch(f"{info.key}: downloaded sha256 {actual} differs from the server's "
+                                       f"{info.sha256}; the partial file was removed")
+        os.replace(part, target)
+        state_file.unlink(missing_ok=True)
+        return resumed
+
+    async def download_folder(self, bucket_id: str, prefix: str, target_dir: str | os.PathLike, *,
+                              include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+                              progress: Progress | None = None,
+                              on_file: Callable[[dict[str, Any]], Any] | None = None) -> list[dict[str, Any]]:
+        folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        results = []
+        async for item in self.list(bucket_id, folder, recursive=True):
+            relative = item["key"][len(folder):]
+            if not matches(relative, include, exclude):
+                continue
+            destination = Path(target_dir, *relative.split("/"))
+            result = await self.download_file(bucket_id, item["key"], destination, progress=progress)
+            results.append(result)
+            if on_file is not None:
+                on_file(result)
+        return results
+
+
+class _Changed(Exception):
+    """The remote file is not the one the download started on (If-Range gave 200, or another ETag)."""
+
+
+def join_key(prefix: str, relative: str) -> str:
+    return (prefix.rstrip("/") + "/" + relative) if prefix.strip("/") else relative
+
+
+def local_files(folder: str | os.PathLike, include: Iterable[str] | None = None,
+                exclude: Iterable[str] | None = None) -> list[tuple[str, Path]]:
+    """(relative POSIX path, path) of every file under folder that the patterns select, sorted."""
+    root = Path(folder)
+    found = []
+    for directory, _, names in os.walk(root):
+        for name in names:
+            path = Path(directory, name)
+            relative = path.relative_to(root).as_posix()
+            if path.is_file() and matches(relative, include, exclude):
+                found.append((relative, path))
+    return sorted(found)
