@@ -32,9 +32,10 @@ class ClientServer:
     def cli_env(self, user: str | None = "alice", **extra: str) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items()
                if not key.startswith(("SAGESTORE_", "SAGE_"))}
-        env.update(PYTHONPATH=str(REPO), SAGESTORE_URL=self.url, **extra)
+        env.update(PYTHONPATH=str(REPO), SAGESTORE_URL=self.url)
         if user is not None:
             env["SAGESTORE_TOKEN"] = self.token(user)
+        env.update(extra)
         return env
 
     def cli(self, *args: str, user: str | None = "alice", env: dict[str, str] | None = None, timeout: float = 300,

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -84,8 +85,9 @@ class Output:
         if not self.bars:
             return _NoBar()
         from tqdm import tqdm
+        size = shutil.get_terminal_size((100, 24))  # a bare pty reports 0 x 0: tqdm would then hide every bar
         return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024, position=position,
-                    leave=leave, dynamic_ncols=True, file=sys.stderr, miniters=1)
+                    leave=leave, ncols=size.columns, nrows=size.lines, file=sys.stderr, miniters=1)
 
 
 class _NoBar:
