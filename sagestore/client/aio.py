@@ -225,7 +225,8 @@ class AsyncClient:
                     if response.status not in RETRY_STATUSES or attempt >= self.config.retries:
                         raise error
                     retry_headers = response.headers
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as problem:
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError,
+                    asyncio.TimeoutError) as problem:  # ClientResponseError: an answer that is not valid HTTP
                 if attempt >= self.config.retries:
                     raise TransferError(f"{method} {url.path}: {type(problem).__name__}: {problem}") from None
                 retry_headers = None
