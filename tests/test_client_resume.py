@@ -5,6 +5,7 @@ upload; retries through a test TCP proxy that resets a connection once, or answe
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -229,3 +230,31 @@ def test_4xx_answers_are_not_retried(served):
         assert proxy.connections == 1
     finally:
         proxy.close()
+
+
+def test_download_state_of_another_version_restarts_and_a_bad_part_file_is_refused(served, tmp_path):
+    """The .part state names the ETag it belongs to: a changed object restarts from zero; ranges the
+    state calls done but whose bytes are wrong fail the sha256 check against Repr-Digest."""
+    from sagestore.client import ChecksumMismatch
+    config = TransferConfig(threshold=1 * MiB, chunk_size=1 * MiB, concurrency=2)
+    with Client(served.url, served.token("alice"), config=config) as alice:
+        bucket_id = alice.create_bucket("model")["id"]
+        first, second = os.urandom(4 * MiB), os.urandom(4 * MiB)
+        alice.upload_file(bucket_id, "v.bin", io.BytesIO(first))
+        old_etag = alice.stat(bucket_id, "v.bin").etag
+        target = tmp_path / "v.bin"
+        (tmp_path / "v.bin.part").write_bytes(first[:2 * MiB] + bytes(2 * MiB))
+        state = {"etag": old_etag, "size": 4 * MiB, "chunk": MiB, "done": [0, 1]}
+        (tmp_path / "v.bin.part.json").write_text(json.dumps(state))
+        alice.upload_file(bucket_id, "v.bin", io.BytesIO(second))  # a new version
+        result = alice.download_file(bucket_id, "v.bin", target)
+        assert result["resumed"] == 0 and result["verified"] and target.read_bytes() == second
+        # same version, but the bytes the state calls done are wrong: refused, and the part file is gone
+        target.unlink()
+        (tmp_path / "v.bin.part").write_bytes(bytes(4 * MiB))
+        state = {"etag": alice.stat(bucket_id, "v.bin").etag, "size": 4 * MiB, "chunk": MiB, "done": [0, 1, 2]}
+        (tmp_path / "v.bin.part.json").write_text(json.dumps(state))
+        with pytest.raises(ChecksumMismatch):
+            alice.download_file(bucket_id, "v.bin", target)
+        assert not target.exists() and not (tmp_path / "v.bin.part").exists()
+        assert alice.download_file(bucket_id, "v.bin", target)["resumed"] == 0 and target.read_bytes() == second

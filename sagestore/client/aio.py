@@ -465,14 +465,14 @@ class AsyncClient:
                             progress: Progress | None = None,
                             on_file: Callable[[dict[str, Any]], Any] | None = None) -> list[dict[str, Any]]:
         """Upload every file under `folder` to `prefix` + its relative path (fnmatch include/exclude on
-        the relative path or the file name), a few files at a time."""
-        results: list[dict[str, Any]] = []
-        for relative, path in local_files(folder, include, exclude):
+        the relative path or the file name), four files at a time."""
+        async def one(job: tuple[str, Path]) -> dict[str, Any]:
+            relative, path = job
             result = await self.upload_file(bucket_id, join_key(prefix, relative), path, progress=progress)
-            results.append(result)
             if on_file is not None:
                 on_file({**result, "source": str(path)})
-        return results
+            return result
+        return await few_at_a_time(local_files(folder, include, exclude), one)
 
     # ------------------------------------------------------------------ downloads
     async def download_file(self, bucket_id: str, key: str, target: str | os.PathLike, *,
@@ -587,17 +587,29 @@ class AsyncClient:
                               progress: Progress | None = None,
                               on_file: Callable[[dict[str, Any]], Any] | None = None) -> list[dict[str, Any]]:
         folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-        results = []
-        async for item in self.list(bucket_id, folder, recursive=True):
-            relative = item["key"][len(folder):]
-            if not matches(relative, include, exclude):
-                continue
-            destination = Path(target_dir, *relative.split("/"))
-            result = await self.download_file(bucket_id, item["key"], destination, progress=progress)
-            results.append(result)
+        keys = [item["key"] async for item in self.list(bucket_id, folder, recursive=True)
+                if matches(item["key"][len(folder):], include, exclude)]
+
+        async def one(key: str) -> dict[str, Any]:
+            destination = Path(target_dir, *key[len(folder):].split("/"))
+            result = await self.download_file(bucket_id, key, destination, progress=progress)
             if on_file is not None:
                 on_file(result)
-        return results
+            return result
+        return await few_at_a_time(keys, one)
+
+
+FILES_IN_PARALLEL = 4
+
+
+async def few_at_a_time(jobs: Iterable[Any], work: Callable[[Any], Any]) -> list[Any]:
+    """work(job) for every job, FILES_IN_PARALLEL at once, results in the jobs' order."""
+    slots = asyncio.Semaphore(FILES_IN_PARALLEL)
+
+    async def one(job: Any) -> Any:
+        async with slots:
+            return await work(job)
+    return list(await asyncio.gather(*(one(job) for job in jobs)))
 
 
 class _Changed(Exception):

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .aio import AsyncClient, file_sha256, join_key, local_files
+from .aio import AsyncClient, few_at_a_time, file_sha256, join_key, local_files
 from .config import MiB, TransferConfig
 from .errors import SagestoreError
 
@@ -81,7 +81,7 @@ class Output:
         elif not self.quiet:
             print(text, flush=True)
 
-    def progress(self, total: int, description: str, *, position: int = 0, leave: bool = True) -> Any:
+    def progress(self, total: int, description: str, *, position: int | None = 0, leave: bool = True) -> Any:
         if not self.bars:
             return _NoBar()
         from tqdm import tqdm
@@ -106,7 +106,7 @@ class Bars:
         self.total = output.progress(total, f"total ({files} files)" if files != 1 else "total", position=0)
 
     def file(self, name: str, size: int) -> tuple[Any, Any]:
-        bar = self.output.progress(size, name[-40:], position=1, leave=False)
+        bar = self.output.progress(size, name[-40:], position=None, leave=False)  # tqdm picks a free line
 
         def update(count: int) -> None:
             bar.update(count)
@@ -138,12 +138,11 @@ async def cmd_cp(client: AsyncClient, args: argparse.Namespace, out: Output) -> 
         from .aio import matches
         items = [item for item in items if matches(item["key"][len(folder):], args.include, args.exclude)]
         bars = Bars(out, sum(item["size"] for item in items), len(items))
-        failures = 0
-        for item in items:
-            target = Path(destination, *item["key"][len(folder):].split("/"))
-            failures += await download_one(client, out, bars, bucket, item["key"], target, item["size"])
+        failures = await few_at_a_time(items, lambda item: download_one(
+            client, out, bars, bucket, item["key"], Path(destination, *item["key"][len(folder):].split("/")),
+            item["size"]))
         bars.close()
-        return 1 if failures else 0
+        return 1 if any(failures) else 0
     if not key or key.endswith("/"):
         raise UsageError(f"{source!r} is a folder: use cp -r")
     target = Path(destination)
@@ -184,22 +183,24 @@ async def upload(client: AsyncClient, args: argparse.Namespace, out: Output, sou
     if only_changed:
         jobs = await changed_only(client, out, bucket, key, jobs)
     bars = Bars(out, sum(path.stat().st_size for path, _ in jobs), len(jobs))
-    failures = 0
-    for path, remote_key in jobs:
+
+    async def upload_one(job: tuple[Path, str]) -> int:
+        path, remote_key = job
         bar, update = bars.file(str(path), path.stat().st_size)
         try:
             result = await client.upload_file(bucket, remote_key, path, progress=update)
         except (SagestoreError, OSError) as problem:
             bar.close()
             report_error(f"upload of {path} failed: {describe(problem)}")
-            failures += 1
-            continue
+            return 1
         bar.close()
         out.result(f"upload: {path} to sage://{bucket}/{remote_key}",
                    {"action": "upload", "source": str(path), "bucket_id": bucket, "key": remote_key,
                     "size": result.get("size"), "sha256": result.get("sha256"), "resumed": result.get("resumed", 0)})
+        return 0
+    failures = await few_at_a_time(jobs, upload_one)
     bars.close()
-    return 1 if failures else 0
+    return 1 if any(failures) else 0
 
 
 async def changed_only(client: AsyncClient, out: Output, bucket: str, prefix: str,
