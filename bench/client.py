@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -179,8 +180,7 @@ async def main() -> None:
                   f"| {su / gib:.2f} / {sd / gib:.2f} |")
     finally:
         stack.stop()
-        for leftover in workdir.glob("*.bin"):
-            leftover.unlink(missing_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)  # the input, the downloads and SeaweedFS's copies
 
 
 if __name__ == "__main__":
