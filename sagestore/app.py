@@ -18,7 +18,7 @@ from .db.migrate import migrate
 from .db.notified import listening
 from .db.signed_urls import SignedUrlCache
 from .errors import error_middleware
-from .handlers import (buckets, ietf, meta, multipart, objects, offset_uploads, permissions, sessions, shares,
+from .handlers import (buckets, ietf, meta, multipart, objects, offset_uploads, osdu, permissions, sessions, shares,
                        signed, tus)
 from .handlers.common import IDENTITY
 from .metrics import Metrics
@@ -129,5 +129,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(ietf.routes)
     app.add_routes(signed.routes)
     app.add_routes(shares.routes)
+    app.add_routes(osdu.routes)
+    app.cleanup_ctx.append(osdu.partitions_ctx)
     cors.setup(app)
     return app

@@ -26,3 +26,4 @@ ACL: web.AppKey["AclCache"] = web.AppKey("acl")
 ENGINE: web.AppKey["UploadEngine"] = web.AppKey("engine")
 SIGNER: web.AppKey["UrlSigner"] = web.AppKey("signer")
 SIGNED_URLS: web.AppKey["SignedUrlCache"] = web.AppKey("signed_urls")
+OSDU_BUCKETS: web.AppKey[dict[str, str]] = web.AppKey("osdu_buckets")  # partition id -> SAGE bucket id
