@@ -29,9 +29,9 @@ GIB = 2**30
 SESSION_SIZE = 64 * MIB
 
 # name -> (kind, what it measures); the order is the run order
-UPLOADS = ["direct-upload", "direct-sequential", "form-put", "raw-put", "multipart-proxied", "multipart-presigned", "session-4",
+UPLOADS = ["direct-upload", "direct-sequential", "form-put", "raw-put", "signed-put", "multipart-proxied", "multipart-presigned", "session-4",
            "offset-16m", "tus-16m", "tus-64m", "peer-tus-16m", "peer-tus-64m", "direct-upload-end"]
-DOWNLOADS = ["direct-get", "get", "range-get", "direct-get-end"]
+DOWNLOADS = ["direct-get", "get", "signed-get", "range-get", "direct-get-end"]
 OTHERS = ["small-requests", "concurrency"]
 BIG = ["big-raw-put-1GiB", "big-raw-put-10GiB", "big-tus-1GiB", "big-tus-10GiB"]
 ALL = UPLOADS + DOWNLOADS + OTHERS + BIG
@@ -47,6 +47,7 @@ DESCRIPTIONS = {
     "direct-sequential": "the same with 1 part in flight: the ceiling of a one-request-at-a-time client",
     "form-put": "PUT /api/v1/objects/{id}/{key}, multipart/form-data field file",
     "raw-put": "PUT /api/v1/objects/{id}/{key}, raw body",
+    "signed-put": "POST /api/v1/shares (PUT), then the raw body to the signed URL", "signed-get": "GET of a share link's URL",
     "multipart-proxied": "/api/v1/multipart/ proxied parts, 16 MiB, 4 in flight",
     "multipart-presigned": "/api/v1/multipart/ presigned part URLs, 16 MiB, 4 in flight",
     "session-4": "/api/v1/attachment indexed session, 4 chunks in flight",
@@ -213,6 +214,7 @@ class Runner:
             "direct-get-end": lambda: sc.direct_get(b, direct_key),
             "get": lambda: sc.sagestore_get(b, self.download_key),
             "range-get": lambda: sc.range_get(b, self.download_key),
+            "signed-put": lambda: sc.signed_put(b, key), "signed-get": lambda: sc.signed_get(b, self.download_key),
         }
         if name in DOWNLOADS:
             await self.download_source(name, direct_key)

@@ -426,3 +426,31 @@ async def peer_tus(b: Bench, key: str, chunk_size: int) -> Outcome:
     upload_id = upload_url.rstrip("/").rsplit("/", 1)[-1]
     return Outcome(b.input.size, [Stored(PEER_BUCKET, upload_id, b.input.sha256, b.input.size),
                                   Stored(PEER_BUCKET, upload_id + ".info", "", 0)])
+
+
+# --- signed URLs / share links (issue 12) ------------------------------------
+
+async def signed_put(b: Bench, key: str) -> Outcome:
+    """A PUT share link, then the raw body to its URL with no Authorization header."""
+    _, _, link = await b.api("POST", "/api/v1/shares", first=True, json={
+        "bucket_id": b.need_bucket(), "key": key, "method": "PUT"})
+    with open(b.input.path, "rb") as handle:
+        async with b.http.put(link["url"], data=handle) as response:
+            if response.status != 201:
+                raise Failed(f"signed PUT answered {response.status}: {(await response.text())[:300]}")
+    return Outcome(b.input.size, [b.sagestore_object(key)])
+
+
+async def signed_get(b: Bench, key: str) -> Outcome:
+    need_download(b, key)
+    _, _, link = await b.api("POST", "/api/v1/shares", first=True, json={"bucket_id": b.bucket_id, "key": key})
+    digest, size = hashlib.sha256(), 0
+    async with b.http.get(link["url"]) as response:
+        if response.status != 200:
+            raise Failed(f"signed GET answered {response.status}: {(await response.text())[:300]}")
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    if digest.hexdigest() != b.input.sha256:
+        raise Failed("signed GET returned other bytes")
+    return Outcome(size, verified=True)

@@ -10,12 +10,16 @@ from aiohttp.abc import AbstractAccessLogger
 
 from . import context, cors
 from .acl import cache as acl_cache
+from .auth.signing import UrlSigner
 from .auth.tokens import build_authenticator, parse_authorization
 from .config import Settings
 from .db import close_pool, create_pool
 from .db.migrate import migrate
+from .db.notified import listening
+from .db.signed_urls import SignedUrlCache
 from .errors import error_middleware
-from .handlers import buckets, ietf, meta, multipart, objects, offset_uploads, permissions, sessions, tus
+from .handlers import (buckets, ietf, meta, multipart, objects, offset_uploads, osdu, permissions, sessions, shares,
+                       signed, swagger, tus)
 from .handlers.common import IDENTITY
 from .metrics import Metrics
 from .storage import BucketMapping, open_object_store
@@ -71,8 +75,10 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         await migrate(pool)
         app[context.DB] = pool
-        async with acl_cache.running(pool, settings.database_url, settings.acl_cache_ttl) as cache:
+        async with acl_cache.running(pool, settings.database_url, settings.acl_cache_ttl) as cache, \
+                listening(SignedUrlCache(pool, settings.acl_cache_ttl), settings.database_url) as signed_urls:
             app[context.ACL] = cache
+            app[context.SIGNED_URLS] = signed_urls
             yield
     finally:
         await close_pool(pool)
@@ -100,6 +106,7 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
     authenticator = build_authenticator(app[context.SETTINGS])
     app[context.AUTH] = authenticator
+    app[context.SIGNER] = UrlSigner.from_settings(app[context.SETTINGS])
     yield
     await authenticator.close()
 
@@ -120,5 +127,10 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(sessions.routes)
     app.add_routes(tus.routes)
     app.add_routes(ietf.routes)
+    app.add_routes(signed.routes)
+    app.add_routes(shares.routes)
+    app.add_routes(osdu.routes)
+    app.cleanup_ctx.append(osdu.partitions_ctx)
+    app.add_routes(swagger.routes)
     cors.setup(app)
     return app

@@ -194,6 +194,14 @@ OPTIONS: list[Option] = [
     Option("max_upload_size", 5 * 2**40, _size, "largest file accepted"),
     Option("reaper_interval", 300.0, _duration, "seconds between reaper passes (0 disables the background reaper)"),
     Option("cors_origins", (), _csv, "comma-separated allowed CORS origins ('*' for any)"),
+    Option("public_url", "", str,
+           "base URL clients reach this server at, for signed URLs and share links (empty: the request's "
+           "scheme and Host)"),
+    Option("signing_keys", "", str,
+           "signed-URL keys as comma-separated <key id>:<secret> (>= 32 characters); the first signs, all "
+           "verify; empty uses <data-dir>/signing-key, generated on first start", secret=True),
+    Option("osdu_partitions", ("default-partition",), _csv,
+           "OSDU File service data partitions; each is backed by one SAGE bucket, created at start-up"),
 ]
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -239,6 +247,9 @@ class Settings:
     max_upload_size: int = 5 * 2**40
     reaper_interval: float = 300.0
     cors_origins: tuple[str, ...] = ()
+    public_url: str = ""
+    signing_keys: str = field(default="", repr=False)
+    osdu_partitions: tuple[str, ...] = ("default-partition",)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -298,6 +309,15 @@ class Settings:
             raise ConfigError("SAGESTORE_UPLOAD_TTL must be more than 0")
         if self.max_chunk_size < 1 or self.max_upload_size < 1:
             raise ConfigError("SAGESTORE_MAX_CHUNK_SIZE and SAGESTORE_MAX_UPLOAD_SIZE must be more than 0")
+        if self.public_url and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", self.public_url):
+            raise ConfigError(f"SAGESTORE_PUBLIC_URL must be an http(s) URL without query, got {self.public_url!r}")
+        for partition in self.osdu_partitions:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", partition):
+                raise ConfigError(f"SAGESTORE_OSDU_PARTITIONS: {partition!r} is not a partition id (lower-case "
+                                  "letters, digits and '-')")
+        if self.signing_keys:
+            from .auth.signing import parse_keys
+            parse_keys(self.signing_keys)
         if not embedded_allowed and not (self.database_url and self.s3_endpoint):
             raise ConfigError("this command needs SAGESTORE_DATABASE_URL and SAGESTORE_S3_ENDPOINT, or a running embedded data dir")
         return self

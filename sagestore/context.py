@@ -8,8 +8,10 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from .acl.cache import AclCache
+    from .auth.signing import UrlSigner
     from .auth.tokens import Authenticator
     from .config import Settings
+    from .db.signed_urls import SignedUrlCache
     from .metrics import Metrics
     from .storage import BucketMapping, ObjectStore
     from .uploads import UploadEngine
@@ -22,3 +24,6 @@ AUTH: web.AppKey["Authenticator"] = web.AppKey("auth")
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
 ACL: web.AppKey["AclCache"] = web.AppKey("acl")
 ENGINE: web.AppKey["UploadEngine"] = web.AppKey("engine")
+SIGNER: web.AppKey["UrlSigner"] = web.AppKey("signer")
+SIGNED_URLS: web.AppKey["SignedUrlCache"] = web.AppKey("signed_urls")
+OSDU_BUCKETS: web.AppKey[dict[str, str]] = web.AppKey("osdu_buckets")  # partition id -> SAGE bucket id

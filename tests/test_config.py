@@ -27,6 +27,9 @@ SAMPLES = {
     "s3_bucket_count": "16",
     "port": "9090",
     "auth_mode": "noauth",
+    "public_url": "https://store.example/base",
+    "signing_keys": "k2:" + "s" * 40 + ",k1:" + "t" * 40,
+    "osdu_partitions": "opendes,tenant-2",
 }
 # what a sample needs next to it to be a valid configuration
 COMPANIONS = {
@@ -103,7 +106,8 @@ def test_settings_defaults_equal_option_defaults():
 
 def test_secrets_are_not_in_settings_repr():
     settings = Settings(database_url="postgresql://u:pw-in-url@h/db", s3_access_key="AKIDSAMPLE",
-                        s3_secret_key="s3-secret-sample", jwt_secret="j" * 40, token_info_password="tip-sample")
+                        s3_secret_key="s3-secret-sample", jwt_secret="j" * 40, token_info_password="tip-sample",
+                        signing_keys="k1:" + "q" * 40)
     shown = repr(settings)
     for option in OPTIONS:
         if option.secret:

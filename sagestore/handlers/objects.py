@@ -252,6 +252,11 @@ async def get_object(request: web.Request) -> web.StreamResponse:
     if is_folder(request.match_info["key"]):
         return await listing(request, bucket_id_of(request), request.match_info["key"])
     key, location = await readable_object(request)
+    return await send_object(request, key, location)
+
+
+async def send_object(request: web.Request, key: str, location: Location) -> web.StreamResponse:
+    """The download once access is settled (also signed GETs): Range, If-Range, If-None-Match."""
     store = request.app[context.STORE]
     byte_range = requested_range(request)
     if byte_range and request.headers.get("If-Range"):
@@ -319,6 +324,10 @@ async def head_object(request: web.Request) -> web.Response:
     if is_folder(request.match_info["key"]):
         raise BadRequest("HEAD is for files; GET a folder to list it")
     key, location = await readable_object(request)
+    return await send_head(request, key, location)
+
+
+async def send_head(request: web.Request, key: str, location: Location) -> web.Response:
     info = await request.app[context.STORE].head(location)
     if info is None:
         raise NotFound("file not found")

@@ -1,0 +1,151 @@
+"""Share links: revocable signed URLs for one file (what `mc share` and `aws s3 presign` make).
+
+POST /api/v1/shares creates one (GET needs READ on the bucket, PUT needs WRITE), GET lists the
+caller's own, DELETE /api/v1/shares/{id} revokes one (its creator, or FULL_CONTROL on the bucket).
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+from .. import context
+from ..acl import authorize
+from ..auth.signing import MAX_EXPIRY
+from ..db import cursor, transaction
+from ..db import signed_urls as url_queries
+from ..errors import BadRequest, NotFound, Unauthorized
+from ..openapi import PATHS, operation
+from ..storage import parse_bucket_id, validate_key
+from .common import identity, json_body
+from .schemas import BAD_REQUEST, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, json_content
+from .signed import issue
+
+routes = web.RouteTableDef()
+DEFAULT_EXPIRES_IN = 3600
+FIELDS = {"bucket_id", "key", "method", "expires_in"}
+
+
+def rfc3339(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def share_json(row: dict[str, Any], url: str | None = None) -> dict[str, Any]:
+    body = {"id": row["id"], "method": row["method"], "bucket_id": row["bucket_id"], "key": row["key"],
+            "expires_at": rfc3339(row["expires_at"]), "created_by": row["created_by"],
+            "created_at": rfc3339(row["created_at"])}
+    if url is not None:
+        body["url"] = url
+    return body
+
+
+def signed_url_of(request: web.Request, row: dict[str, Any]) -> str:
+    """The share's URL again (the signature is deterministic), for the creator's listing."""
+    from .signed import base_url
+    signer = request.app[context.SIGNER]
+    if row["key_id"] not in signer.keys:  # signed with a key since retired: it no longer works anyway
+        return ""
+    return base_url(request) + signer.sign_with(row["key_id"], row["method"], row["bucket_id"], row["key"],
+                                                int(row["expires_at"].timestamp()), row["id"])
+
+
+@routes.post("/api/v1/shares")
+async def create_share(request: web.Request) -> web.Response:
+    caller = identity(request)
+    if caller.anonymous:
+        raise Unauthorized("authentication required")
+    body = await json_body(request)
+    unknown = sorted(set(body) - FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}: send bucket_id, key, method, expires_in")
+    if not isinstance(body.get("bucket_id"), str):
+        raise BadRequest("bucket_id is required: the bucket's UUID")
+    bucket_id = parse_bucket_id(body["bucket_id"])
+    if not isinstance(body.get("key"), str):
+        raise BadRequest("key is required: the file's key")
+    if body["key"] == "" or body["key"].endswith("/"):
+        raise BadRequest("key names a folder; a share link is for one file")
+    key = validate_key(body["key"])
+    method = body.get("method", "GET")
+    if method not in ("GET", "PUT"):
+        raise BadRequest("method must be GET or PUT")
+    expires_in = body.get("expires_in", DEFAULT_EXPIRES_IN)
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int) or not 1 <= expires_in <= MAX_EXPIRY:
+        raise BadRequest(f"expires_in must be an integer number of seconds between 1 and {MAX_EXPIRY} (7 days)")
+    async with transaction(request.app[context.DB]) as cur:
+        # fresh rows inside the transaction: a grant revoked a moment ago must not mint a link
+        await authorize(cur, bucket_id, caller, "READ" if method == "GET" else "WRITE", writing=method == "PUT")
+        row, url = await issue(request, cur, method=method, bucket_id=bucket_id, key=key, expires_in=expires_in,
+                               purpose="share", created_by=caller.user)
+    return web.json_response(share_json(row, url), status=201)
+
+
+@routes.get("/api/v1/shares")
+async def list_shares(request: web.Request) -> web.Response:
+    caller = identity(request)
+    if caller.anonymous:
+        raise Unauthorized("authentication required")
+    bucket_id = parse_bucket_id(request.query["bucket_id"]) if request.query.get("bucket_id") else None
+    async with cursor(request.app[context.DB]) as cur:
+        rows = await url_queries.list_shares(cur, caller.user, bucket_id)
+    return web.json_response({"shares": [{**share_json(row, signed_url_of(request, row)),
+                                          "revoked": row["revoked_at"] is not None} for row in rows]})
+
+
+@routes.delete("/api/v1/shares/{share_id}")
+async def revoke_share(request: web.Request) -> web.Response:
+    caller = identity(request)
+    if caller.anonymous:
+        raise Unauthorized("authentication required")
+    try:
+        share_id = str(uuid.UUID(request.match_info["share_id"]))
+    except ValueError:
+        raise BadRequest("share id must be a UUID") from None
+    async with transaction(request.app[context.DB]) as cur:
+        row = await url_queries.get(cur, share_id)
+        if row is None or row["purpose"] != "share":
+            raise NotFound("share not found")
+        if row["created_by"] != caller.user:
+            # anyone else needs FULL_CONTROL; who cannot read the bucket learns nothing (404)
+            await authorize(cur, row["bucket_id"], caller, "FULL_CONTROL")
+        await url_queries.revoke(cur, url_id=share_id)
+    request.app[context.SIGNED_URLS].invalidate(share_id)
+    return web.Response(status=204)
+
+
+SHARE = {"type": "object", "required": ["id", "method", "bucket_id", "key", "expires_at", "created_by", "created_at"],
+         "properties": {"id": {"type": "string", "format": "uuid"},
+                        "url": {"type": "string", "description": "absolute signed URL; works with no "
+                                                                 "Authorization header; opaque to clients"},
+                        "method": {"type": "string", "enum": ["GET", "PUT"]},
+                        "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
+                        "expires_at": {"type": "string", "format": "date-time"},
+                        "created_by": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}}
+LISTED = {**SHARE, "properties": {**SHARE["properties"], "revoked": {"type": "boolean"}}}
+PATHS.setdefault("/api/v1/shares", {}).update({
+    "post": operation(
+        "Create a share link for one file: a signed URL for GET (needs READ) or PUT (needs WRITE)",
+        {"201": json_content("The share link", SHARE), "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN,
+         "404": NOT_FOUND},
+        requestBody={"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["bucket_id", "key"], "properties": {
+                "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
+                "method": {"type": "string", "enum": ["GET", "PUT"], "default": "GET"},
+                "expires_in": {"type": "integer", "minimum": 1, "maximum": MAX_EXPIRY, "default": DEFAULT_EXPIRES_IN}}}}}}),
+    "get": operation(
+        "The caller's own share links, oldest first",
+        {"200": json_content("Share links", {"type": "object", "properties": {
+            "shares": {"type": "array", "items": LISTED}}}), "400": BAD_REQUEST, "401": UNAUTHORIZED},
+        parameters=[{"name": "bucket_id", "in": "query", "schema": {"type": "string", "format": "uuid"},
+                     "description": "only the links of this bucket"}]),
+})
+PATHS.setdefault("/api/v1/shares/{share_id}", {}).update({
+    "delete": operation(
+        "Revoke a share link (its creator, or FULL_CONTROL on the bucket); its URL is refused on every instance",
+        {"204": {"description": "Revoked"}, "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN,
+         "404": NOT_FOUND},
+        parameters=[{"name": "share_id", "in": "path", "required": True,
+                     "schema": {"type": "string", "format": "uuid"}}]),
+})
