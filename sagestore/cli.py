@@ -193,9 +193,11 @@ def print_token(settings: Settings, user: str, groups: list[str], ttl: float) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     parser = OneLineParser(prog="sagestore", description="sagestore object store server",
                            epilog="client commands: cp, ls, rm, mb, rb, sync, share, perm, uploads, storage "
                                   "(sagestore cp --help, ...)")
+    parser.add_argument("--version", action="version", version=f"sagestore {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     serve_parser = commands.add_parser("serve", help="run the server (embedded backends unless configured)",
                                        description="Run the HTTP server. Every option also reads SAGESTORE_<NAME>; "

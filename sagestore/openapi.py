@@ -16,7 +16,7 @@ def _op(summary: str, responses: dict[str, Any] | None = None, **extra: Any) -> 
 # path -> {method: operation}. Handlers' modules add their paths via PATHS.update(...) at import.
 PATHS: dict[str, dict[str, Any]] = {
     "/": {"get": _op("Service document")},
-    "/api/v1/": {"get": _op("API version document")},
+    "/api/v1/": {"get": _op("API version document (also names the server's version)")},
     "/healthz": {"get": _op("Liveness: the process answers")},
     "/readyz": {"get": _op("Readiness: PostgreSQL and S3 answer", {"200": {"description": "ready"},
                                                                     "503": ERROR})},

@@ -64,13 +64,18 @@ def wait_gone(processes: list[psutil.Process], data_dir: Path, timeout: float = 
 class Serve:
     """One `sagestore serve` subprocess; output goes to a file (a full pipe would block it)."""
 
-    def __init__(self, data_dir: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None):
+    def __init__(self, data_dir: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None,
+                 program: list[str] | None = None):
+        """program: the command that runs sagestore; by default this checkout's, with this Python.
+        Any other program (an installed `sagestore` script) runs without PYTHONPATH."""
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.argv = [sys.executable, "-m", "sagestore", "serve", "--data-dir", str(data_dir),
+        self.argv = [*(program or [sys.executable, "-m", "sagestore"]), "serve", "--data-dir", str(data_dir),
                      "--port", str(self.port), *args]
         self.env = clean_env(**(env or {}))
+        if program:
+            del self.env["PYTHONPATH"]
         self.log = tempfile.NamedTemporaryFile(prefix="sagestore-serve-", suffix=".log")
         self.process: subprocess.Popen | None = None
         self.ready_after: float | None = None

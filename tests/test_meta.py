@@ -1,4 +1,8 @@
-from conftest import auth
+import importlib.metadata
+import subprocess
+import sys
+
+from conftest import REPO, auth
 
 
 async def test_service_documents(client):
@@ -6,7 +10,18 @@ async def test_service_documents(client):
     assert response.status == 200
     assert await response.json() == {"id": "SAGE object store", "available_resources": ["api/v1/", "metrics/"]}
     response = await client.get("/api/v1/")
-    assert await response.json() == {"id": "SAGE object store", "available_resources": ["objects"]}
+    assert await response.json() == {"id": "SAGE object store", "available_resources": ["objects"],
+                                     "version": importlib.metadata.version("sagestore")}
+
+
+def test_version_flag_prints_the_installed_version():
+    """`sagestore --version`: the version pip installed (pyproject.toml's), nothing else, exit 0."""
+    result = subprocess.run([sys.executable, "-m", "sagestore", "--version"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"sagestore {importlib.metadata.version('sagestore')}\n"
+    declared = next(line for line in (REPO / "pyproject.toml").read_text().splitlines() if line.startswith("version"))
+    assert declared == f'version = "{importlib.metadata.version("sagestore")}"'
 
 
 async def test_unknown_route_is_json_404(client):

@@ -2,6 +2,7 @@
 SeaweedFS, tokens, restarts, signals, kill -9, failed starts, and external backends."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shutil
 import signal
@@ -71,7 +72,8 @@ def test_serve_answers_and_accepts_a_minted_token(data_dir):
     try:
         response = requests.get(server.url + "/api/v1/")
         assert response.status_code == 200
-        assert response.json() == {"id": "SAGE object store", "available_resources": ["objects"]}
+        assert response.json() == {"id": "SAGE object store", "available_resources": ["objects"],
+                                   "version": importlib.metadata.version("sagestore")}
         assert requests.get(server.url + "/readyz").json()["status"] == "ready"
         assert f"at {server.url}/api/v1/" in server.output
         assert f"sagestore token <user> --data-dir {data_dir}" in server.output

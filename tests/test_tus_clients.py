@@ -137,7 +137,7 @@ async def test_tuspy_resumes_after_the_client_process_is_killed(client, tmp_path
 # ------------------------------------------------------------------------------ tus-js-client (node)
 def _node_ready() -> None:
     assert shutil.which("node"), "node is required (installed by .ci/run)"
-    assert (JS_DIR / "node_modules" / "tus-js-client").is_dir(), "run `npm install` in tests/js (.ci/run does)"
+    assert (JS_DIR / "node_modules" / "tus-js-client").is_dir(), "run `npm ci` in tests/js (scripts/test does)"
 
 
 async def run_js(client, file: Path, mode: str, metadata: dict, **extra) -> dict:

@@ -5,7 +5,7 @@ import asyncio
 
 from aiohttp import web
 
-from .. import context
+from .. import __version__, context
 from ..openapi import openapi_document
 
 routes = web.RouteTableDef()
@@ -19,7 +19,7 @@ async def root(request: web.Request) -> web.Response:
 
 @routes.route("*", "/api/v1/")
 async def api_root(request: web.Request) -> web.Response:
-    return web.json_response({"id": "SAGE object store", "available_resources": ["objects"]})
+    return web.json_response({"id": "SAGE object store", "available_resources": ["objects"], "version": __version__})
 
 
 @routes.get("/healthz")
