@@ -15,7 +15,7 @@ from .config import Settings
 from .db import close_pool, create_pool
 from .db.migrate import migrate
 from .errors import error_middleware
-from .handlers import buckets, ietf, meta, multipart, objects, offset_uploads, permissions, sessions, tus
+from .handlers import buckets, console, ietf, meta, multipart, objects, offset_uploads, permissions, sessions, tus
 from .handlers.common import IDENTITY
 from .metrics import Metrics
 from .storage import BucketMapping, open_object_store
@@ -120,5 +120,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(sessions.routes)
     app.add_routes(tus.routes)
     app.add_routes(ietf.routes)
+    app.add_routes(console.routes)
     cors.setup(app)
     return app
