@@ -93,8 +93,8 @@ function createBucketForm() {
         location.hash = `#/b/${bucket.id}/`;
       });
     } },
-    h("label", { for: "new-name" }, "Name"), h("input", { id: "new-name", name: "name", required: true, maxlength: 256 }),
-    h("label", { for: "new-type" }, "Type"),
+    h("label", { for: "new-name" }, "Bucket name"), h("input", { id: "new-name", name: "name", required: true, maxlength: 256 }),
+    h("label", { for: "new-type" }, "Bucket type"),
     h("select", { id: "new-type", name: "type" }, BUCKET_TYPES.map((type) => h("option", { value: type }, type))),
     h("label", { class: "check" }, h("input", { type: "checkbox", name: "public" }), " Public (anyone can read)"),
     h("button", { type: "submit" }, "Create bucket")));

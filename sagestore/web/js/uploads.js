@@ -254,17 +254,28 @@ export class Upload {
     this.controller?.abort();
     this.sending = this.sending.map(() => 0);
     this.changed();
+    this.refreshOffsets();
+  }
+
+  // What the server kept of the aborted chunks (it keeps every byte it received): shown while paused.
+  async refreshOffsets() {
+    const record = this.record();
+    if (!record) return;
+    const offsets = await Promise.all(record.urls.map((url) => offsetOf(url).catch(() => null)));
+    if (this.state !== "paused") return;
+    offsets.forEach((offset, lane) => { if (offset !== null && Number.isFinite(offset)) this.received[lane] = offset; });
+    this.changed();
   }
 
   async cancel() {
-    const wasActive = this.state === "uploading";
+    const wasActive = ["uploading", "paused", "failed"].includes(this.state);
     this.state = "cancelled";
     this.controller?.abort();
     this.sending = this.sending.map(() => 0);
     this.changed();
     const record = this.record();
     localStorage.removeItem(this.storeKey);
-    if (record && wasActive !== undefined) {  // free the server's parts (tus termination)
+    if (record && wasActive) {  // free the server's parts (tus termination)
       await Promise.all(record.urls.map((url) => fetch(url, { method: "DELETE", headers: tusHeaders() }).catch(() => null)));
     }
   }
