@@ -195,3 +195,123 @@ async def test_a_64_mib_upload_paused_and_resumed(console, browser, tmp_path):
     assert await console.sha256_of(bucket_id, "model.bin") == digest
     # a pause loses at most the chunks in flight (4 lanes of 8 MiB) on top of the file
     assert sum(console.patch_bytes) <= 64 * MiB + 4 * 8 * MiB
+
+
+async def test_a_reload_mid_upload_resumes_sending_only_what_is_missing(console, browser, tmp_path):
+    chunk = 5 * MiB
+    size = 40 * MiB  # 8 chunks: 4 lanes (tus partial uploads) of 2 chunks, all in flight at once
+    bucket_id = await console.create_bucket("reload")
+    digest = make_file(tmp_path / "shard.tar", size, seed=7)
+    page = await signed_in_page(browser, console, "alice")
+    await page.evaluate(f"sessionStorage.setItem('sagestore.chunkSize', '{chunk}')")
+    await page.goto(f"{console.url}/ui/#/b/{bucket_id}/")
+    await throttle_uploads(page, 4 * MiB)
+    await page.get_by_label("Upload files").set_input_files(str(tmp_path / "shard.tar"))
+    # wait until the server has confirmed a chunk, then reload with the other chunks in flight
+    deadline_ms = WAIT_MS
+    waited = 0
+    while not any(length == chunk for length in console.patch_bytes[4:]) and waited < deadline_ms:
+        await page.wait_for_timeout(100)
+        waited += 100
+    assert len(console.patch_bytes) > 4, console.patch_bytes  # a second chunk was started: the first was confirmed
+    await page.reload()
+    before_reload = sum(console.patch_bytes)
+    await expect(page.get_by_text("Unfinished uploads: pick the same file again")).to_be_visible()
+    await expect(page.get_by_text("shard.tar (40.0 MiB)")).to_be_visible()
+    await page.get_by_label("Upload files").set_input_files(str(tmp_path / "shard.tar"))
+    await expect(page.locator("li.upload", has_text="shard.tar")).to_have_attribute("data-state", "done", timeout=WAIT_MS)
+    assert await console.keys(bucket_id) == {"shard.tar": size}
+    assert await console.sha256_of(bucket_id, "shard.tar") == digest
+    # what the server received, over both page lives: the file plus at most one chunk per chunk in flight
+    in_flight = 4
+    assert sum(console.patch_bytes) <= size + in_flight * chunk, console.patch_bytes
+    assert sum(console.patch_bytes) - before_reload < size  # the second page life sent only what was missing
+    assert await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('sagestore.upload.')).length") == 0
+
+
+# ---------------------------------------------------------------------------------------- permissions
+async def test_a_permission_change_shows_and_a_read_only_bucket_refuses_an_upload(console, browser, tmp_path):
+    bucket_id = await console.create_bucket("team")
+    await console.put(bucket_id, "readme.txt", b"hello team")
+    page = await signed_in_page(browser, console, "alice")
+    await page.goto(f"{console.url}/ui/#/p/{bucket_id}")
+    await expect(page.get_by_role("heading", name="Permissions of team")).to_be_visible()
+    await expect(page.locator("#visibility")).to_contain_text("This bucket is private.")
+    await page.get_by_label("Grantee type").select_option("USER")
+    await page.get_by_label("Grantee", exact=True).fill("bob")
+    await page.get_by_label("Permission").select_option("READ")
+    await page.get_by_role("button", name="Grant", exact=True).click()
+    await expect(page.get_by_role("row", name="USER bob READ")).to_be_visible()
+    status, grants = await console.api("GET", f"/api/v1/objects/{bucket_id}", params={"permissions": "true"})
+    assert {"granteeType": "USER", "grantee": "bob", "permission": "READ"} in grants
+
+    # the server's rules, in the server's words: AllUsers gets READ only
+    status, refused = await console.api("PUT", f"/api/v1/objects/{bucket_id}", params={"permissions": "true"},
+                                        json={"granteeType": "GROUP", "grantee": "AllUsers", "permission": "WRITE"})
+    assert status == 400
+    await page.get_by_label("Grantee type").select_option("GROUP")
+    await page.get_by_label("Grantee", exact=True).fill("AllUsers")
+    await page.get_by_label("Permission").select_option("WRITE")
+    await page.get_by_role("button", name="Grant", exact=True).click()
+    await expect(page.get_by_role("alert")).to_have_text(refused["error"])
+
+    await page.get_by_role("button", name="Make public").click()
+    await expect(page.locator("#visibility")).to_contain_text("This bucket is public")
+    await expect(page.get_by_role("row", name="GROUP AllUsers READ")).to_be_visible()
+    await screenshot(page, "permissions-wide")
+    await page.get_by_role("button", name="Make private").click()
+    await expect(page.locator("#visibility")).to_contain_text("This bucket is private.")
+
+    # bob sees the bucket, reads it, and an upload is refused with the server's message
+    bob = await signed_in_page(browser, console, "bob")
+    await expect(bob.get_by_role("link", name="team", exact=True)).to_be_visible()
+    await bob.get_by_role("link", name="team", exact=True).click()
+    await expect(bob.get_by_role("cell", name="readme.txt", exact=True)).to_be_visible()
+    (tmp_path / "intruder.txt").write_bytes(b"not allowed")
+    import base64
+    metadata = ",".join(f"{name} {base64.b64encode(value.encode()).decode()}"
+                        for name, value in (("bucket", bucket_id), ("key", "intruder.txt")))
+    status, body = await console.api("POST", "/api/v1/tus/", "bob", headers={
+        "Tus-Resumable": "1.0.0", "Upload-Length": "11", "Upload-Metadata": metadata})
+    assert status == 403
+    await bob.get_by_label("Upload files").set_input_files(str(tmp_path / "intruder.txt"))
+    item = bob.locator("li.upload", has_text="intruder.txt")
+    await expect(item).to_have_attribute("data-state", "failed", timeout=WAIT_MS)
+    await expect(item).to_contain_text(body["error"])
+    await expect(bob.get_by_role("alert")).to_have_text(f"intruder.txt: {body['error']}")
+    assert "intruder.txt" not in await console.keys(bucket_id)
+
+    # revoking shows too
+    await page.get_by_role("button", name="Revoke READ from USER bob").click()
+    await expect(page.get_by_role("row", name="USER bob READ")).to_have_count(0)
+    status, _ = await console.api("GET", f"/api/v1/objects/{bucket_id}", "bob")
+    assert status == 404
+
+
+# ---------------------------------------------------------------------------------------- signed out
+async def test_a_public_bucket_is_browsed_and_downloaded_signed_out(console, browser):
+    bucket_id = await console.create_bucket("open-data", public=True)
+    await console.put(bucket_id, "docs/intro.txt", b"public bytes \xe2\x9c\x93")
+    private_id = await console.create_bucket("closed")
+    context = await browser.new_context(viewport={"width": 390, "height": 844}, accept_downloads=True)
+    page = await context.new_page()
+    await page.goto(console.url + "/")  # a browser at / lands on the console
+    assert page.url.startswith(console.url + "/ui/")
+    await expect(page.get_by_role("heading", name="Public buckets")).to_be_visible()
+    await expect(page.get_by_role("link", name="open-data", exact=True)).to_be_visible()
+    await expect(page.get_by_role("link", name="closed", exact=True)).to_have_count(0)
+    await page.get_by_role("link", name="open-data", exact=True).click()
+    await page.get_by_role("link", name="docs/").click()
+    await expect(page.get_by_role("cell", name="intro.txt", exact=True)).to_be_visible()
+    await expect(page.get_by_role("button", name="Delete intro.txt")).to_have_count(0)
+    await expect(page.get_by_label("Upload files")).to_have_count(0)
+    await screenshot(page, "public-phone")
+    async with page.expect_download() as info:
+        await page.get_by_role("button", name="Download intro.txt").click()
+    download = await info.value
+    assert download.suggested_filename == "intro.txt"
+    assert open(await download.path(), "rb").read() == b"public bytes \xe2\x9c\x93"
+    # a private bucket's page shows the server's refusal
+    status, body = await console.api("GET", f"/api/v1/objects/{private_id}", None)
+    await page.goto(f"{console.url}/ui/#/b/{private_id}/")
+    await expect(page.get_by_role("alert")).to_have_text(body["error"])

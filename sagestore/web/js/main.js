@@ -7,7 +7,9 @@ const BUCKET_TYPES = ["model", "training-data", "profile", "none"];
 const PERMISSIONS = ["READ", "WRITE", "READ_ACP", "WRITE_ACP", "FULL_CONTROL"];
 const EXPIRIES = [["15 minutes", 900], ["1 hour", 3600], ["6 hours", 21600], ["1 day", 86400], ["3 days", 259200], ["7 days", 604800]];
 const DOWNLOAD_LINK_SECONDS = 300;
-const main = document.getElementById("main");
+const mainElement = document.getElementById("main");
+// the page's content; absent parts (null) are left out
+const main = { replaceChildren: (...parts) => mainElement.replaceChildren(...parts.filter(Boolean)) };
 const status = document.getElementById("status");
 const errorBox = document.getElementById("error");
 
@@ -64,7 +66,8 @@ async function bucketsPage() {
     const relation = me && bucket.owner === me ? "yours" : (me ? "shared with you or public" : "public");
     return h("tr", {},
       h("td", {}, h("a", { href: `#/b/${bucket.id}/` }, bucket.name || "(unnamed)")),
-      h("td", {}, bucket.type), h("td", {}, bucket.owner), h("td", {}, relation),
+      h("td", { "data-label": "Type" }, bucket.type), h("td", { "data-label": "Owner" }, bucket.owner),
+      h("td", { "data-label": "Access" }, relation),
       h("td", { class: "actions" },
         me ? h("button", { type: "button", class: "secondary", "aria-label": `Rename ${bucket.name}`, onclick: () => renameForm(bucket) }, "Rename") : null,
         me ? h("a", { class: "button secondary", href: `#/p/${bucket.id}`, "aria-label": `Permissions of ${bucket.name}` }, "Permissions") : null,
@@ -138,12 +141,13 @@ async function bucketPage(bucketId, folder, params) {
   for (const common of listing.CommonPrefixes || []) {
     const name = common.Prefix;
     rows.push(h("tr", {}, h("td", {}, h("a", { href: `#/b/${bucketId}/${keyPath(folder + name)}`, class: "folder" }, name)),
-      h("td", {}, "folder"), h("td", {}), h("td", {})));
+      h("td", { "data-label": "Size" }, "folder"), h("td", { class: "empty" }), h("td", { class: "empty" })));
   }
   for (const item of listing.Contents || []) {
     const key = folder + item.Key;
     rows.push(h("tr", {},
-      h("td", {}, item.Key), h("td", {}, formatBytes(item.Size)), h("td", {}, formatDate(item.LastModified)),
+      h("td", { class: "name" }, item.Key), h("td", { "data-label": "Size" }, formatBytes(item.Size)),
+      h("td", { "data-label": "Modified" }, formatDate(item.LastModified)),
       h("td", { class: "actions" },
         h("button", { type: "button", class: "secondary", "aria-label": `Download ${item.Key}`, onclick: () => download(bucketId, key) }, "Download"),
         signedIn ? h("button", { type: "button", class: "secondary", "aria-label": `Share ${item.Key}`, onclick: () => shareForm(bucketId, key) }, "Share") : null,
@@ -260,8 +264,9 @@ async function permissionsPage(bucketId) {
   const reload = () => permissionsPage(bucketId);
   const rows = grants.map((grant) => {
     const spec = `${grant.granteeType}:${grant.grantee}:${grant.permission}`;
-    return h("tr", {}, h("td", {}, grant.granteeType), h("td", {}, grant.grantee), h("td", {}, grant.permission),
-      h("td", {}, h("button", { type: "button", class: "danger", "aria-label": `Revoke ${grant.permission} from ${grant.granteeType} ${grant.grantee}`,
+    return h("tr", {}, h("td", { "data-label": "Type" }, grant.granteeType), h("td", { "data-label": "Grantee" }, grant.grantee),
+      h("td", { "data-label": "Permission" }, grant.permission),
+      h("td", {}, grant.granteeType === "USER" && grant.grantee === bucket.owner ? h("span", { class: "muted" }, "owner (cannot be revoked)") : h("button", { type: "button", class: "danger", "aria-label": `Revoke ${grant.permission} from ${grant.granteeType} ${grant.grantee}`,
         onclick: () => attempt(async () => { await buckets.revoke(bucketId, spec); say(`Revoked ${spec}`); await reload(); }) }, "Revoke")));
   });
   main.replaceChildren(h("section", { class: "card" },
@@ -345,6 +350,17 @@ function renderUpload(item) {
     refreshListingSoon();
   }
 }
+
+function clearFinished() {
+  for (const item of [...queue.items]) {
+    if (item.state !== "done" && item.state !== "cancelled") continue;
+    itemElements.get(item)?.element.remove();
+    itemElements.delete(item);
+    queue.items.splice(queue.items.indexOf(item), 1);
+  }
+  renderTotal();
+}
+document.getElementById("clear-finished").addEventListener("click", clearFinished);
 
 function renderTotal() {
   const { sent, size, speed } = queue.totals;
