@@ -143,10 +143,10 @@ def make_file(path: Path, size: int, seed: int = 1) -> str:
     return digest.hexdigest()
 
 
-async def screenshot(page, name: str) -> Path:
+async def screenshot(page, name: str, full_page: bool = True) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    await page.screenshot(path=str(path), full_page=True)
+    await page.screenshot(path=str(path), full_page=full_page)
     return path
 
 

@@ -2,6 +2,7 @@
 resume and reload, permissions, public buckets. Real server, real PostgreSQL and SeaweedFS."""
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import sys
@@ -180,6 +181,8 @@ async def test_a_64_mib_upload_paused_and_resumed(console, browser, tmp_path):
     item = page.locator("li.upload", has_text="model.bin")
     progress = page.get_by_role("progressbar", name="Upload progress of model.bin")
     await expect(progress).not_to_have_attribute("value", "0", timeout=WAIT_MS)
+    await expect(item).to_contain_text("left")  # speed and ETA
+    await screenshot(page, "uploading-wide", full_page=False)
     await page.get_by_role("button", name="Pause model.bin").click()
     await expect(item).to_have_attribute("data-state", "paused")
     # the panel shows what the server kept of the aborted chunks
@@ -188,6 +191,9 @@ async def test_a_64_mib_upload_paused_and_resumed(console, browser, tmp_path):
     assert 0 < paused_at < 64 * MiB
     await page.wait_for_timeout(1500)
     assert int(await progress.get_attribute("value")) == paused_at  # nothing moves while paused
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await screenshot(page, "paused-phone")
+    await page.set_viewport_size({"width": 1280, "height": 900})
     assert await console.keys(bucket_id) == {}
     await page.get_by_role("button", name="Resume model.bin").click()
     await expect(item).to_have_attribute("data-state", "done", timeout=WAIT_MS)
@@ -315,3 +321,43 @@ async def test_a_public_bucket_is_browsed_and_downloaded_signed_out(console, bro
     status, body = await console.api("GET", f"/api/v1/objects/{private_id}", None)
     await page.goto(f"{console.url}/ui/#/b/{private_id}/")
     await expect(page.get_by_role("alert")).to_have_text(body["error"])
+
+
+async def test_files_dropped_on_the_bucket_page_upload(console, browser):
+    bucket_id = await console.create_bucket("dropped")
+    page = await signed_in_page(browser, console, "alice")
+    await page.goto(f"{console.url}/ui/#/b/{bucket_id}/")
+    await page.get_by_role("heading", name=re.compile("dropped")).wait_for()
+    # a drop event as the browser dispatches it, carrying files made in the page
+    await page.evaluate("""() => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File(["first dropped file"], "one.txt", { type: "text/plain" }));
+        transfer.items.add(new File([new Uint8Array(70000)], "two.bin"));
+        const zone = document.getElementById("drop-zone");
+        zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+        zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+    }""")
+    await expect(page.locator("li.upload[data-state=done]")).to_have_count(2, timeout=WAIT_MS)
+    assert await console.keys(bucket_id) == {"one.txt": 18, "two.bin": 70000}
+    assert await console.sha256_of(bucket_id, "one.txt") == hashlib.sha256(b"first dropped file").hexdigest()
+    assert await console.sha256_of(bucket_id, "two.bin") == hashlib.sha256(bytes(70000)).hexdigest()
+    await expect(page.get_by_role("cell", name="two.bin", exact=True)).to_be_visible()
+
+
+async def test_controls_are_reachable_by_keyboard(console, browser):
+    bucket_id = await console.create_bucket("keyboard")
+    page = await signed_in_page(browser, console, "alice")
+    await page.goto(f"{console.url}/ui/#/b/{bucket_id}/")
+    await page.get_by_role("heading", name=re.compile("keyboard")).wait_for()
+    reached = set()
+    for _ in range(40):
+        await page.keyboard.press("Tab")
+        reached.add(await page.evaluate(
+            "() => { const e = document.activeElement; return e.getAttribute('aria-label') || e.labels?.[0]?.textContent"
+            " || e.textContent.trim() }"))
+    assert {"Upload files", "Upload a folder", "Filter by name prefix", "Filter", "Sign out"} <= reached, reached
+    # every button, link and field on the page has an accessible name
+    unnamed = await page.evaluate("""() => [...document.querySelectorAll('button, a[href], input, select, textarea')]
+        .filter(e => !e.hidden && !(e.getAttribute('aria-label') || e.labels?.length || e.textContent.trim()))
+        .map(e => e.outerHTML)""")
+    assert unnamed == []
