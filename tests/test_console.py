@@ -361,3 +361,85 @@ async def test_controls_are_reachable_by_keyboard(console, browser):
         .filter(e => !e.hidden && !(e.getAttribute('aria-label') || e.labels?.length || e.textContent.trim()))
         .map(e => e.outerHTML)""")
     assert unnamed == []
+
+
+async def test_rename_and_delete_a_bucket_with_a_confirmation(console, browser):
+    bucket_id = await console.create_bucket("old-name")
+    await console.put(bucket_id, "a.txt", b"a")
+    page = await signed_in_page(browser, console, "alice")
+    await page.get_by_role("button", name="Rename old-name").click()
+    await page.get_by_label("New name for old-name").fill("new-name")
+    await page.get_by_role("button", name="Save name").click()
+    await expect(page.get_by_role("link", name="new-name", exact=True)).to_be_visible()
+    status, bucket = await console.api("GET", f"/api/v1/objects/{bucket_id}")
+    assert bucket["name"] == "new-name"
+
+    page.once("dialog", lambda dialog: dialog.dismiss())  # "cancel" keeps the bucket
+    await page.get_by_role("button", name="Delete bucket new-name").click()
+    await page.wait_for_timeout(300)
+    assert (await console.api("GET", f"/api/v1/objects/{bucket_id}"))[0] == 200
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Delete bucket new-name").click()
+    await expect(page.get_by_role("link", name="new-name", exact=True)).to_have_count(0)
+    assert (await console.api("GET", f"/api/v1/objects/{bucket_id}"))[0] == 404
+
+
+async def test_a_refused_upload_can_be_retried_once_allowed_and_a_cancelled_one_is_terminated(console, browser,
+                                                                                             tmp_path):
+    bucket_id = await console.create_bucket("retry")
+    status, _ = await console.api("PUT", f"/api/v1/objects/{bucket_id}", params={"permissions": "true"},
+                                  json={"granteeType": "USER", "grantee": "dave", "permission": "READ"})
+    assert status == 200
+    (tmp_path / "later.txt").write_bytes(b"uploaded on retry")
+    page = await signed_in_page(browser, console, "dave")
+    await page.goto(f"{console.url}/ui/#/b/{bucket_id}/")
+    await page.get_by_label("Upload files").set_input_files(str(tmp_path / "later.txt"))
+    item = page.locator("li.upload", has_text="later.txt")
+    await expect(item).to_have_attribute("data-state", "failed", timeout=WAIT_MS)
+    status, _ = await console.api("PUT", f"/api/v1/objects/{bucket_id}", params={"permissions": "true"},
+                                  json={"granteeType": "USER", "grantee": "dave", "permission": "WRITE"})
+    assert status == 200
+    await page.get_by_role("button", name="Retry later.txt").click()
+    await expect(item).to_have_attribute("data-state", "done", timeout=WAIT_MS)
+    assert await console.keys(bucket_id) == {"later.txt": 17}
+
+    make_file(tmp_path / "abandoned.bin", 24 * MiB)
+    await throttle_uploads(page, 2 * MiB)
+    await page.get_by_label("Upload files").set_input_files(str(tmp_path / "abandoned.bin"))
+    progress = page.get_by_role("progressbar", name="Upload progress of abandoned.bin")
+    await expect(progress).not_to_have_attribute("value", "0", timeout=WAIT_MS)
+    urls = await page.evaluate("""() => Object.entries(localStorage)
+        .filter(([k]) => k.startsWith('sagestore.upload.')).flatMap(([, v]) => JSON.parse(v).urls)""")
+    assert len(urls) == 3  # 24 MiB: three 8 MiB chunks, one partial upload each
+    await page.get_by_role("button", name="Cancel abandoned.bin").click()
+    await expect(page.locator("li.upload", has_text="abandoned.bin")).to_have_attribute("data-state", "cancelled")
+    for url in urls:  # tus termination: the server forgot them
+        for _ in range(100):
+            status, _ = await console.api("HEAD", url, "dave", headers={"Tus-Resumable": "1.0.0"})
+            if status == 404:
+                break
+            await page.wait_for_timeout(100)
+        assert status == 404, url
+    assert await console.keys(bucket_id) == {"later.txt": 17}
+
+
+async def test_an_upload_survives_a_lost_connection(console, browser, tmp_path):
+    bucket_id = await console.create_bucket("offline")
+    digest = make_file(tmp_path / "train.jsonl", 24 * MiB, seed=5)
+    page = await signed_in_page(browser, console, "alice")
+    await page.goto(f"{console.url}/ui/#/b/{bucket_id}/")
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Network.enable")
+    conditions = {"latency": 0, "downloadThroughput": -1, "uploadThroughput": 2 * MiB}
+    await cdp.send("Network.emulateNetworkConditions", {"offline": False, **conditions})
+    await page.get_by_label("Upload files").set_input_files(str(tmp_path / "train.jsonl"))
+    item = page.locator("li.upload", has_text="train.jsonl")
+    await expect(page.get_by_role("progressbar", name="Upload progress of train.jsonl")).not_to_have_attribute(
+        "value", "0", timeout=WAIT_MS)
+    await cdp.send("Network.emulateNetworkConditions", {"offline": True, **conditions})
+    await expect(item).to_contain_text("retrying", timeout=WAIT_MS)
+    await page.wait_for_timeout(1000)
+    await cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                        "uploadThroughput": -1})
+    await expect(item).to_have_attribute("data-state", "done", timeout=WAIT_MS)
+    assert await console.sha256_of(bucket_id, "train.jsonl") == digest
