@@ -292,7 +292,10 @@ export class Queue {
 
   add(file, bucketId, key) {
     const existing = this.items.find((item) => item.storeKey === fingerprint(bucketId, key, file) && item.state !== "done" && item.state !== "cancelled");
-    if (existing) { if (existing.state !== "uploading") existing.file = file; this.pump(); return existing; }
+    if (existing) {  // picked again: a paused or failed upload continues from the server's offsets
+      if (existing.state !== "uploading") { existing.file = file; this.resume(existing); }
+      return existing;
+    }
     const upload = new Upload(file, bucketId, key, (item) => { this.onChange(item); if (item.state !== "uploading") this.pump(); });
     this.items.push(upload);
     this.onChange(upload);
