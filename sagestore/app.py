@@ -18,8 +18,8 @@ from .db.migrate import migrate
 from .db.notified import listening
 from .db.signed_urls import SignedUrlCache
 from .errors import error_middleware
-from .handlers import (buckets, ietf, meta, multipart, objects, offset_uploads, osdu, permissions, sessions, shares,
-                       signed, swagger, tus)
+from .handlers import (buckets, console, ietf, meta, multipart, objects, offset_uploads, osdu, permissions, sessions,
+                       shares, signed, swagger, tus)
 from .handlers.common import IDENTITY
 from .metrics import Metrics
 from .storage import BucketMapping, open_object_store
@@ -132,5 +132,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(osdu.routes)
     app.cleanup_ctx.append(osdu.partitions_ctx)
     app.add_routes(swagger.routes)
+    app.add_routes(console.routes)
     cors.setup(app)
     return app

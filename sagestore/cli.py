@@ -123,6 +123,8 @@ async def serve(settings: Settings) -> None:
                 print(f"get a token: TOKEN=$(sagestore token <user> --data-dir {settings.data_dir} | tail -n 1)",
                       flush=True)
                 print(f"then: curl -H \"Authorization: Bearer $TOKEN\" {url}/api/v1/objects", flush=True)
+                print(f"web console: {url}/ui/ (sign-in link: sagestore token <user> --link --url {url} "
+                      f"--data-dir {settings.data_dir})", flush=True)
             elif settings.auth_mode == "noauth":
                 print(f"auth is OFF: curl -H \"Authorization: sage user:<name>\" {url}/api/v1/objects", flush=True)
             await stop.wait()
@@ -181,13 +183,27 @@ async def reap_once(settings: Settings, orphan_grace: float | None) -> dict[str,
             raise ConfigError(message) from None
 
 
-def print_token(settings: Settings, user: str, groups: list[str], ttl: float) -> None:
+def console_link(settings: Settings, token: str, base_url: str | None) -> str:
+    """The web console with the token in the fragment (#token=): browsers never send a fragment
+    to a server, so it stays out of access logs and proxies."""
+    if not base_url:
+        host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        base_url = f"http://{'[' + host + ']' if ':' in host else host}:{settings.port}"
+    return f"{base_url.rstrip('/')}/ui/#token={token}"
+
+
+def print_token(settings: Settings, user: str, groups: list[str], ttl: float, link: bool = False,
+                base_url: str | None = None) -> None:
     from .auth.tokens import mint_token
     if settings.auth_mode != "jwt" or settings.jwt_public_key_file:
         raise ConfigError("sagestore token mints HS256 tokens; it needs auth mode jwt with a shared secret")
     if not user.strip():
         raise ConfigError("the user name must not be empty")
     token = mint_token(settings, user, groups, ttl)
+    if link:
+        print(f"# web console signed in as {user!r}, valid {ttl:.0f}s; open in a browser:", file=sys.stderr)
+        print(console_link(settings, token, base_url))
+        return
     print(f"# token for {user!r}, valid {ttl:.0f}s; use: Authorization: Bearer <token>", file=sys.stderr)
     print(token)
 
@@ -220,7 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     token_parser.add_argument("user")
     token_parser.add_argument("--group", action="append", default=[], help="group claim (repeatable)")
     token_parser.add_argument("--ttl", default="24h", help="lifetime, e.g. 3600, 15m, 24h, 7d")
-    add_arguments(token_parser, ["data_dir", "auth_mode", "jwt_secret", "jwt_public_key_file", "jwt_audience",
+    token_parser.add_argument("--link", action="store_true",
+                              help="print a web console link that signs in with the token (/ui/#token=...)")
+    token_parser.add_argument("--url", default=None, metavar="BASE",
+                              help="with --link: the server's base URL (default http://<host>:<port>)")
+    add_arguments(token_parser, ["data_dir", "host", "port", "auth_mode", "jwt_secret", "jwt_public_key_file", "jwt_audience",
                                  "jwt_issuer", "jwt_username_claim", "jwt_groups_claim"])
     return parser
 
@@ -253,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--ttl: {error}") from None
             if ttl <= 0:
                 raise ConfigError("--ttl must be more than 0")
-            print_token(settings, args.user, args.group, ttl)
+            print_token(settings, args.user, args.group, ttl, link=args.link, base_url=args.url)
     except ConfigError as error:
         print(f"sagestore: error: {error}", file=sys.stderr)
         return 2

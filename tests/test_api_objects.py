@@ -550,6 +550,27 @@ async def test_empty_listing_has_null_lists(client):
             (None, None, 0, False)
 
 
+async def test_listing_prefix_filters_names_inside_the_folder(client):
+    bucket_id = await create_bucket(client)
+    for key in ("run-1.bin", "run-2.bin", "rest.bin", "runs/x.bin", "other/run-3.bin", "data/run-4.bin"):
+        assert (await put_raw(client, bucket_id, key, b"d")).status == 200
+    url = f"/api/v1/objects/{bucket_id}/"
+    page = await (await client.get(url, params={"prefix": "run"}, headers=auth("alice"))).json()
+    assert [item["Key"] for item in page["Contents"]] == ["run-1.bin", "run-2.bin"]
+    assert [common["Prefix"] for common in page["CommonPrefixes"]] == ["runs/"]
+    page = await (await client.get(url + "data/", params={"prefix": "run-"}, headers=auth("alice"))).json()
+    assert [item["Key"] for item in page["Contents"]] == ["run-4.bin"]  # relative to the folder, as without
+    page = await (await client.get(url, params={"prefix": "run-", "limit": "1"}, headers=auth("alice"))).json()
+    token = page["NextContinuationToken"]
+    following = await (await client.get(url, params={"prefix": "run-", "limit": "1", "ContinuationToken": token},
+                                        headers=auth("alice"))).json()
+    assert [item["Key"] for item in following["Contents"]] == ["run-2.bin"]
+    # a token belongs to its prefix; a prefix is a name, not a path
+    for params in ({"prefix": "re", "ContinuationToken": token}, {"prefix": "runs/x"}, {"prefix": "a\x01"}):
+        response = await client.get(url, params=params, headers=auth("alice"))
+        assert response.status == 400 and "error" in await response.json(), params
+
+
 async def test_list_files_many_paginated(client):
     """Go TestListFilesMany: 100 files, limit 10, ContinuationToken until IsTruncated is false."""
     bucket_id = await create_bucket(client)

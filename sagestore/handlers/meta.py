@@ -7,6 +7,7 @@ from aiohttp import web
 
 from .. import __version__, context
 from ..openapi import openapi_document
+from .console import wants_html
 
 routes = web.RouteTableDef()
 READINESS_TIMEOUT = 4.0  # seconds per backend; below the usual 5 s probe timeout
@@ -14,6 +15,8 @@ READINESS_TIMEOUT = 4.0  # seconds per backend; below the usual 5 s probe timeou
 
 @routes.route("*", "/")
 async def root(request: web.Request) -> web.Response:
+    if wants_html(request):  # a browser: the console; API clients keep the service document
+        raise web.HTTPFound("/ui/")
     return web.json_response({"id": "SAGE object store", "available_resources": ["api/v1/", "metrics/"]})
 
 

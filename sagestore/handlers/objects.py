@@ -183,42 +183,56 @@ def go_time(value: datetime) -> str:
     return text + "Z"
 
 
-def encode_token(backend_token: str, bucket_id: str, folder: str, recursive: bool) -> str:
+def encode_token(backend_token: str, bucket_id: str, folder: str, recursive: bool, name_prefix: str = "") -> str:
     """Wrap the backend's continuation token with the listing it belongs to. Some backends
     (SeaweedFS) use the raw S3 key as token, which would show clients the storage layout,
     and a token from another listing would silently give a wrong page."""
     scope = {"t": backend_token, "b": bucket_id, "f": folder, "r": recursive}
+    if name_prefix:
+        scope["p"] = name_prefix
     return base64.urlsafe_b64encode(json.dumps(scope, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def decode_token(token: str, bucket_id: str, folder: str, recursive: bool) -> str:
+def decode_token(token: str, bucket_id: str, folder: str, recursive: bool, name_prefix: str = "") -> str:
     try:
         scope = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         backend_token = scope["t"]
-        matches = (scope["b"], scope["f"], scope["r"]) == (bucket_id, folder, recursive)
+        matches = (scope["b"], scope["f"], scope["r"], scope.get("p", "")) == (bucket_id, folder, recursive,
+                                                                               name_prefix)
     except (binascii.Error, ValueError, TypeError, KeyError):
         raise BadRequest("ContinuationToken is not a token this server issued") from None
     if not matches or not isinstance(backend_token, str):
-        raise BadRequest("ContinuationToken belongs to another listing (bucket, folder or recursive differ)")
+        raise BadRequest("ContinuationToken belongs to another listing (bucket, folder, recursive or prefix differ)")
     return backend_token
+
+
+def listing_prefix(request: web.Request) -> str:
+    """?prefix=: only entries of the folder whose names start with it (a name, not a path)."""
+    value = request.query.get("prefix", "")
+    if "/" in value or "\\" in value or any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise BadRequest("prefix filters names inside the folder: no '/', '\\' or control characters")
+    if len(value.encode()) > 512:
+        raise BadRequest("prefix is longer than 512 bytes")
+    return value
 
 
 async def listing(request: web.Request, bucket_id: str, folder: str) -> web.Response:
     validate_key(folder, folder=True)
     recursive = query_flag(request, "recursive")
     limit = query_int(request, "limit", MAX_LIST_KEYS, 0, MAX_LIST_KEYS) or MAX_LIST_KEYS  # Go: 0 = default
+    name_prefix = listing_prefix(request)
     token = request.query.get("ContinuationToken") or None
-    backend_token = decode_token(token, bucket_id, folder, recursive) if token else None
+    backend_token = decode_token(token, bucket_id, folder, recursive, name_prefix) if token else None
     await authorize(request.app[context.ACL], bucket_id, identity(request), "READ")
     prefix = request.app[context.MAPPING].folder(bucket_id, folder)
     try:
-        page = await request.app[context.STORE].list(prefix, delimiter=None if recursive else "/",
+        page = await request.app[context.STORE].list(Location(prefix.bucket, prefix.key + name_prefix), delimiter=None if recursive else "/",
                                                      max_keys=limit, continuation_token=backend_token)
     except ClientError as problem:
         if error_code(problem) in ("InvalidArgument", "InvalidToken", "InvalidContinuationToken"):
             raise BadRequest("ContinuationToken is no longer valid; start the listing again") from None
         raise
-    next_token = encode_token(page.next_token, bucket_id, folder, recursive) \
+    next_token = encode_token(page.next_token, bucket_id, folder, recursive, name_prefix) \
         if page.is_truncated and page.next_token else None
     start = len(prefix.key)
     # the Go server marshalled aws-sdk-go's ListObjectsV2Output: same names, nil slices as null
@@ -491,6 +505,8 @@ PATHS.setdefault("/api/v1/objects/{id}/{key}", {}).update({
              "description": "listing: MaxKeys, default and maximum 1000 (0 means the default)"},
             {"name": "ContinuationToken", "in": "query", "schema": {"type": "string"},
              "description": "listing: NextContinuationToken of the previous page"},
+            {"name": "prefix", "in": "query", "schema": {"type": "string", "maxLength": 512},
+             "description": "listing: only names in the folder that start with this (no '/')"},
         ]),
     "head": operation(
         "A file's headers without its body (READ)",

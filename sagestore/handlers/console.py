@@ -1,0 +1,72 @@
+"""The web console: static files from package data (sagestore/web/) at /ui/.
+
+No build step and no third-party code: the files are served as they are in the repo. Every page
+gets a Content-Security-Policy that allows scripts, styles and requests from this origin only.
+"""
+from __future__ import annotations
+
+import re
+from importlib.resources import files
+from pathlib import Path
+
+from aiohttp import web
+
+from ..errors import NotFound
+from ..openapi import PATHS, operation
+
+routes = web.RouteTableDef()
+
+WEB_ROOT = Path(str(files("sagestore") / "web"))
+# only plain file names below the root: no '..', no hidden files, a known type
+_ASSET = re.compile(r"^(?:[A-Za-z0-9_-]+/)*[A-Za-z0-9_-][A-Za-z0-9_.-]*\.(js|css|html|svg|png)$")
+CONTENT_TYPES = {"js": "text/javascript", "css": "text/css", "html": "text/html", "svg": "image/svg+xml",
+                 "png": "image/png"}
+SECURITY_HEADERS = {
+    # blob: for the download anchor; data: for inline SVG icons in CSS
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+                               "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # a #token fragment never leaves, but be sure about paths too
+    "Cache-Control": "no-cache",
+}
+
+
+def _file_response(name: str) -> web.FileResponse:
+    match = _ASSET.match(name)
+    if match is None or ".." in name.split("/"):
+        raise NotFound("no such console file")
+    path = WEB_ROOT / name
+    if not path.is_file():
+        raise NotFound("no such console file")
+    return web.FileResponse(path, headers={**SECURITY_HEADERS,
+                                           "Content-Type": CONTENT_TYPES[match.group(1)] + "; charset=utf-8"
+                                           if match.group(1) != "png" else "image/png"})
+
+
+@routes.get("/ui")
+async def console_redirect(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/ui/")
+
+
+@routes.get("/ui/")
+async def console_index(request: web.Request) -> web.FileResponse:
+    return _file_response("index.html")
+
+
+@routes.get("/ui/{name:.+}")
+async def console_file(request: web.Request) -> web.FileResponse:
+    return _file_response(request.match_info["name"])
+
+
+def wants_html(request: web.Request) -> bool:
+    """A browser navigating here: it prefers text/html (API clients send */* or application/json)."""
+    accept = request.headers.get("Accept", "")
+    return request.method in ("GET", "HEAD") and "text/html" in accept
+
+
+PATHS["/ui"] = {"get": operation("Redirect to the web console", {"302": {"description": "to /ui/"}})}
+PATHS["/ui/"] = {"get": operation("The web console (HTML)", {"200": {"description": "text/html"}})}
+PATHS["/ui/{name}"] = {"get": operation(
+    "A file of the web console (JavaScript module, CSS, image)",
+    {"200": {"description": "the file"}, "404": {"description": "no such file"}},
+    parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}])}
