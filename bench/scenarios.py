@@ -280,7 +280,8 @@ def part_etag(headers: dict[str, str], body: Any) -> str:
     raise Failed(f"part answer carries no ETag: {body!r}")
 
 
-async def multipart(b: Bench, key: str, *, presigned: bool) -> Outcome:
+async def multipart(b: Bench, key: str, *, presigned: bool, in_flight: int = PARTS_IN_FLIGHT) -> Outcome:
+    """16 MiB parts, in_flight at a time (4 by default, like the direct baseline)."""
     target = {"object_type": "file", "object_id": b.need_bucket()}
     _, _, created = await b.api("POST", "/api/v1/multipart/", first=True, json={**target, "key": key})
     upload_id = created["upload_id"]
