@@ -435,7 +435,6 @@ class Runner:
         failures: list[str] = []
 
         async def run_all() -> sc.Outcome:
-            nonlocal protocol, sessions_ok
             outcomes = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
             if all(isinstance(o, sc.NotAvailable) for o in outcomes):
                 raise sc.NotAvailable(f"{protocol}: {outcomes[0]}")
