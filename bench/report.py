@@ -40,18 +40,19 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def table(results: list[Result]) -> str:
-    header = ["scenario", "MB/s", "÷ direct", "peak RSS MiB", "RSS growth", "CPU s/GiB", "weed CPU", "client CPU",
+    header = ["scenario", "MB/s", "÷ direct", "peak RSS MiB", "kernel peak", "RSS growth", "CPU s/GiB", "weed CPU", "client CPU",
               "verified", "note"]
     rows = [header]
     for r in results:
         if r.kind == "requests":
             rate = r.extra.get("sagestore_rate")
             rows.append([r.name, f"{rate:.0f} req/s" if rate else "-", _fmt(r.ratio, 2), _fmt(r.peak_rss_mib, 0),
-                         "-", "-", "-", "-", "-", r.note if r.status == "ok" else f"{r.status}: {r.note}"])
+                         _fmt(r.kernel_peak_rss_mib, 0), "-", "-", "-", "-", "-", r.note if r.status == "ok" else f"{r.status}: {r.note}"])
             continue
         verified = {True: "sha256 ok", False: "MISMATCH", None: "-"}[r.verified]
         note = r.note if r.status == "ok" else f"{r.status.upper()}: {r.note}"
-        rows.append([r.name, _fmt(r.mb_s), _fmt(r.ratio, 2), _fmt(r.peak_rss_mib, 0), _fmt(r.rss_growth_mib, 0),
+        rows.append([r.name, _fmt(r.mb_s), _fmt(r.ratio, 2), _fmt(r.peak_rss_mib, 0), _fmt(r.kernel_peak_rss_mib, 0),
+                     _fmt(r.rss_growth_mib, 0),
                      _fmt(r.cpu_s_per_gib, 2), _fmt(r.weed_cpu_s_per_gib, 2), _fmt(r.client_cpu_s_per_gib, 2),
                      verified, note])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
@@ -65,19 +66,19 @@ def table(results: list[Result]) -> str:
 
 
 def markdown_table(results: list[Result]) -> str:
-    lines = ["| scenario | MB/s | ÷ direct | peak RSS MiB | RSS growth MiB | CPU s/GiB | weed CPU s/GiB "
-             "| client CPU s/GiB | verified | note |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = ["| scenario | MB/s | ÷ direct | peak RSS MiB (50 ms samples) | kernel peak RSS MiB | RSS growth MiB "
+             "| CPU s/GiB | weed CPU s/GiB | client CPU s/GiB | verified | note |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in results:
         if r.kind == "requests":
             rate = r.extra.get("sagestore_rate")
             lines.append(f"| {r.name} | {f'{rate:.0f} req/s' if rate else '-'} | {_fmt(r.ratio, 2)} | "
-                         f"{_fmt(r.peak_rss_mib, 0)} | - | - | - | - | - | {r.note if r.status == 'ok' else r.status + ': ' + r.note} |")
+                         f"{_fmt(r.peak_rss_mib, 0)} | {_fmt(r.kernel_peak_rss_mib, 0)} | - | - | - | - | - | {r.note if r.status == 'ok' else r.status + ': ' + r.note} |")
             continue
         verified = {True: "sha256 ok", False: "MISMATCH", None: "-"}[r.verified]
         note = r.note if r.status == "ok" else f"**{r.status}**: {r.note}"
         lines.append(f"| {r.name} | {_fmt(r.mb_s)} | {_fmt(r.ratio, 2)} | {_fmt(r.peak_rss_mib, 0)} | "
-                     f"{_fmt(r.rss_growth_mib, 0)} | {_fmt(r.cpu_s_per_gib, 2)} | {_fmt(r.weed_cpu_s_per_gib, 2)} | "
+                     f"{_fmt(r.kernel_peak_rss_mib, 0)} | {_fmt(r.rss_growth_mib, 0)} | {_fmt(r.cpu_s_per_gib, 2)} | {_fmt(r.weed_cpu_s_per_gib, 2)} | "
                      f"{_fmt(r.client_cpu_s_per_gib, 2)} | {verified} | {note} |")
     return "\n".join(lines)
 

@@ -420,10 +420,11 @@ async def sagestore_tus(b: Bench, key: str, chunk_size: int, *, source: InputFil
     return Outcome(source.size, [Stored(location.bucket, location.key, source.sha256, source.size)])
 
 
-async def peer_tus(b: Bench, key: str, chunk_size: int) -> Outcome:
+async def peer_tus(b: Bench, key: str, chunk_size: int, *, source: InputFile | None = None) -> Outcome:
     """@tus/server + @tus/s3-store: it stores the object under the upload id."""
-    upload_url = await asyncio.to_thread(tus_upload, b.peer_url, {}, b.input.path, chunk_size,
+    source = source or b.input
+    upload_url = await asyncio.to_thread(tus_upload, b.peer_url, {}, source.path, chunk_size,
                                          {"filename": key, "filetype": "application/octet-stream"})
     upload_id = upload_url.rstrip("/").rsplit("/", 1)[-1]
-    return Outcome(b.input.size, [Stored(PEER_BUCKET, upload_id, b.input.sha256, b.input.size),
+    return Outcome(source.size, [Stored(PEER_BUCKET, upload_id, source.sha256, source.size),
                                   Stored(PEER_BUCKET, upload_id + ".info", "", 0)])
