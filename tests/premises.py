@@ -93,3 +93,16 @@ def s3_parts_sync(s3: Any, row: dict[str, Any]) -> dict[int, int]:
     """s3_parts through a boto3 client."""
     answer = s3.list_parts(Bucket=row["s3_bucket"], Key=row["s3_key"], UploadId=row["s3_upload_id"])
     return {int(part["PartNumber"]): int(part["Size"]) for part in answer.get("Parts", [])}
+
+
+def part_lease_held_sync(database_url: str, upload_id: str, part_number: int) -> bool:
+    """A live writer holds the lease of one part (indexed sessions, multipart parts)."""
+    connection = psycopg2.connect(database_url)
+    try:
+        with connection.cursor() as cur:
+            cur.execute(f"SELECT {lease_held('p.')} FROM upload_part_leases p WHERE p.upload_id = %s"
+                        " AND p.part_number = %s", (upload_id, part_number))
+            row = cur.fetchone()
+            return bool(row and row[0])
+    finally:
+        connection.close()
