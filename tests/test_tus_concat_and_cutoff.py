@@ -114,7 +114,7 @@ async def _raw_cut_off_patch(client, url: str, offset: int, declared: int, data:
 async def _offset_when_settled(client, url: str) -> int:
     """HEAD once the server has finished with the cut-off request (its lease is released)."""
     upload_id = url.rsplit("/", 1)[1]
-    for _ in range(200):
+    for _ in range(2400):
         async with cursor(client.server.app[context.DB]) as cur:
             await cur.execute("SELECT writer FROM uploads WHERE id = %s", (upload_id,))
             if (await cur.fetchone())["writer"] is None:
