@@ -425,7 +425,6 @@ class Runner:
                     self.small["sagestore_healthz"] = asdict(health) | {"rate": health.rate}
                     result.ratio = ours.rate / bare.rate if bare.rate else None
                     result.peak_rss_mib = server.peak_rss / MIB
-                    result.kernel_peak_rss_mib = server.kernel_peak_rss / MIB if server.kernel_peak_rss else None
                     per_request = database.cpu_seconds / ours.requests * 1e6 if ours.requests else None
                     result.extra |= {"sagestore_rate": ours.rate, "bare_rate": bare.rate,
                                      "healthz_rate": health.rate, "postgres_cpu_us_per_request": per_request,
@@ -435,6 +434,8 @@ class Runner:
                     if ours.errors:
                         result.status = "failed"
                         result.note += f"; {ours.errors} errors {ours.statuses}"
+            if result.peak_rss_mib is not None and server.kernel_peak_rss:  # known once the monitor stopped
+                result.kernel_peak_rss_mib = server.kernel_peak_rss / MIB
         self.results.append(result)
         self.log(f"small-requests: {result.status} {result.note}")
 
