@@ -26,9 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Benchmark sagestore against direct S3 (aiobotocore) and @tus/server on one local "
                     "SeaweedFS. Figures are ratios taken in one run on one machine.")
-    parser.add_argument("--size", default="1GiB", help="input file size (default 1GiB), e.g. 256MiB")
+    parser.add_argument("--size", default=None, help="input file size (default 1GiB, 64MiB with --quick), e.g. 256MiB")
     parser.add_argument("--quick", action="store_true",
-                        help="64 MiB input, 8 concurrent sessions, 2 s small-request runs (a smoke test)")
+                        help="64 MiB input (unless --size), 8 concurrent sessions, 2 s small-request runs (a smoke test)")
     parser.add_argument("--big", action="store_true",
                         help="add the memory scenarios: 1 GiB and 10 GiB raw PUT and tus, RSS growth and ratio")
     parser.add_argument("--concurrency", type=int, default=None, metavar="N",
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        size = 64 * MIB if args.quick else _size(args.size)
+        size = _size(args.size) if args.size else 64 * MIB if args.quick else _size("1GiB")
         extra_options = {"rss_limit": _size(args.rss_limit)} if args.rss_limit else {}
         if args.only:
             selected = expand([name.strip() for name in args.only.split(",") if name.strip()])

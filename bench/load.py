@@ -22,23 +22,26 @@ class LoadResult:
 
 
 async def hammer(url: str, headers: dict[str, str], *, seconds: float = 5.0, concurrency: int = 32,
-                 max_requests: int = 1_000_000) -> LoadResult:
+                 max_requests: int = 1_000_000, targets: list[tuple[str, dict[str, str]]] | None = None) -> LoadResult:
     """GET url from `concurrency` workers until `seconds` pass (or max_requests are sent);
-    only 200s with a complete body count as requests, everything else as errors."""
+    only 200s with a complete body count as requests, everything else as errors. With
+    targets, the requests go to those (url, headers) pairs in turn instead."""
+    targets = targets or [(url, headers)]
     statuses: dict[int, int] = {}
     counts = {"ok": 0, "errors": 0, "sent": 0}
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
         # one warm-up request per worker so that connection set-up is not measured
-        await asyncio.gather(*(_one(session, url, headers, {}, {"ok": 0, "errors": 0, "sent": 0})
-                               for _ in range(concurrency)))
+        await asyncio.gather(*(_one(session, *targets[i % len(targets)], {}, {"ok": 0, "errors": 0, "sent": 0})
+                               for i in range(concurrency)))
         started = time.perf_counter()
         deadline = started + seconds
 
         async def worker() -> None:
             while time.perf_counter() < deadline and counts["sent"] < max_requests:
+                target = targets[counts["sent"] % len(targets)]
                 counts["sent"] += 1
-                await _one(session, url, headers, statuses, counts)
+                await _one(session, *target, statuses, counts)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return LoadResult(counts["ok"], counts["errors"], elapsed, statuses)

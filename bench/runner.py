@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -23,7 +24,7 @@ from sagestore.storage import open_object_store
 from . import scenarios as sc
 from .load import hammer
 from .monitor import MIB, ProcessMonitor, Stopwatch
-from .stack import AUTH, BENCH_USER, DIRECT_BUCKET, PEER_BUCKET, Stack, StartError
+from .stack import AUTH, BENCH_USER, DIRECT_BUCKET, JWT_SECRET, PEER_BUCKET, Stack, StartError
 
 GIB = 2**30
 SESSION_SIZE = 64 * MIB
@@ -32,7 +33,7 @@ SESSION_SIZE = 64 * MIB
 UPLOADS = ["direct-upload", "direct-sequential", "form-put", "raw-put", "signed-put", "multipart-proxied", "multipart-presigned", "session-4",
            "offset-16m", "tus-16m", "tus-64m", "peer-tus-16m", "peer-tus-64m", "direct-upload-end"]
 DOWNLOADS = ["direct-get", "get", "signed-get", "range-get", "direct-get-end"]
-OTHERS = ["small-requests", "concurrency"]
+OTHERS = ["small-requests", "small-requests-jwt", "concurrency"]
 BIG = ["big-raw-put-1GiB", "big-raw-put-10GiB", "big-tus-1GiB", "big-tus-10GiB"]
 ALL = UPLOADS + DOWNLOADS + OTHERS + BIG
 ALIASES = {
@@ -40,7 +41,7 @@ ALIASES = {
     "multipart": ["multipart-proxied", "multipart-presigned"],
     "tus": ["tus-16m", "tus-64m"],
     "peer": ["peer-tus-16m", "peer-tus-64m"],
-    "uploads": UPLOADS, "downloads": DOWNLOADS, "big": BIG, "small": ["small-requests"],
+    "uploads": UPLOADS, "downloads": DOWNLOADS, "big": BIG, "small": ["small-requests", "small-requests-jwt"],
 }
 DESCRIPTIONS = {
     "direct-upload": "aiobotocore multipart to SeaweedFS, 16 MiB parts, 4 in flight (baseline)",
@@ -54,8 +55,8 @@ DESCRIPTIONS = {
     "offset-16m": "/api/v1/upload offset chunks of 16 MiB + import_upload",
     "tus-16m": "tuspy to /api/v1/tus/, 16 MiB chunks",
     "tus-64m": "tuspy to /api/v1/tus/, 64 MiB chunks",
-    "peer-tus-16m": "tuspy to @tus/server + @tus/s3-store, 16 MiB chunks (RSS/CPU: node)",
-    "peer-tus-64m": "tuspy to @tus/server + @tus/s3-store, 64 MiB chunks (RSS/CPU: node)",
+    "peer-tus-16m": "tuspy to @tus/server + @tus/s3-store (16 MiB parts, like sagestore), 16 MiB chunks (RSS/CPU: node)",
+    "peer-tus-64m": "tuspy to @tus/server + @tus/s3-store (16 MiB parts, like sagestore), 64 MiB chunks (RSS/CPU: node)",
     "direct-upload-end": "the baseline again, after the other uploads",
     "direct-get": "aiobotocore GET from SeaweedFS (baseline)",
     "get": "GET /api/v1/objects/{id}/{key}",
@@ -86,7 +87,8 @@ class Result:
     seconds: float = 0.0
     mb_s: float | None = None
     ratio: float | None = None
-    peak_rss_mib: float | None = None
+    peak_rss_mib: float | None = None  # sampled every 50 ms
+    kernel_peak_rss_mib: float | None = None  # the kernel's high-water mark (VmHWM) over the scenario
     rss_growth_mib: float | None = None
     cpu_s_per_gib: float | None = None
     weed_cpu_s_per_gib: float | None = None
@@ -121,6 +123,7 @@ class Runner:
         self.small: dict[str, Any] = {}
         self.run_id = uuid.uuid4().hex[:8]
         self.download_key = ""  # a sagestore object holding the input, for the GET scenarios
+        self.tus_warmed: set[str] = set()  # the tus servers that took their untimed warm-up upload
         self.log = options.log
 
     # --- the run -------------------------------------------------------------
@@ -218,6 +221,9 @@ class Runner:
         }
         if name in DOWNLOADS:
             await self.download_source(name, direct_key)
+        if name.startswith("tus-"):
+            await self.warm_tus("sagestore", lambda warm: sc.sagestore_tus(b, f"bench/warm-up-tus-{self.run_id}",
+                                                                          16 * MIB, source=warm))
         if name in factories:
             kind = "download" if name in DOWNLOADS else "upload"
             result = await self.measure(name, kind, factories[name])
@@ -228,6 +234,8 @@ class Runner:
             await self.measure_peer(name, lambda: sc.peer_tus(b, key, chunk))
         elif name == "small-requests":
             await self.small_requests()
+        elif name == "small-requests-jwt":
+            await self.small_requests_jwt()
         elif name == "concurrency":
             await self.concurrency()
         elif name.startswith("big-"):
@@ -272,6 +280,7 @@ class Runner:
             result.mb_s = outcome.bytes / clock.seconds / 1e6
             if not name.startswith("direct-"):
                 result.peak_rss_mib = server.peak_rss / MIB
+                result.kernel_peak_rss_mib = server.kernel_peak_rss / MIB if server.kernel_peak_rss else None
                 result.rss_growth_mib = server.growth / MIB
                 result.cpu_s_per_gib = server.cpu_seconds / gib if gib else None
             result.weed_cpu_s_per_gib = weed.cpu_seconds / gib if gib else None
@@ -310,7 +319,22 @@ class Runner:
             self.log(f"{name}: not available ({error})")
             return
         self.bench.peer_url = self.stack.peer_url
+        await self.warm_tus("peer", lambda warm: sc.peer_tus(self.bench, "warm-up", 16 * MIB, source=warm))
         await self.measure(name, "upload", factory, pid=self.stack.peer.pid)
+
+    async def warm_tus(self, server: str, upload: Callable[[sc.InputFile], Awaitable[sc.Outcome]]) -> None:
+        """One untimed 24 MiB tus upload (two chunks, two S3 parts) into each tus server before
+        its first timed one, so that neither pays for its first connections or code paths."""
+        if server in self.tus_warmed:
+            return
+        self.tus_warmed.add(server)
+        if not hasattr(self, "_warm_input"):
+            self._warm_input = await asyncio.to_thread(sc.InputFile.create, self.options.workdir / "warm.bin", 24 * MIB)
+        try:
+            outcome = await upload(self._warm_input)
+            await self.verify_and_clean(outcome.stored)
+        except (sc.NotAvailable, sc.Failed) as error:
+            self.log(f"tus warm-up of {server}: {error}")
 
     async def verify_and_clean(self, stored: list[sc.Stored]) -> None:
         s3 = self.bench.s3
@@ -374,7 +398,8 @@ class Runner:
         bare = await hammer(f"{self.stack.bare_url}/api/v1/objects/{uuid.uuid4()}", {},
                             seconds=options.small_seconds, concurrency=options.small_concurrency)
         result = Result("small-requests", "requests",
-                        description=f"GET /api/v1/objects/{{id}} (ACL-checked) vs a bare aiohttp JSON handler, "
+                        description=f"best case: noauth, one bucket (every ACL check a cache hit); "
+                                    f"GET /api/v1/objects/{{id}} (ACL-checked) vs a bare aiohttp JSON handler, "
                                     f"{options.small_concurrency} concurrent, {options.small_seconds:.0f} s each")
         self.small = {"bare": asdict(bare) | {"rate": bare.rate}}
         if not b.bucket_id:
@@ -411,8 +436,58 @@ class Runner:
                     if ours.errors:
                         result.status = "failed"
                         result.note += f"; {ours.errors} errors {ours.statuses}"
+            if result.peak_rss_mib is not None and server.kernel_peak_rss:  # known once the monitor stopped
+                result.kernel_peak_rss_mib = server.kernel_peak_rss / MIB
         self.results.append(result)
         self.log(f"small-requests: {result.status} {result.note}")
+
+    async def small_requests_jwt(self, users: int = 16, buckets_per_user: int = 16) -> None:
+        """The same bucket info with real token checks: a second server in JWT mode, HS256
+        tokens of `users` users, each reading its own `buckets_per_user` buckets in turn, so
+        every request verifies a signature and the ACL cache holds users x buckets rows
+        instead of one. The noauth one-bucket row above is the best case."""
+        import jwt
+        options = self.options
+        self.log("small-requests-jwt: running")
+        result = Result("small-requests-jwt", "requests",
+                        description=f"GET /api/v1/objects/{{id}} with HS256 JWTs, {users} users x {buckets_per_user} "
+                                    f"own buckets in turn, vs a bare aiohttp JSON handler, "
+                                    f"{options.small_concurrency} concurrent, {options.small_seconds:.0f} s each")
+        try:
+            await self.stack.start_jwt_sagestore()
+            if not self.stack.bare_url:
+                await self.stack.start_bare_app()
+            now = int(time.time())
+            targets = []
+            for number in range(users):
+                token = jwt.encode({"sub": f"bench-jwt-{number:02d}", "groups": [], "aud": "sagestore",
+                                    "iss": "sagestore", "iat": now, "exp": now + 3600}, JWT_SECRET, algorithm="HS256")
+                headers = {"Authorization": f"Bearer {token}"}
+                for index in range(buckets_per_user):
+                    _, _, body = await self.bench.api(
+                        "POST", f"{self.stack.jwt_url}/api/v1/objects?type=training-data&name=jwt-{number}-{index}",
+                        headers=headers, what="bucket creation with a JWT")
+                    targets.append((f"{self.stack.jwt_url}/api/v1/objects/{body['id']}", headers))
+            # interleave users and buckets, the same order in every run
+            random.Random(0).shuffle(targets)
+            bare = await hammer(f"{self.stack.bare_url}/api/v1/objects/{uuid.uuid4()}", {},
+                                seconds=options.small_seconds, concurrency=options.small_concurrency)
+            with ProcessMonitor(self.stack.jwt_server.pid) as server:
+                ours = await hammer("", {}, targets=targets, seconds=options.small_seconds,
+                                    concurrency=options.small_concurrency)
+            self.small["jwt"] = asdict(ours) | {"rate": ours.rate, "bare_rate": bare.rate, "targets": len(targets)}
+            result.ratio = ours.rate / bare.rate if bare.rate else None
+            result.peak_rss_mib = server.peak_rss / MIB
+            result.kernel_peak_rss_mib = server.kernel_peak_rss / MIB if server.kernel_peak_rss else None
+            result.extra |= {"sagestore_rate": ours.rate, "bare_rate": bare.rate, "sagestore_errors": ours.errors}
+            result.note = f"{ours.rate:.0f} req/s vs bare {bare.rate:.0f} req/s over {len(targets)} buckets"
+            if ours.errors:
+                result.status = "failed"
+                result.note += f"; {ours.errors} errors {ours.statuses}"
+        except (StartError, sc.NotAvailable, sc.Failed, aiohttp.ClientError) as error:
+            result.status, result.note = "failed", f"{type(error).__name__}: {error}"
+        self.results.append(result)
+        self.log(f"small-requests-jwt: {result.status} {result.note}")
 
     # --- concurrency -----------------------------------------------------------
     async def concurrency(self) -> None:
@@ -437,7 +512,6 @@ class Runner:
         failures: list[str] = []
 
         async def run_all() -> sc.Outcome:
-            nonlocal protocol, sessions_ok
             outcomes = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
             if all(isinstance(o, sc.NotAvailable) for o in outcomes):
                 raise sc.NotAvailable(f"{protocol}: {outcomes[0]}")
@@ -508,7 +582,8 @@ class Runner:
         for result in self.results:
             if result.mb_s is None or result.status != "ok":
                 continue
-            reference = down if result.kind == "download" else up if result.kind in ("upload", "memory") else None
+            # the memory rows run on a restarted server with another input size: no baseline of their own
+            reference = down if result.kind == "download" else up if result.kind == "upload" else None
             if reference:
                 result.ratio = result.mb_s / reference
         self.baselines = {"upload_mb_s": up, "download_mb_s": down}
@@ -557,6 +632,8 @@ def merge_rounds(rounds: list[list[Result]]) -> list[Result]:
         row.ratio = statistics.median(ratios) if ratios else None
         peaks = [r.peak_rss_mib for r in ok if r.peak_rss_mib is not None]
         row.peak_rss_mib = max(peaks) if peaks else None
+        kernel_peaks = [r.kernel_peak_rss_mib for r in ok if r.kernel_peak_rss_mib is not None]
+        row.kernel_peak_rss_mib = max(kernel_peaks) if kernel_peaks else None
         growths = [r.rss_growth_mib for r in ok if r.rss_growth_mib is not None]
         row.rss_growth_mib = max(growths) if growths else None
         row.extra["rounds_mb_s"] = [round(r.mb_s, 1) for r in runs]

@@ -280,7 +280,8 @@ def part_etag(headers: dict[str, str], body: Any) -> str:
     raise Failed(f"part answer carries no ETag: {body!r}")
 
 
-async def multipart(b: Bench, key: str, *, presigned: bool) -> Outcome:
+async def multipart(b: Bench, key: str, *, presigned: bool, in_flight: int = PARTS_IN_FLIGHT) -> Outcome:
+    """16 MiB parts, in_flight at a time (4 by default, like the direct baseline)."""
     target = {"object_type": "file", "object_id": b.need_bucket()}
     _, _, created = await b.api("POST", "/api/v1/multipart/", first=True, json={**target, "key": key})
     upload_id = created["upload_id"]
@@ -419,12 +420,13 @@ async def sagestore_tus(b: Bench, key: str, chunk_size: int, *, source: InputFil
     return Outcome(source.size, [Stored(location.bucket, location.key, source.sha256, source.size)])
 
 
-async def peer_tus(b: Bench, key: str, chunk_size: int) -> Outcome:
+async def peer_tus(b: Bench, key: str, chunk_size: int, *, source: InputFile | None = None) -> Outcome:
     """@tus/server + @tus/s3-store: it stores the object under the upload id."""
-    upload_url = await asyncio.to_thread(tus_upload, b.peer_url, {}, b.input.path, chunk_size,
+    source = source or b.input
+    upload_url = await asyncio.to_thread(tus_upload, b.peer_url, {}, source.path, chunk_size,
                                          {"filename": key, "filetype": "application/octet-stream"})
     upload_id = upload_url.rstrip("/").rsplit("/", 1)[-1]
-    return Outcome(b.input.size, [Stored(PEER_BUCKET, upload_id, b.input.sha256, b.input.size),
+    return Outcome(source.size, [Stored(PEER_BUCKET, upload_id, source.sha256, source.size),
                                   Stored(PEER_BUCKET, upload_id + ".info", "", 0)])
 
 

@@ -25,6 +25,11 @@ BENCH_USER = "bench"
 AUTH = {"Authorization": f"sage user:{BENCH_USER}"}
 DIRECT_BUCKET = "bench-direct"
 PEER_BUCKET = "bench-tus-peer"
+# the peer's @tus/s3-store part size: sagestore's own SAGESTORE_S3_PART_SIZE default, so both
+# servers send S3 parts of the same size (the s3-store default would be 8 MiB)
+PEER_PART_SIZE = 16 * 2**20
+# the JWT server of the small-request row that pays for token checks and cold ACL rows
+JWT_SECRET = "bench-" + "0123456789abcdef" * 3
 
 
 class StartError(RuntimeError):
@@ -70,6 +75,8 @@ class Stack:
     bare_url: str = ""
     peer_url: str = ""
     peer: subprocess.Popen | None = None
+    jwt_url: str = ""
+    jwt_server: subprocess.Popen | None = None
     _cleanups: list = field(default_factory=list)
 
     # --- SeaweedFS -----------------------------------------------------------
@@ -131,6 +138,15 @@ class Stack:
 
     # --- sagestore -----------------------------------------------------------
     async def start_sagestore(self) -> None:
+        self.server, self.server_url = await self._start_server("sagestore", {"SAGESTORE_AUTH_MODE": "noauth"})
+
+    async def start_jwt_sagestore(self) -> None:
+        """A second server on the same database and S3 that checks HS256 JWTs (JWT_SECRET)."""
+        if self.jwt_server is None:
+            self.jwt_server, self.jwt_url = await self._start_server(
+                "sagestore-jwt", {"SAGESTORE_AUTH_MODE": "jwt", "SAGESTORE_JWT_SECRET": JWT_SECRET})
+
+    async def _start_server(self, name: str, auth: dict[str, str]) -> tuple[subprocess.Popen, str]:
         port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("SAGESTORE_")}
         env.update({
@@ -138,20 +154,21 @@ class Stack:
             "PYTHONDONTWRITEBYTECODE": "1",  # the checkout may be someone else's
             "SAGESTORE_HOST": "127.0.0.1",
             "SAGESTORE_PORT": str(port),
-            "SAGESTORE_DATA_DIR": str(self.workdir / "sagestore-data"),
+            "SAGESTORE_DATA_DIR": str(self.workdir / f"{name}-data"),
             "SAGESTORE_DATABASE_URL": self.database_url,
             "SAGESTORE_S3_ENDPOINT": self.s3["endpoint"],
             "SAGESTORE_S3_ACCESS_KEY": self.s3["access_key"],
             "SAGESTORE_S3_SECRET_KEY": self.s3["secret_key"],
-            "SAGESTORE_AUTH_MODE": "noauth",
+            **auth,
         })
-        log_path = self.workdir / "sagestore.log"
+        log_path = self.workdir / f"{name}.log"
         with open(log_path, "ab") as log:
-            self.server = subprocess.Popen([sys.executable, "-m", "sagestore", "serve"], cwd=self.server_repo, env=env,
-                                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        self._cleanups.append(lambda: stop_process(self.server))
-        self.server_url = f"http://127.0.0.1:{port}"
-        await wait_http(self.server_url + "/healthz", self.server, log_path)
+            server = subprocess.Popen([sys.executable, "-m", "sagestore", "serve"], cwd=self.server_repo, env=env,
+                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        self._cleanups.append(lambda: stop_process(server))
+        url = f"http://127.0.0.1:{port}"
+        await wait_http(url + "/healthz", server, log_path)
+        return server, url
 
     async def restart_sagestore(self) -> None:
         """A fresh server process, so that a memory measurement starts from a clean heap."""
@@ -186,7 +203,7 @@ class Stack:
             if result.returncode:
                 raise StartError(f"npm {command} in {PEER_DIR} failed: {result.stderr[-500:]}")
         port = free_port()
-        env = {**os.environ, "PEER_PORT": str(port), "PEER_S3_BUCKET": PEER_BUCKET,
+        env = {**os.environ, "PEER_PORT": str(port), "PEER_S3_BUCKET": PEER_BUCKET, "PEER_PART_SIZE": str(PEER_PART_SIZE),
                "PEER_S3_ENDPOINT": self.s3["endpoint"], "PEER_S3_ACCESS_KEY": self.s3["access_key"],
                "PEER_S3_SECRET_KEY": self.s3["secret_key"]}
         log_path = self.workdir / "tus-peer.log"
@@ -205,4 +222,5 @@ class Stack:
 
     def describe(self) -> dict[str, str]:
         return {"s3_endpoint": self.s3.get("endpoint", ""), "database": self.database_note,
-                "sagestore": self.server_url, "bare_app": self.bare_url, "peer": self.peer_url}
+                "sagestore": self.server_url, "sagestore_jwt": self.jwt_url, "bare_app": self.bare_url,
+                "peer": self.peer_url, "peer_part_size": str(PEER_PART_SIZE)}

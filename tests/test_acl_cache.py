@@ -13,14 +13,15 @@ from sagestore.acl.cache import AclCache
 from sagestore.app import create_app
 from sagestore.db import create_pool
 
-TTL = 60.0  # far longer than any deadline below: only an invalidation can explain a quick change
+TTL = 3600.0  # far longer than any deadline below: only an invalidation can explain a change
+DEADLINE = 60.0  # generous: the machine is shared; no test measures how long a change took
 
 
 def acl_cache(client) -> AclCache:
     return client.server.app[context.ACL]
 
 
-async def until(check, deadline: float = 2.0) -> float:
+async def until(check, deadline: float = DEADLINE) -> float:
     """Seconds until check() is true; fails after `deadline`."""
     started = time.monotonic()
     while not check():
@@ -29,7 +30,7 @@ async def until(check, deadline: float = 2.0) -> float:
     return time.monotonic() - started
 
 
-async def status_within(client, path: str, user: str, expected: int, deadline: float = 2.0) -> float:
+async def status_within(client, path: str, user: str, expected: int, deadline: float = DEADLINE) -> float:
     started = time.monotonic()
     while True:
         status = (await client.get(path, headers=auth(user))).status
@@ -45,7 +46,7 @@ async def read_until_cached(client, path: str, user: str) -> None:
     cache = acl_cache(client)
     await asyncio.sleep(0.2)  # let notifications of changes just made arrive
     hits = cache.hits
-    for _ in range(40):
+    for _ in range(1200):
         assert (await client.get(path, headers=auth(user))).status == 200
         if cache.hits > hits:
             return
@@ -68,7 +69,7 @@ async def two_instances(aiohttp_client, settings):
     first = await aiohttp_client(create_app(settings.replace(acl_cache_ttl=TTL)))
     second = await aiohttp_client(create_app(settings.replace(acl_cache_ttl=TTL)))
     for instance in (first, second):
-        await until(lambda: acl_cache(instance).enabled, deadline=10)
+        await until(lambda: acl_cache(instance).enabled)
     return first, second
 
 
@@ -114,14 +115,13 @@ async def test_a_revoke_on_one_instance_reaches_the_other_well_before_the_ttl(tw
     await read_until_cached(second, path, "bob")  # the second instance answers from its cache
     response = await first.delete(f"{path}?permissions&grantee=USER:bob", headers=auth("alice"))
     assert response.status == 200
-    elapsed = await status_within(second, path, "bob", 404)
-    assert elapsed < 1.0
+    await status_within(second, path, "bob", 404)
     # and a grant travels the same way
     await grant(first, bucket_id, "GROUP", "team", "READ")
     assert (await second.get(path, headers=auth("carol"))).status == 404  # warm the cache again
     started = time.monotonic()
     while (await second.get(path, headers=auth("carol", ("team",)))).status != 200:
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < DEADLINE
         await asyncio.sleep(0.01)
 
 
@@ -135,13 +135,13 @@ async def test_changes_made_directly_in_the_database_invalidate_too(two_instance
         await read_until_cached(instance, path, "bob")
     run_sql(database_url, "DELETE FROM grants WHERE bucket_id = %s AND grantee = 'bob'", bucket_id)
     for instance in two_instances:
-        assert await status_within(instance, path, "bob", 404) < 1.0
+        await status_within(instance, path, "bob", 404)
     run_sql(database_url, "UPDATE buckets SET owner = 'dave' WHERE id = %s", bucket_id)
     for instance in two_instances:
         response = await instance.get(path, headers=auth("alice"))
         started = time.monotonic()
         while (await response.json()).get("owner") != "dave":
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < DEADLINE
             await asyncio.sleep(0.01)
             response = await instance.get(path, headers=auth("alice"))
 
@@ -153,7 +153,7 @@ async def test_a_bucket_deleted_on_one_instance_is_gone_on_the_other(two_instanc
     await read_until_cached(second, path, "alice")
     assert (await first.delete(path, headers=auth("alice"))).status == 200
     assert (await first.get(path, headers=auth("alice"))).status == 404  # the writer: at once
-    assert await status_within(second, path, "alice", 404) < 1.0
+    await status_within(second, path, "alice", 404)
     assert (await second.put(f"{path}/file.txt", data=b"x", headers=auth("alice"))).status == 404
 
 
@@ -169,16 +169,16 @@ async def test_a_lost_listener_empties_and_disables_the_cache_until_it_reconnect
     # cut the listener and revoke in the same breath: the notification may never reach `second`
     run_sql(database_url, "SELECT pg_terminate_backend(%s)", old_pid)
     run_sql(database_url, "DELETE FROM grants WHERE bucket_id = %s AND grantee = 'bob'", bucket_id)
-    assert await status_within(second, path, "bob", 404) < 1.0
+    await status_within(second, path, "bob", 404)
     await until(lambda: cache.losses == losses + 1)
-    await until(lambda: cache.enabled and cache.listener_pid not in (None, old_pid), deadline=5)
+    await until(lambda: cache.enabled and cache.listener_pid not in (None, old_pid))
     # back on: entries are cached again and invalidated again
     await grant(first, bucket_id, "USER", "bob", "READ")
-    assert await status_within(second, path, "bob", 200) < 1.0
+    await status_within(second, path, "bob", 200)
     await read_until_cached(second, path, "bob")
     response = await first.delete(f"{path}?permissions&grantee=USER:bob", headers=auth("alice"))
     assert response.status == 200
-    assert await status_within(second, path, "bob", 404) < 1.0
+    await status_within(second, path, "bob", 404)
 
 
 async def test_without_a_listener_every_check_reads_the_database(settings):
@@ -187,8 +187,8 @@ async def test_without_a_listener_every_check_reads_the_database(settings):
     cache = AclCache(pool, ttl=TTL)
     listener = asyncio.create_task(cache.listen("postgresql://postgres@127.0.0.1:1/nowhere"))
     try:
-        await asyncio.sleep(0.3)
-        assert not cache.enabled and cache.losses >= 1
+        await until(lambda: cache.losses >= 1)
+        assert not cache.enabled
         bucket_id = "00000000-0000-4000-8000-000000000001"
         run_sql(settings.database_url, "INSERT INTO buckets (id, type, owner) VALUES (%s, 'none', 'alice')",
                 bucket_id)
@@ -221,3 +221,65 @@ async def test_the_cache_is_bounded_and_a_zero_ttl_turns_it_off(aiohttp_client, 
     await bounded.bucket_with_grants(buckets[1])
     await bounded.bucket_with_grants(buckets[0])
     assert list(bounded.entries) == [buckets[1], buckets[0]]
+
+
+def run_sql_unnoticed(database_url: str, sql: str, *args) -> None:
+    """A change whose notification never comes: with session_replication_role = replica the
+    triggers of migration 0003 do not fire for this session (a missed NOTIFY, as a listener
+    that reconnects in between could miss one)."""
+    run_sql(database_url, "SET session_replication_role = replica; " + sql, *args)
+
+
+async def test_a_missed_notification_is_served_until_the_ttl_backstop(aiohttp_client, settings):
+    """SAGESTORE_ACL_CACHE_TTL (5 s by default) bounds how long a missed invalidation is served."""
+    client = await aiohttp_client(create_app(settings))
+    cache = acl_cache(client)
+    assert cache.ttl == 5.0
+    await until(lambda: cache.enabled)
+    bucket_id = await create_bucket(client)
+    path = f"/api/v1/objects/{bucket_id}"
+    await grant(client, bucket_id, "USER", "bob", "READ")
+    await read_until_cached(client, path, "bob")
+    expires = cache.entries[bucket_id][0]
+    assert expires <= time.monotonic() + 5.0
+    run_sql_unnoticed(settings.database_url, "DELETE FROM grants WHERE bucket_id = %s AND grantee = 'bob'",
+                      bucket_id)
+    hits = cache.hits
+    response = await client.get(path, headers=auth("bob"))
+    # the premise: inside the entry's life the missed change is not seen (served from the cache)
+    assert time.monotonic() < expires, "the check came after the entry expired: no stale answer to see"
+    assert response.status == 200 and cache.hits == hits + 1
+    await status_within(client, path, "bob", 404)
+    assert time.monotonic() >= expires  # it was the TTL, nothing else, that ended it
+
+
+async def test_grant_revoke_patch_and_delete_decide_on_fresh_rows(two_instances, database_url):
+    """bob's FULL_CONTROL is revoked behind the cache's back: his cached entry still reads 200,
+    but every ACL-changing or destructive call reads the rows again and refuses him (404: he
+    holds nothing on the bucket)."""
+    first, _ = two_instances
+    cache = acl_cache(first)
+    bucket_id = await create_bucket(first)
+    path = f"/api/v1/objects/{bucket_id}"
+    await grant(first, bucket_id, "USER", "bob", "FULL_CONTROL")
+    await grant(first, bucket_id, "USER", "carol", "READ")
+    await read_until_cached(first, path, "bob")
+    run_sql_unnoticed(database_url, "DELETE FROM grants WHERE bucket_id = %s AND grantee = 'bob'", bucket_id)
+    hits = cache.hits
+    assert (await first.get(path, headers=auth("bob"))).status == 200 and cache.hits == hits + 1  # stale
+    attempts = [
+        ("grant", first.put(f"{path}?permissions", headers=auth("bob"),
+                            json={"granteeType": "USER", "grantee": "dave", "permission": "READ"})),
+        ("revoke", first.delete(f"{path}?permissions&grantee=USER:carol", headers=auth("bob"))),
+        ("patch", first.patch(path, json={"archived": True}, headers=auth("bob"))),
+        ("delete", first.delete(path, headers=auth("bob"))),
+    ]
+    for what, attempt in attempts:
+        response = await attempt
+        assert response.status == 404, (what, await response.text())
+    # nothing changed: carol still reads, dave does not, the bucket is there and not archived
+    assert (await first.get(path, headers=auth("carol"))).status == 200
+    assert (await first.get(path, headers=auth("dave"))).status == 404
+    bucket = await (await first.get(path, headers=auth("alice"))).json()
+    assert bucket["archived"] is False
+    assert bucket_id in cache.entries  # the stale entry was there all along: the rows decided

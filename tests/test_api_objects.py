@@ -15,6 +15,9 @@ import pytest
 from api_helpers import (agen, create_bucket, file_keys, grant, put_form, put_raw, raw_request, s3_client,
                          s3_keys, s3_location)
 from conftest import auth
+from premises import eventually
+
+from sagestore import context
 from sagestore.app import create_app
 from sagestore.embedded import free_port
 
@@ -206,21 +209,27 @@ async def test_upload_size_limit(aiohttp_client, settings, s3_backend):
 async def test_upload_into_a_bucket_deleted_meanwhile_leaves_nothing(client, s3_backend, settings):
     bucket_id = await create_bucket(client)
     resume = asyncio.Event()
+    first = os.urandom(settings.s3_part_size + 2**20)  # more than a part: S3 sees the upload start
 
     async def slow_body():
-        yield b"first half "
+        yield first
         await resume.wait()
         yield b"second half"
 
     upload = asyncio.create_task(client.put(f"/api/v1/objects/{bucket_id}/late.txt", data=slow_body(),
                                             headers=auth("alice")))
-    await asyncio.sleep(1)  # the upload has passed its ACL check and is waiting for the rest of its body
+    # the premise: the upload passed its ACL check and streams into S3 (its multipart upload exists)
+    app = client.server.app
+    location = app[context.MAPPING].object(bucket_id, "late.txt")
+    await eventually(lambda: app[context.STORE].list_multipart_uploads(location.bucket, location.key),
+                     "the PUT's S3 multipart upload exists")
     response = await client.delete(f"/api/v1/objects/{bucket_id}", headers=auth("alice"))
     assert response.status == 200
     resume.set()
     response = await upload
     assert response.status == 404
     assert s3_keys(s3_client(s3_backend), settings, bucket_id) == []
+    assert await app[context.STORE].list_multipart_uploads(location.bucket, location.key) == []
 
 
 # --- traversal ---------------------------------------------------------------

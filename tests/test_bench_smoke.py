@@ -1,32 +1,85 @@
-"""The benchmark harness still runs end to end: `python -m bench --quick --only direct,raw-put`
-starts its own SeaweedFS, database and sagestore, uploads 64 MiB and verifies it. It checks
-that the harness works, not how fast anything is."""
+"""The benchmark harness runs every scenario once, small: `python -m bench --quick --size
+32MiB --big` (the --big inputs shrunk to 8 and 24 MiB) starts its own SeaweedFS, database,
+sagestore and @tus/server peer, and every row must end "ok" with its bytes verified by sha256.
+It checks that each scenario works, never how fast it is: a scenario that crashes or is "not
+available" fails here instead of dropping out of a later report. The goal check is tested on
+made-up rows: a goal with a row that did not run is MISSED and names the row."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from bench.report import goals, goals_text
+from bench.runner import ALL, Result
+
 REPO = Path(__file__).resolve().parent.parent
+SIZE = 32 * 2**20
+BIG_SIZES = {"1GiB": 8 * 2**20, "10GiB": 24 * 2**20}
+SESSIONS = 4
 
 
-def test_quick_benchmark_runs_and_verifies(tmp_path):
+def test_every_scenario_runs_and_returns_its_bytes(tmp_path):
+    peer_modules = REPO / "bench" / "peer" / "node_modules" / "@tus" / "s3-store"
+    assert peer_modules.exists(), (
+        f"{peer_modules} is missing: run `npm ci` in bench/peer (scripts/test does) so that the "
+        "@tus/server peer scenarios can run")
     output = tmp_path / "bench.json"
-    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "direct,raw-put",
-                          "--json", str(output)], cwd=REPO, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    results = {row["name"]: row for row in json.loads(output.read_text())["results"]}
-    assert set(results) == {"direct-upload", "direct-sequential", "raw-put", "direct-upload-end", "direct-get",
-                            "direct-get-end"}
-    for name in ("direct-upload", "direct-sequential", "direct-upload-end", "direct-get", "direct-get-end"):
-        assert results[name]["status"] == "ok" and results[name]["verified"] is True, results[name]
-        assert results[name]["bytes"] == 64 * 2**20
-    # the SAGE PUT either works and stored the same bytes, or is reported as not there yet
-    raw_put = results["raw-put"]
-    assert raw_put["status"] in ("ok", "not available"), raw_put
-    if raw_put["status"] == "ok":
-        assert raw_put["verified"] is True and raw_put["ratio"] > 0 and raw_put["peak_rss_mib"] > 0
-    else:
-        assert "404" in raw_put["note"] or "405" in raw_put["note"]
+    env = {**os.environ, "BENCH_BIG_SIZES": "8MiB,24MiB"}
+    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--size", "32MiB", "--big",
+                          "--concurrency", str(SESSIONS), "--json", str(output)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=540)
+    assert output.exists(), run.stdout[-3000:] + run.stderr[-3000:]
+    data = json.loads(output.read_text())
+    results = {row["name"]: row for row in data["results"]}
+    assert list(results) == ALL, (list(results), run.stderr[-3000:])
+    not_ok = {name: f"{row['status']}: {row['note']}" for name, row in results.items() if row["status"] != "ok"}
+    assert not not_ok, not_ok
+    for name, row in results.items():
+        if row["kind"] in ("upload", "download", "memory"):
+            expected = BIG_SIZES[name.rsplit("-", 1)[1]] if row["kind"] == "memory" else SIZE
+            assert row["verified"] is True and row["bytes"] == expected, row
+        if not name.startswith("direct-") and row["kind"] != "requests":
+            assert row["peak_rss_mib"] > 0 and row["kernel_peak_rss_mib"] >= row["peak_rss_mib"] * 0.5, row
+    assert results["concurrency"]["verified"] is True
+    assert results["concurrency"]["bytes"] == SESSIONS * SIZE
+    assert results["concurrency"]["extra"]["failures"] == 0
+    for name in ("small-requests", "small-requests-jwt"):
+        assert results[name]["extra"]["sagestore_rate"] > 0 and results[name]["extra"]["sagestore_errors"] == 0
+    # every goal's rows ran (the figures themselves are not judged at this size)
+    assert all(not goal["not_run"] for goal in data["goals"]), data["goals"]
+    assert run.returncode == 0, run.stderr[-3000:]
     assert "scenario" in run.stdout and "goals:" in run.stdout
+
+
+def row(name: str, kind: str, status: str = "ok", ratio: float | None = 1.0, note: str = "") -> Result:
+    return Result(name, kind, status=status, mb_s=100.0, ratio=ratio, note=note)
+
+
+def test_a_goal_with_a_failed_row_is_missed_and_names_it():
+    results = [row("direct-upload", "upload"), row("raw-put", "upload"),
+               row("multipart-proxied", "upload", "failed", None, "NameError: name 'in_flight' is not defined"),
+               row("direct-upload-end", "upload"), row("direct-get", "download"),
+               row("get", "download", "not available", None, "GET answered 404"), row("direct-get-end", "download"),
+               Result("big-raw-put-10GiB", "memory", status="failed", note="stopped: the server's RSS passed 8192 MiB")]
+    by_measure = {goal["measure"]: goal for goal in goals(results)}
+    uploads = by_measure["upload, any protocol, ÷ direct"]
+    assert uploads["met"] is False and list(uploads["not_run"]) == ["multipart-proxied"]
+    assert "NameError" in uploads["not_run"]["multipart-proxied"]
+    downloads = by_measure["download ÷ direct"]
+    assert downloads["met"] is False and list(downloads["not_run"]) == ["get"]
+    memory = by_measure["RSS growth for a 10 GiB upload"]
+    assert memory["met"] is False and "RSS passed" in memory["not_run"]["big-raw-put-10GiB"]
+    # no tus row was selected: that goal is not measured, not met
+    assert by_measure["tus ÷ @tus/server + s3-store"]["met"] is None
+    text = goals_text(list(by_measure.values()))
+    assert "MISSED" in text and "did not run: multipart-proxied failed: NameError" in text
+
+
+def test_a_failed_baseline_misses_the_goal():
+    results = [row("direct-upload", "upload", "failed", None, "ClientError"), row("raw-put", "upload", ratio=None),
+               row("direct-upload-end", "upload", "failed", None, "ClientError")]
+    uploads = goals(results)[0]
+    assert uploads["met"] is False and set(uploads["not_run"]) == {"direct-upload", "direct-upload-end"}

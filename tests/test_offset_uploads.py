@@ -11,6 +11,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 from chunked_helpers import MiB, S3View, make_bucket, send_partial_request, sha256
 from conftest import auth
+from premises import eventually, lease_taken
 
 MAX_CHUNK = 8 * MiB
 
@@ -164,11 +165,9 @@ async def test_chunk_resent_after_a_lost_response_is_harmless(client, settings):
     path = f"/api/v1/upload?upload_id={upload_id}&offset={len(first)}"
     await asyncio.to_thread(send_partial_request, client.server.port, "PUT", path, auth("alice"), len(second),
                             second, reset=False)
-    for _ in range(100):  # the server commits after reading the whole body
-        if await offset_of(client, upload_id) == 6 * MiB:
-            break
-        await asyncio.sleep(0.1)
-    assert await offset_of(client, upload_id) == 6 * MiB
+    async def committed() -> bool:  # the server commits after reading the whole body
+        return await offset_of(client, upload_id) == 6 * MiB
+    await eventually(committed, "the server committed the chunk whose answer was lost")
     response = await append(client, upload_id, len(first), second)  # the client's retry
     assert response.status == 400
     assert (await response.json())["offset"] == len(first) + len(second)
@@ -190,7 +189,7 @@ async def test_resume_after_the_client_dies_mid_chunk(client, settings):
     path = f"/api/v1/upload?upload_id={upload_id}&offset={7 * MiB}"
     await asyncio.to_thread(send_partial_request, client.server.port, "PUT", path, auth("alice"), 7 * MiB,
                             data[7 * MiB:7 * MiB + 3 * MiB + MiB // 2])
-    for _ in range(100):  # 423 while the dying request still holds the upload, then 400 + offset
+    for _ in range(1200):  # 423 while the dying request still holds the upload, then 400 + offset
         response = await append(client, upload_id, 7 * MiB, b"")
         if response.status != 423:
             break
@@ -242,7 +241,7 @@ async def test_import_answers_202_with_a_status_url_while_the_copy_runs(client, 
     body = await response.json()
     assert body["status"] == "running" and response.headers["Location"] == body["status_url"]
     assert body["status_url"].startswith(f"/api/v1/import_upload/{upload_id}?")
-    for _ in range(200):
+    for _ in range(1200):
         status = await client.get(body["status_url"], headers=auth("alice"))
         if status.status != 202:
             break
@@ -288,23 +287,29 @@ async def test_another_users_upload_is_404_and_write_is_checked_at_creation_and_
 
 
 async def test_two_concurrent_writes_at_one_offset_exactly_one_wins(client, settings):
+    """The second write arrives while the first visibly holds the lease (its row in
+    PostgreSQL): 423 with Retry-After, and only the first one's bytes are kept."""
     bucket_id = await make_bucket(client)
     head = os.urandom(MiB)
     upload_id = (await start(client, bucket_id, head, key="race.bin"))["upload_id"]
-    bodies = [os.urandom(6 * MiB), os.urandom(6 * MiB)]
+    first, second = os.urandom(6 * MiB), os.urandom(6 * MiB)
+    release = asyncio.Event()
 
-    async def slow(blob: bytes):
-        for start_at in range(0, len(blob), MiB):
+    async def held(blob: bytes):
+        yield blob[:MiB]
+        await release.wait()
+        for start_at in range(MiB, len(blob), MiB):
             yield blob[start_at:start_at + MiB]
-            await asyncio.sleep(0.05)
 
-    responses = await asyncio.gather(*(client.put(
-        "/api/v1/upload", params={"upload_id": upload_id, "offset": str(MiB)}, data=slow(blob),
-        headers=auth("alice")) for blob in bodies))
-    statuses = sorted(response.status for response in responses)
-    assert statuses[0] == 200 and statuses[1] in (400, 423), statuses
-    winner = bodies[[response.status for response in responses].index(200)]
+    holder = asyncio.create_task(client.put("/api/v1/upload", params={"upload_id": upload_id, "offset": str(MiB)},
+                                            data=held(first), headers=auth("alice")))
+    await lease_taken(client.server.app, upload_id)
+    response = await append(client, upload_id, MiB, second)
+    assert response.status == 423 and response.headers["Retry-After"] == "1", await response.text()
+    release.set()
+    response = await holder
+    assert response.status == 200 and (await response.json())["offset"] == 7 * MiB
     assert await offset_of(client, upload_id) == 7 * MiB
     response = await import_upload(client, upload_id=upload_id)
     assert response.status == 201
-    assert S3View(settings).object(bucket_id, "race.bin") == head + winner
+    assert S3View(settings).object(bucket_id, "race.bin") == head + first

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import zlib
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 

@@ -12,7 +12,7 @@ const env = (name) => {
 }
 
 const store = new S3Store({
-  partSize: Number(process.env.PEER_PART_SIZE || 8 * 1024 * 1024), // the s3-store default
+  partSize: Number(process.env.PEER_PART_SIZE || 8 * 1024 * 1024), // the harness passes sagestore's 16 MiB; 8 MiB is the s3-store default
   s3ClientConfig: {
     bucket: env('PEER_S3_BUCKET'),
     endpoint: env('PEER_S3_ENDPOINT'),

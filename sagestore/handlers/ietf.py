@@ -32,7 +32,7 @@ from .. import context
 from ..errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ..openapi import ERROR, PATHS, operation
 from ..uploads import COMPLETED, ChecksumMismatch, OffsetMismatch, Upload
-from .resumable import (body_chunks, callers_upload, complete, content_type_for, has_body, max_upload_size,
+from .resumable import (body_chunks, callers_upload, check_write, complete, content_type_for, has_body, max_upload_size,
                         media_type, parse_tus_metadata, require_user, resolve_target)
 
 routes = web.RouteTableDef()
@@ -289,6 +289,8 @@ async def append(request: web.Request) -> web.Response:
                             headers={"Upload-Offset": str(upload.offset)})
     if length is not None and upload.length is not None and length != upload.length:
         raise UploadProblem(400, "inconsistent-upload-length", "inconsistent length values for upload")
+    if upload.bucket_id is not None:  # every append, as offset chunks and sessions: archived or revoked is 404/403
+        await check_write(request, upload.bucket_id)
     engine = request.app[context.ENGINE]
     upload = await engine.take_over(upload)  # an older request still in flight is cut off
     limit = max_upload_size(request) - offset if length is None and upload.length is None else None

@@ -132,6 +132,8 @@ async def _append(request: web.Request, upload: Upload, offset: int, *, fresh: b
     engine = request.app[context.ENGINE]
     if upload.state == COMPLETED and offset == upload.offset and not has_body(request):
         return upload  # a retry of the last PATCH whose answer was lost
+    if upload.bucket_id is not None and not fresh:  # every append, as offset chunks and sessions: archived or revoked is 404/403
+        await check_write(request, upload.bucket_id)
     if upload.state == OPEN and not fresh:
         upload = await engine.take_over(upload)  # an older request still in flight is cut off
     max_bytes = max_upload_size(request) - offset if upload.length is None and length is None else None
