@@ -203,7 +203,7 @@ OPTIONS: list[Option] = [
     Option("request_head_timeout", 20.0, _duration,
            "a request line and headers must arrive within this time once their first byte has (0: no limit)"),
     Option("keepalive_timeout", 75.0, _duration,
-           "an idle connection (no request in progress) is closed after this long (0: never)"),
+           "an idle connection (no request in progress) is closed after this long"),
     Option("body_grace", 20.0, _duration,
            "a request body may take this long plus 1/body-min-rate seconds per byte received; a slower one is cut "
            "off (408, or for an append the bytes received are kept)"),
@@ -328,6 +328,8 @@ class Settings:
                               "SAGESTORE_S3_PART_SIZE")
         if self.uploads_per_user < 1:
             raise ConfigError("SAGESTORE_UPLOADS_PER_USER must be at least 1")
+        if self.keepalive_timeout <= 0:
+            raise ConfigError("SAGESTORE_KEEPALIVE_TIMEOUT must be more than 0")
         for name in ("budget_wait", "request_head_timeout", "keepalive_timeout", "body_grace", "body_min_rate"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"SAGESTORE_{name.upper()} must not be negative")
