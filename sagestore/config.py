@@ -196,10 +196,11 @@ OPTIONS: list[Option] = [
            "bytes all request bodies being buffered (parts, appends, plain PUTs) may hold at once in this instance; "
            "a request reserves its bytes as they arrive"),
     Option("budget_wait", 10.0, _duration,
-           "longest a request waits for part-buffer budget before it gets 503 with Retry-After"),
+           "longest a request waits for part-buffer budget (then 503) or for one of its user's uploads to end "
+           "(then 429), both with Retry-After"),
     Option("uploads_per_user", 8, int,
            "body-carrying upload requests (parts, chunks, appends, plain PUTs) one user may have in flight per "
-           "instance; more get 429 with Retry-After"),
+           "instance; more wait up to budget-wait for one to end, then get 429 with Retry-After"),
     Option("request_head_timeout", 20.0, _duration,
            "a request line and headers must arrive within this time once their first byte has (0: no limit)"),
     Option("keepalive_timeout", 75.0, _duration,

@@ -122,7 +122,7 @@ async def test_proxied_parts_and_session_chunks_are_at_most_the_max_chunk_size(a
 async def test_a_wait_for_the_budget_ends_in_503_and_one_user_is_capped(aiohttp_client, settings):
     """Budget 8 MiB (waits 5 s), two uploads per user: alice's slow part holds 7 MiB of bytes it has
     received; bob's 5 MiB part gets 503 with Retry-After once the wait is over; alice's third
-    concurrent upload gets 429 at once; both go through once alice's part is done."""
+    concurrent upload waits for a slot as long, then gets 429; both go through once alice's part is done."""
     client, bucket_id = await app_client(aiohttp_client, settings, part_buffer_budget=8 * MiB, budget_wait=5.0,
                                          uploads_per_user=2)
     held = await new_multipart(client, bucket_id, "held.bin")
@@ -145,7 +145,7 @@ async def test_a_wait_for_the_budget_ends_in_503_and_one_user_is_capped(aiohttp_
     response = await client.put(f"/api/v1/multipart/{other}/parts/1", data=os.urandom(5 * MiB), headers=auth("bob"))
     assert response.status == 503, await response.text()
     assert response.headers["Retry-After"].isdigit() and "retry" in (await response.json())["error"]
-    # alice: one slow part in flight, one more allowed, the third refused at once
+    # alice: one slow part in flight, one more allowed, the third waits for a slot, then is refused
     second = asyncio.create_task(client.put(f"/api/v1/multipart/{held}/parts/2", data=_stalled(go_on),
                                             headers=auth("alice")))
     for _ in range(200):

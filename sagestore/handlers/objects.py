@@ -359,7 +359,7 @@ async def upload(request: web.Request) -> web.Response:
         location = mapping.object(bucket_id, validate_key(key))
         try:
             # under the same part-buffer budget and per-user cap as the upload engine's requests
-            with engine.slots.hold(caller.user):
+            async with engine.slots.hold(caller.user):
                 async with engine.memory.reserve() as reservation:
                     result = await store.put_stream(
                         location, budgeted(limited(chunks, settings.max_upload_size), reservation, store.part_size,

@@ -124,7 +124,7 @@ class UploadEngine:
         # every buffered part of every request of this instance, and how many uploads one user may run
         self.memory = ByteBudget(memory_budget if memory_budget is not None else settings.part_buffer_budget,
                                  settings.budget_wait)
-        self.slots = UserSlots(settings.uploads_per_user)
+        self.slots = UserSlots(settings.uploads_per_user, settings.budget_wait)
         # S3 multipart uploads nobody knows are aborted only after this long: object PUTs of
         # other layers use short-lived MPUs too
         self.orphan_grace = orphan_grace if orphan_grace is not None else max(settings.upload_ttl, 86400.0)
@@ -469,7 +469,7 @@ class UploadEngine:
                    if expected_size is not None else too_long())
         if size_hint is not None:
             await self._check_parts_total(upload, part_number, size_hint)
-        with self.slots.hold(upload.owner):
+        async with self.slots.hold(upload.owner):
             async with self.memory.reserve() as reservation, self._part_writer(upload.id) as lease:
                 await self._acquire_part(lease, part_number, wait=False)
                 digest = MultiDigest(algorithms)
@@ -626,7 +626,7 @@ class UploadEngine:
             current = await self._reload(upload.id)
             raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",
                                  current.offset)
-        with self.slots.hold(upload.owner):
+        async with self.slots.hold(upload.owner):
             async with self._writing(upload.id, steal=steal) as (lease, current):
                 if offset != current.offset:
                     raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",

@@ -95,18 +95,20 @@ class ByteBudget:
 
 
 class UserSlots:
-    """At most `per_user` body-carrying upload requests of one user at a time (no queueing: 429)."""
+    """At most `per_user` body-carrying upload requests of one user at a time. A request beyond that
+    waits up to `wait` seconds for one of them to end (parallel clients just queue), then gets 429."""
 
-    def __init__(self, per_user: int) -> None:
+    def __init__(self, per_user: int, wait: float) -> None:
         self.per_user = per_user
+        self.wait = wait
         self._in_flight: dict[str, int] = {}
+        self._waiters: dict[str, deque[asyncio.Future]] = {}
 
-    @contextlib.contextmanager
-    def hold(self, user: str | None):
+    @contextlib.asynccontextmanager
+    async def hold(self, user: str | None) -> AsyncIterator[None]:
         user = user or ""
         if self._in_flight.get(user, 0) >= self.per_user:
-            raise TooManyRequests(f"at most {self.per_user} uploads of one user may be in flight at once; "
-                                  "retry when one has finished", headers={"Retry-After": RETRY_AFTER_SECONDS})
+            await self._wait_for_slot(user)
         self._in_flight[user] = self._in_flight.get(user, 0) + 1
         try:
             yield
@@ -116,3 +118,30 @@ class UserSlots:
                 self._in_flight[user] = left
             else:
                 del self._in_flight[user]
+            waiters = self._waiters.get(user)
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
+
+    async def _wait_for_slot(self, user: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait
+        while self._in_flight.get(user, 0) >= self.per_user:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TooManyRequests(f"at most {self.per_user} uploads of one user may be in flight at once; "
+                                      "retry when one has finished", headers={"Retry-After": RETRY_AFTER_SECONDS})
+            waiter = loop.create_future()
+            waiters = self._waiters.setdefault(user, deque())
+            waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(waiter)
+                if not waiters and self._waiters.get(user) is waiters:
+                    del self._waiters[user]
