@@ -61,7 +61,8 @@ class LeaseLost(Conflict):
 
 
 class _BodyCutOff(Exception):
-    """The request body ended early: client disconnect, truncated body or idle timeout."""
+    """The request body ended early: client disconnect, truncated body, idle timeout, or a body slower
+    than the minimum rate (RequestTimeout, set on the payload by sagestore.connections)."""
 
 
 @dataclass
@@ -604,7 +605,10 @@ class UploadEngine:
           (IETF Upload-Complete: ?1), fixing the length at the new offset.
         - chunk_checksum (algorithm, base64) or a callable returning it after the body (trailers):
           a mismatch raises ChecksumMismatch (460) and nothing of this request is kept.
-        - a body beyond max_bytes or the declared length: 413, nothing kept.
+        - a body beyond max_bytes, the declared length or the max upload size: 413, nothing kept
+          (before any byte is read when body_length already says so).
+        - budget: the bytes buffered are reserved as they arrive; no budget within the wait: 503,
+          nothing kept. One user's appends and parts beyond the per-user cap wait, then 429.
         - a body cut off (disconnect, truncation, idle timeout): every byte the body iterator
           yielded is kept (full parts + a new staged tail) unless a chunk checksum was asked for.
           (aiohttp drops the little it had buffered but not yielded when the connection broke;
