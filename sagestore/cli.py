@@ -102,7 +102,8 @@ async def serve(settings: Settings) -> None:
         from .app import AccessLogger, create_app
         from .trailers import Runner
         app = create_app(settings)
-        runner = (Runner if settings.request_trailers else web.AppRunner)(app, access_log_class=AccessLogger, handle_signals=False, shutdown_timeout=10)
+        runner = Runner(app, trailers=settings.request_trailers, access_log_class=AccessLogger,
+                        handle_signals=False, shutdown_timeout=10)
         try:
             try:
                 await runner.setup()

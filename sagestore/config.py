@@ -192,6 +192,24 @@ OPTIONS: list[Option] = [
     Option("upload_ttl", 48 * 3600.0, _duration, "lifetime of an unfinished upload"),
     Option("max_chunk_size", 150 * 10**6, _size, "largest chunk accepted by chunked upload APIs"),
     Option("max_upload_size", 5 * 2**40, _size, "largest file accepted"),
+    Option("part_buffer_budget", 2 * 2**30, _size,
+           "bytes all request bodies being buffered (parts, appends, plain PUTs) may hold at once in this instance; "
+           "a request reserves its bytes as they arrive"),
+    Option("budget_wait", 10.0, _duration,
+           "longest a request waits for part-buffer budget (then 503) or for one of its user's uploads to end "
+           "(then 429), both with Retry-After"),
+    Option("uploads_per_user", 8, int,
+           "body-carrying upload requests (parts, chunks, appends, plain PUTs) one user may have in flight per "
+           "instance; more wait up to budget-wait for one to end, then get 429 with Retry-After"),
+    Option("request_head_timeout", 20.0, _duration,
+           "a request line and headers must arrive within this time once their first byte has (0: no limit)"),
+    Option("keepalive_timeout", 75.0, _duration,
+           "an idle connection (no request in progress) is closed after this long"),
+    Option("body_grace", 20.0, _duration,
+           "a request body may take this long plus 1/body-min-rate seconds per byte received; a slower one is cut "
+           "off (408, or for an append the bytes received are kept)"),
+    Option("body_min_rate", 500, _size,
+           "the slowest request body accepted, in bytes per second on average after body-grace (0: no limit)"),
     Option("reaper_interval", 300.0, _duration, "seconds between reaper passes (0 disables the background reaper)"),
     Option("cors_origins", (), _csv, "comma-separated allowed CORS origins ('*' for any)"),
     Option("public_url", "", str,
@@ -245,6 +263,13 @@ class Settings:
     upload_ttl: float = 48 * 3600.0
     max_chunk_size: int = 150 * 10**6
     max_upload_size: int = 5 * 2**40
+    part_buffer_budget: int = 2 * 2**30
+    budget_wait: float = 10.0
+    uploads_per_user: int = 8
+    request_head_timeout: float = 20.0
+    keepalive_timeout: float = 75.0
+    body_grace: float = 20.0
+    body_min_rate: int = 500
     reaper_interval: float = 300.0
     cors_origins: tuple[str, ...] = ()
     public_url: str = ""
@@ -318,6 +343,17 @@ class Settings:
         if self.signing_keys:
             from .auth.signing import parse_keys
             parse_keys(self.signing_keys)
+        if self.part_buffer_budget < max(self.max_chunk_size, (self.s3_parts_in_flight + 1) * self.s3_part_size):
+            raise ConfigError("SAGESTORE_PART_BUFFER_BUDGET must hold at least one largest chunk "
+                              "(SAGESTORE_MAX_CHUNK_SIZE) and (SAGESTORE_S3_PARTS_IN_FLIGHT + 1) parts of "
+                              "SAGESTORE_S3_PART_SIZE")
+        if self.uploads_per_user < 1:
+            raise ConfigError("SAGESTORE_UPLOADS_PER_USER must be at least 1")
+        if self.keepalive_timeout <= 0:
+            raise ConfigError("SAGESTORE_KEEPALIVE_TIMEOUT must be more than 0")
+        for name in ("budget_wait", "request_head_timeout", "keepalive_timeout", "body_grace", "body_min_rate"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"SAGESTORE_{name.upper()} must not be negative")
         if not embedded_allowed and not (self.database_url and self.s3_endpoint):
             raise ConfigError("this command needs SAGESTORE_DATABASE_URL and SAGESTORE_S3_ENDPOINT, or a running embedded data dir")
         return self

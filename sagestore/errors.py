@@ -53,6 +53,11 @@ class Gone(ApiError):
     status = 410
 
 
+class RequestTimeout(ApiError):
+    """The request body arrived slower than the configured minimum rate."""
+    status = 408
+
+
 class PreconditionFailed(ApiError):
     status = 412
 
@@ -71,6 +76,16 @@ class UnsupportedMediaType(ApiError):
 
 class Locked(ApiError):
     status = 423
+
+
+class TooManyRequests(ApiError):
+    """The caller already has as many uploads in flight as one user may."""
+    status = 429
+
+
+class ServerBusy(ApiError):
+    """No part-buffer budget became free in time: 503, the client retries after Retry-After."""
+    status = 503
 
 
 class BackendUnavailable(ApiError):

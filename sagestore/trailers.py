@@ -21,6 +21,9 @@ from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 from multidict import CIMultiDictProxy
 
+from . import context
+from .connections import LimitedRequestHandler
+
 # Trailers wait for their handler here; a handler that never asks leaves them behind, so only
 # the newest few of a connection are kept (a connection serves one request at a time).
 _KEPT_PER_CONNECTION = 4
@@ -76,8 +79,15 @@ class TrailerRecordingParser(HttpRequestParserPy):
         return messages, upgraded, tail
 
 
-class _TrailerServer(web.Server):
-    """Builds each connection's handler with a TrailerRecordingParser in place of the C parser."""
+class _LimitedServer(web.Server):
+    """Builds each connection's handler as a LimitedRequestHandler (head timeout, body rate)."""
+
+    def __call__(self) -> Any:
+        return LimitedRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _TrailerServer(_LimitedServer):
+    """Also gives each connection a TrailerRecordingParser in place of the C parser."""
 
     def __call__(self) -> Any:
         handler = super().__call__()
@@ -90,11 +100,24 @@ class _TrailerServer(web.Server):
 
 
 class Runner(web.AppRunner):
-    """web.AppRunner whose connections record request trailers (see request_trailers)."""
+    """web.AppRunner for sagestore: the client-side time limits of sagestore.connections from the
+    app's settings (keep-alive idle, request head, body rate) and, with trailers=True, connections
+    that record request trailers (see request_trailers)."""
+
+    def __init__(self, app: web.Application, *, trailers: bool = True, **kwargs: Any) -> None:
+        settings = app.get(context.SETTINGS)
+        if settings is not None:
+            kwargs.setdefault("keepalive_timeout", settings.keepalive_timeout)
+            kwargs.setdefault("head_timeout", settings.request_head_timeout)
+            kwargs.setdefault("body_grace", settings.body_grace)
+            kwargs.setdefault("body_min_rate", settings.body_min_rate)
+        super().__init__(app, **kwargs)
+        self._keep_trailers = trailers
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
-        server.__class__ = _TrailerServer  # the app built a plain Server; only its factory differs
+        # the app built a plain Server; only its handler factory differs
+        server.__class__ = _TrailerServer if self._keep_trailers else _LimitedServer
         return server
 
 

@@ -21,6 +21,7 @@ SAMPLES = {
     "s3_bucket_prefix": "models-",
     "s3_single_bucket": "one-bucket",
     "s3_part_size": "32MiB",
+    "part_buffer_budget": "3GiB",  # at least a largest chunk and (parts in flight + 1) parts
     "jwt_secret": "s" * 40,
     "jwt_algorithms": "HS384,HS512",
     "token_info_url": "http://auth.example/token_info",

@@ -14,6 +14,8 @@ import pytest
 from chunked_helpers import MiB, S3View, make_bucket, md5_b64, sha256, sha256_b64
 from conftest import auth
 
+from sagestore import context
+
 CHUNK = 8 * MiB
 
 
@@ -278,11 +280,16 @@ async def test_initiate_validation_and_access_rules(client):
 
 async def test_large_files_get_larger_chunks_and_at_most_10000_of_them(client):
     bucket_id = await make_bucket(client)
-    for size in (10_000 * CHUNK, 10_000 * CHUNK + 1, 3 * 2**40):
+    for size in (10_000 * CHUNK, 10_000 * CHUNK + 1, 10**12):
         session = await initiate(client, bucket_id, size)
         assert session["totalChunks"] <= 10_000 and session["chunkSize"] * session["totalChunks"] >= size
         assert session["chunkSize"] % MiB == 0
         await client.post(f"/api/v1/attachment/session/{session['sessionId']}/abort", headers=auth("alice"))
+    # chunks are buffered whole, so at most the max chunk size (150 MB): 3 TiB would need ~315 MiB ones
+    response = await client.post("/api/v1/attachment/initiate", headers=auth("alice"), json={
+        "bucket_id": bucket_id, "fileName": "huge.bin", "fileSize": 3 * 2**40})
+    assert response.status == 413
+    assert (await response.json())["max_chunk_size"] == client.server.app[context.SETTINGS].max_chunk_size
 
 
 async def test_two_concurrent_writes_of_one_chunk_exactly_one_wins(client, settings):

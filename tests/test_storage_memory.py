@@ -18,12 +18,12 @@ SLACK = 2 * MiB  # botocore/aiohttp request state, 64 KiB read chunks, the gener
 
 _S3_SOURCE = Path(s3_module.__file__)
 _BODY_COPY_LINE = next(number for number, line in enumerate(_S3_SOURCE.read_text().splitlines(), start=1)
-                       if 'body.write(b"\\0")' in line)
+                       if "self._blocks.append(bytearray(self.BLOCK))" in line)
 
 
 def _buffer_bytes() -> int:
     """Bytes held by put_stream's own allocations except the per-part request bodies
-    (each allocated once at part size), i.e. any other buffer that collects chunks into parts."""
+    (PartBody blocks, allocated as the bytes arrive), i.e. any other buffer that collects chunks into parts."""
     snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, str(_S3_SOURCE))])
     return sum(trace.size for trace in snapshot.traces
                if trace.traceback[0].lineno != _BODY_COPY_LINE)

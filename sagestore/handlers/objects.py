@@ -27,7 +27,9 @@ from ..db import buckets as bucket_queries
 from ..db import cursor
 from ..errors import BadRequest, NotFound, PayloadTooLarge, RangeNotSatisfiable
 from ..openapi import PATHS, operation
-from ..storage import ChecksumMismatch, Location, ObjectInfo, error_code, sanitize_filename, validate_key
+from ..storage import ChecksumMismatch, Location, ObjectInfo, PartBody, error_code, part_size_for, sanitize_filename, \
+    validate_key
+from ..uploads.limits import Reservation
 from .buckets import bucket_id_of
 from .common import identity, query_flag, query_int
 from .schemas import (BAD_REQUEST, BUCKET_ID_PARAM, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, error, json_content)
@@ -160,6 +162,21 @@ async def limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
         total += len(chunk)
         if total > limit:
             raise PayloadTooLarge(f"the file is larger than the {limit}-byte limit")
+        yield chunk
+
+
+async def budgeted(chunks: AsyncIterator[bytes], reservation: Reservation, part_size: int,
+                   parts_in_flight: int) -> AsyncIterator[bytes]:
+    """The chunks, each once the budget covers what put_stream may then hold: the bytes received
+    (in PartBody blocks), never more than its parts in flight and the part being filled."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        blocks = -(-received // PartBody.BLOCK) * PartBody.BLOCK
+        if received >= part_size:  # several part buffers, each rounded up to a block
+            blocks += parts_in_flight * PartBody.BLOCK
+        largest_part = part_size_for(1 + received // part_size, part_size)  # parts grow for huge bodies
+        await reservation.grow_to(min(blocks, (parts_in_flight + 1) * largest_part))
         yield chunk
 
 
@@ -369,15 +386,20 @@ async def upload(request: web.Request) -> web.Response:
 
     store = request.app[context.STORE]
     mapping = request.app[context.MAPPING]
+    engine = request.app[context.ENGINE]
     metadata = {"owner": metadata_value(caller.user or "")}
 
     async def store_body(key: str, content_type: str, chunks: AsyncIterator[bytes],
                          expected_sha256: str | None = None) -> tuple[Location, Any]:
         location = mapping.object(bucket_id, validate_key(key))
         try:
-            result = await store.put_stream(location, limited(chunks, settings.max_upload_size),
-                                            content_type=content_type, metadata=metadata,
-                                            expected_sha256=expected_sha256)
+            # under the same part-buffer budget and per-user cap as the upload engine's requests
+            async with engine.slots.hold(caller.user):
+                async with engine.memory.reserve() as reservation:
+                    result = await store.put_stream(
+                        location, budgeted(limited(chunks, settings.max_upload_size), reservation, store.part_size,
+                                           store.parts_in_flight),
+                        content_type=content_type, metadata=metadata, expected_sha256=expected_sha256)
         except ChecksumMismatch as mismatch:
             raise BadRequest(f"the body does not match its declared digest: {mismatch}; nothing was stored",
                              expected=mismatch.expected, actual=mismatch.actual) from None

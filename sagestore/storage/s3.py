@@ -13,7 +13,7 @@ import hmac
 import io
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -165,7 +165,7 @@ class ObjectStore:
         that does not match raises ChecksumMismatch and publishes nothing."""
         digest = hashlib.sha256()
         total = 0
-        body: io.BytesIO | None = None  # the part being received, allocated once at part size
+        body: PartBody | None = None  # the part being received; its blocks follow the bytes received
         previous_digest: asyncio.Task | None = None
         upload_id: str | None = None
         part_number = 0
@@ -178,18 +178,20 @@ class ObjectStore:
             if sha256_metadata_key:
                 metadata[sha256_metadata_key] = expected_sha256
 
-        def hash_part(part: io.BytesIO) -> str | None:
+        def hash_part(part: PartBody) -> str | None:
             """The whole-file sha256 and the part's CRC32C, in a worker thread (hashlib and
             awscrt release the GIL, so this overlaps the event loop's socket I/O)."""
-            with part.getbuffer() as view:
+            crc = 0
+            for view in part.views():
                 digest.update(view)
-                return _crc_b64(crc32c(view)) if protect else None
+                if protect:
+                    crc = crc32c(view, crc)
+            return _crc_b64(crc) if protect else None
 
-        def start_digest(part: io.BytesIO) -> asyncio.Task:
+        def start_digest(part: PartBody) -> asyncio.Task:
             """Hash a filled part; the digests run one after another, in body order."""
             nonlocal previous_digest
             part.truncate()
-            part.seek(0)
             previous = previous_digest
 
             async def run() -> str | None:
@@ -199,7 +201,7 @@ class ObjectStore:
             previous_digest = asyncio.ensure_future(run())
             return previous_digest
 
-        async def send(number: int, part: io.BytesIO, hashed: asyncio.Task) -> None:
+        async def send(number: int, part: PartBody, hashed: asyncio.Task) -> None:
             crc = await hashed
             try:
                 response = await self.upload_part(loc, upload_id, number, part,
@@ -254,14 +256,14 @@ class ObjectStore:
                 while view:
                     size = part_size_for(part_number + 1, self.part_size)
                     if body is None:
-                        body = presized_buffer(size)
-                    take = min(len(view), size - body.tell())
+                        body = PartBody(size)
+                    take = min(len(view), size - body.filled)
                     body.write(view[:take])  # the one copy of the request's bytes
                     view = view[take:]
-                    if body.tell() == size:
+                    if body.filled == size:
                         await dispatch_part()
             if upload_id is None:
-                body = body or io.BytesIO()
+                body = body or PartBody(0)
                 crc = await start_digest(body)
                 sha256 = digest.hexdigest()
                 if expected_sha256 is not None and not hmac.compare_digest(sha256, expected_sha256):
@@ -271,7 +273,7 @@ class ObjectStore:
                 etag = await self.put_bytes(loc, body, content_type=content_type, metadata=metadata,
                                             crc32c=crc)
                 return PutResult(total, etag, sha256)
-            if body is not None and body.tell():
+            if body is not None and body.filled:
                 await dispatch_part()
             await settle(0)
             sha256 = digest.hexdigest()
@@ -445,7 +447,7 @@ class ObjectStore:
     def _signable(self, data: Any) -> Any:
         """A signed payload is hashed by reading it: a (full) PartBody goes as a copy then."""
         if self.sign_payload and isinstance(data, PartBody):
-            return io.BytesIO(data.view())
+            return io.BytesIO(data.getvalue())
         return data
 
     async def upload_part_copy(self, loc: Location, upload_id: str, part_number: int, source: Location,
@@ -501,25 +503,20 @@ class ObjectStore:
         return await self.client.generate_presigned_url(
             operation, Params={"Bucket": loc.bucket, "Key": loc.key, **params}, ExpiresIn=expires)
 
-def presized_buffer(size: int) -> io.BytesIO:
-    """An empty BytesIO whose buffer is allocated once at size bytes: writes from position 0
-    then fill it without reallocating. It owns its bytes, so aiohttp streams it in 64 KiB
-    reads without a second copy (bytes, or a BytesIO sharing them, get copied whole by getbuffer())."""
-    body = io.BytesIO()
-    if size:
-        body.seek(size - 1)
-        body.write(b"\0")
-        body.seek(0)
-    return body
-
 class PartStalled(ConnectionAbortedError):
     """A PartBody sent while filling waited too long for its next bytes."""
 
 
 class PartBody:
-    """A part's bytes in one buffer allocated up front, which can go to S3 while it is still being
-    filled: UploadPart starts as soon as the part's first bytes arrive and sends each piece as it
-    is written, so receiving a request body and storing it overlap instead of alternating.
+    """A part's bytes, which can go to S3 while they are still arriving: UploadPart starts as soon
+    as the part's first bytes arrive and sends each piece as it is written, so receiving a request
+    body and storing it overlap instead of alternating.
+
+    Memory follows the bytes written, never the size declared: the bytes live in blocks of BLOCK
+    bytes, each allocated when the first byte for it arrives and never moved or resized (a piece
+    being sent may still be referenced by the transport), so `allocated` is at most one block more
+    than `filled`. `size` is what an UploadPart sent now declares (the part's full size, or the
+    bytes filled after truncate()).
 
     To botocore it is a file-like Body of len() bytes (seek/tell for its signer, which never reads
     an unsigned payload); to aiohttp an async iterable. A body that will not be filled to its size
@@ -527,38 +524,66 @@ class PartBody:
     bytes that never come; truncate() then makes it a whole body of the bytes it has.
     """
 
+    BLOCK = 2**20
     SEND_PIECE = 256 * 2**10
     # a send that waits longer than this for the next bytes gives up (PartStalled): S3 servers drop
     # idle requests anyway, and a stalled sender must not keep its part from a writer taking over
     STALL_SECONDS = 2.0
 
-    def __init__(self, capacity: int) -> None:
-        self._buffer = bytearray(capacity)
+    def __init__(self, size: int) -> None:
+        self._blocks: list[bytearray] = []
         self.filled = 0
-        self.size = capacity  # what an UploadPart sent now declares; truncate() fixes it at filled
+        self.size = size
         self._grew = asyncio.Event()
         self._abandoned: BaseException | None = None
         self._stalled = False  # once a send stalled, sends before the body is full fail at once (no retries)
 
+    @property
+    def allocated(self) -> int:
+        return len(self._blocks) * self.BLOCK
+
+    def allocated_after(self, more: int) -> int:
+        """What `allocated` will be once `more` bytes are written."""
+        return -(-(self.filled + more) // self.BLOCK) * self.BLOCK
+
     def write(self, data: bytes | memoryview) -> int:
-        """Append data (the one copy of the request's bytes); the buffer never moves."""
-        end = self.filled + len(data)
-        if end > len(self._buffer):
-            self._buffer.extend(bytes(end - len(self._buffer)))
-        self._buffer[self.filled:end] = data
-        self.filled = end
+        """Append data (the one copy of the request's bytes)."""
+        with memoryview(data) as view:
+            position = 0
+            while position < len(view):
+                index, offset = divmod(self.filled, self.BLOCK)
+                if index == len(self._blocks):
+                    self._blocks.append(bytearray(self.BLOCK))
+                take = min(self.BLOCK - offset, len(view) - position)
+                self._blocks[index][offset:offset + take] = view[position:position + take]
+                position += take
+                self.filled += take
         self._grew.set()
         return len(data)
 
     def truncate(self) -> None:
         self.size = self.filled
 
+    def close(self) -> None:
+        """Free the bytes (the part is stored); the body is empty afterwards."""
+        self._blocks = []
+        self.filled = self.size = 0
+
     @property
     def full(self) -> bool:
         return self.filled >= self.size
 
-    def view(self) -> memoryview:
-        return memoryview(self._buffer)[:self.filled]
+    def views(self, start: int = 0, end: int | None = None) -> Iterator[memoryview]:
+        """The filled bytes [start, end) as views of the blocks, in order."""
+        end = self.filled if end is None else min(end, self.filled)
+        while start < end:
+            index, offset = divmod(start, self.BLOCK)
+            stop = min(end, start + self.BLOCK - offset)
+            yield memoryview(self._blocks[index])[offset:offset + stop - start]
+            start = stop
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.views())
 
     def abandon(self, reason: BaseException | None = None) -> None:
         self._abandoned = reason or ConnectionAbortedError("the part body was abandoned")
@@ -594,10 +619,9 @@ class PartBody:
 
     # aiohttp's face
     async def __aiter__(self) -> AsyncIterator[memoryview]:
-        sent = 0  # every iteration starts over: a retry resends from the buffer, which keeps every byte
+        sent = 0  # every iteration starts over: a retry resends from the blocks, which keep every byte
         if self._stalled and not self.full:
             raise PartStalled("this part stalled before; it is sent again once it is whole")
-        view = memoryview(self._buffer)
         while sent < self.size:
             if self._abandoned is not None and not self.full:  # truncate() makes it whole again
                 raise self._abandoned
@@ -609,9 +633,9 @@ class PartBody:
                     self._stalled = True
                     raise PartStalled(f"no new bytes for {self.STALL_SECONDS} s") from None
                 continue
-            end = min(self.filled, self.size, sent + self.SEND_PIECE)
-            yield view[sent:end]
-            sent = end
+            for view in self.views(sent, min(self.size, sent + self.SEND_PIECE)):
+                yield view
+                sent += len(view)
 
 
 def crc32c(data: Any, previous: int = 0) -> int:
@@ -623,7 +647,10 @@ def _crc_b64(value: int) -> str:
 def crc32c_b64(data: bytes | bytearray | memoryview | io.BytesIO | PartBody) -> str:
     """base64 of the big-endian CRC32C, as x-amz-checksum-crc32c carries it (~10 GB/s)."""
     if isinstance(data, PartBody):
-        return _crc_b64(crc32c(data.view()))
+        value = 0
+        for view in data.views():
+            value = crc32c(view, value)
+        return _crc_b64(value)
     if isinstance(data, io.BytesIO):
         with data.getbuffer() as view:
             return _crc_b64(crc32c(view[data.tell():]))

@@ -34,10 +34,11 @@ import aiohttp.http_exceptions
 from botocore.exceptions import ClientError
 
 from ..db import cursor, transaction
-from ..errors import ApiError, BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge
+from ..errors import ApiError, BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge, RequestTimeout
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, PartBody, error_code, \
-    is_not_found, presized_buffer, validate_key
+    is_not_found, validate_key
 from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, decode_b64, normalize_algorithm
+from .limits import ByteBudget, Reservation, UserSlots
 from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever
 from .model import (ABORTED, COMPLETED, COMPLETING, EXPIRED, OPEN, PROTOCOLS, ChecksumMismatch, DigestMismatch,
                     MissingParts, OffsetMismatch, Part, Upload, choose_part_size)
@@ -60,7 +61,8 @@ class LeaseLost(Conflict):
 
 
 class _BodyCutOff(Exception):
-    """The request body ended early: client disconnect, truncated body or idle timeout."""
+    """The request body ended early: client disconnect, truncated body, idle timeout, or a body slower
+    than the minimum rate (RequestTimeout, set on the payload by sagestore.connections)."""
 
 
 @dataclass
@@ -93,28 +95,6 @@ def _s3_bad_request(error: ClientError) -> ApiError | None:
     return None
 
 
-class ByteBudget:
-    """Caps the bytes all part buffers of this instance hold at once (promise 3 across requests)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.used = 0
-        self._changed = asyncio.Condition()
-
-    @contextlib.asynccontextmanager
-    async def reserve(self, size: int) -> AsyncIterator[None]:
-        size = max(0, min(size, self.total))
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.used + size <= self.total)
-            self.used += size
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self.used -= size
-                self._changed.notify_all()
-
-
 async def _chunks_with_idle_timeout(body: AsyncIterable[bytes], idle: float) -> AsyncIterator[bytes]:
     """The body's chunks; a stall longer than `idle`, a disconnect or a truncated body become _BodyCutOff."""
     iterator = body.__aiter__()
@@ -124,7 +104,7 @@ async def _chunks_with_idle_timeout(body: AsyncIterable[bytes], idle: float) -> 
         except StopAsyncIteration:
             return
         except (asyncio.TimeoutError, ConnectionError, aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError,
-                asyncio.IncompleteReadError, EOFError) as error:
+                asyncio.IncompleteReadError, EOFError, RequestTimeout) as error:
             raise _BodyCutOff(type(error).__name__) from error
         if chunk:
             yield chunk
@@ -134,7 +114,7 @@ class UploadEngine:
     """The upload state machine: open -> completing -> completed, or aborted / expired."""
 
     def __init__(self, pool: Any, store: Any, mapping: Any, settings: Any, metrics: Any, *,
-                 lease_seconds: float = 30.0, memory_budget: int = 2 * 2**30,
+                 lease_seconds: float = 30.0, memory_budget: int | None = None,
                  orphan_grace: float | None = None, presign_seconds: int = 3600) -> None:
         self.pool = pool
         self.store = store
@@ -142,7 +122,10 @@ class UploadEngine:
         self.settings = settings
         self.metrics = metrics
         self.lease_seconds = lease_seconds
-        self.memory = ByteBudget(memory_budget)
+        # every buffered part of every request of this instance, and how many uploads one user may run
+        self.memory = ByteBudget(memory_budget if memory_budget is not None else settings.part_buffer_budget,
+                                 settings.budget_wait)
+        self.slots = UserSlots(settings.uploads_per_user, settings.budget_wait)
         # S3 multipart uploads nobody knows are aborted only after this long: object PUTs of
         # other layers use short-lived MPUs too
         self.orphan_grace = orphan_grace if orphan_grace is not None else max(settings.upload_ttl, 86400.0)
@@ -217,6 +200,11 @@ class UploadEngine:
                 raise BadRequest(f"checksum_algorithm must be one of {', '.join(S3_CHECKSUM_ALGORITHMS)}")
         sha256 = _validate_sha256(sha256)
         size, grows = choose_part_size(length, self.settings.s3_part_size, part_size)
+        if protocol == "session" and size > self.settings.max_chunk_size:
+            # its chunks are buffered whole: a file that needs larger ones cannot be a session
+            raise PayloadTooLarge(f"a session of {length} bytes needs chunks of {size} bytes, more than the maximum "
+                                  f"chunk size of {self.settings.max_chunk_size} bytes; use the multipart API",
+                                  max_chunk_size=self.settings.max_chunk_size)
         upload_id = str(uuid.uuid4())
         staged = bool(sha256) or retain or bucket_id is None
         if staged:
@@ -452,7 +440,8 @@ class UploadEngine:
             return None
         digest = MultiDigest([upload.checksum_algorithm])
         if isinstance(data, PartBody):
-            digest.update(data.view())
+            for view in data.views():
+                digest.update(view)
         elif isinstance(data, io.BytesIO):
             with data.getbuffer() as view:
                 digest.update(view)
@@ -484,47 +473,71 @@ class UploadEngine:
         algorithms = set(wanted)
         if upload.checksum_algorithm:
             algorithms.add(normalize_algorithm(upload.checksum_algorithm))
-        limit = expected_size if expected_size is not None else MAX_PART_SIZE
+        # a proxied part or chunk is buffered whole (its digests are checked before S3 sees it), so it
+        # is at most the max chunk size; parts sent to a presigned URL may reach S3's 5 GiB
+        cap = min(MAX_PART_SIZE, self.settings.max_chunk_size)
+        if expected_size is not None and expected_size > cap:
+            raise PayloadTooLarge(f"chunk {part_number} would be {expected_size} bytes, more than the maximum chunk "
+                                  f"size of {cap} bytes", max_chunk_size=cap)
+        limit = expected_size if expected_size is not None else cap
+        too_long = (lambda: BadRequest(f"part {part_number} must be {expected_size} bytes; the body is longer")) \
+            if expected_size is not None else (lambda: PayloadTooLarge(
+                f"a part sent through the server is at most {cap} bytes (the maximum chunk size); send larger "
+                "parts to a presigned URL", max_chunk_size=cap))
         if size_hint is not None and size_hint > limit:
             raise (BadRequest(f"part {part_number} must be {expected_size} bytes, got {size_hint}")
-                   if expected_size is not None else PayloadTooLarge(f"a part is at most {MAX_PART_SIZE} bytes"))
-        reserve = size_hint if size_hint is not None else (expected_size or upload.part_size)
-        async with self.memory.reserve(reserve), self._part_writer(upload.id) as lease:
-            await self._acquire_part(lease, part_number, wait=False)
-            digest = MultiDigest(algorithms)
-            # owns its bytes (handed to UploadPart without another copy), allocated once when the size is known
-            buffer = presized_buffer(size_hint if size_hint is not None else (expected_size or 0))
-            received = 0
-            try:
-                async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
-                    if lease.lost.is_set():
-                        raise LeaseLost("another request took over this part")
-                    if received + len(chunk) > limit:
-                        if expected_size is not None:
-                            raise BadRequest(f"part {part_number} must be {expected_size} bytes; the body is longer")
-                        raise PayloadTooLarge(f"a part is at most {MAX_PART_SIZE} bytes")
-                    buffer.write(chunk)
-                    received += len(chunk)
-                    digest.update(chunk)
-            except _BodyCutOff:
-                raise BadRequest(f"the body of part {part_number} was cut off; nothing was stored") from None
-            if size_hint is not None and received != size_hint:
-                raise BadRequest(f"part {part_number}: Content-Length was {size_hint} but {received} bytes came")
-            if expected_size is not None and received != expected_size:
-                raise BadRequest(f"part {part_number} must be {expected_size} bytes, got {received}")
-            for name, raw in wanted.items():
-                if digest.raw(name) != raw:
-                    raise DigestMismatch(f"{'Content-MD5' if name == 'md5' else name} of part {part_number} does "
-                                         f"not match its bytes (computed {digest.b64(name)}); nothing was stored",
-                                         code="BadDigest")
-            checksum = digest.b64(normalize_algorithm(upload.checksum_algorithm)) if upload.checksum_algorithm \
-                else None
-            buffer.truncate()
-            buffer.seek(0)
-            part = await self._send_part(upload, part_number, buffer, content_md5=md5, checksum=checksum)
-            del buffer
-            await self._record_part(lease, part)
+                   if expected_size is not None else too_long())
+        if size_hint is not None:
+            await self._check_parts_total(upload, part_number, size_hint)
+        async with self.slots.hold(upload.owner):
+            async with self.memory.reserve() as reservation, self._part_writer(upload.id) as lease:
+                await self._acquire_part(lease, part_number, wait=False)
+                digest = MultiDigest(algorithms)
+                # its blocks follow the bytes received (and the budget reserved for them), never the declared size
+                buffer = PartBody(limit)
+                received = 0
+                try:
+                    async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
+                        if lease.lost.is_set():
+                            raise LeaseLost("another request took over this part")
+                        if received + len(chunk) > limit:
+                            raise too_long()
+                        await reservation.grow_to(buffer.allocated_after(len(chunk)))
+                        buffer.write(chunk)
+                        received += len(chunk)
+                        digest.update(chunk)
+                except _BodyCutOff as cut:
+                    if isinstance(cut.__cause__, RequestTimeout):
+                        raise cut.__cause__ from None
+                    raise BadRequest(f"the body of part {part_number} was cut off; nothing was stored") from None
+                if size_hint is not None and received != size_hint:
+                    raise BadRequest(f"part {part_number}: Content-Length was {size_hint} but {received} bytes came")
+                if expected_size is not None and received != expected_size:
+                    raise BadRequest(f"part {part_number} must be {expected_size} bytes, got {received}")
+                for name, raw in wanted.items():
+                    if digest.raw(name) != raw:
+                        raise DigestMismatch(f"{'Content-MD5' if name == 'md5' else name} of part {part_number} "
+                                             f"does not match its bytes (computed {digest.b64(name)}); nothing was "
+                                             "stored", code="BadDigest")
+                checksum = digest.b64(normalize_algorithm(upload.checksum_algorithm)) \
+                    if upload.checksum_algorithm else None
+                await self._check_parts_total(upload, part_number, received)
+                buffer.truncate()
+                part = await self._send_part(upload, part_number, buffer, content_md5=md5, checksum=checksum)
+                buffer.close()
+                await self._record_part(lease, part)
         return part
+
+    async def _check_parts_total(self, upload: Upload, part_number: int, size: int) -> None:
+        """413 when this part with the other recorded parts goes past the max upload size."""
+        async with cursor(self.pool) as cur:
+            await cur.execute("SELECT coalesce(sum(size), 0) AS total FROM upload_parts"
+                              " WHERE upload_id = %s AND part_number <> %s", (upload.id, part_number))
+            others = int((await cur.fetchone())["total"])
+        if others + size > self.settings.max_upload_size:
+            raise PayloadTooLarge(f"with part {part_number} the upload would be {others + size} bytes, more than "
+                                  f"the maximum of {self.settings.max_upload_size} bytes; nothing was stored",
+                                  max_upload_size=self.settings.max_upload_size)
 
     async def _record_part(self, lease: Lease, part: Part) -> None:
         """Commit one part, only while this request still holds its lease and the upload is open."""
@@ -611,7 +624,10 @@ class UploadEngine:
           (IETF Upload-Complete: ?1), fixing the length at the new offset.
         - chunk_checksum (algorithm, base64) or a callable returning it after the body (trailers):
           a mismatch raises ChecksumMismatch (460) and nothing of this request is kept.
-        - a body beyond max_bytes or the declared length: 413, nothing kept.
+        - a body beyond max_bytes, the declared length or the max upload size: 413, nothing kept
+          (before any byte is read when body_length already says so).
+        - budget: the bytes buffered are reserved as they arrive; no budget within the wait: 503,
+          nothing kept. One user's appends and parts beyond the per-user cap wait, then 429.
         - a body cut off (disconnect, truncation, idle timeout): every byte the body iterator
           yielded is kept (full parts + a new staged tail) unless a chunk checksum was asked for.
           (aiohttp drops the little it had buffered but not yielded when the connection broke;
@@ -633,33 +649,42 @@ class UploadEngine:
             current = await self._reload(upload.id)
             raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",
                                  current.offset)
-        async with self._writing(upload.id, steal=steal) as (lease, current):
-            if offset != current.offset:
-                raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",
-                                     current.offset)
-            new_length = current.length
-            if length is not None:
-                if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-                    raise BadRequest("length must be a non-negative integer")
-                if current.length is not None and current.length != length:
-                    raise BadRequest(f"the upload's length is already {current.length}")
-                if length < offset:
-                    raise BadRequest(f"length {length} is smaller than the bytes already received ({offset})")
-                if length > self.settings.max_upload_size:
-                    raise PayloadTooLarge(f"upload exceeds the maximum of {self.settings.max_upload_size} bytes")
-                new_length = length
-            limit = new_length - offset if new_length is not None else None
-            if max_bytes is not None:
-                limit = max_bytes if limit is None else min(limit, max_bytes)
-            return await self._append_locked(lease, current, body, new_length, final, chunk_checksum, limit,
-                                             body_length)
+        async with self.slots.hold(upload.owner):
+            async with self._writing(upload.id, steal=steal) as (lease, current):
+                if offset != current.offset:
+                    raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",
+                                         current.offset)
+                new_length = current.length
+                maximum = self.settings.max_upload_size
+                if length is not None:
+                    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+                        raise BadRequest("length must be a non-negative integer")
+                    if current.length is not None and current.length != length:
+                        raise BadRequest(f"the upload's length is already {current.length}")
+                    if length < offset:
+                        raise BadRequest(f"length {length} is smaller than the bytes already received ({offset})")
+                    if length > maximum:
+                        raise PayloadTooLarge(f"upload exceeds the maximum of {maximum} bytes")
+                    new_length = length
+                # the tightest of: the declared length, the caller's per-request cap, the max upload size
+                bounds = [(maximum - offset, f"the upload would exceed the maximum upload size of {maximum} bytes")]
+                if new_length is not None:
+                    bounds.append((new_length - offset, "the body goes past the upload's length"))
+                if max_bytes is not None:
+                    bounds.append((max_bytes, f"a request body is at most {max_bytes} bytes here"))
+                limit, too_large = min(bounds)
+                if body_length is not None and body_length > limit:
+                    raise PayloadTooLarge(too_large)  # before any byte is read: nothing is kept
+                return await self._append_locked(lease, current, body, new_length, final, chunk_checksum, limit,
+                                                 body_length, too_large)
 
     async def _append_locked(self, lease: Lease, upload: Upload, body: AsyncIterable[bytes], new_length: int | None,
-                             final: bool, chunk_checksum: Any, limit: int | None, body_length: int | None) -> Upload:
+                             final: bool, chunk_checksum: Any, limit: int, body_length: int | None,
+                             too_large: str) -> Upload:
         next_part = (upload.parts[-1].part_number + 1) if upload.parts else 1
         first_part = next_part
         in_flight = max(1, int(getattr(self.store, "parts_in_flight", 4)))
-        budget = (in_flight + 1) * upload.part_size_of(next_part)
+        reservation: Reservation | None = None  # budget for the bytes buffered now (parts in flight + this one)
         # a part may go to S3 while it fills only when this body surely fills it (its length is
         # known) and no per-part checksum must be sent with it
         stream_parts = (body_length is not None and getattr(self.store, "can_stream_parts", False)
@@ -701,6 +726,8 @@ class UploadEngine:
                     await self._acquire_part(lease, number, wait=True)
                     part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
                 sent[number] = part
+                reservation.release(data.allocated)  # S3 has it: its bytes are not needed any more
+                data.close()
                 await self._release_part(lease, number)  # S3 has it: a writer taking over need not wait
             except BaseException as error:  # noqa: BLE001 - reported after the body
                 if not data.abandoned:  # an abandoned part's bytes become the tail instead
@@ -727,27 +754,27 @@ class UploadEngine:
                 streamed[0].abandon()
                 streamed[1].cancel()
 
-        async with self.memory.reserve(budget):
+        async with self.memory.reserve() as reservation:
             streaming: tuple[PartBody, asyncio.Task] | None = None  # the part in flight while it fills
             try:
                 buffer: PartBody | None = new_buffer(next_part, 0, upload.tail_size)
                 if upload.tail_key:
+                    # the tail as read, and its copy in the buffer
+                    await reservation.grow(upload.tail_size + buffer.allocated_after(upload.tail_size))
                     tail = await self.store.read_all(Location(upload.s3_bucket, upload.tail_key))
                     if tail is None or len(tail) != upload.tail_size:
                         raise RuntimeError(f"staged tail of upload {upload.id} is missing or has the wrong size")
                     buffer.write(tail)
                     del tail
+                    reservation.release(upload.tail_size)
                 try:
                     async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
                         if lease.lost.is_set():
                             raise LeaseLost("another request took over this upload; this request kept nothing")
                         received_before = received
                         received += len(chunk)  # limit check first: nothing past the limit is placed
-                        if limit is not None and received > limit:
-                            raise PayloadTooLarge(
-                                "the body goes past the upload's length" if new_length is not None
-                                and received > new_length - upload.offset else
-                                f"a request body is at most {limit} bytes here")
+                        if received > limit:
+                            raise PayloadTooLarge(too_large)
                         if checksum_digest is not None:
                             checksum_digest.update(chunk)
                         elif callable(chunk_checksum):
@@ -761,6 +788,7 @@ class UploadEngine:
                                     streaming = (buffer, await dispatch(next_part, buffer))
                                 part_size = upload.part_size_of(next_part)
                                 take = min(part_size - buffer.filled, len(view) - position)
+                                await reservation.grow(buffer.allocated_after(take) - buffer.allocated)
                                 buffer.write(view[position:position + take])
                                 position += take
                                 if buffer.filled == part_size:
@@ -937,6 +965,10 @@ class UploadEngine:
                 plan.parts.append({"PartNumber": number, "ETag": etag})
                 plan.recorded.append(Part(number, upload.tail_size, etag or ""))
                 plan.size += upload.tail_size
+            if plan.size > self.settings.max_upload_size:
+                raise PayloadTooLarge(f"the parts add up to {plan.size} bytes, more than the maximum upload size of "
+                                      f"{self.settings.max_upload_size} bytes; nothing was published",
+                                      max_upload_size=self.settings.max_upload_size)
             info = await self._finish_mpu(upload, plan)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -1201,6 +1233,9 @@ class UploadEngine:
             if not (source.retain or source.bucket_id is None):
                 raise BadRequest(f"upload {source.id} was published, not kept for concatenation")
         total = sum(source.result["assembled"]["size"] for source in fresh)
+        if total > self.settings.max_upload_size:
+            raise PayloadTooLarge(f"the partial uploads add up to {total} bytes, more than the maximum upload size "
+                                  f"of {self.settings.max_upload_size} bytes")
         async with self._writing(final.id) as (lease, current):
             if current.offset or current.parts or current.tail_key:
                 raise Conflict("the final upload already has bytes")
