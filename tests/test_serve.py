@@ -3,6 +3,7 @@ SeaweedFS, tokens, restarts, signals, kill -9, failed starts, and external backe
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -378,3 +379,17 @@ def test_embedded_seaweedfs_serves_nothing_without_credentials(data_dir, own_tmp
     outside_postgres = [str(path) for path in data_dir.rglob("*") if "postgres" not in path.relative_to(data_dir).parts
                         and not path.is_symlink() and path.stat().st_mode & 0o070]
     assert outside_postgres == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the PostgreSQL system user exists only when run as root")
+def test_root_postgres_refuses_a_private_parent_instead_of_loosening_it(own_tmp):
+    private_parent = own_tmp / "home-of-somebody"
+    private_parent.mkdir(mode=0o700)
+    private_parent.chmod(0o700)
+    server = Serve(private_parent / "data").spawn()
+    assert server.wait(120) == 2
+    line = stderr_lines(server.output)[-1]
+    assert "sagestore-pg" in line and f"{private_parent} is mode 0700" in line, server.output
+    assert "Traceback" not in server.output
+    assert private_parent.stat().st_mode & 0o777 == 0o700
+    assert not wait_gone([], private_parent / "data")
