@@ -16,7 +16,7 @@ from ..errors import BadRequest, Unauthorized
 from ..openapi import ERROR, PATHS, operation
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, parse_bucket_id, validate_key
 from ..uploads import S3_CHECKSUM_ALGORITHMS, Upload
-from .common import identity, json_body
+from .common import decimal_int, identity, json_body
 
 routes = web.RouteTableDef()
 
@@ -118,7 +118,7 @@ async def put_part(request: web.Request) -> web.Response:
     checksums = {name: request.headers[header] for header, name in CHECKSUM_HEADERS.items()
                  if header in request.headers}
     part = await request.app[context.ENGINE].put_part(
-        upload, int(request.match_info["part_number"]), request.content.iter_any(),
+        upload, decimal_int(request.match_info["part_number"], "part number"), request.content.iter_any(),
         size_hint=request.content_length, md5=request.headers.get("Content-MD5"), checksums=checksums)
     headers = {"ETag": part.etag}
     if part.checksum and upload.checksum_algorithm:

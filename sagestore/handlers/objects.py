@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import http_sfv
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from botocore.exceptions import ClientError
 
 from .. import context
@@ -151,13 +152,19 @@ async def limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
         yield chunk
 
 
+def _short(problem: Exception) -> str:
+    """An exception's message cut short: some quote the client's whole offending line."""
+    text = str(problem)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 async def part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     """A form part's bytes, chunk by chunk; a malformed body becomes 400."""
     while True:
         try:
             chunk = await part.read_chunk(READ_CHUNK)
-        except (ValueError, AssertionError) as problem:
-            raise BadRequest(f"malformed multipart body: {problem}") from None
+        except (ValueError, AssertionError, HttpProcessingError) as problem:  # e.g. a part header over 8190 bytes
+            raise BadRequest(f"malformed multipart body: {_short(problem)}") from None
         if not chunk:
             if not part.at_eof():  # the body ended before the part's closing boundary: truncated
                 raise BadRequest("malformed multipart body: it ends before the closing boundary")
@@ -376,13 +383,13 @@ async def _store_form(request: web.Request, path_key: str, store_body) -> tuple[
     """Stream the first form field named 'file'; other fields are skipped."""
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError) as problem:
-        raise BadRequest(f"malformed multipart request: {problem}") from None
+    except (ValueError, AssertionError, HttpProcessingError) as problem:
+        raise BadRequest(f"malformed multipart request: {_short(problem)}") from None
     while True:
         try:
             part = await reader.next()
-        except (ValueError, AssertionError) as problem:
-            raise BadRequest(f"malformed multipart body: {problem}") from None
+        except (ValueError, AssertionError, HttpProcessingError) as problem:  # e.g. a part header over 8190 bytes
+            raise BadRequest(f"malformed multipart body: {_short(problem)}") from None
         if part is None:
             raise BadRequest("the multipart form has no field named 'file'")
         if not isinstance(part, BodyPartReader):

@@ -33,7 +33,7 @@ from ..errors import ApiError, BadRequest, Locked, PayloadTooLarge, Unauthorized
 from ..openapi import ERROR, PATHS, operation
 from ..storage import parse_bucket_id, validate_key
 from ..uploads import COMPLETING, OffsetMismatch, Upload
-from .common import identity, json_body
+from .common import decimal_int, identity, json_body
 
 log = logging.getLogger("sagestore.handlers.offset")
 
@@ -100,9 +100,7 @@ def _offset_param(request: web.Request) -> int:
     raw = request.query.get("offset")
     if raw is None or raw == "":
         raise BadRequest("offset is required with upload_id")
-    if not (raw.isascii() and raw.isdigit()):
-        raise BadRequest("offset must be a non-negative integer")
-    return int(raw)
+    return decimal_int(raw, "offset")
 
 
 @routes.put("/api/v1/upload")

@@ -22,9 +22,9 @@ from ..openapi import ERROR, PATHS, operation
 from ..trailers import can_read_trailers, request_trailers
 from ..uploads import COMPLETED, OPEN, Upload
 from ..uploads.checksums import decode_b64
-from .resumable import (body_chunks, callers_upload, check_write, complete, content_type_for, has_body, http_date,
-                        max_upload_size, media_type, non_negative_int, parse_tus_metadata, require_user,
-                        resolve_target)
+from .resumable import (body_chunks, callers_upload, callers_writable_upload, check_write, complete,
+                        content_type_for, has_body, http_date, max_upload_size, media_type, non_negative_int,
+                        parse_tus_metadata, require_user, resolve_target)
 
 routes = web.RouteTableDef()
 
@@ -279,7 +279,7 @@ async def patch(request: web.Request) -> web.Response:
     offset = non_negative_int(request.headers.get("Upload-Offset"), "Upload-Offset")
     if offset is None:
         raise BadRequest("Upload-Offset is required")
-    upload = await callers_upload(request)
+    upload = await callers_writable_upload(request)
     if _is_final(upload):
         raise Forbidden("a final upload is assembled from its partial uploads; it cannot be patched")
     upload = await _append(request, upload, offset)
