@@ -50,3 +50,73 @@ async def test_tus_and_ietf_appends_recheck_write_and_archived(client):
     assert response.status == 404, await response.text()
     assert (await client.head(tus_url, headers={**TUS, **auth("bob")})).headers["Upload-Offset"] == "6"
     assert await stored(app, bucket_id, "t.bin") is None and await stored(app, bucket_id, "i.bin") is None
+
+
+async def test_tus_final_refuses_a_partial_listed_twice(client):
+    app = client.server.app
+    bucket_id = await make_bucket(app)
+    response = await client.post("/api/v1/tus/", data=b"0123456789", headers={
+        **TUS, **auth("alice"), **OCTETS, "Upload-Length": "10", "Upload-Concat": "partial"})
+    assert response.status == 201, await response.text()
+    partial = response.headers["Location"]
+    for listed in (f"{partial} {partial}", f"{partial} {partial.upper().replace('/API/V1/TUS/', '/api/v1/tus/')}"):
+        response = await client.post("/api/v1/tus/", headers={
+            **TUS, **auth("alice"), "Upload-Concat": f"final;{listed}",
+            "Upload-Metadata": metadata(bucket=bucket_id, key="twice.bin")})
+        assert response.status == 400, await response.text()
+        assert "more than once" in (await response.json())["error"]
+    assert await stored(app, bucket_id, "twice.bin") is None
+    response = await client.post("/api/v1/tus/", headers={
+        **TUS, **auth("alice"), "Upload-Concat": f"final;{partial}",
+        "Upload-Metadata": metadata(bucket=bucket_id, key="once.bin")})
+    assert response.status == 201
+    assert await stored(app, bucket_id, "once.bin") == b"0123456789"
+
+
+async def test_bidi_controls_in_keys_are_refused(client):
+    app = client.server.app
+    bucket_id = await make_bucket(app)
+    for key in ("invoice\u202efdp.exe", "a\u2066b.txt", "x\u200f.bin"):
+        response = await client.put(f"/api/v1/objects/{bucket_id}/{key}", data=b"MZ", headers=auth("alice"))
+        assert response.status == 400, await response.text()
+        assert "bidirectional" in (await response.json())["error"]
+        response = await client.post("/api/v1/tus/", headers={**TUS, **auth("alice"), "Upload-Length": "2",
+                                                              "Upload-Metadata": metadata(bucket=bucket_id, key=key)})
+        assert response.status == 400, await response.text()
+    listing = await (await client.get(f"/api/v1/objects/{bucket_id}/?recursive", headers=auth("alice"))).json()
+    assert listing["Contents"] is None
+
+
+async def test_a_non_ascii_user_name_works_with_every_resumable_api(client):
+    app = client.server.app
+    user = "J\u00fcrgen"
+    bucket_id = await make_bucket(app, owner=user)
+    headers = {"Authorization": f"sage user:{user}"}  # UTF-8 bytes on the wire
+    response = await client.post("/api/v1/tus/", data=b"tus-bytes", headers={
+        **TUS, **headers, **OCTETS, "Upload-Length": "9", "Upload-Metadata": metadata(bucket=bucket_id, key="t.bin")})
+    assert response.status == 201, await response.text()
+    response = await client.post(f"/api/v1/uploads/?bucket={bucket_id}&key=i.bin", data=b"ietf-bytes",
+                                 headers={**IETF, **headers, "Upload-Complete": "?1"})
+    assert response.status in (200, 201), await response.text()
+    response = await client.put(f"/api/v1/upload?bucket_id={bucket_id}&key=o.bin", data=b"offset", headers=headers)
+    assert response.status == 201, await response.text()
+    upload_id = (await response.json())["upload_id"]
+    response = await client.post("/api/v1/import_upload", json={"upload_id": upload_id}, headers=headers)
+    assert response.status == 201, await response.text()
+    response = await client.post("/api/v1/multipart/", json={"object_type": "file", "object_id": bucket_id,
+                                                             "key": "m.bin"}, headers=headers)
+    assert response.status == 201, await response.text()
+    upload_id = (await response.json())["upload_id"]
+    response = await client.put(f"/api/v1/multipart/{upload_id}/parts/1", data=b"multipart", headers=headers)
+    assert response.status == 200, await response.text()
+    etag = (await response.json())["etag"]
+    response = await client.post("/api/v1/multipart/complete/", json={
+        "object_type": "file", "object_id": bucket_id, "upload_id": upload_id,
+        "parts": [{"part_number": 1, "etag": etag}]}, headers=headers)
+    assert response.status == 201, await response.text()
+    assert await stored(app, bucket_id, "t.bin") == b"tus-bytes"
+    assert await stored(app, bucket_id, "i.bin") == b"ietf-bytes"
+    assert await stored(app, bucket_id, "o.bin") == b"offset"
+    assert await stored(app, bucket_id, "m.bin") == b"multipart"
+    response = await client.get(f"/api/v1/objects/{bucket_id}/t.bin", headers=headers)
+    assert response.status == 200 and await response.read() == b"tus-bytes"

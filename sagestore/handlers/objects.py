@@ -28,7 +28,8 @@ from ..db import buckets as bucket_queries
 from ..db import cursor
 from ..errors import BadRequest, NotFound, PayloadTooLarge, RangeNotSatisfiable
 from ..openapi import PATHS, operation
-from ..storage import ChecksumMismatch, Location, ObjectInfo, error_code, sanitize_filename, validate_key
+from ..storage import (ChecksumMismatch, Location, ObjectInfo, error_code, metadata_value, sanitize_filename,
+                       validate_key)
 from .buckets import bucket_id_of
 from .common import identity, query_flag, query_int
 from .schemas import (BAD_REQUEST, BUCKET_ID_PARAM, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, error, json_content)
@@ -69,11 +70,6 @@ def form_filename(name: str | None) -> str:
     if ".." in re.split(r"[\\/]", name):
         raise BadRequest(f"the form filename {name!r} must not contain '..'")
     return sanitize_filename(name)
-
-
-def metadata_value(text: str) -> str:
-    """S3 user metadata travels in HTTP headers, so it must be ASCII."""
-    return text if text.isascii() else quote(text, safe="")
 
 
 def content_disposition(key: str) -> str:

@@ -120,6 +120,8 @@ def _partial_ids(header: str) -> list[str]:
         if match is None:
             raise BadRequest(f"{url!r} is not an upload URL of this server")
         ids.append(str(uuid.UUID(match.group(1))))
+    if len(set(ids)) != len(ids):  # one partial listed n times would make an n-times larger object
+        raise BadRequest("Upload-Concat: final lists the same partial upload more than once")
     return ids
 
 
