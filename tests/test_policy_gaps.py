@@ -5,6 +5,8 @@ from __future__ import annotations
 from conftest import auth
 from tus_helpers import TUS, make_bucket, metadata, stored
 
+from sagestore import context
+
 OCTETS = {"Content-Type": "application/offset+octet-stream"}
 IETF = {"Upload-Draft-Interop-Version": "6"}
 
@@ -120,3 +122,38 @@ async def test_a_non_ascii_user_name_works_with_every_resumable_api(client):
     assert await stored(app, bucket_id, "m.bin") == b"multipart"
     response = await client.get(f"/api/v1/objects/{bucket_id}/t.bin", headers=headers)
     assert response.status == 200 and await response.read() == b"tus-bytes"
+
+
+async def test_upload_content_types_are_validated_and_downloads_say_nosniff(client):
+    app = client.server.app
+    bucket_id = await make_bucket(app)
+    alice = auth("alice")
+    for bad in ("text/plain\r\nX-Injected: 1", "not a media type", "text/html\x00", "a" * 300 + "/b"):
+        response = await client.put("/api/v1/upload", params={"bucket_id": bucket_id, "key": "o.bin",
+                                                               "content_type": bad}, data=b"x", headers=alice)
+        assert response.status == 400, await response.text()
+        response = await client.post("/api/v1/multipart/", json={"object_type": "file", "object_id": bucket_id,
+                                                                 "key": "m.bin", "content_type": bad}, headers=alice)
+        assert response.status == 400, await response.text()
+        response = await client.post("/api/v1/attachment/initiate", json={
+            "bucket_id": bucket_id, "fileName": "s.bin", "fileSize": 1, "contentType": bad, "sha256": "0" * 64},
+            headers=alice)
+        assert response.status == 400, await response.text()
+        assert "media type" in (await response.json())["error"]
+    async with app[context.DB].acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT count(*) AS n FROM uploads WHERE bucket_id = %s", (bucket_id,))
+        assert (await cur.fetchone())["n"] == 0
+    # a valid one is kept, and the download tells browsers not to sniff
+    response = await client.put("/api/v1/upload", params={"bucket_id": bucket_id, "key": "page.html",
+                                                           "content_type": "text/html; charset=utf-8"},
+                                data=b"<script>alert(1)</script>", headers=alice)
+    assert response.status == 201, await response.text()
+    response = await client.post("/api/v1/import_upload", json={"upload_id": (await response.json())["upload_id"]},
+                                 headers=alice)
+    assert response.status == 201, await response.text()
+    for method in ("GET", "HEAD"):
+        response = await client.request(method, f"/api/v1/objects/{bucket_id}/page.html", headers=alice)
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Content-Disposition"].startswith("attachment;")

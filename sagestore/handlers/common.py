@@ -1,6 +1,7 @@
 """Helpers every handler uses: the caller's identity, JSON bodies, query flags."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -53,6 +54,20 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if _depth(body, MAX_JSON_DEPTH - 1):
         raise BadRequest(f"request body is nested more than {MAX_JSON_DEPTH} levels deep")
     return body
+
+
+# type/subtype, then parameters of printable ASCII: no CR/LF (header injection, and S3 retried
+# such a value for seconds before failing), no other control characters
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[\x20-\x7e]*)?$")
+
+
+def optional_media_type(value: Any, name: str) -> str | None:
+    """A Content-Type for a stored object: None when absent or empty, 400 unless a media type."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if not isinstance(value, str) or len(value.strip()) > 256 or not _MEDIA_TYPE.match(value.strip()):
+        raise BadRequest(f"{name} {str(value)[:80]!r} is not a valid media type")
+    return value.strip()
 
 
 def query_flag(request: web.Request, name: str, default: bool = False) -> bool:

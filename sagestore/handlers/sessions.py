@@ -24,7 +24,7 @@ from ..openapi import ERROR, PATHS, operation
 from ..storage import sanitize_filename
 from ..uploads import MissingParts, Upload
 from ..uploads.checksums import b64
-from .common import identity, json_body
+from .common import identity, json_body, optional_media_type
 from .offset_uploads import authorize_target, owned_upload
 
 routes = web.RouteTableDef()
@@ -123,8 +123,8 @@ async def initiate(request: web.Request) -> web.Response:
     bucket_id, key = await authorize_target(request, body.get("bucket_id"), key)
     upload = await request.app[context.ENGINE].create(
         "session", bucket_id, key, identity(request).user, length=file_size,
-        content_type=_optional_str(body, "contentType"), sha256=_optional_str(body, "sha256"),
-        metadata={"fileName": file_name})
+        content_type=optional_media_type(_optional_str(body, "contentType"), "contentType"),
+        sha256=_optional_str(body, "sha256"), metadata={"fileName": file_name})
     return web.json_response({
         "sessionId": upload.id, "chunkSize": upload.part_size, "totalChunks": upload.total_parts,
         "expiresAt": _iso(upload), "uploadUrl": _session_url(upload) + "/upload/{chunkId}",
