@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
 import uuid
 
 import pytest
@@ -111,3 +112,20 @@ def test_anonymous_and_malformed_requests_get_4xx_json(hostile_server, database_
         assert_json_4xx(response.status_code, response.text)
     assert requests.get(f"{url}/api/v1/objects/{bucket}/a.bin", headers=ALICE).status_code == 404
     assert " 500 " not in server.output and "Traceback" not in server.output, server.output[-3000:]
+
+
+def test_control_characters_cannot_forge_log_lines(hostile_server):
+    server = hostile_server
+    forged = "FORGED-" + uuid.uuid4().hex
+    for path in (f"/nowhere%0d%0a2026-01-01%2000:00:00,000%20INFO%20aiohttp.access:%20{forged}",
+                 f"/api/v1/objects/x%0a{forged}%E2%80%AEgpj.exe", f"/%1b[2J{forged}%c2%85{forged}%e2%80%a8{forged}"):
+        raw(server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    deadline = time.monotonic() + 10
+    while server.output.count(forged) < 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = [line for line in server.output.splitlines() if forged in line]
+    assert len(lines) == 3, server.output[-2000:]  # one access-log line per request, nothing split off
+    for line in lines:
+        assert not line.startswith(forged) and not line.startswith("2026-01-01"), line
+        assert '"GET /' in line or "user=" in line, line
+        assert not any(char in line for char in "\r\x0b\x1b\x85\u2028\u202e"), repr(line)
