@@ -157,3 +157,33 @@ async def test_upload_content_types_are_validated_and_downloads_say_nosniff(clie
         assert response.headers["Content-Type"] == "text/html; charset=utf-8"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["Content-Disposition"].startswith("attachment;")
+
+
+async def test_anonymous_bucket_listing_is_paged_in_the_old_shape(client):
+    import uuid as uuid_module
+
+    from sagestore.db import buckets as bucket_queries
+    from sagestore.db import transaction
+    app = client.server.app
+    name = "paged-" + uuid_module.uuid4().hex[:8]
+    async with transaction(app[context.DB]) as cur:
+        for _ in range(1005):
+            await bucket_queries.create(cur, str(uuid_module.uuid4()), name, "model", "alice", True)
+    response = await client.get("/api/v1/objects", params={"name": name})
+    assert response.status == 200
+    first = await response.json()
+    assert isinstance(first, list) and len(first) == 1000 and all(item["name"] == name for item in first)
+    assert 'rel="next"' in response.headers["Link"]
+    next_url = response.headers["Link"].split(">")[0].lstrip("<")
+    response = await client.get(next_url)
+    rest = await response.json()
+    assert response.status == 200 and len(rest) == 5 and "Link" not in response.headers
+    assert len({item["id"] for item in first + rest}) == 1005
+    for bad in ({"limit": "1001"}, {"after": "not-a-token"}):
+        response = await client.get("/api/v1/objects", params={"name": name, **bad})
+        assert response.status == 400, await response.text()
+    # a signed-in caller still gets the whole list in one answer unless it asks for a page
+    response = await client.get("/api/v1/objects", params={"name": name}, headers=auth("bob"))
+    assert len(await response.json()) == 1005 and "Link" not in response.headers
+    response = await client.get("/api/v1/objects", params={"name": name, "limit": "10"}, headers=auth("bob"))
+    assert len(await response.json()) == 10 and 'rel="next"' in response.headers["Link"]
