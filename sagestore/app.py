@@ -64,9 +64,7 @@ async def metrics_middleware(request: web.Request, handler):
         status = error.status
         raise
     finally:
-        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-        request.app[context.METRICS].requests.labels(request.method, route, str(status)).observe(
-            time.monotonic() - started)
+        request.app[context.METRICS].observe_request(request, status, time.monotonic() - started)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:

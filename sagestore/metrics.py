@@ -1,8 +1,22 @@
 """Prometheus metrics, one registry per app (no module-level globals)."""
 from __future__ import annotations
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+# Label values come only from these sets, the router's own resources and the status code,
+# so a client cannot create series: made-up methods and unmatched paths collapse into one.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def request_labels(request: web.BaseRequest, status: int) -> tuple[str, str, str]:
+    method = request.method if request.method in KNOWN_METHODS else "other"
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = status if 100 <= status <= 599 else 500
+    return method, route, str(status)
 
 
 class Metrics:
@@ -24,6 +38,9 @@ class Metrics:
                                   ["method", "route", "status"], registry=r,
                                   buckets=(0.005, 0.02, 0.1, 0.5, 2, 10, 60, 600))
         self.reaped = Counter("sagestore_uploads_reaped", "Expired uploads cleaned up", ["what"], registry=r)
+
+    def observe_request(self, request: web.BaseRequest, status: int, seconds: float) -> None:
+        self.requests.labels(*request_labels(request, status)).observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -40,9 +40,12 @@ def _wait(check, timeout: float = 60) -> None:
 
 def private_tmp_dir(prefix: str) -> Path:
     """A temporary dir outside pytest's basetemp. As root, the embedded PostgreSQL runs as a
-    system user that must traverse every parent dir, and pytest resets its basetemp to 0700
-    whenever another pytest session starts."""
-    return Path(tempfile.mkdtemp(prefix=prefix))
+    system user that must traverse every parent dir (sagestore refuses to loosen them), and
+    pytest resets its basetemp to 0700 whenever another pytest session starts. The dir is
+    0711: others may pass through, not list it; the data dirs inside are 0700 (or 0710)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -235,7 +235,7 @@ async def token_service(aiohttp_server):
 def introspect_settings(base_settings, token_service):
     return base_settings.replace(auth_mode="introspect", token_info_url=token_service.url,
                                  token_info_user="sagestore-api", token_info_password="tip-password",
-                                 token_info_timeout=1.0, token_info_cache_ttl=1.5)
+                                 token_info_timeout=1.0, token_info_cache_ttl=1.5, token_info_negative_cache_ttl=1.0)
 
 
 @pytest.fixture
@@ -278,10 +278,17 @@ async def test_introspection_cache(introspect_client, token_service):
     assert (await introspect_client.get("/api/v1/", headers=headers)).status == 200
     assert token_service.count("good-frank") == 2, "after the TTL the token is checked again"
 
-    # rejections are not cached: a token that becomes valid is accepted at once
-    assert (await introspect_client.get("/api/v1/", headers={"Authorization": "sage nobody"})).status == 401
+    # rejections are cached briefly (negative TTL 1 s here): a bad token repeated costs one call
+    for _ in range(5):
+        assert (await introspect_client.get("/api/v1/", headers={"Authorization": "sage nobody"})).status == 401
+    assert token_service.count("nobody") == 1
+    await asyncio.sleep(1.1)
     assert (await introspect_client.get("/api/v1/", headers={"Authorization": "sage nobody"})).status == 401
     assert token_service.count("nobody") == 2
+    # an outage is not a rejection: it is not cached
+    for _ in range(2):
+        assert (await introspect_client.get("/api/v1/", headers={"Authorization": "sage broken-token"})).status == 503
+    assert token_service.count("broken-token") == 2
 
     # concurrent requests with one new token share one call
     responses = await asyncio.gather(*(introspect_client.get("/api/v1/", headers={"Authorization": "sage good-gus"})
@@ -331,3 +338,21 @@ async def test_metrics_record_the_status_the_client_got(jwt_client):
     assert (await jwt_client.get("/api/v1/", headers=bearer("not-a-jwt"))).status == 401
     text = await (await jwt_client.get("/metrics")).text()
     assert 'sagestore_http_request_duration_seconds_count{method="GET",route="/api/v1/",status="401"} 1.0' in text
+
+
+async def test_introspection_negative_cache_is_bounded(introspect_settings, token_service):
+    auth = IntrospectAuth(introspect_settings.replace(token_info_negative_cache_ttl=60.0))
+    try:
+        for index in range(30):
+            with pytest.raises(Unauthorized):
+                await auth.authenticate(f"bad-{index}")
+        assert len(auth.rejected) == 30
+        auth.max_rejected = 10
+        with pytest.raises(Unauthorized):
+            await auth.authenticate("bad-last")
+        assert len(auth.rejected) == 10 and token_service.count("bad-0") == 1
+        with pytest.raises(Unauthorized):
+            await auth.authenticate("bad-0")  # pushed out, oldest first: asked again
+        assert token_service.count("bad-0") == 2
+    finally:
+        await auth.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import shutil
 import signal
 import socket
@@ -302,3 +303,95 @@ def test_migrate_command_on_the_embedded_data_dir(data_dir):
     assert result.returncode == 0, result.stderr
     assert "applied 0 migrations" in result.stdout
     assert not wait_gone([], data_dir)
+
+
+# --- the embedded SeaweedFS is no back door for other local users -----------------------------
+
+def weed_shell_as_stranger(command: str, master: str, filer: str, home: Path) -> str:
+    """`weed shell` as another local user would run it: the ports known, no certificate."""
+    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    try:
+        result = subprocess.run([weed, "shell", f"-master={master}", f"-filer={filer}"], input=command + "\n",
+                                capture_output=True, text=True, timeout=10, cwd=home,
+                                env={"PATH": "/usr/bin:/bin", "HOME": str(home)})
+    except subprocess.TimeoutExpired as timeout:
+        return (timeout.stdout or b"").decode(errors="replace") if isinstance(timeout.stdout, bytes) \
+            else (timeout.stdout or "")
+    return result.stdout + result.stderr
+
+
+def test_embedded_seaweedfs_serves_nothing_without_credentials(data_dir, own_tmp):
+    """Filer and master HTTP off, volume reads and writes need a JWT, gRPC needs a client
+    certificate, and nothing in the data dir is readable by others."""
+    from sagestore.embedded import Embedded
+    secret = b"private weights " + uuid.uuid4().bytes
+    server = Serve(data_dir).start()
+    try:
+        minted = subprocess.run([sys.executable, "-m", "sagestore", "token", "alice", "--data-dir", str(data_dir)],
+                                capture_output=True, text=True, env=clean_env(), check=True)
+        headers = {"Authorization": "Bearer " + minted.stdout.strip().splitlines()[-1]}
+        bucket = requests.post(server.url + "/api/v1/objects?type=model&name=private", headers=headers).json()["id"]
+        assert requests.put(f"{server.url}/api/v1/objects/{bucket}/w.bin", data=secret,
+                            headers=headers).status_code == 200
+        s3_path = f"/buckets/sagedata-{bucket[:2]}/{bucket}/w.bin"
+        ports = json.loads((data_dir / "run" / "ports.json").read_text())
+        master = f"127.0.0.1:{ports['weed-master']}.{ports['weed-master-grpc']}"
+        filer = f"127.0.0.1:{ports['weed-filer']}.{ports['weed-filer-grpc']}"
+
+        # the owner's certificate reaches the metadata: the probes below aim at the right places
+        meta = json.loads(Embedded(data_dir).attach_weed().weed_shell(f"fs.meta.cat {s3_path}").split("}chunks")[0] + "}")
+        fid = meta["chunks"][0]["fileId"]
+
+        # HTTP: filer and master API off, volume server wants a JWT to read or write
+        filer_http, master_http = (f"http://127.0.0.1:{ports[name]}" for name in ("weed-filer", "weed-master"))
+        volume_http = f"http://127.0.0.1:{ports['weed-volume']}"
+        answers = []
+        for method, url in [("GET", filer_http + s3_path), ("GET", filer_http + f"/buckets/sagedata-{bucket[:2]}/"),
+                            ("POST", filer_http + f"/buckets/sagedata-{bucket[:2]}/{bucket}/forged.bin"),
+                            ("PUT", filer_http + f"/buckets/sagedata-{bucket[:2]}/{bucket}/forged.bin"),
+                            ("GET", master_http + "/dir/assign"), ("GET", master_http + f"/dir/lookup?fileId={fid}"),
+                            ("GET", master_http + f"/col/delete?collection=sagedata-{bucket[:2]}"),
+                            ("GET", f"{volume_http}/{fid}"), ("GET", f"{volume_http}/{fid}?readDeleted=true"),
+                            ("POST", f"{volume_http}/{fid}"), ("DELETE", f"{volume_http}/{fid}")]:
+            response = requests.request(method, url, files={"file": ("forged.bin", b"forged")}
+                                        if method in ("POST", "PUT") else None, timeout=10)
+            answers.append((method, url, response.status_code))
+            assert response.status_code in (401, 404), (method, url, response.status_code, response.text[:200])
+            assert secret not in response.content and b"auth" not in response.content
+        # gRPC: without the data dir's client certificate weed's own tools get nothing
+        stranger_home = own_tmp / "stranger"
+        stranger_home.mkdir()
+        for command in (f"fs.cat {s3_path}", f"fs.meta.cat {s3_path}", f"fs.rm {s3_path}"):
+            output = weed_shell_as_stranger(command, master, filer, stranger_home)
+            assert secret.decode(errors="ignore") not in output and fid not in output, (command, output)
+
+        # the file is intact and nothing was added
+        response = requests.get(f"{server.url}/api/v1/objects/{bucket}/w.bin", headers=headers)
+        assert response.status_code == 200 and response.content == secret
+        listing = requests.get(f"{server.url}/api/v1/objects/{bucket}/", headers=headers).json()
+        assert [entry["Key"] for entry in listing["Contents"]] == ["w.bin"], listing
+    finally:
+        assert server.stop() == 0
+    assert not wait_gone(server.children, data_dir)
+
+    # modes: the data dir is private and nothing in it is readable or writable by others
+    assert data_dir.stat().st_mode & 0o077 in (0, 0o010), oct(data_dir.stat().st_mode)
+    loose = [str(path) for path in data_dir.rglob("*") if not path.is_symlink() and path.stat().st_mode & 0o007]
+    assert loose == []
+    outside_postgres = [str(path) for path in data_dir.rglob("*") if "postgres" not in path.relative_to(data_dir).parts
+                        and not path.is_symlink() and path.stat().st_mode & 0o070]
+    assert outside_postgres == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the PostgreSQL system user exists only when run as root")
+def test_root_postgres_refuses_a_private_parent_instead_of_loosening_it(own_tmp):
+    private_parent = own_tmp / "home-of-somebody"
+    private_parent.mkdir(mode=0o700)
+    private_parent.chmod(0o700)
+    server = Serve(private_parent / "data").spawn()
+    assert server.wait(120) == 2
+    line = stderr_lines(server.output)[-1]
+    assert "sagestore-pg" in line and f"{private_parent} is mode 0700" in line, server.output
+    assert "Traceback" not in server.output
+    assert private_parent.stat().st_mode & 0o777 == 0o700
+    assert not wait_gone([], private_parent / "data")

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +18,7 @@ from ..errors import BackendUnavailable, Unauthorized
 from .identity import ANONYMOUS, Identity
 
 log = logging.getLogger("sagestore.auth")
+MAX_REJECTED = 10_000  # rejected-token cache entries (sha256 keys, ~200 bytes each)
 
 
 def parse_authorization(header: str | None) -> str | None:
@@ -85,7 +87,9 @@ class IntrospectAuth:
     """POST token=<token> with basic auth to the token_info endpoint (the Go server's call).
 
     Positive answers are cached by token hash for token_info_cache_ttl (never past the token's
-    own exp); rejections and failures are not cached. Concurrent requests with the same
+    own exp); rejections (401) for token_info_negative_cache_ttl, at most MAX_REJECTED of them,
+    so that a client repeating a bad token cannot make a token-service call per request;
+    failures (503) are not cached. Concurrent requests with the same
     uncached token share one call. A token service that times out, cannot be reached or
     answers 5xx is an outage: 503, the client may retry. Any other non-200 answer, or
     active false, is 401 (as in the Go server).
@@ -98,6 +102,9 @@ class IntrospectAuth:
         self.timeout = aiohttp.ClientTimeout(total=settings.token_info_timeout)
         self.ttl = settings.token_info_cache_ttl
         self.cache: dict[str, tuple[float, Identity]] = {}
+        self.negative_ttl = settings.token_info_negative_cache_ttl
+        self.rejected: OrderedDict[str, tuple[float, str]] = OrderedDict()  # oldest first
+        self.max_rejected = MAX_REJECTED
         self.in_flight: dict[str, asyncio.Future[Identity]] = {}
         self.session: aiohttp.ClientSession | None = None
         self.calls = 0  # observable in tests and metrics
@@ -107,6 +114,11 @@ class IntrospectAuth:
         cached = self.cache.get(cache_key)
         if cached and cached[0] > time.monotonic():
             return cached[1]
+        rejected = self.rejected.get(cache_key)
+        if rejected is not None:
+            if rejected[0] > time.monotonic():
+                raise Unauthorized(rejected[1])
+            del self.rejected[cache_key]
         running = self.in_flight.get(cache_key)
         if running is not None:
             return await asyncio.shield(running)
@@ -126,6 +138,16 @@ class IntrospectAuth:
             lookup.exception()  # retrieved, so asyncio does not warn when nobody waits any more
 
     async def _lookup(self, token: str, cache_key: str) -> Identity:
+        try:
+            return await self._ask(token, cache_key)
+        except Unauthorized as rejection:
+            if self.negative_ttl > 0:
+                self.rejected[cache_key] = (time.monotonic() + self.negative_ttl, rejection.message)
+                while len(self.rejected) > self.max_rejected:
+                    self.rejected.popitem(last=False)
+            raise
+
+    async def _ask(self, token: str, cache_key: str) -> Identity:
         if self.session is None:
             self.session = aiohttp.ClientSession()
         self.calls += 1

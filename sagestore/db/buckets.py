@@ -23,8 +23,10 @@ async def get(cur: Any, bucket_id: str) -> dict[str, Any] | None:
 
 
 async def list_visible(cur: Any, user: str | None, groups: list[str], owner: str | None = None,
-                       name: str | None = None) -> list[dict[str, Any]]:
-    """Buckets the caller may read: own USER grants, GROUP grants, and public ones; oldest first."""
+                       name: str | None = None, after: tuple[Any, str] | None = None,
+                       limit: int | None = None) -> list[dict[str, Any]]:
+    """Buckets the caller may read: own USER grants, GROUP grants, and public ones; oldest first.
+    `after` (time_created, id) and `limit` page through them."""
     await cur.execute(
         f"""SELECT {BUCKET_COLUMNS} FROM buckets b
             WHERE EXISTS (SELECT 1 FROM grants g WHERE g.bucket_id = b.id
@@ -33,8 +35,11 @@ async def list_visible(cur: Any, user: str | None, groups: list[str], owner: str
                                OR (g.grantee_type = 'GROUP' AND (g.grantee = 'AllUsers' OR g.grantee = ANY(%(groups)s)))))
               AND (%(owner)s::text IS NULL OR b.owner = %(owner)s)
               AND (%(name)s::text IS NULL OR b.name = %(name)s)
-            ORDER BY b.time_created, b.id""",
-        {"user": user, "groups": groups, "owner": owner, "name": name})
+              AND (%(after_time)s::timestamptz IS NULL OR (b.time_created, b.id) > (%(after_time)s, %(after_id)s::uuid))
+            ORDER BY b.time_created, b.id
+            LIMIT %(limit)s""",
+        {"user": user, "groups": groups, "owner": owner, "name": name, "limit": limit,
+         "after_time": after[0] if after else None, "after_id": after[1] if after else None})
     return await cur.fetchall()
 
 

@@ -5,6 +5,7 @@ requests are handed to handlers.permissions.
 """
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -19,7 +20,7 @@ from ..errors import BadRequest, Conflict, NotFound, Unauthorized
 from ..openapi import PATHS, operation
 from ..storage import parse_bucket_id
 from . import permissions
-from .common import identity, json_body, query_flag
+from .common import identity, json_body, query_flag, query_int
 from .schemas import (BAD_REQUEST, BUCKET, BUCKET_ID_PARAM, BUCKET_SUMMARY, DELETED, FORBIDDEN, NOT_FOUND,
                       UNAUTHORIZED, error, json_content)
 
@@ -118,14 +119,42 @@ async def create_bucket(request: web.Request) -> web.Response:
     return web.json_response(bucket_json(row))
 
 
+# An anonymous listing (every public bucket) is paged; the body keeps the Go server's shape,
+# a JSON array, and a `Link: <...>; rel="next"` header names the next page.
+ANONYMOUS_PAGE = 1000
+
+
+def _page_token(row: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(f"{row['time_created'].isoformat()}|{row['id']}".encode()).decode()
+
+
+def _after(token: str | None) -> tuple[datetime, str] | None:
+    if not token:
+        return None
+    try:
+        created, _, bucket_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
+        return datetime.fromisoformat(created), str(uuid.UUID(bucket_id))
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("after is not a page token of this listing") from None
+
+
 @routes.get("/api/v1/objects")
 async def list_buckets(request: web.Request) -> web.Response:
     caller = identity(request)
     owner = request.query.get("owner") or None
     name = request.query.get("name") or None
+    default = ANONYMOUS_PAGE if caller.anonymous else None
+    limit = query_int(request, "limit", default or 0, 0, ANONYMOUS_PAGE if caller.anonymous else 10**6) or default
+    after = _after(request.query.get("after"))
     async with cursor(request.app[context.DB]) as cur:
-        rows = await bucket_queries.list_visible(cur, caller.user, sorted(caller.groups), owner=owner, name=name)
-    return web.json_response([bucket_summary(row) for row in rows])
+        rows = await bucket_queries.list_visible(cur, caller.user, sorted(caller.groups), owner=owner, name=name,
+                                                 after=after, limit=limit + 1 if limit else None)
+    headers = {}
+    if limit and len(rows) > limit:
+        rows = rows[:limit]
+        query = {**request.query, "after": _page_token(rows[-1])}
+        headers["Link"] = f'<{request.rel_url.with_query(query)}>; rel="next"'
+    return web.json_response([bucket_summary(row) for row in rows], headers=headers)
 
 
 @routes.get("/api/v1/objects/{id}")
@@ -195,6 +224,11 @@ PATHS.setdefault("/api/v1/objects", {}).update({
         parameters=[
             {"name": "owner", "in": "query", "schema": {"type": "string"}, "description": "only this owner's"},
             {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "only this name"},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0},
+             "description": "page size (anonymous callers: at most and by default 1000); a Link rel=next "
+                            "header names the next page"},
+            {"name": "after", "in": "query", "schema": {"type": "string"},
+             "description": "page token from the Link header of the previous page"},
         ]),
 })
 PATHS.setdefault("/api/v1/objects/{id}", {}).update({  # permissions.py adds "put"

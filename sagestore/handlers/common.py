@@ -1,13 +1,13 @@
 """Helpers every handler uses: the caller's identity, JSON bodies, query flags."""
 from __future__ import annotations
 
-import json
+import re
 from typing import Any
 
 from aiohttp import web
 
 from ..auth.identity import ANONYMOUS, Identity
-from ..errors import BadRequest
+from ..errors import BadRequest, Unauthorized
 
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 
@@ -16,15 +16,58 @@ def identity(request: web.Request) -> Identity:
     return request.get(IDENTITY, ANONYMOUS)
 
 
+# Every number a client sends fits in 20 decimal digits (offsets, lengths: < 2**64); int()
+# of a longer one costs quadratic time and, past 4300 digits, raises instead of answering.
+MAX_DIGITS = 20
+# Our JSON bodies nest 3 levels ({"parts": [{...}]}); the size cap is the app's client_max_size.
+MAX_JSON_DEPTH = 16
+
+
+def decimal_int(text: str, name: str) -> int:
+    """A plain non-negative decimal integer of at most MAX_DIGITS digits, or 400."""
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_DIGITS:
+        raise BadRequest(f"{name} must be a non-negative integer of at most {MAX_DIGITS} digits")
+    return int(text)
+
+
+def _depth(value: Any, limit: int) -> bool:
+    """True when value nests deeper than limit lists/objects."""
+    if limit < 0:
+        return True
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(_depth(child, limit - 1) for child in children if isinstance(child, (dict, list)))
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """A JSON object body, or 400 saying what is wrong."""
+    """A JSON object body, or 400 saying what is wrong. Every JSON body belongs to an action that
+    needs a user, so an anonymous caller gets 401 before a byte of it is read."""
+    if identity(request).anonymous:
+        raise Unauthorized("authentication required")
     try:
         body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except RecursionError:
+        raise BadRequest(f"request body is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except (ValueError, UnicodeDecodeError):  # JSONDecodeError, and numbers beyond int()'s digit limit
         raise BadRequest("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
+    if _depth(body, MAX_JSON_DEPTH - 1):
+        raise BadRequest(f"request body is nested more than {MAX_JSON_DEPTH} levels deep")
     return body
+
+
+# type/subtype, then parameters of printable ASCII: no CR/LF (header injection, and S3 retried
+# such a value for seconds before failing), no other control characters
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[\x20-\x7e]*)?$")
+
+
+def optional_media_type(value: Any, name: str) -> str | None:
+    """A Content-Type for a stored object: None when absent or empty, 400 unless a media type."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if not isinstance(value, str) or len(value.strip()) > 256 or not _MEDIA_TYPE.match(value.strip()):
+        raise BadRequest(f"{name} {str(value)[:80]!r} is not a valid media type")
+    return value.strip()
 
 
 def query_flag(request: web.Request, name: str, default: bool = False) -> bool:
@@ -43,10 +86,9 @@ def query_int(request: web.Request, name: str, default: int, minimum: int, maxim
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"query parameter {name!r} must be an integer") from None
+    if not (raw.lstrip("-").isascii() and raw.lstrip("-").isdigit()) or len(raw) > MAX_DIGITS:
+        raise BadRequest(f"query parameter {name!r} must be an integer")
+    value = int(raw)
     if not minimum <= value <= maximum:
         raise BadRequest(f"query parameter {name!r} must be between {minimum} and {maximum}")
     return value

@@ -32,8 +32,8 @@ from .. import context
 from ..errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ..openapi import ERROR, PATHS, operation
 from ..uploads import COMPLETED, ChecksumMismatch, OffsetMismatch, Upload
-from .resumable import (body_chunks, callers_upload, check_write, complete, content_type_for, has_body, max_upload_size,
-                        media_type, parse_tus_metadata, require_user, resolve_target)
+from .resumable import (body_chunks, callers_upload, callers_writable_upload, complete, content_type_for,
+                        has_body, max_upload_size, media_type, parse_tus_metadata, require_user, resolve_target)
 
 routes = web.RouteTableDef()
 
@@ -113,7 +113,8 @@ def ietf_endpoint(handler: Handler) -> Handler:
                 409, "mismatching-upload-offset", "offset from request does not match offset of resource",
                 headers={**error.headers, "Upload-Offset": str(error.offset), "Upload-Complete": _flag(False)},
                 **{"expected-offset": error.offset,
-                   "provided-offset": int(provided) if provided and provided.isdigit() else None}) from None
+                   "provided-offset": int(provided) if provided and provided.isdigit() and len(provided) <= 20
+                   else None}) from None
         except ChecksumMismatch as error:
             raise BadRequest(f"Content-Digest does not match the request content: {error.message}",
                              headers={**error.headers, "Upload-Complete": _flag(False)}) from None
@@ -281,7 +282,7 @@ async def append(request: web.Request) -> web.Response:
     if complete_flag is None:
         raise BadRequest("Upload-Complete is required")
     length = _announced_length(request, offset, complete_flag, _item(request, "Upload-Length", int))
-    upload = await callers_upload(request)
+    upload = await callers_writable_upload(request)
     if upload.state == COMPLETED:
         if complete_flag and offset == upload.offset and not has_body(request):
             return await _completed(request, upload)  # the final answer was lost: replay it
@@ -289,8 +290,6 @@ async def append(request: web.Request) -> web.Response:
                             headers={"Upload-Offset": str(upload.offset)})
     if length is not None and upload.length is not None and length != upload.length:
         raise UploadProblem(400, "inconsistent-upload-length", "inconsistent length values for upload")
-    if upload.bucket_id is not None:  # every append, as offset chunks and sessions: archived or revoked is 404/403
-        await check_write(request, upload.bucket_id)
     engine = request.app[context.ENGINE]
     upload = await engine.take_over(upload)  # an older request still in flight is cut off
     limit = max_upload_size(request) - offset if length is None and upload.length is None else None

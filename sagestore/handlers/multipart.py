@@ -16,7 +16,7 @@ from ..errors import BadRequest, Unauthorized
 from ..openapi import ERROR, PATHS, operation
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, parse_bucket_id, validate_key
 from ..uploads import S3_CHECKSUM_ALGORITHMS, Upload
-from .common import identity, json_body
+from .common import decimal_int, identity, json_body, optional_media_type
 
 routes = web.RouteTableDef()
 
@@ -92,7 +92,7 @@ async def create_multipart(request: web.Request) -> web.Response:
     algorithm = body.get("checksum_algorithm")
     if algorithm is not None and algorithm not in S3_CHECKSUM_ALGORITHMS:
         raise BadRequest(f"checksum_algorithm must be null or one of {', '.join(S3_CHECKSUM_ALGORITHMS)}")
-    content_type = _optional_str(body, "content_type")
+    content_type = optional_media_type(_optional_str(body, "content_type"), "content_type")
     upload = await request.app[context.ENGINE].create(
         "multipart", bucket["id"], key, identity(request).user, content_type=content_type,
         checksum_algorithm=algorithm)
@@ -118,7 +118,7 @@ async def put_part(request: web.Request) -> web.Response:
     checksums = {name: request.headers[header] for header, name in CHECKSUM_HEADERS.items()
                  if header in request.headers}
     part = await request.app[context.ENGINE].put_part(
-        upload, int(request.match_info["part_number"]), request.content.iter_any(),
+        upload, decimal_int(request.match_info["part_number"], "part number"), request.content.iter_any(),
         size_hint=request.content_length, md5=request.headers.get("Content-MD5"), checksums=checksums)
     headers = {"ETag": part.etag}
     if part.checksum and upload.checksum_algorithm:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import http_sfv
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from botocore.exceptions import ClientError
 
 from .. import context
@@ -27,11 +28,11 @@ from ..db import buckets as bucket_queries
 from ..db import cursor
 from ..errors import BadRequest, NotFound, PayloadTooLarge, RangeNotSatisfiable
 from ..openapi import PATHS, operation
-from ..storage import ChecksumMismatch, Location, ObjectInfo, PartBody, error_code, part_size_for, sanitize_filename, \
-    validate_key
+from ..storage import (ChecksumMismatch, Location, ObjectInfo, PartBody, error_code, metadata_value, part_size_for,
+                       sanitize_filename, validate_key)
 from ..uploads.limits import Reservation
 from .buckets import bucket_id_of
-from .common import identity, query_flag, query_int
+from .common import identity, optional_media_type, query_flag, query_int
 from .schemas import (BAD_REQUEST, BUCKET_ID_PARAM, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, error, json_content)
 
 log = logging.getLogger("sagestore.objects")
@@ -42,7 +43,6 @@ READ_CHUNK = 1024 * 1024  # request body read size; put_stream groups these into
 WRITE_CHUNK = 256 * 1024  # download write size
 MAX_LIST_KEYS = 1000
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[\x20-\x7e]*)?$")
 
 
 def is_folder(key: str) -> bool:
@@ -53,10 +53,7 @@ def checked_content_type(value: str | None) -> str:
     """A Content-Type to store with the object: what the client sent, if it is a valid media type."""
     if value is None or value.strip() == "":
         return DEFAULT_CONTENT_TYPE
-    value = value.strip()
-    if len(value) > 256 or not _MEDIA_TYPE.match(value):
-        raise BadRequest(f"Content-Type {value[:80]!r} is not a valid media type")
-    return value
+    return optional_media_type(value, "Content-Type")
 
 
 def form_filename(name: str | None) -> str:
@@ -72,11 +69,6 @@ def form_filename(name: str | None) -> str:
     return sanitize_filename(name)
 
 
-def metadata_value(text: str) -> str:
-    """S3 user metadata travels in HTTP headers, so it must be ASCII."""
-    return text if text.isascii() else quote(text, safe="")
-
-
 def content_disposition(key: str) -> str:
     """RFC 6266: an ASCII fallback filename plus the exact name as RFC 5987 filename*."""
     name = key.rsplit("/", 1)[-1]
@@ -85,8 +77,9 @@ def content_disposition(key: str) -> str:
 
 
 def object_headers(info: ObjectInfo, key: str) -> dict[str, str]:
+    # nosniff: a browser must not turn a stored file into something it runs (HTML, script)
     headers = {"Content-Type": info.content_type or DEFAULT_CONTENT_TYPE, "Accept-Ranges": "bytes",
-               "Content-Disposition": content_disposition(key)}
+               "Content-Disposition": content_disposition(key), "X-Content-Type-Options": "nosniff"}
     if info.etag:
         headers["ETag"] = info.etag
     if info.last_modified:
@@ -180,13 +173,19 @@ async def budgeted(chunks: AsyncIterator[bytes], reservation: Reservation, part_
         yield chunk
 
 
+def _short(problem: Exception) -> str:
+    """An exception's message cut short: some quote the client's whole offending line."""
+    text = str(problem)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 async def part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     """A form part's bytes, chunk by chunk; a malformed body becomes 400."""
     while True:
         try:
             chunk = await part.read_chunk(READ_CHUNK)
-        except (ValueError, AssertionError) as problem:
-            raise BadRequest(f"malformed multipart body: {problem}") from None
+        except (ValueError, AssertionError, HttpProcessingError) as problem:  # e.g. a part header over 8190 bytes
+            raise BadRequest(f"malformed multipart body: {_short(problem)}") from None
         if not chunk:
             if not part.at_eof():  # the body ended before the part's closing boundary: truncated
                 raise BadRequest("malformed multipart body: it ends before the closing boundary")
@@ -433,13 +432,13 @@ async def _store_form(request: web.Request, path_key: str, store_body) -> tuple[
     """Stream the first form field named 'file'; other fields are skipped."""
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError) as problem:
-        raise BadRequest(f"malformed multipart request: {problem}") from None
+    except (ValueError, AssertionError, HttpProcessingError) as problem:
+        raise BadRequest(f"malformed multipart request: {_short(problem)}") from None
     while True:
         try:
             part = await reader.next()
-        except (ValueError, AssertionError) as problem:
-            raise BadRequest(f"malformed multipart body: {problem}") from None
+        except (ValueError, AssertionError, HttpProcessingError) as problem:  # e.g. a part header over 8190 bytes
+            raise BadRequest(f"malformed multipart body: {_short(problem)}") from None
         if part is None:
             raise BadRequest("the multipart form has no field named 'file'")
         if not isinstance(part, BodyPartReader):

@@ -33,7 +33,7 @@ from ..errors import ApiError, BadRequest, Locked, PayloadTooLarge, Unauthorized
 from ..openapi import ERROR, PATHS, operation
 from ..storage import parse_bucket_id, validate_key
 from ..uploads import COMPLETING, OffsetMismatch, Upload
-from .common import identity, json_body
+from .common import decimal_int, identity, json_body, optional_media_type
 
 log = logging.getLogger("sagestore.handlers.offset")
 
@@ -100,9 +100,7 @@ def _offset_param(request: web.Request) -> int:
     raw = request.query.get("offset")
     if raw is None or raw == "":
         raise BadRequest("offset is required with upload_id")
-    if not (raw.isascii() and raw.isdigit()):
-        raise BadRequest("offset must be a non-negative integer")
-    return int(raw)
+    return decimal_int(raw, "offset")
 
 
 @routes.put("/api/v1/upload")
@@ -118,7 +116,7 @@ async def put_chunk(request: web.Request) -> web.Response:
             raise BadRequest("a new upload starts at offset 0", offset=0)
         bucket_id, key = await authorize_target(request, request.query.get("bucket_id"), request.query.get("key"))
         upload = await engine.create("offset", bucket_id, key, identity(request).user, retain=True,
-                                     content_type=request.query.get("content_type"))
+                                     content_type=optional_media_type(request.query.get("content_type"), "content_type"))
         try:
             upload = await engine.append(upload, 0, body, max_bytes=max_chunk, body_length=request.content_length)
         except BaseException:

@@ -16,7 +16,7 @@ from ..acl import authorize
 from ..errors import BadRequest, NotFound, Unauthorized
 from ..storage import MAX_PART_SIZE, MAX_PARTS, parse_bucket_id, sanitize_filename, validate_key
 from ..uploads import SEQUENTIAL_PROTOCOLS, Upload
-from .common import identity
+from .common import MAX_DIGITS, identity
 
 READ_CHUNK = 1 << 20
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
@@ -37,8 +37,8 @@ def non_negative_int(value: str | None, name: str) -> int | None:
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit() or not text.isascii():
-        raise BadRequest(f"{name} must be a non-negative integer, got {value!r}")
+    if not text.isdigit() or not text.isascii() or len(text) > MAX_DIGITS:
+        raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
     return int(text)
 
 
@@ -115,6 +115,15 @@ async def callers_upload(request: web.Request) -> Upload:
     upload = await request.app[context.ENGINE].get(request.match_info["upload_id"], user, with_parts=False)
     if upload.protocol not in SEQUENTIAL_PROTOCOLS:
         raise NotFound("upload not found")
+    return upload
+
+
+async def callers_writable_upload(request: web.Request) -> Upload:
+    """callers_upload for an append: WRITE on the bucket (not archived) is checked on every
+    append, as the other protocols do, not only at creation and completion."""
+    upload = await callers_upload(request)
+    if upload.bucket_id is not None:  # a tus partial upload has no bucket until a final names it
+        await check_write(request, upload.bucket_id)
     return upload
 
 

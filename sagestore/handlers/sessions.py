@@ -26,7 +26,7 @@ from ..openapi import ERROR, PATHS, operation
 from ..storage import parse_bucket_id, sanitize_filename, validate_key
 from ..uploads import MissingParts, Upload
 from ..uploads.checksums import b64
-from .common import identity, json_body, query_int
+from .common import identity, json_body, optional_media_type, query_int
 from .offset_uploads import authorize_target, owned_upload
 
 routes = web.RouteTableDef()
@@ -133,8 +133,8 @@ async def initiate(request: web.Request) -> web.Response:
     bucket_id, key = await authorize_target(request, body.get("bucket_id"), key)
     upload = await request.app[context.ENGINE].create(
         "session", bucket_id, key, identity(request).user, length=file_size,
-        content_type=_optional_str(body, "contentType"), sha256=_optional_str(body, "sha256"),
-        metadata={"fileName": file_name})
+        content_type=optional_media_type(_optional_str(body, "contentType"), "contentType"),
+        sha256=_optional_str(body, "sha256"), metadata={"fileName": file_name})
     return web.json_response({
         "sessionId": upload.id, "chunkSize": upload.part_size, "totalChunks": upload.total_parts,
         "expiresAt": _iso(upload), "uploadUrl": _session_url(upload) + "/upload/{chunkId}",

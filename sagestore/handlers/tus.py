@@ -22,9 +22,9 @@ from ..openapi import ERROR, PATHS, operation
 from ..trailers import can_read_trailers, request_trailers
 from ..uploads import COMPLETED, OPEN, Upload
 from ..uploads.checksums import decode_b64
-from .resumable import (body_chunks, callers_upload, check_write, complete, content_type_for, has_body, http_date,
-                        max_upload_size, media_type, non_negative_int, parse_tus_metadata, require_user,
-                        resolve_target)
+from .resumable import (body_chunks, callers_upload, callers_writable_upload, check_write, complete,
+                        content_type_for, has_body, http_date, max_upload_size, media_type, non_negative_int,
+                        parse_tus_metadata, require_user, resolve_target)
 
 routes = web.RouteTableDef()
 
@@ -120,6 +120,8 @@ def _partial_ids(header: str) -> list[str]:
         if match is None:
             raise BadRequest(f"{url!r} is not an upload URL of this server")
         ids.append(str(uuid.UUID(match.group(1))))
+    if len(set(ids)) != len(ids):  # one partial listed n times would make an n-times larger object
+        raise BadRequest("Upload-Concat: final lists the same partial upload more than once")
     return ids
 
 
@@ -132,8 +134,6 @@ async def _append(request: web.Request, upload: Upload, offset: int, *, fresh: b
     engine = request.app[context.ENGINE]
     if upload.state == COMPLETED and offset == upload.offset and not has_body(request):
         return upload  # a retry of the last PATCH whose answer was lost
-    if upload.bucket_id is not None and not fresh:  # every append, as offset chunks and sessions: archived or revoked is 404/403
-        await check_write(request, upload.bucket_id)
     if upload.state == OPEN and not fresh:
         upload = await engine.take_over(upload)  # an older request still in flight is cut off
     max_bytes = max_upload_size(request) - offset if upload.length is None and length is None else None
@@ -281,7 +281,7 @@ async def patch(request: web.Request) -> web.Response:
     offset = non_negative_int(request.headers.get("Upload-Offset"), "Upload-Offset")
     if offset is None:
         raise BadRequest("Upload-Offset is required")
-    upload = await callers_upload(request)
+    upload = await callers_writable_upload(request)
     if _is_final(upload):
         raise Forbidden("a final upload is assembled from its partial uploads; it cannot be patched")
     upload = await _append(request, upload, offset)

@@ -15,6 +15,9 @@ from ..errors import BadRequest
 MAX_KEY_BYTES = 1024 - 37
 # C0, DEL and C1 controls; U+FFFE/U+FFFF cannot appear in the XML of an S3 listing
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ufffe\uffff]")
+# bidirectional controls (embeddings, overrides, isolates, marks): 'invoice\u202efdp.exe'
+# displays as 'invoiceexe.pdf' in every browser and file manager that shows the name
+_BIDI_CONTROLS = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 STAGING_PREFIX = ".sagestore-staging/"  # outside every bucket's "<uuid>/" prefix, never listed
 
 
@@ -31,6 +34,13 @@ def parse_bucket_id(text: str) -> str:
         return str(uuid.UUID(str(text)))
     except ValueError:
         raise BadRequest(f"bucket id {text!r} is not a valid UUID") from None
+
+
+def metadata_value(text: str) -> str:
+    """S3 user metadata travels in HTTP headers, so it must be ASCII: anything else is
+    percent-encoded (a user name such as 'J\u00fcrgen')."""
+    from urllib.parse import quote
+    return text if text.isascii() else quote(text, safe="")
 
 
 def validate_key(key: str, *, folder: bool = False) -> str:
@@ -54,6 +64,8 @@ def validate_key(key: str, *, folder: bool = False) -> str:
         raise BadRequest("key must not contain a backslash")
     if _CONTROL_CHARS.search(key):
         raise BadRequest("key must not contain control characters")
+    if _BIDI_CONTROLS.search(key):
+        raise BadRequest("key must not contain bidirectional control characters (U+202E and the like)")
     segments = key.split("/")
     if folder:
         if segments[-1] != "":

@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError
 from ..db import cursor, transaction
 from ..errors import ApiError, BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge, RequestTimeout
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, PartBody, error_code, \
-    is_not_found, validate_key
+    is_not_found, metadata_value, validate_key
 from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, decode_b64, normalize_algorithm
 from .limits import ByteBudget, Reservation, UserSlots
 from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever
@@ -218,7 +218,7 @@ class UploadEngine:
             metadata["concat_sources"] = [str(source) for source in concat_sources]
         try:
             s3_upload_id = await self.store.create_multipart(location, content_type=content_type,
-                                                             metadata={"owner": owner},
+                                                             metadata={"owner": metadata_value(owner)},
                                                              checksum_algorithm=checksum_algorithm)
         except ClientError as error:
             raise _s3_bad_request(error) or error
@@ -1054,7 +1054,7 @@ class UploadEngine:
         if not plan.parts:
             await self.store.abort_multipart(location, upload.s3_upload_id)
             etag = await self.store.put_bytes(location, b"", content_type=upload.content_type,
-                                              metadata={"owner": upload.owner})
+                                              metadata={"owner": metadata_value(upload.owner)})
             return {"etag": etag}
         try:
             if any(part["ETag"] is None for part in plan.parts):
@@ -1106,7 +1106,7 @@ class UploadEngine:
                 await self._mark_completed(upload, upload.result, lease)
             return {"upload_id": upload.id, "size": assembled["size"], "sha256": actual, "assembled": True}
         destination = self.mapping.object(bucket_id, key)
-        metadata = {"owner": upload.owner}
+        metadata = {"owner": metadata_value(upload.owner)}
         if actual:
             metadata["sha256"] = actual
         etag = await self.store.copy(self._mpu(upload), destination, content_type=upload.content_type,
