@@ -672,9 +672,19 @@ async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, 
     async with session.create_client("s3", endpoint_url=endpoint, region_name=region,
                                      aws_access_key_id=access_key, aws_secret_access_key=secret_key,
                                      config=config) as client:
+        client.meta.events.register("before-sign.s3", _no_expect_continue)
         yield ObjectStore(client, part_size=part_size, parts_in_flight=parts_in_flight,
                           single_copy_limit=single_copy_limit, sign_payload=sign_payload,
                           stream_parts=stream_parts)
+
+def _no_expect_continue(request: Any, **_: Any) -> None:
+    """botocore asks for `Expect: 100-continue` on PutObject/UploadPart, and aiohttp waits for the
+    100 with no timeout at all (its read timer starts after the body): an S3 that accepted the
+    connection and then froze held such a request forever. Without it the body goes at once and
+    the read timeout covers the wait for the answer. (Not signed: SigV4 skips Expect anyway.)"""
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
+
 
 def _socket_factory(unacknowledged_timeout: float) -> Callable[[Any], socket.socket]:
     """Sockets to S3 that give up when sent bytes stay unacknowledged (or the peer's window
