@@ -19,7 +19,7 @@ from ..errors import BadRequest, Conflict, NotFound, Unauthorized
 from ..openapi import PATHS, operation
 from ..storage import parse_bucket_id
 from . import permissions
-from .common import identity, json_body, query_flag
+from .common import identity, json_body, query_flag, query_text
 from .schemas import (BAD_REQUEST, BUCKET, BUCKET_ID_PARAM, BUCKET_SUMMARY, DELETED, FORBIDDEN, NOT_FOUND,
                       UNAUTHORIZED, error, json_content)
 
@@ -121,8 +121,8 @@ async def create_bucket(request: web.Request) -> web.Response:
 @routes.get("/api/v1/objects")
 async def list_buckets(request: web.Request) -> web.Response:
     caller = identity(request)
-    owner = request.query.get("owner") or None
-    name = request.query.get("name") or None
+    owner = query_text(request, "owner")
+    name = query_text(request, "name")
     async with cursor(request.app[context.DB]) as cur:
         rows = await bucket_queries.list_visible(cur, caller.user, sorted(caller.groups), owner=owner, name=name)
     return web.json_response([bucket_summary(row) for row in rows])
@@ -191,7 +191,8 @@ PATHS.setdefault("/api/v1/objects", {}).update({
         ]),
     "get": operation(
         "Buckets the caller can read (USER or GROUP grants) plus public ones, oldest first",
-        {"200": json_content("Bucket summaries", {"type": "array", "items": BUCKET_SUMMARY})},
+        {"200": json_content("Bucket summaries", {"type": "array", "items": BUCKET_SUMMARY}),
+         "400": BAD_REQUEST},
         parameters=[
             {"name": "owner", "in": "query", "schema": {"type": "string"}, "description": "only this owner's"},
             {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "only this name"},

@@ -24,7 +24,30 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise BadRequest("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
+    _reject_nul(body, "request body")
     return body
+
+
+def _reject_nul(value: Any, what: str) -> None:
+    """PostgreSQL cannot store NUL in text or jsonb: such input is 400 here, not a 500 later."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise BadRequest(f"{what} must not contain NUL characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key, what)
+            _reject_nul(item, what)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item, what)
+
+
+def query_text(request: web.Request, name: str) -> str | None:
+    """A text query parameter (None when absent or empty); NUL characters are 400."""
+    value = request.query.get(name) or None
+    if value is not None:
+        _reject_nul(value, f"query parameter {name!r}")
+    return value
 
 
 def query_flag(request: web.Request, name: str, default: bool = False) -> bool:
