@@ -1,6 +1,6 @@
-"""`python -m tests.faults [--trials 50] [--paths tus,ietf,...] [--seed N] [--json FILE]`:
-the full randomised kill -9 matrix on its own embedded PostgreSQL and SeaweedFS; prints the
-table docs/reliability.md shows. Exit status 1 when any trial failed."""
+"""`python -m tests.faults [--trials 50] [--paths tus,ietf,...] [--seed N] [--soak 300] [--json FILE]`:
+the full randomised kill -9 matrix on its own embedded PostgreSQL and SeaweedFS, then a bounded
+soak (soak.py); prints the tables docs/reliability.md shows. Exit status 1 when any trial failed."""
 from __future__ import annotations
 
 import argparse
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated: " + ", ".join(PATHS))
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--json", help="write the summary and every trial here")
+    parser.add_argument("--soak", type=float, default=300, help="seconds of mixed load after the matrix (0: none)")
     args = parser.parse_args(argv)
     paths = [p for p in args.paths.split(",") if p]
     unknown = set(paths) - set(PATHS)
@@ -57,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         mark = "ok" if result.passed else f"FAILED {result.error}"
         print(f"trial {number + 1:3d} {result.path:9s} {result.size / 2**20:6.1f} MiB kills={result.kills} "
               f"recover={[round(s, 2) for s in result.recover_seconds]} {mark}", flush=True)
+    soak = None
     try:
-        results = run_matrix(settings, free_port(), paths, args.trials, args.seed, progress)
+        results = run_matrix(settings, free_port(), paths, args.trials, args.seed, progress) if args.trials else []
+        if args.soak:
+            from .soak import run_soak
+            soak = run_soak(settings, free_port(), args.soak)
+            print(json.dumps(soak, indent=1), flush=True)
     finally:
         embedded.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {path} | {row['trials']} | {row['passed']} | {row['kills']} | {row['acknowledged_bytes_lost']} "
               f"| {row['recover_median_s']} s / {row['recover_max_s']} s |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"seed": args.seed, "summary": table,
+        Path(args.json).write_text(json.dumps({"seed": args.seed, "summary": table, "soak": soak,
                                                "trials": [r.__dict__ for r in results]}, indent=1))
     return 0 if all(r.passed for r in results) else 1
 
