@@ -69,7 +69,7 @@ async def metrics_middleware(request: web.Request, handler):
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[context.SETTINGS]
-    pool = await create_pool(settings.database_url, settings.db_pool_size)
+    pool = await create_pool(settings.database_url, settings.db_pool_size, settings.db_timeout)
     try:
         await migrate(pool)
         app[context.DB] = pool
@@ -91,7 +91,10 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
                                  parts_in_flight=settings.s3_parts_in_flight,
                                  single_copy_limit=settings.s3_single_copy_limit,
                                  sign_payload=settings.s3_sign_payload,
-                                 stream_parts=settings.s3_stream_parts) as store:
+                                 stream_parts=settings.s3_stream_parts,
+                                 connect_timeout=settings.s3_connect_timeout,
+                                 read_timeout=settings.s3_read_timeout,
+                                 max_attempts=settings.s3_max_attempts) as store:
         if settings.s3_create_buckets:
             created = await store.ensure_buckets(mapping.all_s3_buckets())
             if created:

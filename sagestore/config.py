@@ -156,6 +156,9 @@ OPTIONS: list[Option] = [
     Option("log_level", "info", _choice("debug", "info", "warning", "error"), "log level"),
     Option("database_url", "", str, "PostgreSQL URL; empty starts embedded PostgreSQL in the data dir", secret=True),
     Option("db_pool_size", 10, int, "maximum PostgreSQL connections per instance"),
+    Option("db_timeout", 10.0, _duration,
+           "bound of every wait on PostgreSQL: connecting, each statement (also its server-side "
+           "statement_timeout) and waiting for a pooled connection; past it the request gets 503 + Retry-After"),
     Option("acl_cache_ttl", 5.0, _duration,
            "seconds a bucket's ACL stays cached (a backstop: changes invalidate it at once; 0 disables the cache)"),
     Option("s3_endpoint", "", str, "S3 endpoint URL; empty starts embedded SeaweedFS in the data dir"),
@@ -173,6 +176,11 @@ OPTIONS: list[Option] = [
     Option("s3_sign_payload", False, _bool,
            "SigV4-sign every byte sent to S3 (sha256, ~1/3 of upload CPU); false sends UNSIGNED-PAYLOAD "
            "and protects each part and PUT with a signed x-amz-checksum-crc32c (or the upload's own checksum)"),
+    Option("s3_connect_timeout", 5.0, _duration, "bound of connecting to S3, per attempt"),
+    Option("s3_read_timeout", 15.0, _duration,
+           "how long S3 may stay silent after a request, or leave sent bytes unacknowledged (TCP_USER_TIMEOUT), "
+           "per attempt; then the call fails and the request gets 503 + Retry-After"),
+    Option("s3_max_attempts", 2, int, "attempts per S3 call (botocore standard retries; 1 = no retry)"),
     Option("s3_stream_parts", True, _bool,
            "send an appended part (tus, IETF, offset chunks) to S3 while its bytes arrive, without the "
            "CRC32C known only at its end (integrity from TCP/TLS); false receives each part whole first"),
@@ -235,6 +243,7 @@ class Settings:
     log_level: str = "info"
     database_url: str = field(default="", repr=False)
     db_pool_size: int = 10
+    db_timeout: float = 10.0
     acl_cache_ttl: float = 5.0
     s3_endpoint: str = ""
     s3_access_key: str = field(default="", repr=False)
@@ -248,6 +257,9 @@ class Settings:
     s3_parts_in_flight: int = 4
     s3_single_copy_limit: int = 5 * 2**30
     s3_sign_payload: bool = False
+    s3_connect_timeout: float = 5.0
+    s3_read_timeout: float = 15.0
+    s3_max_attempts: int = 2
     s3_stream_parts: bool = True
     auth_mode: str = "jwt"
     jwt_secret: str = field(default="", repr=False)
@@ -309,6 +321,11 @@ class Settings:
             raise ConfigError(f"SAGESTORE_S3_SINGLE_BUCKET {self.s3_single_bucket!r} is not a valid S3 bucket name")
         if self.s3_part_size < 5 * 2**20 or self.s3_part_size > 5 * 2**30:
             raise ConfigError("SAGESTORE_S3_PART_SIZE must be between 5MiB and 5GiB")
+        if self.db_timeout <= 0 or self.s3_connect_timeout <= 0 or self.s3_read_timeout <= 0:
+            raise ConfigError("SAGESTORE_DB_TIMEOUT, SAGESTORE_S3_CONNECT_TIMEOUT and SAGESTORE_S3_READ_TIMEOUT "
+                              "must be more than 0")
+        if self.s3_max_attempts < 1:
+            raise ConfigError("SAGESTORE_S3_MAX_ATTEMPTS must be at least 1")
         if self.s3_parts_in_flight < 1:
             raise ConfigError("SAGESTORE_S3_PARTS_IN_FLIGHT must be at least 1")
         if self.auth_mode == "introspect":

@@ -88,9 +88,17 @@ class ServerBusy(ApiError):
     status = 503
 
 
+RETRY_AFTER_SECONDS = 5  # what a 503 for an unreachable backend tells the client to wait
+
+
 class BackendUnavailable(ApiError):
-    """PostgreSQL or S3 cannot be reached: 503, the client may retry."""
+    """PostgreSQL or S3 cannot be reached (or did not answer within its bound): 503 with
+    Retry-After, so a client can tell an outage from a slow link and retry."""
     status = 503
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
 
 
 class BackendError(ApiError):
@@ -119,7 +127,8 @@ def _from_backend_exception(error: BaseException) -> ApiError | None:
         return BackendError(f"object storage error: {code}")
     if isinstance(error, BotoCoreError):
         return BackendUnavailable("object storage unavailable, try again later")
-    if isinstance(error, (ConnectionError, TimeoutError)):
+    import aiohttp
+    if isinstance(error, (ConnectionError, TimeoutError, aiohttp.ClientConnectionError)):
         return BackendUnavailable("a backend is unavailable, try again later")
     return None
 
@@ -143,6 +152,6 @@ async def error_middleware(request: web.Request, handler):
         mapped = _from_backend_exception(error)
         if mapped is not None:
             log.warning("%s %s: backend failure: %s", request.method, request.path, type(error).__name__)
-            return web.json_response(mapped.body(), status=mapped.status)
+            return web.json_response(mapped.body(), status=mapped.status, headers=mapped.headers)
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_error(500, "internal server error")

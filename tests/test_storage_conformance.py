@@ -63,7 +63,9 @@ SEAWEEDFS = Behaviour(
     bad_content_md5="BadDigest", bad_checksum_sha256="BadDigest", bad_checksum_crc32c_unsigned="BadDigest",
     part_copy_beyond_source="InvalidRange",
     upload_part_after_abort="NoSuchUpload", flat_listing_order="tree", part_copy_etag_is_range_md5=False,
-    checks_signatures=True, presigned_urls=True, cut_off_part_listed=True)
+    # cut_off_part_listed: True while botocore sent Expect: 100-continue (SeaweedFS then registered
+    # the part on the 100); sagestore drops that header (it made aiohttp wait without a timeout)
+    checks_signatures=True, presigned_urls=True, cut_off_part_listed=False)
 
 MOTO = Behaviour(
     create_existing_bucket="ok", reversed_range="ok", unordered_parts="ok", wrong_part_etag="InvalidPart",

@@ -1,23 +1,45 @@
 """PostgreSQL access through one aiopg pool; queries live in one module per table."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import AsyncIterator
 
 import aiopg
 import psycopg2.extras
 
+from ..errors import BackendUnavailable
 
-async def create_pool(database_url: str, maxsize: int = 10) -> aiopg.Pool:
-    # timeout bounds every query, so an outage surfaces as an error, not a hang
-    return await aiopg.create_pool(database_url, minsize=1, maxsize=maxsize, timeout=30,
+DEFAULT_TIMEOUT = 10.0
+
+
+async def create_pool(database_url: str, maxsize: int = 10, timeout: float = DEFAULT_TIMEOUT) -> aiopg.Pool:
+    """The pool, with `timeout` as the bound of every wait on PostgreSQL: connecting, each
+    statement (client side by aiopg, server side by statement_timeout, so a query abandoned
+    by the client does not keep running and holding locks) and acquire() below."""
+    return await aiopg.create_pool(database_url, minsize=1, maxsize=maxsize, timeout=timeout,
+                                   options=f"-c statement_timeout={int(timeout * 1000)}",
                                    cursor_factory=psycopg2.extras.RealDictCursor)
+
+
+@contextlib.asynccontextmanager
+async def acquire(pool: aiopg.Pool) -> AsyncIterator[aiopg.Connection]:
+    """A connection from the pool, waiting at most the pool's timeout: with every connection
+    held by requests stuck on a frozen server, the next request gets 503, not a queue."""
+    try:
+        conn = await asyncio.wait_for(pool.acquire(), pool.timeout)
+    except asyncio.TimeoutError:
+        raise BackendUnavailable("database busy or unreachable, try again later") from None
+    try:
+        yield conn
+    finally:
+        await pool.release(conn)
 
 
 @contextlib.asynccontextmanager
 async def cursor(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
     """A cursor in autocommit mode, for single statements."""
-    async with pool.acquire() as conn:
+    async with acquire(pool) as conn:
         async with conn.cursor() as cur:
             yield cur
 
@@ -25,7 +47,7 @@ async def cursor(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
 @contextlib.asynccontextmanager
 async def transaction(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
     """A cursor inside BEGIN ... COMMIT; an exception rolls everything back."""
-    async with pool.acquire() as conn:
+    async with acquire(pool) as conn:
         async with conn.cursor() as cur:
             async with cur.begin():
                 yield cur

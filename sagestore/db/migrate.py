@@ -14,6 +14,7 @@ import aiopg
 
 log = logging.getLogger("sagestore.migrate")
 MIGRATION_LOCK_ID = 0x5A6E5701  # arbitrary constant shared by every instance
+MIGRATION_TIMEOUT = 600.0  # seconds; start-up waits this long for a migration, not a request
 
 
 def available_migrations() -> list[tuple[int, str, str]]:
@@ -31,7 +32,10 @@ async def migrate(pool: aiopg.Pool) -> list[int]:
     applied_now = []
     async with pool.acquire() as conn:
         async with conn.cursor() as cur:
-            await cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+            # a migration (or waiting for another instance's) may take longer than the bound
+            # of a request's statement; RESET returns to the pool's statement_timeout
+            await cur.execute("SET statement_timeout = 0")
+            await cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,), timeout=MIGRATION_TIMEOUT)
             try:
                 await cur.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -43,13 +47,14 @@ async def migrate(pool: aiopg.Pool) -> list[int]:
                     if version in done:
                         continue
                     async with cur.begin():
-                        await cur.execute(sql)
+                        await cur.execute(sql, timeout=MIGRATION_TIMEOUT)
                         await cur.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                                           (version, name))
                     log.info("applied migration %04d_%s", version, name)
                     applied_now.append(version)
             finally:
                 await cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+                await cur.execute("RESET statement_timeout")
     return applied_now
 
 

@@ -20,7 +20,7 @@ from ..errors import BadRequest, Conflict, NotFound, Unauthorized
 from ..openapi import PATHS, operation
 from ..storage import parse_bucket_id
 from . import permissions
-from .common import identity, json_body, query_flag, query_int
+from .common import identity, json_body, query_flag, query_int, query_text
 from .schemas import (BAD_REQUEST, BUCKET, BUCKET_ID_PARAM, BUCKET_SUMMARY, DELETED, FORBIDDEN, NOT_FOUND,
                       UNAUTHORIZED, error, json_content)
 
@@ -141,8 +141,8 @@ def _after(token: str | None) -> tuple[datetime, str] | None:
 @routes.get("/api/v1/objects")
 async def list_buckets(request: web.Request) -> web.Response:
     caller = identity(request)
-    owner = request.query.get("owner") or None
-    name = request.query.get("name") or None
+    owner = query_text(request, "owner")
+    name = query_text(request, "name")
     default = ANONYMOUS_PAGE if caller.anonymous else None
     limit = query_int(request, "limit", default or 0, 0, ANONYMOUS_PAGE if caller.anonymous else 10**6) or default
     after = _after(request.query.get("after"))
@@ -220,7 +220,8 @@ PATHS.setdefault("/api/v1/objects", {}).update({
         ]),
     "get": operation(
         "Buckets the caller can read (USER or GROUP grants) plus public ones, oldest first",
-        {"200": json_content("Bucket summaries", {"type": "array", "items": BUCKET_SUMMARY})},
+        {"200": json_content("Bucket summaries", {"type": "array", "items": BUCKET_SUMMARY}),
+         "400": BAD_REQUEST},
         parameters=[
             {"name": "owner", "in": "query", "schema": {"type": "string"}, "description": "only this owner's"},
             {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "only this name"},

@@ -53,6 +53,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise BadRequest("request body must be a JSON object")
     if _depth(body, MAX_JSON_DEPTH - 1):
         raise BadRequest(f"request body is nested more than {MAX_JSON_DEPTH} levels deep")
+    _reject_nul(body, "request body")
     return body
 
 
@@ -68,6 +69,28 @@ def optional_media_type(value: Any, name: str) -> str | None:
     if not isinstance(value, str) or len(value.strip()) > 256 or not _MEDIA_TYPE.match(value.strip()):
         raise BadRequest(f"{name} {str(value)[:80]!r} is not a valid media type")
     return value.strip()
+
+
+def _reject_nul(value: Any, what: str) -> None:
+    """PostgreSQL cannot store NUL in text or jsonb: such input is 400 here, not a 500 later."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise BadRequest(f"{what} must not contain NUL characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key, what)
+            _reject_nul(item, what)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item, what)
+
+
+def query_text(request: web.Request, name: str) -> str | None:
+    """A text query parameter (None when absent or empty); NUL characters are 400."""
+    value = request.query.get(name) or None
+    if value is not None:
+        _reject_nul(value, f"query parameter {name!r}")
+    return value
 
 
 def query_flag(request: web.Request, name: str, default: bool = False) -> bool:

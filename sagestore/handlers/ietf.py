@@ -31,7 +31,7 @@ from aiohttp import HttpVersion11, web
 from .. import context
 from ..errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ..openapi import ERROR, PATHS, operation
-from ..uploads import COMPLETED, ChecksumMismatch, OffsetMismatch, Upload
+from ..uploads import COMPLETED, COMPLETING, ChecksumMismatch, OffsetMismatch, Upload
 from .resumable import (body_chunks, callers_upload, callers_writable_upload, complete, content_type_for,
                         has_body, max_upload_size, media_type, parse_tus_metadata, require_user, resolve_target)
 
@@ -288,6 +288,10 @@ async def append(request: web.Request) -> web.Response:
             return await _completed(request, upload)  # the final answer was lost: replay it
         raise UploadProblem(400, "completed-upload", "upload is already completed",
                             headers={"Upload-Offset": str(upload.offset)})
+    if upload.state == COMPLETING and complete_flag and offset == upload.offset and not has_body(request) \
+            and _fully_received(upload):
+        # a completion that was cut off (its instance died): finishing it is the client's retry
+        return await _completed(request, upload)
     if length is not None and upload.length is not None and length != upload.length:
         raise UploadProblem(400, "inconsistent-upload-length", "inconsistent length values for upload")
     engine = request.app[context.ENGINE]

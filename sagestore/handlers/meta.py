@@ -6,6 +6,7 @@ import asyncio
 from aiohttp import web
 
 from .. import __version__, context
+from ..db import cursor
 from ..openapi import openapi_document
 from .console import wants_html
 
@@ -37,9 +38,8 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
 
     async def check_db() -> None:
-        async with app[context.DB].acquire() as conn:
-            async with conn.cursor() as cur:
-                await cur.execute("SELECT 1")
+        async with cursor(app[context.DB]) as cur:
+            await cur.execute("SELECT 1")
 
     async def check_s3() -> None:
         await app[context.STORE].ping(app[context.MAPPING].all_s3_buckets()[0])

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import hmac
 import io
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
@@ -670,17 +671,26 @@ async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, 
                             part_size: int = 16 * 2**20, parts_in_flight: int = 4,
                             max_connections: int = 64,
                             single_copy_limit: int = MAX_PART_SIZE,
-                            sign_payload: bool = False, stream_parts: bool = True) -> AsyncIterator[ObjectStore]:
-    """The single aiobotocore client of an app (or a CLI command)."""
+                            sign_payload: bool = False, stream_parts: bool = True,
+                            connect_timeout: float = 5.0, read_timeout: float = 15.0,
+                            max_attempts: int = 2) -> AsyncIterator[ObjectStore]:
+    """The single aiobotocore client of an app (or a CLI command).
+
+    The timeouts bound every wait on S3, so an outage (or a frozen S3) fails a call within
+    about max_attempts x (connect_timeout or read_timeout) instead of hanging: read_timeout
+    is how long S3 may stay silent once a request is sent, and also, as TCP_USER_TIMEOUT,
+    how long bytes we sent may stay unacknowledged (a frozen peer stops reading; aiohttp
+    has no write timeout and its read timer starts only after the body)."""
     config = AioConfig(
         signature_version="s3v4",
         # botocore hashes every payload it sends over http:// for SigV4 (a third of our upload
         # CPU); unsigned, the body is protected by the signed checksum header ObjectStore adds
         s3={"addressing_style": "path", "payload_signing_enabled": sign_payload},
         max_pool_connections=max_connections,
-        retries={"max_attempts": 3, "mode": "standard"},
-        connect_timeout=10,
-        read_timeout=120,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        connector_args={"socket_factory": _socket_factory(read_timeout)},
         # the flexible CRC32 checksums are computed only where an API demands them
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
@@ -689,8 +699,35 @@ async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, 
     async with session.create_client("s3", endpoint_url=endpoint, region_name=region,
                                      aws_access_key_id=access_key, aws_secret_access_key=secret_key,
                                      config=config) as client:
+        client.meta.events.register("before-sign.s3", _no_expect_continue)
         yield ObjectStore(client, part_size=part_size, parts_in_flight=parts_in_flight,
                           single_copy_limit=single_copy_limit, sign_payload=sign_payload,
                           stream_parts=stream_parts)
+
+def _no_expect_continue(request: Any, **_: Any) -> None:
+    """botocore asks for `Expect: 100-continue` on PutObject/UploadPart, and aiohttp waits for the
+    100 with no timeout at all (its read timer starts after the body): an S3 that accepted the
+    connection and then froze held such a request forever. Without it the body goes at once and
+    the read timeout covers the wait for the answer. (Not signed: SigV4 skips Expect anyway.)"""
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
+
+
+def _socket_factory(unacknowledged_timeout: float) -> Callable[[Any], socket.socket]:
+    """Sockets to S3 that give up when sent bytes stay unacknowledged (or the peer's window
+    stays shut) for longer than the bound; keep-alive probes find dead idle connections."""
+    def make(addr_info: Any) -> socket.socket:
+        family, type_, proto, _, _ = addr_info
+        sock = socket.socket(family=family, type=type_, proto=proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(unacknowledged_timeout * 1000))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    return make
 
 AsyncCallable = Callable[..., Awaitable[Any]]

@@ -20,6 +20,8 @@ from typing import Any
 
 import aiopg
 
+from ..db import cursor
+
 log = logging.getLogger("sagestore.uploads.leases")
 
 # first key of the two-int advisory lock that marks a live engine instance
@@ -114,18 +116,17 @@ async def renew_forever(pool: Any, lease: Lease, seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds / 3)
         try:
-            async with pool.acquire() as conn:
-                async with conn.cursor() as cur:
-                    if lease.holds_upload:
-                        await cur.execute(
-                            "UPDATE uploads SET writer_until = now() + %s * interval '1 second'"
-                            " WHERE id = %s AND writer = %s", (seconds, lease.upload_id, lease.token))
-                        if cur.rowcount == 0:
-                            lease.lost.set()
-                            return
+            async with cursor(pool) as cur:
+                if lease.holds_upload:
                     await cur.execute(
-                        "UPDATE upload_part_leases SET writer_until = now() + %s * interval '1 second'"
-                        " WHERE upload_id = %s AND writer = %s", (seconds, lease.upload_id, lease.token))
+                        "UPDATE uploads SET writer_until = now() + %s * interval '1 second'"
+                        " WHERE id = %s AND writer = %s", (seconds, lease.upload_id, lease.token))
+                    if cur.rowcount == 0:
+                        lease.lost.set()
+                        return
+                await cur.execute(
+                    "UPDATE upload_part_leases SET writer_until = now() + %s * interval '1 second'"
+                    " WHERE upload_id = %s AND writer = %s", (seconds, lease.upload_id, lease.token))
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a missed renewal is retried; the TTL has slack

@@ -1,0 +1,214 @@
+"""Backend bounds with real processes: a `sagestore serve` subprocess over its own SeaweedFS and
+PostgreSQL, which the tests freeze (SIGSTOP), kill and restart in the middle of a tus upload.
+Every request that waits on the missing backend answers 503 JSON with Retry-After (instead of
+hanging), /readyz is 503, and once the backend is back the upload resumes and completes with
+nothing acknowledged lost and nothing left behind in S3.
+
+The bounds here are the test's own small ones (s3 read timeout 3 s, 2 attempts; db timeout 3 s);
+the client waits up to CLIENT_TIMEOUT, far longer than those bounds and far shorter than an
+unbounded wait (the old S3 config waited 3 x 120 s)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import time
+
+import psutil
+import pytest
+import requests
+from chunked_helpers import MiB, S3View, make_bucket_sync, sha256
+from conftest import ServerProcess, _wait, private_tmp_dir
+from tus_helpers import metadata
+
+from sagestore.config import Settings
+from sagestore.embedded import Embedded, _postgres_ready, _s3_ready, _wait_volumes_registered
+
+CLIENT_TIMEOUT = 90
+HEADERS = {"Tus-Resumable": "1.0.0", "Authorization": "sage user:alice"}
+BOUNDS = {"s3_connect_timeout": 2.0, "s3_read_timeout": 3.0, "s3_max_attempts": 2, "db_timeout": 3.0}
+
+
+class Backends:
+    """Our own embedded SeaweedFS and PostgreSQL, which the tests may stop, freeze and restart."""
+
+    def __init__(self) -> None:
+        self.root = private_tmp_dir("sagestore-bounds-")
+        self.embedded = Embedded(self.root / "data")
+        self.embedded.lock()
+        self.start_seaweedfs()
+        self.postgres, self.server_database_url = self.embedded.start_postgres()
+        _wait(lambda: _postgres_ready(self.server_database_url))
+
+    def start_seaweedfs(self) -> None:
+        self.weed, s3 = self.embedded.start_seaweedfs()
+        if hasattr(self, "s3"):  # a restart: the server keeps its endpoint
+            assert s3["endpoint"] == self.s3["endpoint"], "SeaweedFS came back on another port"
+        _wait(lambda: _s3_ready(s3["endpoint"], s3["access_key"], s3["secret_key"]))
+        asyncio.run(_wait_volumes_registered(self.weed, self.embedded.weed_master_url,
+                                             self.embedded.weed_volumes_on_disk, 60))
+        self.s3 = s3
+
+    def restart_postgres(self) -> None:
+        self.postgres, url = self.embedded.start_postgres()
+        assert url == self.server_database_url  # same port, same password
+        _wait(lambda: _postgres_ready(url))
+
+    def close(self) -> None:
+        for child in (self.weed, self.postgres):
+            if child.process.poll() is None:
+                thaw([psutil.Process(child.process.pid), *psutil.Process(child.process.pid).children()])
+        self.embedded.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def backends():
+    backends = Backends()
+    yield backends
+    backends.close()
+
+
+@pytest.fixture
+def server(backends):
+    settings = Settings(data_dir=str(backends.root / "data"), auth_mode="noauth",
+                        database_url=backends.server_database_url, s3_endpoint=backends.s3["endpoint"],
+                        s3_access_key=backends.s3["access_key"], s3_secret_key=backends.s3["secret_key"],
+                        s3_bucket_count=2, s3_part_size=5 * MiB, reaper_interval=0, **BOUNDS)
+    process = ServerProcess(settings).start()
+    yield process
+    process.stop()
+
+
+def freeze(pid: int) -> list[psutil.Process]:
+    """SIGSTOP a server and every process it forked (PostgreSQL serves each connection from a
+    backend process of its own: freezing the postmaster alone freezes nothing in use)."""
+    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for process in processes:
+        process.send_signal(signal.SIGSTOP)
+    return processes
+
+
+def thaw(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(signal.SIGCONT)
+
+
+def view(backends) -> S3View:
+    return S3View(Settings(s3_endpoint=backends.s3["endpoint"], s3_access_key=backends.s3["access_key"],
+                           s3_secret_key=backends.s3["secret_key"], s3_bucket_count=2))
+
+
+def create_upload(server, bucket_id: str, key: str, length: int) -> str:
+    response = requests.post(f"{server.url}/api/v1/tus/", timeout=CLIENT_TIMEOUT, headers={
+        **HEADERS, "Upload-Length": str(length), "Upload-Metadata": metadata(bucket=bucket_id, key=key)})
+    assert response.status_code == 201, response.text
+    return server.url + response.headers["Location"]
+
+
+def patch(url: str, offset: int, body: bytes) -> requests.Response:
+    return requests.patch(url, data=body, timeout=CLIENT_TIMEOUT, headers={
+        **HEADERS, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"})
+
+
+def offset_of(url: str) -> int:
+    response = requests.head(url, headers=HEADERS, timeout=CLIENT_TIMEOUT)
+    assert response.status_code in (200, 204), response.status_code
+    return int(response.headers["Upload-Offset"])
+
+
+def assert_unavailable(response: requests.Response) -> None:
+    assert response.status_code == 503, (response.status_code, response.text)
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert int(response.headers["Retry-After"]) > 0
+    if response.request.method != "HEAD":
+        assert "error" in response.json()
+
+
+def assert_not_ready(server) -> None:
+    response = requests.get(f"{server.url}/readyz", timeout=CLIENT_TIMEOUT)
+    assert response.status_code == 503 and response.json()["status"] == "unavailable"
+
+
+def finish(url: str, data: bytes, acknowledged: int) -> None:
+    """Resume from the server's offset (never below what it acknowledged) and send the rest."""
+    offset = offset_of(url)
+    assert acknowledged <= offset <= len(data)
+    while offset < len(data):
+        response = patch(url, offset, data[offset:offset + 6 * MiB])
+        assert response.status_code == 204, (response.status_code, response.text)
+        offset = int(response.headers["Upload-Offset"])
+
+
+def assert_complete_and_clean(backends, bucket_id: str, key: str, upload_id: str, data: bytes) -> None:
+    s3 = view(backends)
+    assert sha256(s3.object(bucket_id, key)) == sha256(data)
+    assert s3.multipart_uploads(bucket_id) == [] and s3.multipart_uploads(bucket_id, upload_id) == []
+    assert s3.staging_keys(bucket_id, upload_id) == []
+
+
+def test_s3_frozen_then_killed_mid_upload(backends, server):
+    bucket_id = make_bucket_sync(backends.server_database_url)
+    data = os.urandom(23 * MiB)
+    url = create_upload(server, bucket_id, "frozen.bin", len(data))
+    upload_id = url.rsplit("/", 1)[1]
+    response = patch(url, 0, data[:6 * MiB])  # one 5 MiB part and a staged 1 MiB tail
+    assert response.status_code == 204
+    acknowledged = int(response.headers["Upload-Offset"])
+
+    os.kill(backends.weed.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert_unavailable(patch(url, acknowledged, data[acknowledged:acknowledged + 2 * MiB]))
+        print(f"frozen S3: PATCH answered 503 after {time.monotonic() - started:.1f}s")
+        # a part-sized body: the part sent to the frozen S3 is given up (unacknowledged bytes)
+        assert_unavailable(patch(url, acknowledged, data[acknowledged:acknowledged + 6 * MiB]))
+        assert_not_ready(server)
+    finally:
+        os.kill(backends.weed.process.pid, signal.SIGCONT)
+    offset = offset_of(url)
+    assert offset == acknowledged  # nothing of the refused requests counts
+    response = patch(url, offset, data[offset:12 * MiB])
+    assert response.status_code == 204, response.text
+    acknowledged = int(response.headers["Upload-Offset"])
+    assert acknowledged == 12 * MiB
+
+    backends.weed.process.kill()
+    backends.weed.process.wait()
+    assert_unavailable(patch(url, acknowledged, data[acknowledged:acknowledged + 3 * MiB]))
+    assert_not_ready(server)
+    backends.start_seaweedfs()
+    finish(url, data, acknowledged)
+    assert_complete_and_clean(backends, bucket_id, "frozen.bin", upload_id, data)
+    assert requests.get(f"{server.url}/readyz", timeout=CLIENT_TIMEOUT).status_code == 200
+
+
+def test_postgres_frozen_then_stopped_and_restarted_mid_upload(backends, server):
+    bucket_id = make_bucket_sync(backends.server_database_url)
+    data = os.urandom(17 * MiB)
+    url = create_upload(server, bucket_id, "pg.bin", len(data))
+    upload_id = url.rsplit("/", 1)[1]
+    response = patch(url, 0, data[:7 * MiB])
+    assert response.status_code == 204
+    acknowledged = int(response.headers["Upload-Offset"])
+
+    frozen = freeze(backends.postgres.process.pid)
+    try:
+        started = time.monotonic()
+        assert_unavailable(patch(url, acknowledged, data[acknowledged:acknowledged + 2 * MiB]))
+        print(f"frozen PostgreSQL: PATCH answered 503 after {time.monotonic() - started:.1f}s")
+        assert_unavailable(requests.head(url, headers=HEADERS, timeout=CLIENT_TIMEOUT))
+        assert_not_ready(server)
+    finally:
+        thaw(frozen)
+    acknowledged = max(acknowledged, offset_of(url))
+
+    backends.postgres.stop()
+    assert_unavailable(patch(url, acknowledged, data[acknowledged:acknowledged + 2 * MiB]))
+    assert_not_ready(server)
+    backends.restart_postgres()
+    finish(url, data, acknowledged)
+    assert_complete_and_clean(backends, bucket_id, "pg.bin", upload_id, data)
