@@ -47,8 +47,7 @@ class Backends:
         if hasattr(self, "s3"):  # a restart: the server keeps its endpoint
             assert s3["endpoint"] == self.s3["endpoint"], "SeaweedFS came back on another port"
         _wait(lambda: _s3_ready(s3["endpoint"], s3["access_key"], s3["secret_key"]))
-        asyncio.run(_wait_volumes_registered(self.weed, self.embedded.weed_master_url,
-                                             self.embedded.weed_volumes_on_disk, 60))
+        asyncio.run(_wait_volumes_registered(self.weed, self.embedded, self.embedded.weed_volumes_on_disk, 60))
         self.s3 = s3
 
     def restart_postgres(self) -> None:

@@ -139,7 +139,8 @@ async def test_upload_content_types_are_validated_and_downloads_say_nosniff(clie
             "bucket_id": bucket_id, "fileName": "s.bin", "fileSize": 1, "contentType": bad, "sha256": "0" * 64},
             headers=alice)
         assert response.status == 400, await response.text()
-        assert "media type" in (await response.json())["error"]
+        # a NUL is refused by the JSON body check before the media-type check sees it
+        assert ("NUL" if "\x00" in bad else "media type") in (await response.json())["error"]
     async with app[context.DB].acquire() as conn, conn.cursor() as cur:
         await cur.execute("SELECT count(*) AS n FROM uploads WHERE bucket_id = %s", (bucket_id,))
         assert (await cur.fetchone())["n"] == 0

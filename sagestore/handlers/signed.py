@@ -161,9 +161,12 @@ PATHS.setdefault("/api/v1/signed/{id}/{key}", {}).update({
                       "400": BAD_REQUEST, "403": REFUSED, "404": NOT_FOUND,
                       "405": error("The URL is signed for another method"), "416": error("Range outside the file")},
                      parameters=[*SIGNED_PARAMS, objects.RANGE_PARAM], security=[]),
+    # a HEAD answer has no body, so each status is only described
     "head": operation("A signed GET's headers", {"200": {"description": "The file exists"},
+                                                "400": {"description": "a parameter is missing or malformed"},
                                                 "403": {"description": "refused"},
-                                                "404": {"description": "no such file"}},
+                                                "404": {"description": "no such file"},
+                                                "405": {"description": "the URL is signed for another method"}},
                       parameters=SIGNED_PARAMS, security=[]),
     "put": operation("Upload the raw body through a signed PUT URL (curl -T file URL), streamed to storage; the "
                      "object appears when the body is complete. One upload per URL",
