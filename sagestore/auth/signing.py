@@ -13,9 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from urllib.parse import quote
 
 from ..config import ConfigError, Settings
 from ..errors import ApiError, BadRequest, Forbidden
+from .tokens import load_or_create_secret
 
 SIGNED_PREFIX = "/api/v1/signed/"
 MAX_EXPIRY = 7 * 86400  # seconds; as S3's SigV4 presign
@@ -69,23 +68,7 @@ def parse_keys(text: str) -> list[tuple[str, bytes]]:
 def load_or_create_key(data_dir: Path) -> list[tuple[str, bytes]]:
     """The embedded default: one random key in <data-dir>/signing-key (mode 0600), created
     atomically like jwt-secret, with a key id derived from it."""
-    path = data_dir / "signing-key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        scratch = data_dir / f".signing-key.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(48))
-            try:
-                os.link(scratch, path)
-            except FileExistsError:
-                pass  # another process won; use its key
-        finally:
-            scratch.unlink(missing_ok=True)
-    secret = path.read_text().strip()
-    if len(secret) < MIN_SECRET_LENGTH:
-        raise ConfigError(f"{path} is empty or too short; delete it to generate a new key")
+    secret = load_or_create_secret(data_dir, "signing-key")
     kid = "d" + hashlib.sha256(secret.encode()).hexdigest()[:8]  # not secret: names the key
     return [(kid, secret.encode())]
 

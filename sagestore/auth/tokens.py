@@ -185,8 +185,9 @@ class IntrospectAuth:
             await self.session.close()
 
 
-def load_or_create_secret(data_dir: Path) -> str:
-    """The embedded default JWT secret: random, kept in <data-dir>/jwt-secret, mode 0600.
+def load_or_create_secret(data_dir: Path, name: str = "jwt-secret") -> str:
+    """An embedded default secret (the JWT secret, the URL-signing key): random, kept in
+    <data-dir>/<name>, mode 0600.
 
     Created atomically (written aside, then hard-linked into place), so a server and a
     `sagestore token` starting at the same moment agree on one secret."""
@@ -194,10 +195,10 @@ def load_or_create_secret(data_dir: Path) -> str:
     import secrets
 
     from ..config import ConfigError
-    path = data_dir / "jwt-secret"
+    path = data_dir / name
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        scratch = data_dir / f".jwt-secret.{os.getpid()}.{secrets.token_hex(4)}"
+        scratch = data_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "w") as handle:
