@@ -10,7 +10,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,13 +19,9 @@ from pathlib import Path
 
 import requests
 
+from sagestore.embedded import free_port
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def one_run(data_dir: Path) -> tuple[float, float]:

@@ -21,6 +21,7 @@ import importlib.util
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import shutil
@@ -50,8 +51,26 @@ def _die_with_parent(sig: int):
     return preexec
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A free port below the kernel's ephemeral range. A port the kernel hands out for bind(0)
+    or for an outgoing connection can be handed out again the moment it is released, so a
+    port picked that way and bound a second later by a child is sometimes taken by then."""
+    low, _high = _ephemeral_range()
+    first = max(1024, min(low, 65536) - 12000)
+    picker = random.SystemRandom()
+    for _attempt in range(200):
+        port = picker.randrange(first, max(first + 1, low))
+        if port_is_free(port):
+            return port
+    with socket.socket() as sock:  # a crowded low range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 

@@ -69,10 +69,10 @@ class Serve:
         """program: the command that runs sagestore; by default this checkout's, with this Python.
         Any other program (an installed `sagestore` script) runs without PYTHONPATH."""
         self.data_dir = data_dir
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.argv = [*(program or [sys.executable, "-m", "sagestore"]), "serve", "--data-dir", str(data_dir),
-                     "--port", str(self.port), *args]
+        self.port_was_chosen = port is not None
+        self.program = program or [sys.executable, "-m", "sagestore"]
+        self.args = args
+        self.use_port(port or free_port())
         self.env = clean_env(**(env or {}))
         if program:
             del self.env["PYTHONPATH"]
@@ -80,6 +80,11 @@ class Serve:
         self.process: subprocess.Popen | None = None
         self.ready_after: float | None = None
         self.children: list[psutil.Process] = []
+
+    def use_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.argv = [*self.program, "serve", "--data-dir", str(self.data_dir), "--port", str(port), *self.args]
 
     @property
     def output(self) -> str:
@@ -97,6 +102,12 @@ class Serve:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if self.lost_its_port() and time.monotonic() < deadline - 10:
+                    self.use_port(free_port())  # another process bound the free port first
+                    self.log.seek(0)
+                    self.log.truncate()
+                    self.spawn()
+                    continue
                 raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.output}")
             try:
                 if requests.get(self.url + "/api/v1/", timeout=2).status_code == 200:
@@ -107,6 +118,10 @@ class Serve:
                 time.sleep(0.05)
         self.kill()
         raise AssertionError(f"serve not ready after {timeout}s:\n{self.output}")
+
+    def lost_its_port(self) -> bool:
+        return (not self.port_was_chosen and self.process.returncode == 2
+                and f"cannot listen on 127.0.0.1:{self.port}:" in self.output)
 
     def wait(self, timeout: float = 60) -> int:
         return self.process.wait(timeout)
