@@ -714,6 +714,14 @@ class UploadEngine:
             return PartBody(size)  # a body longer than announced just makes it grow
 
         async def send(number: int, data: PartBody) -> None:
+            # abandoned after this (the body was cut off), its bytes become the new tail: this send
+            # must then store nothing and free nothing, even if its cancellation is lost (Python
+            # 3.11's wait_for, used by aiopg, can swallow one)
+            generation = data.generation
+
+            def check_not_abandoned() -> None:
+                if data.generation != generation:
+                    raise ConnectionAbortedError(f"part {number} was abandoned; its bytes are the tail")
             try:
                 await self._acquire_part(lease, number, wait=True)
                 try:
@@ -723,14 +731,16 @@ class UploadEngine:
                         raise
                     await self._release_part(lease, number)  # a writer taking over need not wait for it
                     await data.filled_up()
+                    check_not_abandoned()
                     await self._acquire_part(lease, number, wait=True)
                     part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
+                check_not_abandoned()
                 sent[number] = part
                 reservation.release(data.allocated)  # S3 has it: its bytes are not needed any more
                 data.close()
                 await self._release_part(lease, number)  # S3 has it: a writer taking over need not wait
             except BaseException as error:  # noqa: BLE001 - reported after the body
-                if not data.abandoned:  # an abandoned part's bytes become the tail instead
+                if data.generation == generation:  # an abandoned part's bytes become the tail instead
                     failures.append(error)
 
         async def dispatch(number: int, data: PartBody) -> asyncio.Task:
