@@ -38,6 +38,10 @@ class Metrics:
                                   ["method", "route", "status"], registry=r,
                                   buckets=(0.005, 0.02, 0.1, 0.5, 2, 10, 60, 600))
         self.reaped = Counter("sagestore_uploads_reaped", "Expired uploads cleaned up", ["what"], registry=r)
+        # a new request (tus/IETF HEAD or append) found an older one still writing the upload:
+        # "finished" when the older one committed within the grace, "fenced" when it was cut off
+        self.takeovers = Counter("sagestore_upload_takeovers", "Older requests still writing an upload "
+                                 "when a new one came", ["outcome"], registry=r)
 
     def observe_request(self, request: web.BaseRequest, status: int, seconds: float) -> None:
         self.requests.labels(*request_labels(request, status)).observe(seconds)

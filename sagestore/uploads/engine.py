@@ -1201,16 +1201,21 @@ class UploadEngine:
         another instance at its next lease renewal or commit at the latest.
         """
         deadline = asyncio.get_running_loop().time() + grace
+        waited = False
         while True:
             async with cursor(self.pool) as cur:
                 await cur.execute(f"SELECT state = 'open' AND {lease_held()} AS held FROM uploads WHERE id = %s",
                                   (upload.id,))
                 row = await cur.fetchone()
             if row is None or not row["held"]:
+                if waited:
+                    self.metrics.takeovers.labels("finished").inc()
                 return await self.get(upload.id, None)
             if asyncio.get_running_loop().time() >= deadline:
                 break
+            waited = True
             await asyncio.sleep(0.05)
+        self.metrics.takeovers.labels("fenced").inc()
         previous = None
         async with transaction(self.pool) as cur:
             await cur.execute("SELECT writer FROM uploads WHERE id = %s AND state = 'open' FOR UPDATE", (upload.id,))
