@@ -185,6 +185,51 @@ def test_s3_frozen_then_killed_mid_upload(backends, server):
     assert requests.get(f"{server.url}/readyz", timeout=CLIENT_TIMEOUT).status_code == 200
 
 
+def test_import_waits_10_s_then_answers_202_and_finishes_once_s3_is_back(backends):
+    """import_upload without `Prefer` waits up to 10 s for the publication, then answers 202 with a
+    status URL; the import goes on and the status URL reports it published. S3 is frozen during
+    the wait, with a read timeout longer than it, so the copy is surely still running at 10 s."""
+    settings = Settings(data_dir=str(backends.root / "data"), auth_mode="noauth",
+                        database_url=backends.server_database_url, s3_endpoint=backends.s3["endpoint"],
+                        s3_access_key=backends.s3["access_key"], s3_secret_key=backends.s3["secret_key"],
+                        s3_bucket_count=2, s3_part_size=5 * MiB, reaper_interval=0,
+                        **{**BOUNDS, "s3_read_timeout": 30.0})
+    server = ServerProcess(settings).start()
+    try:
+        bucket_id = make_bucket_sync(backends.server_database_url)
+        data = os.urandom(6 * MiB + 7)
+        response = requests.put(f"{server.url}/api/v1/upload", params={"bucket_id": bucket_id, "key": "slow.bin"},
+                                data=data, headers={"Authorization": "sage user:alice"}, timeout=CLIENT_TIMEOUT)
+        assert response.status_code in (200, 201), response.text
+        upload_id = response.json()["upload_id"]
+        frozen = freeze(backends.weed.process.pid)
+        try:
+            started = time.monotonic()
+            response = requests.post(f"{server.url}/api/v1/import_upload", timeout=CLIENT_TIMEOUT,
+                                     json={"upload_id": upload_id, "sha256": sha256(data)},
+                                     headers={"Authorization": "sage user:alice"})
+            waited = time.monotonic() - started
+        finally:
+            thaw(frozen)
+        assert response.status_code == 202, response.text
+        assert waited >= 10.0  # the documented wait came first (a lower bound, not a speed)
+        body = response.json()
+        assert body["status"] == "running" and response.headers["Location"] == body["status_url"]
+        assert response.headers["Retry-After"] == "1"
+        deadline = time.monotonic() + CLIENT_TIMEOUT
+        while True:
+            status = requests.get(server.url + body["status_url"], headers={"Authorization": "sage user:alice"},
+                                  timeout=CLIENT_TIMEOUT)
+            if status.status_code != 202 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert status.status_code == 200, status.text
+        assert status.json()["sha256"] == sha256(data) and status.json()["size"] == len(data)
+        assert view(backends).object(bucket_id, "slow.bin") == data
+    finally:
+        server.stop()
+
+
 def test_postgres_frozen_then_stopped_and_restarted_mid_upload(backends, server):
     bucket_id = make_bucket_sync(backends.server_database_url)
     data = os.urandom(17 * MiB)
