@@ -38,6 +38,11 @@ class Metrics:
                                   ["method", "route", "status"], registry=r,
                                   buckets=(0.005, 0.02, 0.1, 0.5, 2, 10, 60, 600))
         self.reaped = Counter("sagestore_uploads_reaped", "Expired uploads cleaned up", ["what"], registry=r)
+        # how completion learnt a declared sha256: hashed while the parts came ("received"), or by
+        # reading the assembled object back from S3 ("read_back": parts from several instances,
+        # out of order beyond the frontier's budget, a restart, or a sequential upload)
+        self.sha256_verifications = Counter("sagestore_upload_sha256_verifications", "Whole-file sha256 "
+                                            "computations at completion", ["how"], registry=r)
         # a new request (tus/IETF HEAD or append) found an older one still writing the upload:
         # "finished" when the older one committed within the grace, "fenced" when it was cut off
         self.takeovers = Counter("sagestore_upload_takeovers", "Older requests still writing an upload "

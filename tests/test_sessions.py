@@ -372,3 +372,57 @@ async def test_session_bytes_received_counts_every_chunk_byte(client, settings):
         assert (await put_chunk(client, session, 1, pieces(data)[1])).status == 200
     after = value(await (await client.get("/metrics")).text())
     assert after - before == 2 * CHUNK
+
+
+def sha256_verifications(client, how: str) -> float:
+    registry = client.server.app[context.METRICS].registry
+    return registry.get_sample_value("sagestore_upload_sha256_verifications_total", {"how": how}) or 0.0
+
+
+async def test_declared_sha256_is_hashed_as_chunks_come_even_shuffled_no_read_back(client, settings):
+    """Chunks sent in parallel, in shuffled order: the ones ahead wait in memory for the frontier,
+    and completion verifies the declared sha256 without reading the object back from S3."""
+    view = S3View(settings)
+    bucket_id = await make_bucket(client)
+    data = os.urandom(5 * CHUNK + 11)
+    before = {how: sha256_verifications(client, how) for how in ("received", "read_back")}
+    session = await initiate(client, bucket_id, len(data), key="hashed.bin", sha256=sha256(data))
+    chunks = pieces(data)
+    order = [6, 3, 1, 5, 2, 4]
+    for number in order[:2]:  # these two surely arrive ahead of chunk 1
+        assert (await put_chunk(client, session, number, chunks[number])).status == 200
+    results = await asyncio.gather(*(put_chunk(client, session, number, chunks[number]) for number in order[2:]))
+    assert [response.status for response in results] == [200] * 4
+    response = await complete(client, session)
+    assert response.status == 201, await response.text()
+    assert (await response.json())["sha256"] == sha256(data)
+    assert view.object(bucket_id, "hashed.bin") == data
+    assert sha256_verifications(client, "received") == before["received"] + 1
+    assert sha256_verifications(client, "read_back") == before["read_back"]
+    # a wrong declared sha256 is still caught the same way: 400, nothing published
+    wrong = await initiate(client, bucket_id, len(data), key="wrong-hashed.bin", sha256="ab" * 32)
+    for number, blob in chunks.items():
+        assert (await put_chunk(client, wrong, number, blob)).status == 200
+    response = await complete(client, wrong)
+    assert response.status == 400 and (await response.json())["sha256"] == sha256(data)
+    assert view.object(bucket_id, "wrong-hashed.bin") is None
+    assert sha256_verifications(client, "read_back") == before["read_back"]
+
+
+async def test_a_hashed_chunk_sent_again_with_other_bytes_falls_back_to_reading_back(client, settings):
+    """The frontier had hashed chunk 1; the client replaces it with other bytes (the declared
+    sha256 is the new content's). The frontier gives up, and completion reads the object back:
+    the sha256 verified is that of what S3 assembles."""
+    view = S3View(settings)
+    bucket_id = await make_bucket(client)
+    first = os.urandom(2 * CHUNK)
+    final = os.urandom(CHUNK) + first[CHUNK:]
+    before = sha256_verifications(client, "read_back")
+    session = await initiate(client, bucket_id, len(final), key="replaced.bin", sha256=sha256(final))
+    for number, blob in pieces(first).items():
+        assert (await put_chunk(client, session, number, blob)).status == 200
+    assert (await put_chunk(client, session, 1, final[:CHUNK])).status == 200
+    response = await complete(client, session)
+    assert response.status == 201, await response.text()
+    assert view.object(bucket_id, "replaced.bin") == final
+    assert sha256_verifications(client, "read_back") == before + 1

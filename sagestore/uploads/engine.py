@@ -38,6 +38,7 @@ from ..errors import ApiError, BadRequest, Conflict, Gone, Locked, NotFound, Pay
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, PartBody, error_code, \
     is_not_found, metadata_value, validate_key
 from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, decode_b64, normalize_algorithm
+from .frontier import Sha256Frontiers
 from .limits import ByteBudget, Reservation, UserSlots
 from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever
 from .model import (ABORTED, COMPLETED, COMPLETING, EXPIRED, OPEN, PROTOCOLS, ChecksumMismatch, DigestMismatch,
@@ -126,6 +127,8 @@ class UploadEngine:
         self.memory = ByteBudget(memory_budget if memory_budget is not None else settings.part_buffer_budget,
                                  settings.budget_wait)
         self.slots = UserSlots(settings.uploads_per_user, settings.budget_wait)
+        # staged parts uploads hash their parts as they come, to spare completion a read-back
+        self.frontiers = Sha256Frontiers(self.memory, max_waiting_bytes=self.memory.total // 4)
         # S3 multipart uploads nobody knows are aborted only after this long: object PUTs of
         # other layers use short-lived MPUs too
         self.orphan_grace = orphan_grace if orphan_grace is not None else max(settings.upload_ttl, 86400.0)
@@ -239,6 +242,8 @@ class UploadEngine:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.store.abort_multipart(location, s3_upload_id))
             raise
+        if staged and sha256 and protocol not in SEQUENTIAL_PROTOCOLS:
+            self.frontiers.start(upload_id)
         return Upload.from_row(row)
 
     async def get(self, upload_id: str, owner: str | None, *, bucket_id: str | None = None,
@@ -524,8 +529,9 @@ class UploadEngine:
                 await self._check_parts_total(upload, part_number, received)
                 buffer.truncate()
                 part = await self._send_part(upload, part_number, buffer, content_md5=md5, checksum=checksum)
-                buffer.close()
                 await self._record_part(lease, part)
+                if not await self.frontiers.offer(upload.id, part_number, _normal_etag(part.etag), buffer):
+                    buffer.close()
         return part
 
     async def _check_parts_total(self, upload: Upload, part_number: int, size: int) -> None:
@@ -953,6 +959,7 @@ class UploadEngine:
                                          assembled["etag"], None)
                 await self._mark_completed(current, {"assembled": assembled, "file": result}, lease)
             await self._delete_staging(current, keep_object=current.retain or current.bucket_id is None)
+            self.frontiers.forget(current.id)
             self.metrics.file_uploads.inc()
             self.metrics.bytes_uploaded.inc(assembled["size"])
             return result
@@ -985,6 +992,11 @@ class UploadEngine:
                 await asyncio.shield(self._reopen(lease))
             raise
         assembled = {"size": plan.size, "etag": info["etag"]}
+        hashed = None if upload.tail_key else self.frontiers.sha256(
+            upload.id, [(part.part_number, _normal_etag(part.etag)) for part in plan.recorded])
+        if hashed:
+            assembled["sha256"] = hashed  # of exactly these parts' bytes, as received: no read-back
+            self.metrics.sha256_verifications.labels("received").inc()
         async with transaction(self.pool) as cur:
             await self._upsert_parts(cur, upload.id, [part for part in plan.recorded if part.etag])
             await cur.execute("UPDATE uploads SET length = %s, result = %s, updated_at = now()"
@@ -1088,6 +1100,7 @@ class UploadEngine:
         stream = await self.store.open(self._mpu(upload))
         if stream is None:
             raise Gone("the assembled upload is no longer stored")
+        self.metrics.sha256_verifications.labels("read_back").inc()
         digest = hashlib.sha256()
         async for chunk in stream.chunks(READ_CHUNK):
             digest.update(chunk)
@@ -1352,6 +1365,7 @@ class UploadEngine:
         return count
 
     async def _release_storage(self, upload: Upload) -> None:
+        self.frontiers.forget(upload.id)
         if upload.state != COMPLETED:
             await self.store.abort_multipart(self._mpu(upload), upload.s3_upload_id)
         await self.store.delete_prefix(self._staging_prefix(upload))

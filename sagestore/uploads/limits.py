@@ -76,6 +76,17 @@ class ByteBudget:
                     self._waiters.remove(waiter)
         self.used += size
 
+    def try_take(self, size: int, *, leave_free: int = 0) -> bool:
+        """Take `size` bytes if they are free now, leaving `leave_free` bytes and any waiter
+        alone; never waits."""
+        if self.used + size + leave_free <= self.total and not self._waiters:
+            self.used += size
+            return True
+        return False
+
+    def give_back(self, size: int) -> None:
+        self._give_back(size)
+
     def _give_back(self, size: int) -> None:
         self.used -= size
         while self._waiters:  # every waiter checks again whether its size fits now
