@@ -89,6 +89,7 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
                                  secret_key=settings.s3_secret_key, region=settings.s3_region,
                                  part_size=settings.s3_part_size,
                                  parts_in_flight=settings.s3_parts_in_flight,
+                                 transfers_in_flight=settings.s3_transfers_in_flight,
                                  single_copy_limit=settings.s3_single_copy_limit,
                                  sign_payload=settings.s3_sign_payload,
                                  stream_parts=settings.s3_stream_parts,

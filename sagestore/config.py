@@ -171,6 +171,9 @@ OPTIONS: list[Option] = [
     Option("s3_create_buckets", True, _bool, "create missing S3 buckets at start-up"),
     Option("s3_part_size", 16 * 2**20, _size, "part size for streamed uploads (>= 5MiB)"),
     Option("s3_parts_in_flight", 4, int, "parts uploaded concurrently per streamed upload"),
+    Option("s3_transfers_in_flight", 16, int,
+           "part and object uploads this instance sends to S3 at once; more wait here, holding their "
+           "buffered bytes, for at most s3_read_timeout x s3_max_attempts (then 503)"),
     Option("s3_single_copy_limit", 5 * 2**30, _size,
            "largest object copied with one CopyObject (AWS: 5GiB; embedded SeaweedFS: unlimited, it copies metadata only)"),
     Option("s3_sign_payload", False, _bool,
@@ -255,6 +258,7 @@ class Settings:
     s3_create_buckets: bool = True
     s3_part_size: int = 16 * 2**20
     s3_parts_in_flight: int = 4
+    s3_transfers_in_flight: int = 16
     s3_single_copy_limit: int = 5 * 2**30
     s3_sign_payload: bool = False
     s3_connect_timeout: float = 5.0
@@ -326,6 +330,8 @@ class Settings:
                               "must be more than 0")
         if self.s3_max_attempts < 1:
             raise ConfigError("SAGESTORE_S3_MAX_ATTEMPTS must be at least 1")
+        if self.s3_transfers_in_flight < 1:
+            raise ConfigError("SAGESTORE_S3_TRANSFERS_IN_FLIGHT must be at least 1")
         if self.s3_parts_in_flight < 1:
             raise ConfigError("SAGESTORE_S3_PARTS_IN_FLIGHT must be at least 1")
         if self.auth_mode == "introspect":

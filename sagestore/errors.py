@@ -128,6 +128,10 @@ def _from_backend_exception(error: BaseException) -> ApiError | None:
     if isinstance(error, BotoCoreError):
         return BackendUnavailable("object storage unavailable, try again later")
     import aiohttp
+
+    from .storage.s3 import StorageBusy
+    if isinstance(error, StorageBusy):
+        return BackendUnavailable("object storage is busy, try again later")
     if isinstance(error, (ConnectionError, TimeoutError, aiohttp.ClientConnectionError)):
         return BackendUnavailable("a backend is unavailable, try again later")
     return None

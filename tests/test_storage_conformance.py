@@ -26,7 +26,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from sagestore.embedded import free_port
-from sagestore.storage.s3 import crc32c_b64
+from sagestore.storage.s3 import StorageBusy, crc32c_b64
 from sagestore.storage import (ChecksumMismatch, Location, ObjectStore, PartBody, error_code, md5_base64,
                                open_object_store)
 
@@ -873,3 +873,39 @@ async def test_wrong_secret_is_refused(backend, at):
             assert response.status_code == 403 and b"SignatureDoesNotMatch" in response.content
         else:
             assert listing == put == "ok"
+
+
+async def test_uploads_beyond_the_transfer_slots_queue_while_s3_makes_progress_and_fail_when_it_stops(backend, at):
+    """With one S3 upload slot and a 1 s bound: four uploads of 0.6 s each all succeed one after
+    another (2.4 s in all; each wait saw an upload finish within 1 s), but an upload queued behind
+    one that finishes nothing for longer than the bound gets StorageBusy (503 at the API)."""
+    async with _open(backend, transfers_in_flight=1, read_timeout=1.0, max_attempts=1) as store:
+        async def slow_upload(name: str, pieces: int = 6) -> str:
+            body = PartBody(pieces * 1000)
+            sending = asyncio.create_task(_put_streamed(store, at(name), body))
+            for _ in range(pieces):
+                await asyncio.sleep(0.1)
+                body.write(b"x" * 1000)
+            return await sending
+        results = await asyncio.gather(*(slow_upload(f"queued-{n}") for n in range(4)))
+        assert len(results) == 4
+        for n in range(4):
+            assert await read(store, at(f"queued-{n}")) == b"x" * 6000
+        stuck = PartBody(10)  # holds the only slot and sends nothing for 2 s
+        stuck.STALL_SECONDS = 2.0
+        holder = asyncio.create_task(_put_streamed(store, at("stuck"), stuck))
+        await asyncio.sleep(0.1)
+        with pytest.raises(StorageBusy):
+            await store.put_bytes(at("behind"), b"waits for a slot")
+        stuck.write(b"0123456789")
+        await holder
+        assert await store.put_bytes(at("behind"), b"now it goes")
+        assert await read(store, at("behind")) == b"now it goes"
+
+
+async def _put_streamed(store: ObjectStore, location: Location, body: PartBody) -> str:
+    """A multipart upload of one part sent while its PartBody fills (the engine's streamed part)."""
+    upload_id = await store.create_multipart(location)
+    part = await store.upload_part(location, upload_id, 1, body)
+    await store.complete_multipart(location, upload_id, [{"PartNumber": 1, "ETag": part["ETag"]}])
+    return part["ETag"]

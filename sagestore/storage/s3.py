@@ -97,9 +97,9 @@ class ObjectStore:
 
     def __init__(self, client: Any, *, part_size: int = 16 * 2**20, parts_in_flight: int = 4,
                  single_copy_limit: int = MAX_PART_SIZE, sign_payload: bool = False,
-                 stream_parts: bool = True) -> None:
-        if part_size < MIN_PART_SIZE or parts_in_flight < 1:
-            raise ValueError("part_size must be >= 5 MiB and parts_in_flight >= 1")
+                 stream_parts: bool = True, transfers_in_flight: int = 16, transfer_wait: float = 30.0) -> None:
+        if part_size < MIN_PART_SIZE or parts_in_flight < 1 or transfers_in_flight < 1:
+            raise ValueError("part_size must be >= 5 MiB, parts_in_flight and transfers_in_flight >= 1")
         self.client = client
         self.part_size = part_size
         self.parts_in_flight = parts_in_flight
@@ -112,6 +112,31 @@ class ObjectStore:
         # PutObject/UploadPart carries a signed checksum header that S3 verifies instead
         self.sign_payload = sign_payload
         self.stream_parts = stream_parts
+        # Uploads beyond this wait here rather than at S3: 100 parts of 16 MiB sent at once to
+        # one SeaweedFS each took longer than the read timeout, so all of them failed (503)
+        # and their retries made it worse. A long queue is not an outage: the wait gives up
+        # only when no upload has finished for transfer_wait seconds (the bound of one S3 call).
+        self._transfer_slots = asyncio.Semaphore(transfers_in_flight)
+        self.transfer_wait = transfer_wait
+        self._last_transfer_end = 0.0
+
+    @contextlib.asynccontextmanager
+    async def _transfer(self) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            since = max(started, self._last_transfer_end)
+            try:
+                await asyncio.wait_for(self._transfer_slots.acquire(), max(0.0, since + self.transfer_wait - loop.time()))
+                break
+            except asyncio.TimeoutError:
+                if self._last_transfer_end <= since:  # nothing finished meanwhile: S3 is stuck
+                    raise StorageBusy(f"no S3 upload finished for {self.transfer_wait:.0f} s") from None
+        try:
+            yield
+        finally:
+            self._last_transfer_end = loop.time()
+            self._transfer_slots.release()
 
     # --- buckets -----------------------------------------------------------
     async def ensure_buckets(self, names: list[str]) -> int:
@@ -147,8 +172,9 @@ class ObjectStore:
         if isinstance(data, PartBody):
             data = data.sending()
             kwargs["ContentLength"] = len(data)
-        response = await self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data,
-                                                ContentType=content_type, Metadata=metadata or {}, **kwargs)
+        async with self._transfer():
+            response = await self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data,
+                                                    ContentType=content_type, Metadata=metadata or {}, **kwargs)
         return response["ETag"]
 
     async def put_stream(self, loc: Location, chunks: AsyncIterator[bytes], *,
@@ -439,7 +465,8 @@ class ObjectStore:
         if isinstance(data, PartBody):
             data = data.sending()
             kwargs["ContentLength"] = len(data)
-        return await self.client.upload_part(Body=data, **kwargs)
+        async with self._transfer():
+            return await self.client.upload_part(Body=data, **kwargs)
 
     @property
     def can_stream_parts(self) -> bool:
@@ -505,6 +532,10 @@ class ObjectStore:
     async def presign(self, operation: str, loc: Location, expires: int, **params: Any) -> str:
         return await self.client.generate_presigned_url(
             operation, Params={"Bucket": loc.bucket, "Key": loc.key, **params}, ExpiresIn=expires)
+
+class StorageBusy(TimeoutError):
+    """Every S3 upload slot of this instance stayed taken for the whole wait (a slow or frozen S3)."""
+
 
 class PartStalled(ConnectionAbortedError):
     """A PartBody sent while filling waited too long for its next bytes."""
@@ -702,7 +733,7 @@ def md5_base64(data: bytes) -> str:
 @contextlib.asynccontextmanager
 async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, region: str,
                             part_size: int = 16 * 2**20, parts_in_flight: int = 4,
-                            max_connections: int = 64,
+                            max_connections: int = 64, transfers_in_flight: int = 16,
                             single_copy_limit: int = MAX_PART_SIZE,
                             sign_payload: bool = False, stream_parts: bool = True,
                             connect_timeout: float = 5.0, read_timeout: float = 15.0,
@@ -735,7 +766,8 @@ async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, 
         client.meta.events.register("before-sign.s3", _no_expect_continue)
         yield ObjectStore(client, part_size=part_size, parts_in_flight=parts_in_flight,
                           single_copy_limit=single_copy_limit, sign_payload=sign_payload,
-                          stream_parts=stream_parts)
+                          stream_parts=stream_parts, transfers_in_flight=transfers_in_flight,
+                          transfer_wait=read_timeout * max_attempts)
 
 def _no_expect_continue(request: Any, **_: Any) -> None:
     """botocore asks for `Expect: 100-continue` on PutObject/UploadPart, and aiohttp waits for the
