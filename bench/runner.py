@@ -503,10 +503,18 @@ class Runner:
         sessions_ok = not any(r.name == "session-4" and r.status == "not available" for r in self.results)
         protocol = "indexed sessions" if sessions_ok else "raw PUT"
 
+        # N sessions of N users, each granted WRITE: one user's uploads are capped
+        # (SAGESTORE_UPLOADS_PER_USER, 429 beyond it), which is not what this measures
+        users = [f"bench-concurrent-{index:03d}" for index in range(n)]
+        if sessions_ok and b.bucket_id:
+            for user in users:
+                await b.api("PUT", f"/api/v1/objects/{b.bucket_id}?permissions",
+                            json={"granteeType": "USER", "grantee": user, "permission": "WRITE"})
+
         async def one(index: int) -> sc.Outcome:
             key = f"bench/concurrency-{self.run_id}/{index:04d}.bin"
             if sessions_ok:
-                return await sc.indexed_session(b, key, in_flight=1, source=source)
+                return await sc.indexed_session(b, key, in_flight=1, source=source, user=users[index])
             return await sc.raw_put(b, key, source=source)
 
         failures: list[str] = []
@@ -529,7 +537,7 @@ class Runner:
             if result.status == "not available":
                 result.note = f"{first_note}; {result.note}"
                 return
-        result.description = f"{description} ({protocol}, 1 request in flight each)"
+        result.description = f"{description} ({protocol}, 1 request in flight each, one user each)"
         result.extra = {"sessions": n, "failures": len(failures), "protocol": protocol,
                         "failure_samples": sorted(set(failures))[:5]}
         note = f"{len(failures)}/{n} failed ({protocol})" + (f": {failures[0][:200]}" if failures else "")

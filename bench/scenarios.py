@@ -366,11 +366,13 @@ async def wait_for_import(b: Bench, headers: dict[str, str], answer: Any) -> Non
 
 
 async def indexed_session(b: Bench, key: str, in_flight: int = PARTS_IN_FLIGHT, *,
-                          source: InputFile | None = None) -> Outcome:
-    """POST initiate, chunks of the server's chunkSize with in_flight in parallel, complete."""
+                          source: InputFile | None = None, user: str | None = None) -> Outcome:
+    """POST initiate, chunks of the server's chunkSize with in_flight in parallel, complete;
+    as `user` (who needs WRITE on the bench bucket) instead of the bucket's owner if given."""
     source = source or b.input
     bucket_id = b.need_bucket()
-    _, _, session = await b.api("POST", "/api/v1/attachment/initiate", first=True, json={
+    as_user = {"headers": {"Authorization": f"sage user:{user}"}} if user else {}
+    _, _, session = await b.api("POST", "/api/v1/attachment/initiate", first=True, **as_user, json={
         "bucket_id": bucket_id, "key": key, "fileName": Path(key).name, "fileSize": source.size,
         "contentType": "application/octet-stream"})
     session_id, chunk_size = session["sessionId"], int(session["chunkSize"])
@@ -381,13 +383,13 @@ async def indexed_session(b: Bench, key: str, in_flight: int = PARTS_IN_FLIGHT, 
 
     async def send(index: int) -> None:
         data = await asyncio.to_thread(source.read, index * chunk_size, chunk_size)
-        await b.api("PUT", f"{base}/upload/{index + CHUNK_ID_BASE}", first=index == 0, data=data,
+        await b.api("PUT", f"{base}/upload/{index + CHUNK_ID_BASE}", first=index == 0, data=data, **as_user,
                     what="PUT /api/v1/attachment/session/{sessionId}/upload/{chunkId}")
     try:
         await in_parallel(count, in_flight, send)
-        await b.api("POST", f"{base}/complete")
+        await b.api("POST", f"{base}/complete", **as_user)
     except BaseException:
-        await abort_quietly(b, f"{base}/abort")
+        await abort_quietly(b, f"{base}/abort", **as_user)
         raise
     location = b.mapping.object(bucket_id, key)
     return Outcome(source.size, [Stored(location.bucket, location.key, source.sha256, source.size)],
