@@ -580,6 +580,27 @@ async def test_an_abandoned_part_body_fails_its_upload_at_once_and_stores_nothin
     await store.abort_multipart(location, upload_id)
 
 
+async def test_a_send_begun_before_abandon_never_stores_the_truncated_bytes(store, at, backend):
+    """The engine abandons a part body and at once truncates it into its staged tail. A send that
+    began before (and whose cancellation may be lost) must fail, not go on to store the truncated
+    bytes as the part; a send begun after the truncation stores them whole."""
+    location = at("abandoned-then-truncated")
+    upload_id = await store.create_multipart(location)
+    body = PartBody(PART)
+    sending = asyncio.create_task(store.upload_part(location, upload_id, 1, body))
+    data = os.urandom(MiB)
+    body.write(data)
+    await asyncio.sleep(0.2)
+    body.abandon()
+    body.truncate()  # synchronously, as the engine does: now the body is "full" at 1 MiB
+    with pytest.raises(botocore.exceptions.ConnectionError):
+        await asyncio.wait_for(sending, 60)
+    assert all(int(part["Size"]) == 0 for part in await store.list_parts(location, upload_id))
+    again = await store.upload_part(location, upload_id, 1, body)  # begun after: the whole short part
+    assert again["ETag"] == quoted_md5(data)
+    await store.abort_multipart(location, upload_id)
+
+
 async def test_a_stalled_part_body_gives_up_and_is_sent_whole_later(store, at):
     """A send that waits too long for the next bytes fails (retries included) instead of holding
     an S3 request open; once the body is whole it is sent again, and S3 has exactly its bytes."""

@@ -145,6 +145,7 @@ class ObjectStore:
         if not self.sign_payload:
             kwargs["ChecksumCRC32C"] = crc32c or crc32c_b64(data)
         if isinstance(data, PartBody):
+            data = data.sending()
             kwargs["ContentLength"] = len(data)
         response = await self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data,
                                                 ContentType=content_type, Metadata=metadata or {}, **kwargs)
@@ -425,9 +426,7 @@ class ObjectStore:
         such a part carries no CRC32C, which is known only at its end."""
         data = self._signable(data)
         kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key, "UploadId": upload_id,
-                                  "PartNumber": part_number, "Body": data}
-        if isinstance(data, PartBody):
-            kwargs["ContentLength"] = len(data)
+                                  "PartNumber": part_number}
         if content_md5:
             kwargs["ContentMD5"] = content_md5
         for algorithm, value in (checksums or {}).items():
@@ -437,7 +436,10 @@ class ObjectStore:
             # the payload is not signed: a signed CRC32C makes S3 verify the body (BadDigest).
             # An upload created with another algorithm must get that one's checksum from the caller.
             kwargs["ChecksumCRC32C"] = crc32c_b64(data)
-        return await self.client.upload_part(**kwargs)
+        if isinstance(data, PartBody):
+            data = data.sending()
+            kwargs["ContentLength"] = len(data)
+        return await self.client.upload_part(Body=data, **kwargs)
 
     @property
     def can_stream_parts(self) -> bool:
@@ -519,10 +521,13 @@ class PartBody:
     than `filled`. `size` is what an UploadPart sent now declares (the part's full size, or the
     bytes filled after truncate()).
 
-    To botocore it is a file-like Body of len() bytes (seek/tell for its signer, which never reads
-    an unsigned payload); to aiohttp an async iterable. A body that will not be filled to its size
+    A request sends it through sending(): to botocore a file-like Body of len() bytes (seek/tell
+    for its signer, which never reads an unsigned payload); to aiohttp an async iterable. A body
+    that will not be filled to its size
     must be abandoned, so the request in flight (and any retry of it) fails instead of waiting for
-    bytes that never come; truncate() then makes it a whole body of the bytes it has.
+    bytes that never come; truncate() then makes it a whole body of the bytes it has. Each
+    abandon() starts a new `generation`: a send begun before it never completes with the
+    truncated bytes, which by then belong to whoever truncated them (a staged tail).
     """
 
     BLOCK = 2**20
@@ -537,6 +542,7 @@ class PartBody:
         self.size = size
         self._grew = asyncio.Event()
         self._abandoned: BaseException | None = None
+        self.generation = 0
         self._stalled = False  # once a send stalled, sends before the body is full fail at once (no retries)
 
     @property
@@ -588,6 +594,7 @@ class PartBody:
 
     def abandon(self, reason: BaseException | None = None) -> None:
         self._abandoned = reason or ConnectionAbortedError("the part body was abandoned")
+        self.generation += 1
         self._grew.set()
 
     @property
@@ -601,6 +608,48 @@ class PartBody:
                 raise self._abandoned
             self._grew.clear()
             await self._grew.wait()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return True
+
+    def sending(self) -> "_PartSend":
+        """What one UploadPart or PutObject sends (retries included)."""
+        return _PartSend(self)
+
+    async def _pieces(self, size: int, generation: int) -> AsyncIterator[memoryview]:
+        sent = 0  # every iteration starts over: a retry resends from the blocks, which keep every byte
+        if self._stalled and not self.full:
+            raise PartStalled("this part stalled before; it is sent again once it is whole")
+        while True:
+            # truncate() makes an abandoned body whole again, for sends begun after it only
+            if self._abandoned is not None and (generation != self.generation or not self.full):
+                raise self._abandoned
+            if sent >= size:
+                break
+            if sent >= self.filled:
+                self._grew.clear()
+                try:
+                    await asyncio.wait_for(self._grew.wait(), self.STALL_SECONDS)
+                except asyncio.TimeoutError:
+                    self._stalled = True
+                    raise PartStalled(f"no new bytes for {self.STALL_SECONDS} s") from None
+                continue
+            for view in self.views(sent, min(size, sent + self.SEND_PIECE)):
+                yield view
+                sent += len(view)
+
+
+class _PartSend:
+    """One request's view of a PartBody: its length is the body's size when the request began
+    (its Content-Length), and it fails, retries included, once the body is abandoned after that."""
+
+    def __init__(self, body: PartBody) -> None:
+        self.body = body
+        self.size = body.size
+        self.generation = body.generation
 
     # botocore's face: a stream it validates, measures and would rewind on a retry
     def read(self, *_: Any) -> bytes:
@@ -619,24 +668,8 @@ class PartBody:
         return True
 
     # aiohttp's face
-    async def __aiter__(self) -> AsyncIterator[memoryview]:
-        sent = 0  # every iteration starts over: a retry resends from the blocks, which keep every byte
-        if self._stalled and not self.full:
-            raise PartStalled("this part stalled before; it is sent again once it is whole")
-        while sent < self.size:
-            if self._abandoned is not None and not self.full:  # truncate() makes it whole again
-                raise self._abandoned
-            if sent >= self.filled:
-                self._grew.clear()
-                try:
-                    await asyncio.wait_for(self._grew.wait(), self.STALL_SECONDS)
-                except asyncio.TimeoutError:
-                    self._stalled = True
-                    raise PartStalled(f"no new bytes for {self.STALL_SECONDS} s") from None
-                continue
-            for view in self.views(sent, min(self.size, sent + self.SEND_PIECE)):
-                yield view
-                sent += len(view)
+    def __aiter__(self) -> AsyncIterator[memoryview]:
+        return self.body._pieces(self.size, self.generation)
 
 
 def crc32c(data: Any, previous: int = 0) -> int:

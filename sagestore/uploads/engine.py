@@ -714,6 +714,14 @@ class UploadEngine:
             return PartBody(size)  # a body longer than announced just makes it grow
 
         async def send(number: int, data: PartBody) -> None:
+            # abandoned after this (the body was cut off), its bytes become the new tail: this send
+            # must then store nothing and free nothing, even if its cancellation is lost (Python
+            # 3.11's wait_for, used by aiopg, can swallow one)
+            generation = data.generation
+
+            def check_not_abandoned() -> None:
+                if data.generation != generation:
+                    raise ConnectionAbortedError(f"part {number} was abandoned; its bytes are the tail")
             try:
                 await self._acquire_part(lease, number, wait=True)
                 try:
@@ -723,14 +731,16 @@ class UploadEngine:
                         raise
                     await self._release_part(lease, number)  # a writer taking over need not wait for it
                     await data.filled_up()
+                    check_not_abandoned()
                     await self._acquire_part(lease, number, wait=True)
                     part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
+                check_not_abandoned()
                 sent[number] = part
                 reservation.release(data.allocated)  # S3 has it: its bytes are not needed any more
                 data.close()
                 await self._release_part(lease, number)  # S3 has it: a writer taking over need not wait
             except BaseException as error:  # noqa: BLE001 - reported after the body
-                if not data.abandoned:  # an abandoned part's bytes become the tail instead
+                if data.generation == generation:  # an abandoned part's bytes become the tail instead
                     failures.append(error)
 
         async def dispatch(number: int, data: PartBody) -> asyncio.Task:
@@ -1191,16 +1201,21 @@ class UploadEngine:
         another instance at its next lease renewal or commit at the latest.
         """
         deadline = asyncio.get_running_loop().time() + grace
+        waited = False
         while True:
             async with cursor(self.pool) as cur:
                 await cur.execute(f"SELECT state = 'open' AND {lease_held()} AS held FROM uploads WHERE id = %s",
                                   (upload.id,))
                 row = await cur.fetchone()
             if row is None or not row["held"]:
+                if waited:
+                    self.metrics.takeovers.labels("finished").inc()
                 return await self.get(upload.id, None)
             if asyncio.get_running_loop().time() >= deadline:
                 break
+            waited = True
             await asyncio.sleep(0.05)
+        self.metrics.takeovers.labels("fenced").inc()
         previous = None
         async with transaction(self.pool) as cur:
             await cur.execute("SELECT writer FROM uploads WHERE id = %s AND state = 'open' FOR UPDATE", (upload.id,))
