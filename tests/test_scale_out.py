@@ -1,9 +1,12 @@
 """Scale-out: two `sagestore serve` instances behind HAProxy (Debian's haproxy) on the suite's
-PostgreSQL and SeaweedFS. tus and session uploads go through the load balancer while one instance
-is killed with SIGKILL and restarted; clients retry (re-reading the offset or the stored chunks)
-and every upload completes with its sha256 intact. Skipped when haproxy is not installed."""
+PostgreSQL, over the suite's SeaweedFS (`weed mini`, one process) and over a SeaweedFS cluster of
+separate processes (master, two volume servers, filer, S3 gateway; tests/seaweedfs_cluster.py).
+tus and session uploads go through the load balancer while one instance is killed with SIGKILL and
+restarted; clients retry (re-reading the offset or the stored chunks) and every upload completes
+with its sha256 intact. Skipped when haproxy is not installed."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -14,7 +17,9 @@ import time
 import pytest
 import requests
 from chunked_helpers import MiB, S3View, make_bucket_sync, sha256
-from conftest import ServerProcess, auth
+from conftest import ServerProcess, auth, private_tmp_dir
+from premises import eventually_sync
+from seaweedfs_cluster import SeaweedCluster
 from tus_helpers import metadata
 
 from sagestore.embedded import free_port
@@ -26,9 +31,10 @@ TUS = {"Tus-Resumable": "1.0.0"}
 RETRYABLE = (502, 503, 504)
 
 
-@pytest.fixture
-def balanced(base_settings):
-    servers = [ServerProcess(base_settings.replace(s3_part_size=5 * MiB)).start() for _ in range(2)]
+@contextlib.contextmanager
+def load_balanced(settings):
+    """Two `sagestore serve` instances on settings behind HAProxy; yields (url, servers)."""
+    servers = [ServerProcess(settings.replace(s3_part_size=5 * MiB)).start() for _ in range(2)]
     port = free_port()
     config = tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False)
     config.write(f"""global
@@ -52,19 +58,41 @@ backend sagestore
     haproxy = subprocess.Popen([HAPROXY, "-f", config.name, "-db"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            time.sleep(0.1)
-    yield url, servers
-    haproxy.terminate()
-    haproxy.wait(10)
-    os.unlink(config.name)
-    for server in servers:
-        server.stop()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.1)
+        yield url, servers
+    finally:
+        haproxy.terminate()
+        haproxy.wait(10)
+        os.unlink(config.name)
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def balanced(base_settings):
+    with load_balanced(base_settings) as balanced:
+        yield balanced
+
+
+@pytest.fixture
+def cluster_settings(base_settings):
+    """The suite's PostgreSQL, and S3 from a SeaweedFS cluster of separate processes of this test's."""
+    root = private_tmp_dir("sagestore-cluster-")
+    cluster = SeaweedCluster(root)
+    try:
+        cluster.start()
+        yield base_settings.replace(s3_endpoint=cluster.endpoint, s3_access_key=cluster.access_key,
+                                    s3_secret_key=cluster.secret_key, s3_bucket_count=4), cluster
+    finally:
+        cluster.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def retrying(call):
@@ -113,9 +141,10 @@ def session_upload(url: str, bucket_id: str, key: str, data: bytes) -> None:
     assert response.json()["sha256"] == sha256(data)
 
 
-def test_uploads_through_haproxy_while_an_instance_is_killed(balanced, base_settings):
-    url, servers = balanced
-    bucket_id = make_bucket_sync(base_settings.database_url)
+def uploads_while_an_instance_is_killed(url: str, servers: list, settings) -> int:
+    """3 tus (9 MiB) and 2 session (11 MiB) uploads at once through the load balancer; 2 s in, one
+    instance is killed with SIGKILL and restarted 2 s later. 0 failed, every sha256 identical in S3."""
+    bucket_id = make_bucket_sync(settings.database_url)
     files = {f"lb/tus-{n}.bin": os.urandom(9 * MiB + n) for n in range(3)}
     files.update({f"lb/session-{n}.bin": os.urandom(11 * MiB + n) for n in range(2)})
     failures: list[str] = []
@@ -137,6 +166,24 @@ def test_uploads_through_haproxy_while_an_instance_is_killed(balanced, base_sett
     for thread in threads:
         thread.join(300)
     assert failures == []
-    view = S3View(base_settings)
+    view = S3View(settings)
     for key, data in files.items():
         assert sha256(view.object(bucket_id, key)) == sha256(data), key
+    return sum(len(data) for data in files.values())
+
+
+def test_uploads_through_haproxy_while_an_instance_is_killed(balanced, base_settings):
+    url, servers = balanced
+    uploads_while_an_instance_is_killed(url, servers, base_settings)
+
+
+def test_uploads_through_haproxy_over_a_seaweedfs_cluster(cluster_settings):
+    settings, cluster = cluster_settings
+    with load_balanced(settings) as (url, servers):
+        uploaded = uploads_while_an_instance_is_killed(url, servers, settings)
+    # the bytes went through the cluster: with replication 001 each volume server holds a copy of
+    # every needle, so each one's volumes hold at least what was uploaded; every process is still up
+    cluster.check_alive()
+    assert len(cluster.data_nodes()) == 2
+    eventually_sync(lambda: len(stored := cluster.stored_bytes()) == 2 and min(stored.values()) >= uploaded,
+                    f"both volume servers report at least the {uploaded} bytes uploaded", timeout=60, interval=1)

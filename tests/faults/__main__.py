@@ -51,12 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown paths: {', '.join(sorted(unknown))}")
     root = Path(tempfile.mkdtemp(prefix="sagestore-faults-"))
+    root.chmod(0o711)  # as root, the embedded PostgreSQL's system user must pass through (as tests/conftest.py)
     embedded, settings = own_backends(root)
     started = time.monotonic()
 
     def progress(number: int, result) -> None:
         mark = "ok" if result.passed else f"FAILED {result.error}"
-        print(f"trial {number + 1:3d} {result.path:9s} {result.size / 2**20:6.1f} MiB kills={result.kills} "
+        print(f"trial {number + 1:3d} {result.path:10s} {result.size / 2**20:6.1f} MiB kills={result.kills} "
               f"recover={[round(s, 2) for s in result.recover_seconds]} {mark}", flush=True)
     soak = None
     try:
