@@ -1,5 +1,5 @@
-"""The console's share links and downloads, which use the shares API (POST /api/v1/shares, issue 12's
-contract, built on another branch): these tests pass once that branch is merged."""
+"""The console's share links and downloads, which use the shares API (POST /api/v1/shares,
+GET /api/v1/shares, DELETE /api/v1/shares/{id})."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
