@@ -3,13 +3,27 @@
 runs the full randomised matrix (50 trials per path)."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 import random
+import threading
+import time
+import uuid
 
+import psycopg2
 import pytest
+import requests
 from faults.clients import PATHS
 from faults.matrix import Server, Target, create_bucket_row, run_trial
 
 from sagestore.embedded import free_port
+
+MiB = 2**20
+
+
+def sha256_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +53,82 @@ def test_ietf_kill_9_during_the_completing_patch(fault_server, trial):
     result = run_trial(server, target, "ietf", random.Random(trial), completion_share=1.0)
     assert result.passed, f"{result.error}\n{server.output[-3000:]}"
     assert result.lost == 0
+
+
+def test_ietf_completion_cut_off_by_kill_9_is_finished_by_the_clients_retry(fault_server):
+    """Bug 5 of docs/reliability.md, deterministically: the server is killed while the upload's row
+    says `completing` (the completing PATCH verifies a declared Repr-Digest, which takes a while);
+    after the restart the client's retry, an empty PATCH with Upload-Complete: ?1 at the full
+    offset, finishes the completion (before the fix: 409 "upload is being completed" forever)."""
+    server, target = fault_server
+    data = os.urandom(48 * MiB + 5)
+    headers = {"Authorization": "sage user:alice"}
+    for attempt in range(3):
+        key = f"faults/ietf-completing/{uuid.uuid4().hex}.bin"
+        response = requests.post(f"{server.url}/api/v1/uploads/", params={"bucket": target.bucket_id, "key": key},
+                                 timeout=60, headers={**headers, "Upload-Complete": "?0",
+                                                      "Upload-Length": str(len(data)),
+                                                      "Repr-Digest": f"sha-256=:{sha256_b64(data)}:"})
+        assert response.status_code in (201, 204), response.text
+        url = server.url + response.headers["Location"]
+        upload_id = url.rstrip("/").rsplit("/", 1)[1]
+        last = len(data) - MiB
+        response = requests.patch(url, data=data[:last], timeout=120, headers={
+            **headers, "Upload-Offset": "0", "Upload-Complete": "?0", "Content-Type": "application/partial-upload"})
+        assert response.status_code == 204, response.text
+        final_patch = {**headers, "Upload-Offset": str(last), "Upload-Complete": "?1",
+                       "Content-Type": "application/partial-upload"}
+        completing = threading.Thread(target=_ignore_errors, args=(
+            lambda: requests.patch(url, data=data[last:], timeout=120, headers=final_patch),))
+        completing.start()
+        seen = _wait_for_state(target.settings.database_url, upload_id, {"completing", "completed"})
+        if seen == "completing":
+            server.kill9()
+        completing.join()
+        if seen == "completing" and _state(target.settings.database_url, upload_id) == "completing":
+            break  # the premise: killed with the row `completing`
+        if server.dead():
+            server.start()
+    else:
+        raise AssertionError("premise not reached in 3 attempts: every completion finished before the kill")
+    server.start()
+    response = requests.patch(url, data=b"", timeout=120, headers={
+        **headers, "Upload-Offset": str(len(data)), "Upload-Complete": "?1",
+        "Content-Type": "application/partial-upload"})
+    assert response.status_code in (200, 201, 204), (response.status_code, response.text)
+    assert response.headers.get("Upload-Complete") == "?1"
+    assert _state(target.settings.database_url, upload_id) == "completed"
+    location = target.location(key)
+    stored = target.s3().get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
+
+
+def _ignore_errors(call) -> None:
+    try:
+        call()
+    except requests.RequestException:
+        pass  # the server was killed under it
+
+
+def _state(database_url: str, upload_id: str) -> str | None:
+    return _wait_for_state(database_url, upload_id, None)
+
+
+def _wait_for_state(database_url: str, upload_id: str, states: set[str] | None, timeout: float = 120) -> str | None:
+    """The upload row's state once it is one of `states` (polled every 5 ms); with None, now."""
+    deadline = time.monotonic() + timeout
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            while True:
+                cur.execute("SELECT state FROM uploads WHERE id = %s", (upload_id,))
+                row = cur.fetchone()
+                state = row[0] if row else None
+                if states is None or state in states:
+                    return state
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"upload {upload_id} never reached {states}")
+                time.sleep(0.005)
+    finally:
+        conn.close()
