@@ -16,7 +16,7 @@ from aiohttp import web
 from sagestore.db import create_pool, cursor, transaction
 from sagestore.db import buckets as bucket_queries
 from sagestore.db.migrate import migrate
-from sagestore.errors import Gone, Locked, NotFound, PayloadTooLarge
+from sagestore.errors import BadRequest, Gone, Locked, NotFound, PayloadTooLarge
 from sagestore.metrics import Metrics
 from sagestore.storage import STAGING_PREFIX, BucketMapping, Location, open_object_store
 from sagestore.uploads import (ChecksumMismatch, DigestMismatch, LeaseLost, MissingParts, OffsetMismatch,
@@ -557,3 +557,30 @@ async def test_two_reapers_share_the_work_without_doubles(make_engine, engine_se
     assert sum(result["uploads"] for result in results) == due >= 8
     for upload in uploads:
         assert await open_mpus(first, upload) == [] and await staging_keys(first, upload) == []
+
+
+async def test_client_parts_completion_retried_after_a_crash_past_complete_multipart(make_engine):
+    """A completion that died between S3's CompleteMultipartUpload and its commit (found by the
+    kill -9 matrix, seed 20261203): S3 no longer lists the parts, and the retry with the same list
+    used to be 404 forever. It now checks the list against the recorded parts and finishes."""
+    engine = await make_engine()
+    bucket_id = await new_bucket(engine)
+    upload = await engine.create("multipart", bucket_id, "crashed.bin", "alice")
+    data = [os.urandom(5 * MiB), os.urandom(123)]
+    parts = []
+    for number, blob in enumerate(data, start=1):
+        part = await engine.put_part(upload, number, chunks_of(blob))
+        parts.append({"part_number": number, "etag": part.etag})
+    first = await engine.complete(upload, parts=parts)
+    # the crash: S3 completed the upload, our commit never happened
+    async with transaction(engine.pool) as cur:
+        await cur.execute("UPDATE uploads SET state = 'open', result = NULL WHERE id = %s", (upload.id,))
+    again = await engine.complete(await engine.get(upload.id, "alice"), parts=parts)
+    assert again["etag"] == first["etag"] and again["size"] == sum(map(len, data))
+    assert (await engine.get(upload.id, "alice")).state == "completed"
+    assert await object_bytes(engine, bucket_id, "crashed.bin") == b"".join(data)
+    wrong = [parts[0], {"part_number": 2, "etag": '"' + "0" * 32 + '"'}]
+    async with transaction(engine.pool) as cur:
+        await cur.execute("UPDATE uploads SET state = 'open', result = NULL WHERE id = %s", (upload.id,))
+    with pytest.raises(BadRequest):  # a list that is not what was recorded is still refused
+        await engine.complete(await engine.get(upload.id, "alice"), parts=wrong)

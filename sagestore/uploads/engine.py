@@ -1043,7 +1043,16 @@ class UploadEngine:
     async def _plan_client_parts(self, upload: Upload, client_parts: list[dict[str, Any]]) -> _Plan:
         if not isinstance(client_parts, list) or not client_parts:
             raise BadRequest("parts must be a non-empty list of {part_number, etag}")
-        listed = await self._listed_parts(upload)
+        try:
+            listed = await self._listed_parts(upload)
+        except NotFound:
+            # S3 no longer knows the multipart upload: an earlier completion may have reached
+            # CompleteMultipartUpload and died before its commit. Check the list against the parts
+            # recorded here instead; _finish_mpu then accepts only the assembled object it left.
+            listed = {part.part_number: [{"PartNumber": part.part_number, "ETag": part.etag, "Size": part.size}]
+                      for part in upload.parts}
+            if not listed:
+                raise
         recorded_checksums = {part.part_number: part.checksum for part in upload.parts}
         previous = 0
         chosen: list[Part] = []
