@@ -64,7 +64,7 @@ def free_port() -> int:
     or for an outgoing connection can be handed out again the moment it is released, so a
     port picked that way and bound a second later by a child is sometimes taken by then."""
     low, _high = _ephemeral_range()
-    first = max(1024, min(low, 65536) - 12000)
+    first = max(1024, low - 12000)
     picker = random.SystemRandom()
     for _attempt in range(200):
         port = picker.randrange(first, max(first + 1, low))

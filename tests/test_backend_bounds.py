@@ -70,13 +70,17 @@ def backends():
     backends.close()
 
 
+def server_settings(backends, **overrides) -> Settings:
+    """A server on the module's own backends, with the test's small bounds unless overridden."""
+    return Settings(data_dir=str(backends.root / "data"), auth_mode="noauth",
+                    database_url=backends.server_database_url, s3_endpoint=backends.s3["endpoint"],
+                    s3_access_key=backends.s3["access_key"], s3_secret_key=backends.s3["secret_key"],
+                    s3_bucket_count=2, s3_part_size=5 * MiB, reaper_interval=0, **{**BOUNDS, **overrides})
+
+
 @pytest.fixture
 def server(backends):
-    settings = Settings(data_dir=str(backends.root / "data"), auth_mode="noauth",
-                        database_url=backends.server_database_url, s3_endpoint=backends.s3["endpoint"],
-                        s3_access_key=backends.s3["access_key"], s3_secret_key=backends.s3["secret_key"],
-                        s3_bucket_count=2, s3_part_size=5 * MiB, reaper_interval=0, **BOUNDS)
-    process = ServerProcess(settings).start()
+    process = ServerProcess(server_settings(backends)).start()
     yield process
     process.stop()
 
@@ -189,12 +193,7 @@ def test_import_waits_10_s_then_answers_202_and_finishes_once_s3_is_back(backend
     """import_upload without `Prefer` waits up to 10 s for the publication, then answers 202 with a
     status URL; the import goes on and the status URL reports it published. S3 is frozen during
     the wait, with a read timeout longer than it, so the copy is surely still running at 10 s."""
-    settings = Settings(data_dir=str(backends.root / "data"), auth_mode="noauth",
-                        database_url=backends.server_database_url, s3_endpoint=backends.s3["endpoint"],
-                        s3_access_key=backends.s3["access_key"], s3_secret_key=backends.s3["secret_key"],
-                        s3_bucket_count=2, s3_part_size=5 * MiB, reaper_interval=0,
-                        **{**BOUNDS, "s3_read_timeout": 30.0})
-    server = ServerProcess(settings).start()
+    server = ServerProcess(server_settings(backends, s3_read_timeout=30.0)).start()
     try:
         bucket_id = make_bucket_sync(backends.server_database_url)
         data = os.urandom(6 * MiB + 7)

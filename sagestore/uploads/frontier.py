@@ -66,7 +66,7 @@ class Sha256Frontiers:
                     self._break(frontier)
                 return False
             if part_number > frontier.next_part:
-                return self._wait(upload_id, frontier, part_number, etag, body)
+                return self._wait(frontier, part_number, etag, body)
             await self._hash(frontier, part_number, etag, body)
             while frontier.next_part in frontier.waiting and not frontier.broken:
                 waiting = frontier.waiting.pop(frontier.next_part)
@@ -92,13 +92,17 @@ class Sha256Frontiers:
 
     # ---------------------------------------------------------------- inside
     async def _hash(self, frontier: _Frontier, number: int, etag: str, body: PartBody) -> None:
-        views = list(body.views())
+        views = list(body.views())  # taken here, on the loop, where the body may be closed
+
+        def feed() -> None:
+            for view in views:
+                frontier.digest.update(view)
         # hashlib lets go of the GIL for large updates: a 16 MiB part does not hold the event loop
-        await asyncio.to_thread(lambda: [frontier.digest.update(view) for view in views])
+        await asyncio.to_thread(feed)
         frontier.hashed[number] = etag
         frontier.next_part = number + 1
 
-    def _wait(self, upload_id: str, frontier: _Frontier, number: int, etag: str, body: PartBody) -> bool:
+    def _wait(self, frontier: _Frontier, number: int, etag: str, body: PartBody) -> bool:
         if number in frontier.waiting:
             self._release(frontier.waiting.pop(number))
         held = body.allocated

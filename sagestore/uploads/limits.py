@@ -42,7 +42,7 @@ class Reservation:
         size = max(0, min(size, self.held))
         if size:
             self.held -= size
-            self.budget._give_back(size)
+            self.budget.give_back(size)
 
 
 class ByteBudget:
@@ -85,9 +85,6 @@ class ByteBudget:
         return False
 
     def give_back(self, size: int) -> None:
-        self._give_back(size)
-
-    def _give_back(self, size: int) -> None:
         self.used -= size
         while self._waiters:  # every waiter checks again whether its size fits now
             waiter = self._waiters.popleft()
