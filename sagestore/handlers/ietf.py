@@ -1,5 +1,6 @@
 """Resumable Uploads for HTTP (draft-ietf-httpbis-resumable-upload) at /api/v1/uploads/, a thin
-adapter over the engine, like tus.
+adapter over the engine, like tus. The tus endpoint /api/v1/tus/ hands requests that speak the draft
+to these same handlers (tus.or_ietf); an upload created there is located there.
 
 Interop versions 5 (draft-03; tus-js-client 'ietf-draft-03'), 6 (draft-05; 'ietf-draft-05'), 7 and 8
 (the editor's copy); a request without Upload-Draft-Interop-Version gets the editor's copy's
@@ -188,6 +189,13 @@ async def _completed(request: web.Request, upload: Upload, location: str | None 
     return web.json_response(info, status=201, headers=headers)
 
 
+def _collection(request: web.Request) -> str:
+    """The path the creation request was sent to (/api/v1/uploads/ or /api/v1/tus/): the new upload's
+    URL is under it, as tusd does, so a client configured with one endpoint stays on it."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else BASE
+
+
 def _fully_received(upload: Upload) -> bool:
     return upload.length is not None and upload.offset == upload.length
 
@@ -228,7 +236,7 @@ async def create(request: web.Request) -> web.Response:
     engine = request.app[context.ENGINE]
     upload = await engine.create("ietf", bucket_id, key, user, length=length, content_type=content_type,
                                  sha256=representation.hex() if representation else None)
-    location = f"{BASE}{upload.id}"
+    location = f"{_collection(request)}{upload.id}"
     await _interim(request, version, {"Location": location, **(
         {"Upload-Limit": upload_limit(request, upload)} if (version or LATEST) >= 6 else {})})
     try:
