@@ -10,9 +10,10 @@ gives 400 with the stored offset and changes nothing, so a chunk re-sent after a
 is answered with 400 and offset == its end: the client seeks there and goes on (the seed's and
 Dropbox's contract), nothing is stored twice.
 
-Uploads are retained (the engine keeps the assembled object in staging until expiry), so
-import_upload can publish the same bytes to several targets by server-side copy, and a
-declared sha256 is verified before anything is published.
+Uploads are retained: the engine hashes the chunks as they come and assembles the upload at
+the bucket and key its first chunk named, so import_upload to that target publishes without
+copying, after checking a declared sha256; later imports (or an import elsewhere) copy the
+published object server-side while it is unchanged, until the upload expires.
 """
 from __future__ import annotations
 
@@ -271,8 +272,9 @@ PATHS.update({
                          {"200": _ANSWER, **_ERRORS}, parameters=[_QUERY[3]]),
     },
     "/api/v1/import_upload": {"post": operation(
-        "Publish an offset upload to its target or another one (server-side copy; repeatable until it "
-        "expires). sha256, when given, is verified before anything is published. Prefer: respond-async "
+        "Publish an offset upload to its own target (assembled in place, no copy) or another one "
+        "(server-side copy of the published object; repeatable until the upload expires). sha256, when "
+        "given, is verified before anything is published. Prefer: respond-async "
         "or wait=N are honoured.",
         {"201": {"description": "file info"}, "202": {"description": "still running; Location: status URL"},
          **_ERRORS, "409": ERROR, "423": ERROR}, requestBody=_IMPORT_BODY)},

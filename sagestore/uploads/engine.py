@@ -40,6 +40,7 @@ from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, L
 from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, decode_b64, normalize_algorithm
 from .frontier import Sha256Frontiers
 from .limits import ByteBudget, Reservation, UserSlots
+from .resumable_sha256 import ResumableSha256, available as resumable_sha256_available
 from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever
 from .model import (ABORTED, COMPLETED, COMPLETING, EXPIRED, OPEN, PROTOCOLS, ChecksumMismatch, DigestMismatch,
                     MissingParts, OffsetMismatch, Part, Upload, choose_part_size)
@@ -209,7 +210,13 @@ class UploadEngine:
                                   f"chunk size of {self.settings.max_chunk_size} bytes; use the multipart API",
                                   max_chunk_size=self.settings.max_chunk_size)
         upload_id = str(uuid.uuid4())
-        staged = bool(sha256) or retain or bucket_id is None
+        # a sequential upload with a target hashes its bytes as they come (committed with each
+        # offset), so its sha256 is known before CompleteMultipartUpload: it is assembled at its
+        # target, verified first, and later publications (retain) copy from there
+        hashed = (protocol in SEQUENTIAL_PROTOCOLS and bucket_id is not None and concat_sources is None
+                  and resumable_sha256_available())
+        staged = ((bool(sha256) or retain) and not hashed) or bucket_id is None
+        sha256_state = ResumableSha256() if hashed else None
         if staged:
             shard = self.mapping.s3_bucket(bucket_id or upload_id)
             location = self._staging(None, "object", upload_id=upload_id, s3_bucket=shard)
@@ -230,13 +237,14 @@ class UploadEngine:
                 await cur.execute(
                     """INSERT INTO uploads (id, protocol, bucket_id, key, owner, content_type, metadata, length,
                            part_size, part_size_grows, s3_bucket, s3_key, s3_upload_id, staged, retain,
-                           checksum_algorithm, sha256, expires_at)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                           checksum_algorithm, sha256, sha256_state, sha256_so_far, expires_at)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
                                now() + %s * interval '1 second')
                        RETURNING *""",
                     (upload_id, protocol, bucket_id, key, owner, content_type, json.dumps(metadata or {}), length,
                      size, grows, location.bucket, location.key, s3_upload_id, staged, retain,
-                     checksum_algorithm, sha256, self._ttl()))
+                     checksum_algorithm, sha256, sha256_state and sha256_state.state(),
+                     sha256_state and sha256_state.hexdigest(), self._ttl()))
                 row = await cur.fetchone()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -703,6 +711,22 @@ class UploadEngine:
         elif callable(chunk_checksum):
             checksum_digest = None  # the algorithm is known only after the body: hash every candidate lazily
             trailer_digest = MultiDigest(["md5", "sha1", "sha256", "crc32", "crc32c"])
+        # the upload's running sha256 (None: not hashed), and its state after each full part of
+        # this request, so that the commit can take the state of exactly the parts it keeps
+        running = ResumableSha256(upload.sha256_state) if upload.sha256_state is not None else None
+        state_after: dict[int, bytes] = {}
+
+        def hash_full_part(number: int, data: PartBody) -> None:
+            if running is not None:
+                running.update_all(data.views())
+                state_after[number] = running.state()
+
+        def committed_sha256(parts: list[Part], tail: PartBody) -> tuple[bytes | None, str | None]:
+            """(state after the committed parts, digest through the committed tail)."""
+            if running is None:
+                return None, None
+            state = state_after[parts[-1].part_number] if parts else upload.sha256_state
+            return state, ResumableSha256(state).update_all(tail.views()).hexdigest()
         sent: dict[int, Part] = {}
         pending: set[asyncio.Task] = set()
         failures: list[BaseException] = []
@@ -808,6 +832,7 @@ class UploadEngine:
                                 buffer.write(view[position:position + take])
                                 position += take
                                 if buffer.filled == part_size:
+                                    hash_full_part(next_part, buffer)
                                     if streaming is None:
                                         await dispatch(next_part, buffer)
                                     streaming = None
@@ -839,6 +864,7 @@ class UploadEngine:
                                                    "nothing was kept")
                 buffer.truncate()  # to the bytes filled: it was allocated for a whole part
                 if buffer.filled and new_length is not None and new_offset == new_length:
+                    hash_full_part(next_part, buffer)
                     await dispatch(next_part, buffer)  # the last part may be short: no tail needed
                     next_part += 1
                     buffer = PartBody(0)
@@ -864,13 +890,15 @@ class UploadEngine:
                     if new_length == upload.length:
                         return await self._reload(upload.id)  # nothing arrived: nothing to commit
                     kept = Location(upload.s3_bucket, upload.tail_key) if upload.tail_key else None
-                    await self._commit_append(lease, upload, new_offset, new_length, [], kept, upload.tail_size)
+                    await self._commit_append(lease, upload, new_offset, new_length, [], kept, upload.tail_size,
+                                              sha256=(upload.sha256_state, upload.sha256_so_far))
                     return await self._reload(upload.id)
                 if buffer.filled:
                     new_tail = self._staging(upload, f"tail-{lease.token[:16]}")
                     await self.store.put_bytes(new_tail, buffer)
                 committed = await self._commit_append(lease, upload, new_offset, new_length, committed_parts,
-                                                      new_tail, buffer.filled, release=True)
+                                                      new_tail, buffer.filled, release=True,
+                                                      sha256=committed_sha256(committed_parts, buffer))
                 new_tail = None  # committed: it is the upload's tail now
             finally:
                 abandon(streaming)
@@ -886,21 +914,22 @@ class UploadEngine:
 
     async def _commit_append(self, lease: Lease, upload: Upload, new_offset: int, new_length: int | None,
                              parts: list[Part], tail: Location | None, tail_size: int, *,
-                             release: bool = False) -> Upload:
+                             sha256: tuple[bytes | None, str | None], release: bool = False) -> Upload:
         """Commit received bytes, conditional on still holding the lease; with release=True the
         same transaction gives up the upload and part leases (one transaction less per request).
-        Returns the upload as committed."""
+        sha256 is the running hash's (state, digest) at the new offset. Returns the upload as committed."""
         async with transaction(self.pool) as cur:
             await cur.execute(
                 """UPDATE uploads SET acknowledged_offset = %s, tail_key = %s, tail_size = %s, length = %s,
+                       sha256_state = %s, sha256_so_far = %s,
                        updated_at = now(), expires_at = now() + %s * interval '1 second',
                        writer = CASE WHEN %s THEN NULL ELSE writer END,
                        writer_instance = CASE WHEN %s THEN NULL ELSE writer_instance END,
                        writer_until = CASE WHEN %s THEN NULL ELSE writer_until END
                    WHERE id = %s AND writer = %s AND state = 'open' AND acknowledged_offset = %s
                    RETURNING *, expires_at < now() AS is_expired""",
-                (new_offset, tail.key if tail else None, tail_size, new_length, self._ttl(), release, release,
-                 release, upload.id, lease.token, upload.offset))
+                (new_offset, tail.key if tail else None, tail_size, new_length, *sha256, self._ttl(), release,
+                 release, release, upload.id, lease.token, upload.offset))
             row = await cur.fetchone()
             if row is None:
                 raise LeaseLost("another request took over this upload; this request kept nothing")
@@ -933,7 +962,8 @@ class UploadEngine:
         length completes at the current offset).
         target (bucket_id, key) publishes a retained/staged upload elsewhere; repeating complete on a
         retained upload publishes it again (offset chunks' import_upload). sha256 (hex) is verified
-        before anything is published; it needs a staged upload (declared sha256 or retain).
+        before anything is published; it needs a staged upload (declared sha256 or retain) or a
+        sequential one hashed as it came (assembled at its target, and copied from there).
         Idempotent: a completed upload returns its result.
         """
         sha256 = _validate_sha256(sha256)
@@ -944,20 +974,20 @@ class UploadEngine:
             return await self._publish_completed(current, target, sha256)
         if sha256 and current.sha256 and sha256 != current.sha256:
             raise BadRequest("sha256 differs from the one declared when the upload was created")
-        if sha256 and not current.staged:
+        if sha256 and not current.staged and current.sha256_so_far is None:
             raise BadRequest("a whole-file sha256 must be declared when the upload is created")
         async with self._writing(upload.id, completing=True) as (lease, current):
             assembled = (current.result or {}).get("assembled")
             if assembled is None:
+                if not current.staged:
+                    await self._check_running_sha256(lease, current, sha256 or current.sha256)
                 assembled = await self._assemble(lease, current, parts)
             current.length = assembled["size"]
             current.result = dict(current.result or {}, assembled=assembled)
             if current.staged:
                 result = await self._publish_staged(current, target, sha256 or current.sha256, lease=lease)
             else:
-                result = self._file_info(current, current.bucket_id, current.key, assembled["size"],
-                                         assembled["etag"], None)
-                await self._mark_completed(current, {"assembled": assembled, "file": result}, lease)
+                result = await self._publish_in_place(current, target, sha256 or current.sha256, lease)
             await self._delete_staging(current, keep_object=current.retain or current.bucket_id is None)
             self.frontiers.forget(current.id)
             self.metrics.file_uploads.inc()
@@ -992,8 +1022,11 @@ class UploadEngine:
                 await asyncio.shield(self._reopen(lease))
             raise
         assembled = {"size": plan.size, "etag": info["etag"]}
-        hashed = None if upload.tail_key else self.frontiers.sha256(
-            upload.id, [(part.part_number, _normal_etag(part.etag)) for part in plan.recorded])
+        if upload.sha256_so_far is not None and upload.offset == plan.size:
+            hashed = upload.sha256_so_far  # a sequential upload, hashed as its bytes came
+        else:
+            hashed = None if upload.tail_key else self.frontiers.sha256(
+                upload.id, [(part.part_number, _normal_etag(part.etag)) for part in plan.recorded])
         if hashed:
             assembled["sha256"] = hashed  # of exactly these parts' bytes, as received: no read-back
             self.metrics.sha256_verifications.labels("received").inc()
@@ -1003,6 +1036,17 @@ class UploadEngine:
                               " WHERE id = %s AND writer = %s",
                               (plan.size, json.dumps({"assembled": assembled}), upload.id, lease.token))
         return assembled
+
+    async def _check_running_sha256(self, lease: Lease, upload: Upload, expected: str | None) -> None:
+        """A hashed upload is assembled at its target, so a wrong sha256 must be caught before
+        that: nothing is published and the upload stays open (the client may still fix it)."""
+        if not expected or upload.sha256_so_far is None or (upload.length is not None
+                                                             and upload.offset != upload.length):
+            return  # nothing to check, or _assemble refuses the unfinished upload itself
+        if upload.sha256_so_far != expected:
+            await self._reopen(lease)
+            raise BadRequest(f"sha256 mismatch: expected {expected}, the upload has {upload.sha256_so_far}; "
+                             "nothing was published", code="Sha256Mismatch", sha256=upload.sha256_so_far)
 
     async def _reopen(self, lease: Lease) -> None:
         async with cursor(self.pool) as cur:
@@ -1141,11 +1185,25 @@ class UploadEngine:
         metadata = {"owner": metadata_value(upload.owner)}
         if actual:
             metadata["sha256"] = actual
-        etag = await self.store.copy(self._mpu(upload), destination, content_type=upload.content_type,
-                                     metadata=metadata, size=assembled["size"])
+        try:
+            # not staged: the source is the upload's own published target, which may have been replaced
+            # since (checked here too, for backends that ignore the copy's if-match)
+            if not upload.staged:
+                source = await self.store.head(self._mpu(upload))
+                if source is None or _normal_etag(source.etag) != _normal_etag(assembled["etag"]):
+                    raise ClientError({"Error": {"Code": "PreconditionFailed"}}, "HeadObject")
+            etag = await self.store.copy(self._mpu(upload), destination, content_type=upload.content_type,
+                                         metadata=metadata, size=assembled["size"],
+                                         if_match=None if upload.staged else assembled["etag"])
+        except ClientError as error:
+            if error_code(error) not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                raise
+            raise Gone(f"the upload was published at {upload.key} and that object has been replaced or deleted "
+                       "since; upload the file again") from None
         info = self._file_info(upload, bucket_id, key, assembled["size"], etag, actual)
         result = dict(upload.result)
-        result["file"] = info
+        if upload.staged:  # otherwise "file" stays the upload's own target, where it was assembled
+            result["file"] = info
         result.setdefault("published", [])
         result["published"] = [entry for entry in result["published"] if entry.get("key") != key
                                or entry.get("bucket_id") != bucket_id] + [info]
@@ -1158,11 +1216,47 @@ class UploadEngine:
                                   (json.dumps(result), upload.id))
         return info
 
+    async def _publish_in_place(self, upload: Upload, target: tuple[str, str] | None, sha256: str | None,
+                                lease: Lease) -> dict[str, Any]:
+        """The MPU's key was the target: the object is published. Give it its sha256 (the
+        metadata GET's Repr-Digest comes from), then publish a retained upload elsewhere if asked."""
+        assembled = upload.result["assembled"]
+        actual = assembled.get("sha256")
+        if sha256 and actual and sha256 != actual:  # only a retry after a crash gets here
+            raise BadRequest(f"sha256 mismatch: expected {sha256}, the upload has {actual}",
+                             code="Sha256Mismatch", sha256=actual)
+        if actual:
+            assembled["etag"] = await self._stamp_sha256(upload, assembled, actual)
+        info = self._file_info(upload, upload.bucket_id, upload.key, assembled["size"], assembled["etag"], actual)
+        result = {"assembled": assembled, "file": info}
+        if upload.retain:
+            result["published"] = [info]
+        upload.result = result
+        await self._mark_completed(upload, result, lease)
+        if target is not None and (str(target[0]), target[1]) != (upload.bucket_id, upload.key):
+            return await self._publish_staged(upload, target, sha256, lease=None)
+        return info
+
+    async def _stamp_sha256(self, upload: Upload, assembled: dict[str, Any], sha256: str) -> str:
+        """Copy the object onto itself with its sha256 in the metadata (SeaweedFS changes only the
+        metadata then), unless it was replaced since CompleteMultipartUpload. Returns its ETag; a
+        failure leaves the object without the sha256 (GET then sends no Repr-Digest)."""
+        location = self._mpu(upload)
+        try:
+            return await self.store.replace_metadata(
+                location, content_type=upload.content_type, size=assembled["size"], if_match=assembled["etag"],
+                metadata={"owner": metadata_value(upload.owner), "sha256": sha256})
+        except Exception as error:  # noqa: BLE001 - the object is whole; only its metadata lacks the sha256
+            log.warning("could not record the sha256 of upload %s on its object: %s", upload.id,
+                        error_code(error) if isinstance(error, ClientError) else type(error).__name__)
+            return assembled["etag"]
+
     async def _publish_completed(self, upload: Upload, target: tuple[str, str] | None,
                                  sha256: str | None) -> dict[str, Any]:
         """complete() on a completed upload: the same answer again, or another publication of a retained one."""
         result = upload.result or {}
-        if upload.retain or (upload.staged and upload.bucket_id is None):
+        own = target is None or (str(target[0]), target[1]) == (upload.bucket_id, upload.key)
+        if (upload.retain and not (own and not upload.staged)) or (upload.staged and upload.bucket_id is None):
             if target is None and "file" in result and not sha256:
                 return result["file"]
             if target is None and upload.bucket_id is None and not sha256:
@@ -1325,7 +1419,7 @@ class UploadEngine:
                         carry += await read(source, position, size)
                 if carry:
                     await flush()
-            await self._commit_append(lease, current, total, total, parts, None, 0)
+            await self._commit_append(lease, current, total, total, parts, None, 0, sha256=(None, None))
         final = await self._reload(final.id)
         return await self.complete(final)
 
