@@ -13,7 +13,7 @@ from aiohttp import web
 from .. import context
 from ..acl import authorize
 from ..errors import BadRequest, Unauthorized
-from ..openapi import ERROR, PATHS, operation
+from ..openapi import ERROR, documented
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, parse_bucket_id, validate_key
 from ..uploads import S3_CHECKSUM_ALGORITHMS, Upload
 from .common import decimal_int, identity, json_body, optional_media_type
@@ -81,7 +81,28 @@ def _optional_str(body: dict[str, Any], name: str) -> str | None:
     return value or None
 
 
+_TARGET = {"object_type": {"type": "string", "enum": list(OBJECT_TYPES)},
+           "object_id": {"type": "string", "format": "uuid"}}
+
+_SHARED = {**_TARGET, "upload_id": {"type": "string"}}
+
+
+def _json(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "properties": properties, "required": required}}}}
+
+
+_ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "502": ERROR, "503": ERROR}
+
+
 @routes.post("/api/v1/multipart/")
+@documented(
+    "Start an S3 multipart upload of a file (Arkindex CreateMultipartUpload)",
+    {"201": {"description": "upload_id, expires, part size rules"}, **_ERRORS},
+    requestBody=_json({**_TARGET, "key": {"type": "string"},
+                       "checksum_algorithm": {"type": "string", "nullable": True,
+                                              "enum": list(S3_CHECKSUM_ALGORITHMS)}},
+                      ["object_type", "object_id", "key"]))
 async def create_multipart(request: web.Request) -> web.Response:
     body = await json_body(request)
     bucket, _ = await resolve(request, body, with_upload=False)
@@ -103,6 +124,12 @@ async def create_multipart(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/multipart/part/")
+@documented(
+    "A presigned S3 UploadPart URL (Arkindex CreateMultipartUploadPart)",
+    {"200": {"description": "{url}"}, **_ERRORS},
+    requestBody=_json({**_SHARED, "part_number": {"type": "integer"}, "checksum": {"type": "string"},
+                       "md5_hash": {"type": "string"}}, ["object_type", "object_id", "upload_id",
+                                                          "part_number"]))
 async def create_part_url(request: web.Request) -> web.Response:
     body = await json_body(request)
     _, upload = await resolve(request, body)
@@ -113,6 +140,12 @@ async def create_part_url(request: web.Request) -> web.Response:
 
 
 @routes.put(r"/api/v1/multipart/{upload_id}/parts/{part_number:\d+}")
+@documented(
+    "Upload one part through the server (Content-MD5 and x-amz-checksum-* verified)",
+    {"200": {"description": "{part_number, etag, size}; ETag header"}, **_ERRORS, "413": ERROR,
+     "423": ERROR},
+    parameters=[{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "part_number", "in": "path", "required": True, "schema": {"type": "integer"}}])
 async def put_part(request: web.Request) -> web.Response:
     upload = await resolve_by_id(request, "WRITE", with_parts=False)
     checksums = {name: request.headers[header] for header, name in CHECKSUM_HEADERS.items()
@@ -127,12 +160,21 @@ async def put_part(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/multipart/{upload_id}/")
+@documented(
+    "State of an upload and its parts (any protocol)", {"200": {"description": "status"}, **_ERRORS,
+                                                        "410": ERROR},
+    parameters=[{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}}])
 async def get_upload(request: web.Request) -> web.Response:
     upload = await resolve_by_id(request, "READ")
     return web.json_response(request.app[context.ENGINE].status(upload))
 
 
 @routes.post("/api/v1/multipart/complete/")
+@documented(
+    "Complete a multipart upload (Arkindex CompleteMultipartUpload)",
+    {"201": {"description": "file info"}, **_ERRORS, "409": ERROR, "423": ERROR},
+    requestBody=_json({**_SHARED, "parts": {"type": "array", "items": {"type": "object"}}},
+                      ["object_type", "object_id", "upload_id", "parts"]))
 async def complete_multipart(request: web.Request) -> web.Response:
     body = await json_body(request)
     _, upload = await resolve(request, body)
@@ -144,54 +186,11 @@ async def complete_multipart(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/multipart/abort/")
+@documented(
+    "Abort a multipart upload (Arkindex AbortMultipartUpload)", {"204": {"description": "aborted"}, **_ERRORS},
+    requestBody=_json(_SHARED, ["object_type", "object_id", "upload_id"]))
 async def abort_multipart(request: web.Request) -> web.Response:
     body = await json_body(request)
     _, upload = await resolve(request, body)
     await request.app[context.ENGINE].abort(upload)
     return web.Response(status=204)
-
-
-_TARGET = {"object_type": {"type": "string", "enum": list(OBJECT_TYPES)},
-           "object_id": {"type": "string", "format": "uuid"}}
-_SHARED = {**_TARGET, "upload_id": {"type": "string"}}
-
-
-def _json(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "properties": properties, "required": required}}}}
-
-
-_ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "502": ERROR, "503": ERROR}
-PATHS.update({
-    "/api/v1/multipart/": {"post": operation(
-        "Start an S3 multipart upload of a file (Arkindex CreateMultipartUpload)",
-        {"201": {"description": "upload_id, expires, part size rules"}, **_ERRORS},
-        requestBody=_json({**_TARGET, "key": {"type": "string"},
-                           "checksum_algorithm": {"type": "string", "nullable": True,
-                                                  "enum": list(S3_CHECKSUM_ALGORITHMS)}},
-                          ["object_type", "object_id", "key"]))},
-    "/api/v1/multipart/part/": {"post": operation(
-        "A presigned S3 UploadPart URL (Arkindex CreateMultipartUploadPart)",
-        {"200": {"description": "{url}"}, **_ERRORS},
-        requestBody=_json({**_SHARED, "part_number": {"type": "integer"}, "checksum": {"type": "string"},
-                           "md5_hash": {"type": "string"}}, ["object_type", "object_id", "upload_id",
-                                                              "part_number"]))},
-    "/api/v1/multipart/{upload_id}/parts/{part_number}": {"put": operation(
-        "Upload one part through the server (Content-MD5 and x-amz-checksum-* verified)",
-        {"200": {"description": "{part_number, etag, size}; ETag header"}, **_ERRORS, "413": ERROR,
-         "423": ERROR},
-        parameters=[{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "part_number", "in": "path", "required": True, "schema": {"type": "integer"}}])},
-    "/api/v1/multipart/{upload_id}/": {"get": operation(
-        "State of an upload and its parts (any protocol)", {"200": {"description": "status"}, **_ERRORS,
-                                                            "410": ERROR},
-        parameters=[{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}}])},
-    "/api/v1/multipart/complete/": {"post": operation(
-        "Complete a multipart upload (Arkindex CompleteMultipartUpload)",
-        {"201": {"description": "file info"}, **_ERRORS, "409": ERROR, "423": ERROR},
-        requestBody=_json({**_SHARED, "parts": {"type": "array", "items": {"type": "object"}}},
-                          ["object_type", "object_id", "upload_id", "parts"]))},
-    "/api/v1/multipart/abort/": {"post": operation(
-        "Abort a multipart upload (Arkindex AbortMultipartUpload)", {"204": {"description": "aborted"}, **_ERRORS},
-        requestBody=_json(_SHARED, ["object_type", "object_id", "upload_id"]))},
-})

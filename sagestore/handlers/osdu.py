@@ -13,7 +13,7 @@ import json
 import re
 import uuid
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import psycopg2
 from aiohttp import web
@@ -24,7 +24,7 @@ from ..db import buckets as bucket_queries
 from ..db import cursor, transaction
 from ..db import signed_urls as url_queries
 from ..errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
-from ..openapi import PATHS, operation
+from ..openapi import documented
 from ..storage import validate_key
 from .common import identity
 from .schemas import error, json_content
@@ -162,7 +162,34 @@ async def create_location(request: web.Request, file_id: str | None) -> web.Resp
     return web.json_response({"FileID": file_id, "Location": {"SignedURL": url, "FileSource": location}})
 
 
+# ---------------------------------------------------------------- OpenAPI
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OSDU_ERROR = error("OSDU error: {error, code, message}")
+HEADERS = [{"name": "Data-Partition-Id", "in": "header", "required": True, "schema": {"type": "string"},
+            "description": "an OSDU data partition (SAGESTORE_OSDU_PARTITIONS)"}]
+EXPIRY_PARAM = {"name": "expiryTime", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]+[MHD]$"},
+                "description": "URL lifetime: <n>M, <n>H or <n>D; default 1H, at most 7D"}
+STATUSES = {"400": error("Bad input, or Data-Partition-Id missing, unknown or without a file role for the caller"),
+            "401": error("Authorization missing or invalid"), "403": error("The caller's file role is too low")}
+LOCATION = {"type": "object", "properties": {"FileID": {"type": "string"}, "Location": {
+    "type": "object", "properties": {"SignedURL": {"type": "string"}, "FileSource": {"type": "string"}}}}}
+FILE_ID_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "properties": {"FileID": {"type": "string", "pattern": "^[\\w,\\s-]+(\\.\\w+)?$"}}}}}}
+ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "the metadata record id (<partition>:dataset--File.Generic:<uuid>), or a FileID"}
+
+
+def osdu_op(summary: str, responses: dict[str, Any], **extra: Any) -> Callable[[Handler], Handler]:
+    """@documented with what every File service operation shares: its header, statuses and tag."""
+    return documented(summary, {**responses, **STATUSES},
+                      parameters=HEADERS + extra.pop("parameters", []), tags=["OSDU File service"], **extra)
+
+
 @routes.post(BASE + "/getLocation")
+@osdu_op(
+    "A new file location and a signed PUT URL for it (service.file.editors)",
+    {"200": json_content("FileID and signed URL", LOCATION)}, parameters=[EXPIRY_PARAM],
+    requestBody=FILE_ID_BODY)
 async def get_location(request: web.Request) -> web.Response:
     caller_in_partition(request, EDITOR)
     body = await body_object(request)
@@ -171,6 +198,9 @@ async def get_location(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/files/uploadURL")
+@osdu_op(
+    "getLocation with a generated FileID (service.file.editors)",
+    {"200": json_content("FileID and signed URL", LOCATION)}, parameters=[EXPIRY_PARAM])
 async def upload_url(request: web.Request) -> web.Response:
     return await create_location(request, None)
 
@@ -182,6 +212,11 @@ async def file_record(request: web.Request, partition: str, file_id: str) -> dic
 
 
 @routes.post(BASE + "/getFileLocation")
+@osdu_op(
+    "Driver and Location of a file (service.file.editors); an unknown FileID is 400",
+    {"200": json_content("Where the file is", {"type": "object", "properties": {
+        "Driver": {"type": "string", "enum": [DRIVER]}, "Location": {"type": "string"}}})},
+    requestBody=FILE_ID_BODY)
 async def get_file_location(request: web.Request) -> web.Response:
     _, partition, _ = caller_in_partition(request, EDITOR)
     body = await body_object(request)
@@ -228,6 +263,19 @@ def osdu_time(value: datetime) -> str:
 
 
 @routes.post(BASE + "/getFileList")
+@osdu_op(
+    "Files created in [TimeFrom, TimeTo], by CreatedAt, paged (service.file.editors)",
+    {"200": json_content("One page", {"type": "object", "properties": {
+        "Content": {"type": "array", "items": {"type": "object", "properties": {
+            name: {"type": kind} for name, kind in (
+                ("FileID", "string"), ("Driver", "string"), ("Location", "string"), ("CreatedAt", "string"),
+                ("CreatedBy", "string"), ("Uploaded", "boolean"), ("Size", "integer"), ("Sha256", "string"))}}},
+        "Number": {"type": "integer"}, "NumberOfElements": {"type": "integer"}, "Size": {"type": "integer"}}})},
+    requestBody={"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["TimeFrom", "TimeTo", "Items"], "properties": {
+            "TimeFrom": {"type": "string"}, "TimeTo": {"type": "string"},
+            "PageNum": {"type": "integer", "minimum": 0}, "Items": {"type": "integer", "minimum": 1},
+            "UserID": {"type": "string"}}}}}})
 async def get_file_list(request: web.Request) -> web.Response:
     _, partition, _ = caller_in_partition(request, EDITOR)
     body = await body_object(request)
@@ -257,6 +305,12 @@ async def get_file_list(request: web.Request) -> web.Response:
 
 
 @routes.post(BASE + "/files/revokeURL")
+@osdu_op(
+    "Revoke signed URLs of this partition: every URL of a FileID, every URL issued to CreatedBy, or one "
+    "SignedURL (service.file.admin)", {"204": {"description": "Revoked (on every instance)"}},
+    requestBody={"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {name: {"type": "string"} for name in ("FileID", "CreatedBy", "SignedURL")},
+        "additionalProperties": False}}}})
 async def revoke_url(request: web.Request) -> web.Response:
     _, partition, bucket_id = caller_in_partition(request, ADMIN)
     body = await body_object(request)
@@ -311,6 +365,10 @@ async def metadata_row(request: web.Request, partition: str, record_id: str) -> 
 
 
 @routes.get(BASE + "/files/{id}/downloadURL")
+@osdu_op(
+    "A signed GET URL for an uploaded file (service.file.viewers)",
+    {"200": json_content("The URL", {"type": "object", "properties": {"SignedUrl": {"type": "string"}}}),
+     "404": OSDU_ERROR}, parameters=[ID_PARAM, EXPIRY_PARAM])
 async def download_url(request: web.Request) -> web.Response:
     user, partition, bucket_id = caller_in_partition(request, VIEWER)
     expires_in = expiry_seconds(request)
@@ -364,6 +422,10 @@ def checked_metadata(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 
 @routes.post(BASE + "/files/metadata")
+@osdu_op(
+    "Register a dataset--File.Generic record for an uploaded file (service.file.editors)",
+    {"201": json_content("The record id", {"type": "object", "properties": {"id": {"type": "string"}}})},
+    requestBody={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}})
 async def post_metadata(request: web.Request) -> web.Response:
     _, partition, _ = caller_in_partition(request, EDITOR)
     body, source = checked_metadata(await body_object(request))
@@ -385,6 +447,9 @@ async def post_metadata(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/files/{id}/metadata")
+@osdu_op("A file's metadata record (service.file.viewers)",
+         {"200": json_content("The record", {"type": "object"}), "404": OSDU_ERROR},
+         parameters=[ID_PARAM])
 async def get_metadata(request: web.Request) -> web.Response:
     _, partition, _ = caller_in_partition(request, VIEWER)
     row = await metadata_row(request, partition, request.match_info["id"])
@@ -394,6 +459,8 @@ async def get_metadata(request: web.Request) -> web.Response:
 
 
 @routes.delete(BASE + "/files/{id}/metadata")
+@osdu_op("Delete the record and the file; its URLs are revoked (service.file.editors)",
+         {"204": {"description": "Deleted"}, "404": OSDU_ERROR}, parameters=[ID_PARAM])
 async def delete_metadata(request: web.Request) -> web.Response:
     _, partition, bucket_id = caller_in_partition(request, EDITOR)
     record_id = request.match_info["id"]
@@ -412,6 +479,7 @@ async def delete_metadata(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/info")
+@documented("Build information", tags=["OSDU File service"])
 async def info(request: web.Request) -> web.Response:
     from .. import __version__
     return web.json_response({"groupId": "sagestore", "artifactId": "sagestore-file", "version": __version__,
@@ -420,82 +488,12 @@ async def info(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/liveness_check")
+@documented("Liveness (text)", tags=["OSDU File service"])
 async def liveness(request: web.Request) -> web.Response:
     return web.Response(text="File service is alive")
 
 
 @routes.get(BASE + "/readiness_check")
+@documented("Readiness (text)", tags=["OSDU File service"])
 async def readiness(request: web.Request) -> web.Response:
     return web.Response(text="File service is ready")
-
-
-OSDU_ERROR = error("OSDU error: {error, code, message}")
-HEADERS = [{"name": "Data-Partition-Id", "in": "header", "required": True, "schema": {"type": "string"},
-            "description": "an OSDU data partition (SAGESTORE_OSDU_PARTITIONS)"}]
-EXPIRY_PARAM = {"name": "expiryTime", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]+[MHD]$"},
-                "description": "URL lifetime: <n>M, <n>H or <n>D; default 1H, at most 7D"}
-STATUSES = {"400": error("Bad input, or Data-Partition-Id missing, unknown or without a file role for the caller"),
-            "401": error("Authorization missing or invalid"), "403": error("The caller's file role is too low")}
-LOCATION = {"type": "object", "properties": {"FileID": {"type": "string"}, "Location": {
-    "type": "object", "properties": {"SignedURL": {"type": "string"}, "FileSource": {"type": "string"}}}}}
-FILE_ID_BODY = {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "properties": {"FileID": {"type": "string", "pattern": "^[\\w,\\s-]+(\\.\\w+)?$"}}}}}}
-ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
-            "description": "the metadata record id (<partition>:dataset--File.Generic:<uuid>), or a FileID"}
-
-
-def osdu_op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return operation(summary, {**responses, **STATUSES},
-                     parameters=HEADERS + extra.pop("parameters", []), tags=["OSDU File service"], **extra)
-
-
-PATHS.update({
-    BASE + "/getLocation": {"post": osdu_op(
-        "A new file location and a signed PUT URL for it (service.file.editors)",
-        {"200": json_content("FileID and signed URL", LOCATION)}, parameters=[EXPIRY_PARAM],
-        requestBody=FILE_ID_BODY)},
-    BASE + "/files/uploadURL": {"get": osdu_op(
-        "getLocation with a generated FileID (service.file.editors)",
-        {"200": json_content("FileID and signed URL", LOCATION)}, parameters=[EXPIRY_PARAM])},
-    BASE + "/getFileLocation": {"post": osdu_op(
-        "Driver and Location of a file (service.file.editors); an unknown FileID is 400",
-        {"200": json_content("Where the file is", {"type": "object", "properties": {
-            "Driver": {"type": "string", "enum": [DRIVER]}, "Location": {"type": "string"}}})},
-        requestBody=FILE_ID_BODY)},
-    BASE + "/getFileList": {"post": osdu_op(
-        "Files created in [TimeFrom, TimeTo], by CreatedAt, paged (service.file.editors)",
-        {"200": json_content("One page", {"type": "object", "properties": {
-            "Content": {"type": "array", "items": {"type": "object", "properties": {
-                name: {"type": kind} for name, kind in (
-                    ("FileID", "string"), ("Driver", "string"), ("Location", "string"), ("CreatedAt", "string"),
-                    ("CreatedBy", "string"), ("Uploaded", "boolean"), ("Size", "integer"), ("Sha256", "string"))}}},
-            "Number": {"type": "integer"}, "NumberOfElements": {"type": "integer"}, "Size": {"type": "integer"}}})},
-        requestBody={"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["TimeFrom", "TimeTo", "Items"], "properties": {
-                "TimeFrom": {"type": "string"}, "TimeTo": {"type": "string"},
-                "PageNum": {"type": "integer", "minimum": 0}, "Items": {"type": "integer", "minimum": 1},
-                "UserID": {"type": "string"}}}}}})},
-    BASE + "/files/revokeURL": {"post": osdu_op(
-        "Revoke signed URLs of this partition: every URL of a FileID, every URL issued to CreatedBy, or one "
-        "SignedURL (service.file.admin)", {"204": {"description": "Revoked (on every instance)"}},
-        requestBody={"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "properties": {name: {"type": "string"} for name in ("FileID", "CreatedBy", "SignedURL")},
-            "additionalProperties": False}}}})},
-    BASE + "/files/{id}/downloadURL": {"get": osdu_op(
-        "A signed GET URL for an uploaded file (service.file.viewers)",
-        {"200": json_content("The URL", {"type": "object", "properties": {"SignedUrl": {"type": "string"}}}),
-         "404": OSDU_ERROR}, parameters=[ID_PARAM, EXPIRY_PARAM])},
-    BASE + "/files/metadata": {"post": osdu_op(
-        "Register a dataset--File.Generic record for an uploaded file (service.file.editors)",
-        {"201": json_content("The record id", {"type": "object", "properties": {"id": {"type": "string"}}})},
-        requestBody={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}})},
-    BASE + "/files/{id}/metadata": {
-        "get": osdu_op("A file's metadata record (service.file.viewers)",
-                       {"200": json_content("The record", {"type": "object"}), "404": OSDU_ERROR},
-                       parameters=[ID_PARAM]),
-        "delete": osdu_op("Delete the record and the file; its URLs are revoked (service.file.editors)",
-                          {"204": {"description": "Deleted"}, "404": OSDU_ERROR}, parameters=[ID_PARAM])},
-    BASE + "/info": {"get": operation("Build information", tags=["OSDU File service"])},
-    BASE + "/liveness_check": {"get": operation("Liveness (text)", tags=["OSDU File service"])},
-    BASE + "/readiness_check": {"get": operation("Readiness (text)", tags=["OSDU File service"])},
-})

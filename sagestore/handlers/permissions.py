@@ -16,7 +16,7 @@ from ..acl.model import can_grant, can_revoke, check_grant_change
 from ..db import grants as grant_queries
 from ..db import cursor, transaction
 from ..errors import BadRequest, Forbidden
-from ..openapi import PATHS, operation
+from ..openapi import documented
 from ..storage import parse_bucket_id
 from .common import identity, json_body, query_flag
 from .schemas import BAD_REQUEST, BUCKET_ID_PARAM, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, json_content
@@ -61,7 +61,31 @@ async def show(request: web.Request, bucket_id: str) -> web.Response:
     return web.json_response([grant.as_json() for grant in grants])
 
 
+GRANT = {"type": "object", "additionalProperties": False, "required": list(GRANT_FIELDS), "properties": {
+    "granteeType": {"type": "string", "enum": list(GRANTEE_TYPES)},
+    "grantee": {"type": "string", "description": "user name, group name, or AllUsers (GROUP) for the public"},
+    "permission": {"type": "string", "enum": list(PERMISSIONS)}}}
+
+PERMISSIONS_PARAM = {
+    "name": "permissions", "in": "query", "allowEmptyValue": True, "schema": {"type": "string"},
+    "description": "present (no value, or true/1 as sage-storage-py sends 'True') selects the bucket's grants"}
+
+GRANTEE_PARAM = {
+    "name": "grantee", "in": "query", "style": "form", "explode": True,
+    "schema": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z]+:[^:]+(:[A-Za-z_]+)?$"}},
+    "description": "with ?permissions on DELETE, repeatable: TYPE:NAME revokes all of a grantee's permissions, "
+                   "TYPE:NAME:PERMISSION one of them. The owner's grant cannot be revoked, and nobody revokes "
+                   "a permission they do not hold."}
+
+
 @routes.put("/api/v1/objects/{id}")
+@documented(
+    "Grant a permission (?permissions, WRITE_ACP). The owner's grant is immutable, GROUP AllUsers gets READ "
+    "only, and nobody grants a permission they do not hold (FULL_CONTROL holds all)",
+    {"200": json_content("The grant, echoed", GRANT), "400": BAD_REQUEST, "401": UNAUTHORIZED,
+     "403": FORBIDDEN, "404": NOT_FOUND},
+    parameters=[BUCKET_ID_PARAM, {**PERMISSIONS_PARAM, "required": True}],
+    requestBody={"required": True, "content": {"application/json": {"schema": GRANT}}})
 async def grant(request: web.Request) -> web.Response:
     bucket_id = parse_bucket_id(request.match_info["id"])
     if "permissions" not in request.query:
@@ -101,28 +125,3 @@ async def revoke(request: web.Request, bucket_id: str) -> web.Response:
                 deleted.append(grantee_spec(grantee_type, grantee, permission))
     request.app[context.ACL].invalidate(bucket_id)  # committed: this instance sees it at once
     return web.json_response({"deleted": deleted})
-
-
-GRANT = {"type": "object", "additionalProperties": False, "required": list(GRANT_FIELDS), "properties": {
-    "granteeType": {"type": "string", "enum": list(GRANTEE_TYPES)},
-    "grantee": {"type": "string", "description": "user name, group name, or AllUsers (GROUP) for the public"},
-    "permission": {"type": "string", "enum": list(PERMISSIONS)}}}
-
-PERMISSIONS_PARAM = {
-    "name": "permissions", "in": "query", "allowEmptyValue": True, "schema": {"type": "string"},
-    "description": "present (no value, or true/1 as sage-storage-py sends 'True') selects the bucket's grants"}
-
-GRANTEE_PARAM = {
-    "name": "grantee", "in": "query", "style": "form", "explode": True,
-    "schema": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z]+:[^:]+(:[A-Za-z_]+)?$"}},
-    "description": "with ?permissions on DELETE, repeatable: TYPE:NAME revokes all of a grantee's permissions, "
-                   "TYPE:NAME:PERMISSION one of them. The owner's grant cannot be revoked, and nobody revokes "
-                   "a permission they do not hold."}
-
-PATHS.setdefault("/api/v1/objects/{id}", {})["put"] = operation(
-    "Grant a permission (?permissions, WRITE_ACP). The owner's grant is immutable, GROUP AllUsers gets READ "
-    "only, and nobody grants a permission they do not hold (FULL_CONTROL holds all)",
-    {"200": json_content("The grant, echoed", GRANT), "400": BAD_REQUEST, "401": UNAUTHORIZED,
-     "403": FORBIDDEN, "404": NOT_FOUND},
-    parameters=[BUCKET_ID_PARAM, {**PERMISSIONS_PARAM, "required": True}],
-    requestBody={"required": True, "content": {"application/json": {"schema": GRANT}}})

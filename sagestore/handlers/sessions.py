@@ -22,7 +22,7 @@ from aiohttp import web
 from .. import context
 from ..acl import authorize
 from ..errors import BadRequest, Unauthorized
-from ..openapi import ERROR, PATHS, operation
+from ..openapi import ERROR, documented
 from ..storage import parse_bucket_id, sanitize_filename, validate_key
 from ..uploads import MissingParts, Upload
 from ..uploads.checksums import b64
@@ -116,7 +116,27 @@ def _status(engine: Any, upload: Upload) -> dict[str, Any]:
         "expiresAt": _iso(upload)}
 
 
+# ---------------------------------------------------------------- OpenAPI
+_ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "410": ERROR}
+
+_SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+
+
+def _json(properties: dict[str, Any], required: list[str], needed: bool = True) -> dict[str, Any]:
+    # OpenAPI 3.0 wants a non-empty "required" list, or none at all
+    return {"required": needed, "content": {"application/json": {"schema": {
+        "type": "object", "properties": properties, **({"required": required} if required else {})}}}}
+
+
 @routes.post("/api/v1/attachment/initiate")
+@documented(
+    "Start an indexed upload session; the server picks chunkSize (>= 5 MiB, <= 10 000 chunks)",
+    {"201": {"description": "{sessionId, chunkSize, totalChunks, expiresAt, uploadUrl}"}, **_ERRORS, "413": ERROR},
+    requestBody=_json({"bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
+                       "fileName": {"type": "string"}, "fileSize": {"type": "integer", "minimum": 0},
+                       "contentType": {"type": "string"},
+                       "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}},
+                      ["bucket_id", "fileName", "fileSize"]))
 async def initiate(request: web.Request) -> web.Response:
     if identity(request).anonymous:
         raise Unauthorized("authentication required")
@@ -142,6 +162,14 @@ async def initiate(request: web.Request) -> web.Response:
 
 
 @routes.put(SESSION + "/upload/{chunk_id}")
+@documented(
+    "Upload chunk chunkId (1..totalChunks) in any order; exactly chunkSize bytes except the last; a retry "
+    "replaces it. Content-MD5, Digest or Content-Digest (sha-256, md5) are verified.",
+    {"200": {"description": "{sessionId, chunkId, size, etag, expiresAt}"}, **_ERRORS, "423": ERROR},
+    parameters=[_SESSION_ID, {"name": "chunk_id", "in": "path", "required": True,
+                              "schema": {"type": "integer", "minimum": 1}}],
+    requestBody={"required": True, "content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}}})
 async def put_chunk(request: web.Request) -> web.Response:
     engine = request.app[context.ENGINE]
     upload = await owned_upload(request, request.match_info["session_id"])
@@ -158,12 +186,21 @@ async def put_chunk(request: web.Request) -> web.Response:
 
 
 @routes.get(SESSION)
+@documented(
+    "Session status: receivedChunks, missingChunks, bytesReceived, expiresAt",
+    {"200": {"description": "status"}, **_ERRORS}, parameters=[_SESSION_ID])
 async def session_status(request: web.Request) -> web.Response:
     upload = await owned_upload(request, request.match_info["session_id"])
     return web.json_response(_status(request.app[context.ENGINE], upload))
 
 
 @routes.post(SESSION + "/complete")
+@documented(
+    "Complete: every chunk present, sizes add up, the sha256 declared at initiate verified; the object "
+    "appears atomically",
+    {"201": {"description": "file info"}, **_ERRORS, "409": ERROR, "423": ERROR},
+    parameters=[_SESSION_ID],
+    requestBody=_json({"sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}, [], needed=False))
 async def complete(request: web.Request) -> web.Response:
     upload = await owned_upload(request, request.match_info["session_id"])
     body = await json_body(request) if request.body_exists else {}
@@ -176,6 +213,29 @@ async def complete(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/attachment/sessions")
+@documented(
+    "The caller's unfinished uploads (any protocol), newest first: what a client needs to resume one "
+    "with no local state. Filter by bucket_id (needs WRITE on it) and key",
+    {"200": {"description": "{sessions: [{sessionId, protocol, state, bucket_id, key, fileName, fileSize, "
+                            "chunkSize, totalChunks, receivedChunks, missingChunks, bytesReceived, sha256, "
+                            "createdAt, expiresAt}]}",
+             "content": {"application/json": {"schema": {"type": "object", "properties": {
+                 "sessions": {"type": "array", "items": {"type": "object", "properties": {
+                     "sessionId": {"type": "string", "format": "uuid"}, "protocol": {"type": "string"},
+                     "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
+                     "fileSize": {"type": "integer", "nullable": True}, "chunkSize": {"type": "integer"},
+                     "totalChunks": {"type": "integer", "nullable": True},
+                     "receivedChunks": {"type": "array", "items": {"type": "integer"}},
+                     "missingChunks": {"type": "array", "items": {"type": "integer"}},
+                     "bytesReceived": {"type": "integer"},
+                     "sha256": {"type": "string", "nullable": True},
+                     "createdAt": {"type": "string", "format": "date-time"},
+                     "expiresAt": {"type": "string", "format": "date-time"}}}}}}}}},
+     "400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR},
+    parameters=[{"name": "bucket_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+                {"name": "key", "in": "query", "schema": {"type": "string"}, "description": "needs bucket_id"},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                                             "default": 100}}])
 async def unfinished_uploads(request: web.Request) -> web.Response:
     """The caller's open uploads, newest first, of every protocol (an upload started by tus can be
     aborted here too), filtered by bucket and key: a client finds the session it can resume from
@@ -205,74 +265,11 @@ def _iso_time(value: Any) -> str:
 
 
 @routes.post(SESSION + "/abort")
+@documented(
+    "Abort: every stored chunk is removed (works for any of the caller's unfinished uploads, whatever "
+    "protocol started it)", {"204": {"description": "aborted"}, **_ERRORS, "409": ERROR},
+    parameters=[_SESSION_ID])
 async def abort(request: web.Request) -> web.Response:
     upload = await owned_upload(request, request.match_info["session_id"])
     await request.app[context.ENGINE].abort(upload)
     return web.Response(status=204)
-
-
-# ---------------------------------------------------------------- OpenAPI
-_ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "410": ERROR}
-_SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-
-
-def _json(properties: dict[str, Any], required: list[str], needed: bool = True) -> dict[str, Any]:
-    # OpenAPI 3.0 wants a non-empty "required" list, or none at all
-    return {"required": needed, "content": {"application/json": {"schema": {
-        "type": "object", "properties": properties, **({"required": required} if required else {})}}}}
-
-
-PATHS.update({
-    "/api/v1/attachment/initiate": {"post": operation(
-        "Start an indexed upload session; the server picks chunkSize (>= 5 MiB, <= 10 000 chunks)",
-        {"201": {"description": "{sessionId, chunkSize, totalChunks, expiresAt, uploadUrl}"}, **_ERRORS, "413": ERROR},
-        requestBody=_json({"bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
-                           "fileName": {"type": "string"}, "fileSize": {"type": "integer", "minimum": 0},
-                           "contentType": {"type": "string"},
-                           "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}},
-                          ["bucket_id", "fileName", "fileSize"]))},
-    SESSION + "/upload/{chunk_id}": {"put": operation(
-        "Upload chunk chunkId (1..totalChunks) in any order; exactly chunkSize bytes except the last; a retry "
-        "replaces it. Content-MD5, Digest or Content-Digest (sha-256, md5) are verified.",
-        {"200": {"description": "{sessionId, chunkId, size, etag, expiresAt}"}, **_ERRORS, "423": ERROR},
-        parameters=[_SESSION_ID, {"name": "chunk_id", "in": "path", "required": True,
-                                  "schema": {"type": "integer", "minimum": 1}}],
-        requestBody={"required": True, "content": {"application/octet-stream": {
-            "schema": {"type": "string", "format": "binary"}}}})},
-    SESSION: {"get": operation(
-        "Session status: receivedChunks, missingChunks, bytesReceived, expiresAt",
-        {"200": {"description": "status"}, **_ERRORS}, parameters=[_SESSION_ID])},
-    SESSION + "/complete": {"post": operation(
-        "Complete: every chunk present, sizes add up, the sha256 declared at initiate verified; the object "
-        "appears atomically",
-        {"201": {"description": "file info"}, **_ERRORS, "409": ERROR, "423": ERROR},
-        parameters=[_SESSION_ID],
-        requestBody=_json({"sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}, [], needed=False))},
-    "/api/v1/attachment/sessions": {"get": operation(
-        "The caller's unfinished uploads (any protocol), newest first: what a client needs to resume one "
-        "with no local state. Filter by bucket_id (needs WRITE on it) and key",
-        {"200": {"description": "{sessions: [{sessionId, protocol, state, bucket_id, key, fileName, fileSize, "
-                                "chunkSize, totalChunks, receivedChunks, missingChunks, bytesReceived, sha256, "
-                                "createdAt, expiresAt}]}",
-                 "content": {"application/json": {"schema": {"type": "object", "properties": {
-                     "sessions": {"type": "array", "items": {"type": "object", "properties": {
-                         "sessionId": {"type": "string", "format": "uuid"}, "protocol": {"type": "string"},
-                         "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
-                         "fileSize": {"type": "integer", "nullable": True}, "chunkSize": {"type": "integer"},
-                         "totalChunks": {"type": "integer", "nullable": True},
-                         "receivedChunks": {"type": "array", "items": {"type": "integer"}},
-                         "missingChunks": {"type": "array", "items": {"type": "integer"}},
-                         "bytesReceived": {"type": "integer"},
-                         "sha256": {"type": "string", "nullable": True},
-                         "createdAt": {"type": "string", "format": "date-time"},
-                         "expiresAt": {"type": "string", "format": "date-time"}}}}}}}}},
-         "400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR},
-        parameters=[{"name": "bucket_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
-                    {"name": "key", "in": "query", "schema": {"type": "string"}, "description": "needs bucket_id"},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
-                                                                 "default": 100}}])},
-    SESSION + "/abort": {"post": operation(
-        "Abort: every stored chunk is removed (works for any of the caller's unfinished uploads, whatever "
-        "protocol started it)", {"204": {"description": "aborted"}, **_ERRORS, "409": ERROR},
-        parameters=[_SESSION_ID])},
-})

@@ -17,7 +17,7 @@ from ..auth.signing import MAX_EXPIRY
 from ..db import cursor, transaction
 from ..db import signed_urls as url_queries
 from ..errors import BadRequest, NotFound, Unauthorized
-from ..openapi import PATHS, operation
+from ..openapi import documented
 from ..storage import parse_bucket_id, validate_key
 from .common import identity, json_body
 from .schemas import BAD_REQUEST, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, json_content
@@ -51,7 +51,28 @@ def signed_url_of(request: web.Request, row: dict[str, Any]) -> str:
                                                 int(row["expires_at"].timestamp()), row["id"])
 
 
+SHARE = {"type": "object", "required": ["id", "method", "bucket_id", "key", "expires_at", "created_by", "created_at"],
+         "properties": {"id": {"type": "string", "format": "uuid"},
+                        "url": {"type": "string", "description": "absolute signed URL; works with no "
+                                                                 "Authorization header; opaque to clients"},
+                        "method": {"type": "string", "enum": ["GET", "PUT"]},
+                        "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
+                        "expires_at": {"type": "string", "format": "date-time"},
+                        "created_by": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}}
+
+LISTED = {**SHARE, "properties": {**SHARE["properties"], "revoked": {"type": "boolean"}}}
+
+
 @routes.post("/api/v1/shares")
+@documented(
+    "Create a share link for one file: a signed URL for GET (needs READ) or PUT (needs WRITE)",
+    {"201": json_content("The share link", SHARE), "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN,
+     "404": NOT_FOUND},
+    requestBody={"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["bucket_id", "key"], "properties": {
+            "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
+            "method": {"type": "string", "enum": ["GET", "PUT"], "default": "GET"},
+            "expires_in": {"type": "integer", "minimum": 1, "maximum": MAX_EXPIRY, "default": DEFAULT_EXPIRES_IN}}}}}})
 async def create_share(request: web.Request) -> web.Response:
     caller = identity(request)
     if caller.anonymous:
@@ -83,6 +104,12 @@ async def create_share(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/shares")
+@documented(
+    "The caller's own share links, oldest first",
+    {"200": json_content("Share links", {"type": "object", "properties": {
+        "shares": {"type": "array", "items": LISTED}}}), "400": BAD_REQUEST, "401": UNAUTHORIZED},
+    parameters=[{"name": "bucket_id", "in": "query", "schema": {"type": "string", "format": "uuid"},
+                 "description": "only the links of this bucket"}])
 async def list_shares(request: web.Request) -> web.Response:
     caller = identity(request)
     if caller.anonymous:
@@ -95,6 +122,12 @@ async def list_shares(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/v1/shares/{share_id}")
+@documented(
+    "Revoke a share link (its creator, or FULL_CONTROL on the bucket); its URL is refused on every instance",
+    {"204": {"description": "Revoked"}, "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN,
+     "404": NOT_FOUND},
+    parameters=[{"name": "share_id", "in": "path", "required": True,
+                 "schema": {"type": "string", "format": "uuid"}}])
 async def revoke_share(request: web.Request) -> web.Response:
     caller = identity(request)
     if caller.anonymous:
@@ -113,39 +146,3 @@ async def revoke_share(request: web.Request) -> web.Response:
         await url_queries.revoke(cur, url_id=share_id)
     request.app[context.SIGNED_URLS].invalidate(share_id)
     return web.Response(status=204)
-
-
-SHARE = {"type": "object", "required": ["id", "method", "bucket_id", "key", "expires_at", "created_by", "created_at"],
-         "properties": {"id": {"type": "string", "format": "uuid"},
-                        "url": {"type": "string", "description": "absolute signed URL; works with no "
-                                                                 "Authorization header; opaque to clients"},
-                        "method": {"type": "string", "enum": ["GET", "PUT"]},
-                        "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
-                        "expires_at": {"type": "string", "format": "date-time"},
-                        "created_by": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}}
-LISTED = {**SHARE, "properties": {**SHARE["properties"], "revoked": {"type": "boolean"}}}
-PATHS.setdefault("/api/v1/shares", {}).update({
-    "post": operation(
-        "Create a share link for one file: a signed URL for GET (needs READ) or PUT (needs WRITE)",
-        {"201": json_content("The share link", SHARE), "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN,
-         "404": NOT_FOUND},
-        requestBody={"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["bucket_id", "key"], "properties": {
-                "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
-                "method": {"type": "string", "enum": ["GET", "PUT"], "default": "GET"},
-                "expires_in": {"type": "integer", "minimum": 1, "maximum": MAX_EXPIRY, "default": DEFAULT_EXPIRES_IN}}}}}}),
-    "get": operation(
-        "The caller's own share links, oldest first",
-        {"200": json_content("Share links", {"type": "object", "properties": {
-            "shares": {"type": "array", "items": LISTED}}}), "400": BAD_REQUEST, "401": UNAUTHORIZED},
-        parameters=[{"name": "bucket_id", "in": "query", "schema": {"type": "string", "format": "uuid"},
-                     "description": "only the links of this bucket"}]),
-})
-PATHS.setdefault("/api/v1/shares/{share_id}", {}).update({
-    "delete": operation(
-        "Revoke a share link (its creator, or FULL_CONTROL on the bucket); its URL is refused on every instance",
-        {"204": {"description": "Revoked"}, "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN,
-         "404": NOT_FOUND},
-        parameters=[{"name": "share_id", "in": "path", "required": True,
-                     "schema": {"type": "string", "format": "uuid"}}]),
-})
