@@ -61,6 +61,8 @@ class OpenApi30Schema(GenerateJsonSchema):
         inner = self.generate_inner(schema["schema"])
         if "$ref" in inner:  # 3.0 ignores siblings of $ref
             return {"allOf": [inner], "nullable": True}
+        if "enum" in inner:  # 3.0.3: an enum lists null too, or null is not allowed
+            inner = {**inner, "enum": [*inner["enum"], None]}
         return {**inner, "nullable": True}
 
     def field_title_should_be_set(self, schema: Any) -> bool:
