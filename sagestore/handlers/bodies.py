@@ -61,9 +61,10 @@ def _empty_is_none(value: str | None) -> str | None:
 
 # Field types several bodies share
 BucketId = Annotated[str, checked(parse_bucket_id), Field(json_schema_extra={"format": "uuid"})]
-# "" means absent, as it always did; the engine lower-cases and checks it again
+# hex, lower-cased; "" means absent, as it always did
 Sha256 = Annotated[str, Field(pattern="^([0-9a-fA-F]{64})?$", description="the whole file's sha256, hex"),
-                   AfterValidator(_empty_is_none), Says("sha256 must be a string of 64 hexadecimal digits")]
+                   AfterValidator(lambda value: value.lower() or None),
+                   Says("sha256 must be a string of 64 hexadecimal digits")]
 OptionalText = Annotated[str, AfterValidator(_empty_is_none)]  # "" means absent
 
 _HOUSE_STYLE = {"string_type": "must be a string", "int_type": "must be an integer",

@@ -21,11 +21,12 @@ import contextlib
 import logging
 from decimal import Decimal
 from email.utils import format_datetime
-from typing import Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator
 from urllib.parse import urlencode
 
 import http_sfv
 from aiohttp import web
+from pydantic import Field
 
 from .. import context
 from ..acl import authorize
@@ -33,7 +34,8 @@ from ..errors import ApiError, BadRequest, Locked, PayloadTooLarge, Unauthorized
 from ..openapi import ERROR, documented
 from ..storage import parse_bucket_id, validate_key
 from ..uploads import COMPLETING, OffsetMismatch, Upload
-from .common import decimal_int, identity, json_body, optional_media_type
+from .bodies import BucketId, JsonBody, Says, Sha256, read_body
+from .common import decimal_int, identity, optional_media_type
 
 log = logging.getLogger("sagestore.handlers.offset")
 
@@ -109,7 +111,6 @@ def _offset_param(request: web.Request) -> int:
 
 # ---------------------------------------------------------------- OpenAPI
 _ANSWER = {"description": "{upload_id, offset, expires (RFC 9110 date)}"}
-
 _ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "410": ERROR}
 _QUERY = [{"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": text}
           for name, kind, text in (
@@ -119,10 +120,13 @@ _QUERY = [{"name": name, "in": "query", "required": False, "schema": {"type": ki
               ("upload_id", "string", "the upload to append to (further chunks)"),
               ("offset", "integer", "bytes stored so far, as the last answer said (further chunks)"))]
 
-_IMPORT_BODY = {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "required": ["upload_id"], "properties": {
-        "upload_id": {"type": "string"}, "bucket_id": {"type": "string", "format": "uuid"},
-        "key": {"type": "string"}, "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}}}}}
+
+class ImportUpload(JsonBody):
+    """Publish an offset upload; the target defaults to the upload's own bucket and key."""
+    upload_id: Annotated[str, Field(min_length=1), Says("upload_id is required")]
+    bucket_id: BucketId | None = None
+    key: str | None = None
+    sha256: Sha256 | None = Field(None, description="verified before anything is published")
 
 
 @routes.put("/api/v1/upload")
@@ -259,12 +263,12 @@ def _sha256_param(value: Any) -> str | None:
     "expires). sha256, when given, is verified before anything is published. Prefer: respond-async "
     "or wait=N are honoured.",
     {"201": {"description": "file info"}, "202": {"description": "still running; Location: status URL"},
-     **_ERRORS, "409": ERROR, "423": ERROR}, requestBody=_IMPORT_BODY)
+     **_ERRORS, "409": ERROR, "423": ERROR}, body=ImportUpload)
 async def import_upload(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    upload = await owned_upload(request, body.get("upload_id"))
-    bucket_id, key = await authorize_target(request, *_import_target(upload, body.get("bucket_id"), body.get("key")))
-    return await _run_import(request, upload, bucket_id, key, _sha256_param(body.get("sha256")), ok_status=201)
+    body = await read_body(request, ImportUpload)
+    upload = await owned_upload(request, body.upload_id)
+    bucket_id, key = await authorize_target(request, *_import_target(upload, body.bucket_id, body.key))
+    return await _run_import(request, upload, bucket_id, key, body.sha256, ok_status=201)
 
 
 @routes.get("/api/v1/import_upload/{upload_id}")

@@ -14,10 +14,11 @@ or Content-Digest (RFC 9530) with sha-256 or md5; they are verified before anyth
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator
 
 import http_sfv
 from aiohttp import web
+from pydantic import Field
 
 from .. import context
 from ..acl import authorize
@@ -26,7 +27,8 @@ from ..openapi import ERROR, documented
 from ..storage import parse_bucket_id, sanitize_filename, validate_key
 from ..uploads import MissingParts, Upload
 from ..uploads.checksums import b64
-from .common import identity, json_body, optional_media_type, query_int
+from .bodies import BucketId, JsonBody, OptionalText, Says, Sha256, checked, read_body
+from .common import identity, optional_media_type, query_int
 from .offset_uploads import authorize_target, owned_upload
 
 routes = web.RouteTableDef()
@@ -99,13 +101,6 @@ def _chunk_id(request: web.Request) -> int:
     return int(raw)
 
 
-def _optional_str(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise BadRequest(f"{name} must be a string")
-    return value or None
-
-
 def _status(engine: Any, upload: Upload) -> dict[str, Any]:
     status = engine.status(upload)
     return {
@@ -116,45 +111,37 @@ def _status(engine: Any, upload: Upload) -> dict[str, Any]:
         "expiresAt": _iso(upload)}
 
 
-# ---------------------------------------------------------------- OpenAPI
+# ---------------------------------------------------------------- the JSON bodies
+class InitiateSession(JsonBody):
+    bucket_id: BucketId
+    key: str | None = Field(None, description="default: fileName, made safe")
+    fileName: Annotated[str, Field(min_length=1), Says("fileName is required")]
+    fileSize: Annotated[int, Field(ge=0), Says("fileSize must be a non-negative integer")]
+    contentType: Annotated[OptionalText | None, checked(lambda value: optional_media_type(value, "contentType"))] \
+        = None
+    sha256: Sha256 | None = None
+
+
+class CompleteSession(JsonBody):
+    sha256: Sha256 | None = Field(None, description="if given, must be the one declared at initiate")
+
+
 _ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "410": ERROR}
-
 _SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-
-
-def _json(properties: dict[str, Any], required: list[str], needed: bool = True) -> dict[str, Any]:
-    # OpenAPI 3.0 wants a non-empty "required" list, or none at all
-    return {"required": needed, "content": {"application/json": {"schema": {
-        "type": "object", "properties": properties, **({"required": required} if required else {})}}}}
 
 
 @routes.post("/api/v1/attachment/initiate")
 @documented(
     "Start an indexed upload session; the server picks chunkSize (>= 5 MiB, <= 10 000 chunks)",
     {"201": {"description": "{sessionId, chunkSize, totalChunks, expiresAt, uploadUrl}"}, **_ERRORS, "413": ERROR},
-    requestBody=_json({"bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
-                       "fileName": {"type": "string"}, "fileSize": {"type": "integer", "minimum": 0},
-                       "contentType": {"type": "string"},
-                       "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}},
-                      ["bucket_id", "fileName", "fileSize"]))
+    body=InitiateSession)
 async def initiate(request: web.Request) -> web.Response:
-    if identity(request).anonymous:
-        raise Unauthorized("authentication required")
-    body = await json_body(request)
-    file_name = body.get("fileName")
-    if not isinstance(file_name, str) or not file_name:
-        raise BadRequest("fileName is required")
-    file_size = body.get("fileSize")
-    if isinstance(file_size, bool) or not isinstance(file_size, int) or file_size < 0:
-        raise BadRequest("fileSize must be a non-negative integer")
-    key = body.get("key")
-    if key is None:
-        key = sanitize_filename(file_name)
-    bucket_id, key = await authorize_target(request, body.get("bucket_id"), key)
+    body = await read_body(request, InitiateSession)
+    key = sanitize_filename(body.fileName) if body.key is None else body.key
+    bucket_id, key = await authorize_target(request, body.bucket_id, key)
     upload = await request.app[context.ENGINE].create(
-        "session", bucket_id, key, identity(request).user, length=file_size,
-        content_type=optional_media_type(_optional_str(body, "contentType"), "contentType"),
-        sha256=_optional_str(body, "sha256"), metadata={"fileName": file_name})
+        "session", bucket_id, key, identity(request).user, length=body.fileSize, content_type=body.contentType,
+        sha256=body.sha256, metadata={"fileName": body.fileName})
     return web.json_response({
         "sessionId": upload.id, "chunkSize": upload.part_size, "totalChunks": upload.total_parts,
         "expiresAt": _iso(upload), "uploadUrl": _session_url(upload) + "/upload/{chunkId}",
@@ -199,13 +186,12 @@ async def session_status(request: web.Request) -> web.Response:
     "Complete: every chunk present, sizes add up, the sha256 declared at initiate verified; the object "
     "appears atomically",
     {"201": {"description": "file info"}, **_ERRORS, "409": ERROR, "423": ERROR},
-    parameters=[_SESSION_ID],
-    requestBody=_json({"sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}, [], needed=False))
+    parameters=[_SESSION_ID], body=CompleteSession, body_required=False)
 async def complete(request: web.Request) -> web.Response:
     upload = await owned_upload(request, request.match_info["session_id"])
-    body = await json_body(request) if request.body_exists else {}
+    body = await read_body(request, CompleteSession, optional=True)
     try:
-        info = await request.app[context.ENGINE].complete(upload, sha256=_optional_str(body, "sha256"))
+        info = await request.app[context.ENGINE].complete(upload, sha256=body.sha256)
     except MissingParts as missing:
         raise BadRequest(f"{len(missing.part_numbers)} chunks are missing", missingChunks=missing.part_numbers) \
             from None
