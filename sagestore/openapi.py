@@ -55,7 +55,7 @@ def documented(summary: str, responses: dict[str, Any] | None = None, *, body: t
 
 class OpenApi30Schema(GenerateJsonSchema):
     """pydantic's JSON Schema (2020-12) in OpenAPI 3.0's dialect: `nullable` instead of a
-    null type, and no per-field titles (the field's name says it)."""
+    null type, no `default: null` where null is not allowed, and no per-field titles."""
 
     def nullable_schema(self, schema: Any) -> dict[str, Any]:
         inner = self.generate_inner(schema["schema"])
@@ -64,6 +64,13 @@ class OpenApi30Schema(GenerateJsonSchema):
         if "enum" in inner:  # 3.0.3: an enum lists null too, or null is not allowed
             inner = {**inner, "enum": [*inner["enum"], None]}
         return {**inner, "nullable": True}
+
+    def default_schema(self, schema: Any) -> dict[str, Any]:
+        # an optional field that may not be null (left out means "no change"): no "default: null"
+        generated = super().default_schema(schema)
+        if "default" in generated and generated["default"] is None and not generated.get("nullable"):
+            del generated["default"]
+        return generated
 
     def field_title_should_be_set(self, schema: Any) -> bool:
         return False

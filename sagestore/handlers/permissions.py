@@ -6,9 +6,10 @@ here); PUT on a bucket exists only for permissions, so its route lives here.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Callable
 
 from aiohttp import web
+from pydantic import ConfigDict, Field
 
 from .. import context
 from ..acl import GRANTEE_TYPES, PERMISSIONS, Grant, authorize, parse_grantee
@@ -18,7 +19,8 @@ from ..db import cursor, transaction
 from ..errors import BadRequest, Forbidden
 from ..openapi import documented
 from ..storage import parse_bucket_id
-from .common import identity, json_body, query_flag
+from .bodies import JsonBody, Says, checked, read_body
+from .common import identity, query_flag
 from .schemas import BAD_REQUEST, BUCKET_ID_PARAM, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, json_content
 
 routes = web.RouteTableDef()
@@ -27,27 +29,42 @@ MAX_GRANTEE_LENGTH = 256
 GRANT_FIELDS = ("granteeType", "grantee", "permission")
 
 
-def parse_grant(body: dict[str, Any]) -> Grant:
-    """{"granteeType","grantee","permission"} -> Grant; 400 naming the bad field."""
-    missing = [name for name in GRANT_FIELDS if name not in body]
-    if missing:
-        raise BadRequest(f"missing field(s): {', '.join(missing)}")
-    unknown = sorted(set(body) - set(GRANT_FIELDS))
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
-    grantee_type, grantee, permission = (body[name] for name in GRANT_FIELDS)
-    if not isinstance(grantee_type, str) or grantee_type.upper() not in GRANTEE_TYPES:
-        raise BadRequest(f"granteeType must be one of {', '.join(GRANTEE_TYPES)}")
-    if not isinstance(permission, str) or permission.upper() not in PERMISSIONS:
-        raise BadRequest(f"permission must be one of {', '.join(PERMISSIONS)}")
-    if not isinstance(grantee, str) or not grantee:
+def _one_of(choices: tuple[str, ...], name: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value.upper() not in choices:
+            raise BadRequest(f"{name} must be one of {', '.join(choices)}")
+        return value.upper()
+    return check
+
+
+def _grantee(grantee: str) -> str:
+    if not grantee:
         raise BadRequest("grantee must be a non-empty string")
     if len(grantee) > MAX_GRANTEE_LENGTH:
         raise BadRequest(f"grantee is longer than {MAX_GRANTEE_LENGTH} characters")
     # ':' separates TYPE:NAME:PERM in ?grantee=, so a name with ':' could never be revoked
     if ":" in grantee or re.search(r"[\x00-\x1f\x7f]", grantee) or grantee != grantee.strip():
         raise BadRequest("grantee must not contain ':', control characters or surrounding spaces")
-    return Grant(grantee_type.upper(), grantee, permission.upper())
+    return grantee
+
+
+class NewGrant(JsonBody):
+    """The PUT ?permissions body; types and permissions in any case."""
+    model_config = ConfigDict(extra="forbid")
+    missing_fields = "missing field(s): {names}"
+
+    granteeType: Annotated[str, checked(_one_of(GRANTEE_TYPES, "granteeType")),
+                           Says(f"granteeType must be one of {', '.join(GRANTEE_TYPES)}"),
+                           Field(json_schema_extra={"enum": list(GRANTEE_TYPES)})]
+    grantee: Annotated[str, checked(_grantee), Says("grantee must be a non-empty string"),
+                       Field(description="user name, group name, or AllUsers (GROUP) for the public",
+                             json_schema_extra={"maxLength": MAX_GRANTEE_LENGTH})]
+    permission: Annotated[str, checked(_one_of(PERMISSIONS, "permission")),
+                          Says(f"permission must be one of {', '.join(PERMISSIONS)}"),
+                          Field(json_schema_extra={"enum": list(PERMISSIONS)})]
+
+    def grant(self) -> Grant:
+        return Grant(self.granteeType, self.grantee, self.permission)
 
 
 def grantee_spec(grantee_type: str, grantee: str, permission: str | None) -> str:
@@ -85,17 +102,16 @@ GRANTEE_PARAM = {
     {"200": json_content("The grant, echoed", GRANT), "400": BAD_REQUEST, "401": UNAUTHORIZED,
      "403": FORBIDDEN, "404": NOT_FOUND},
     parameters=[BUCKET_ID_PARAM, {**PERMISSIONS_PARAM, "required": True}],
-    requestBody={"required": True, "content": {"application/json": {"schema": GRANT}}})
+    body=NewGrant)
 async def grant(request: web.Request) -> web.Response:
     bucket_id = parse_bucket_id(request.match_info["id"])
     if "permissions" not in request.query:
         raise BadRequest("PUT on a bucket needs ?permissions; to upload a file, PUT /api/v1/objects/{id}/{key}")
     if not query_flag(request, "permissions"):
         raise BadRequest("?permissions=false is not meaningful: leave the value out")
-    body = await json_body(request)  # read before taking a database connection: clients may be slow
+    new_grant = (await read_body(request, NewGrant)).grant()  # before taking a database connection
     async with transaction(request.app[context.DB]) as cur:
         bucket, held = await authorize(cur, bucket_id, identity(request), "WRITE_ACP")
-        new_grant = parse_grant(body)
         check_grant_change(bucket["owner"], new_grant.grantee_type, new_grant.grantee, new_grant.permission)
         if not can_grant(held, new_grant.permission):
             raise Forbidden(f"you cannot grant {new_grant.permission}: you do not hold it yourself")

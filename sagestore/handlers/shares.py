@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
+from pydantic import ConfigDict, Field
 
 from .. import context
 from ..acl import authorize
@@ -19,13 +20,30 @@ from ..db import signed_urls as url_queries
 from ..errors import BadRequest, NotFound, Unauthorized
 from ..openapi import documented
 from ..storage import parse_bucket_id, validate_key
-from .common import identity, json_body
+from .bodies import BucketId, JsonBody, Says, checked, read_body
+from .common import identity
 from .schemas import BAD_REQUEST, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, json_content
 from .signed import issue
 
 routes = web.RouteTableDef()
 DEFAULT_EXPIRES_IN = 3600
-FIELDS = {"bucket_id", "key", "method", "expires_in"}
+
+
+def _file_key(key: str) -> str:
+    if key == "" or key.endswith("/"):
+        raise BadRequest("key names a folder; a share link is for one file")
+    return validate_key(key)
+
+
+class NewShare(JsonBody):
+    model_config = ConfigDict(extra="forbid")
+    unknown_fields = "unknown field(s) {names}: send bucket_id, key, method, expires_in"
+
+    bucket_id: Annotated[BucketId, Says("bucket_id is required: the bucket's UUID")]
+    key: Annotated[str, checked(_file_key), Says("key is required: the file's key")]
+    method: Annotated[Literal["GET", "PUT"], Says("method must be GET or PUT")] = "GET"
+    expires_in: Annotated[int, Field(ge=1, le=MAX_EXPIRY), Says(
+        f"expires_in must be an integer number of seconds between 1 and {MAX_EXPIRY} (7 days)")] = DEFAULT_EXPIRES_IN
 
 
 def rfc3339(value: datetime) -> str:
@@ -68,33 +86,13 @@ LISTED = {**SHARE, "properties": {**SHARE["properties"], "revoked": {"type": "bo
     "Create a share link for one file: a signed URL for GET (needs READ) or PUT (needs WRITE)",
     {"201": json_content("The share link", SHARE), "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN,
      "404": NOT_FOUND},
-    requestBody={"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["bucket_id", "key"], "properties": {
-            "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
-            "method": {"type": "string", "enum": ["GET", "PUT"], "default": "GET"},
-            "expires_in": {"type": "integer", "minimum": 1, "maximum": MAX_EXPIRY, "default": DEFAULT_EXPIRES_IN}}}}}})
+    body=NewShare)
 async def create_share(request: web.Request) -> web.Response:
     caller = identity(request)
     if caller.anonymous:
         raise Unauthorized("authentication required")
-    body = await json_body(request)
-    unknown = sorted(set(body) - FIELDS)
-    if unknown:
-        raise BadRequest(f"unknown field(s) {', '.join(unknown)}: send bucket_id, key, method, expires_in")
-    if not isinstance(body.get("bucket_id"), str):
-        raise BadRequest("bucket_id is required: the bucket's UUID")
-    bucket_id = parse_bucket_id(body["bucket_id"])
-    if not isinstance(body.get("key"), str):
-        raise BadRequest("key is required: the file's key")
-    if body["key"] == "" or body["key"].endswith("/"):
-        raise BadRequest("key names a folder; a share link is for one file")
-    key = validate_key(body["key"])
-    method = body.get("method", "GET")
-    if method not in ("GET", "PUT"):
-        raise BadRequest("method must be GET or PUT")
-    expires_in = body.get("expires_in", DEFAULT_EXPIRES_IN)
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int) or not 1 <= expires_in <= MAX_EXPIRY:
-        raise BadRequest(f"expires_in must be an integer number of seconds between 1 and {MAX_EXPIRY} (7 days)")
+    body = await read_body(request, NewShare)
+    bucket_id, key, method, expires_in = body.bucket_id, body.key, body.method, body.expires_in
     async with transaction(request.app[context.DB]) as cur:
         # fresh rows inside the transaction: a grant revoked a moment ago must not mint a link
         await authorize(cur, bucket_id, caller, "READ" if method == "GET" else "WRITE", writing=method == "PUT")
