@@ -28,7 +28,7 @@ from ..errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
 from ..openapi import documented
 from ..storage import validate_key
 from .bodies import JsonBody, Says, checked, refusal
-from .common import identity
+from .common import identity, json_object
 from .schemas import error, json_content
 from .signed import issue
 
@@ -108,13 +108,11 @@ def caller_in_partition(request: web.Request, needed: int) -> tuple[str, str, st
 
 
 async def body_object(request: web.Request) -> dict[str, Any]:
+    """The JSON object every File service POST takes, checked as every JSON body is (nesting, NUL)."""
     try:
-        body = json.loads(await request.read() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise fail(BadRequest, "Invalid Json Input: the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise fail(BadRequest, "Invalid Json Input: the body must be a JSON object")
-    return body
+        return json_object(await request.read() or b"null")
+    except BadRequest as problem:
+        raise fail(BadRequest, f"Invalid Json Input: {problem.message.replace('request body', 'the body')}") from None
 
 
 def expiry_seconds(request: web.Request) -> int:
