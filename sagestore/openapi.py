@@ -8,6 +8,7 @@ route is described and nothing else is.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -76,7 +77,8 @@ class OpenApi30Schema(GenerateJsonSchema):
         return False
 
 
-def body_schemas(models: list[type[BaseModel]]) -> tuple[dict[type[BaseModel], dict[str, str]], dict[str, Any]]:
+@functools.cache  # the models of an app's routes do not change; generating their schemas takes ~10 ms
+def body_schemas(models: tuple[type[BaseModel], ...]) -> tuple[dict[type[BaseModel], dict[str, str]], dict[str, Any]]:
     """({model: its $ref}, components.schemas) for these body models and the models they nest."""
     if not models:
         return {}, {}
@@ -112,7 +114,7 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
     operations = declared_operations(app)
     models = sorted({operation.body for item in operations.values() for operation in item.values()
                      if operation.body is not None}, key=lambda model: model.__qualname__)
-    refs, schemas = body_schemas(models)
+    refs, schemas = body_schemas(tuple(models))
     return {
         "openapi": "3.0.3",
         "info": {"title": "sagestore", "version": "1",
