@@ -24,9 +24,7 @@ routes = web.RouteTableDef()
 
 OBJECT_TYPES = {"model_version": "model", "data_file": "training-data", "file": None}
 CHECKSUM_HEADERS = {f"x-amz-checksum-{name.lower()}": name.lower() for name in S3_CHECKSUM_ALGORITHMS}
-
-
-ObjectType = Literal["model_version", "data_file", "file"]
+ObjectType = Literal[tuple(OBJECT_TYPES)]
 
 
 # ---------------------------------------------------------------- the JSON bodies (Arkindex's fields)
@@ -76,7 +74,8 @@ class CompleteMultipartUpload(UploadRef):
                      Says("parts must be a non-empty list of {part_number, etag}")]
 
 
-async def resolve(request: web.Request, body: Target, *, needed: str = "WRITE") -> tuple[dict[str, Any], Upload | None]:
+async def resolve(request: web.Request, body: Target, *,
+                  needed: str = "WRITE") -> tuple[dict[str, Any], Upload | None]:
     """A validated body's bucket and (for an UploadRef) upload: (bucket, upload).
 
     404: no such bucket, not readable, archived (writes), or an upload_id of another user,
