@@ -19,8 +19,8 @@ from ..db import cursor, transaction
 from ..errors import BadRequest, Forbidden
 from ..openapi import documented
 from ..storage import parse_bucket_id
-from .bodies import JsonBody, Says, checked, read_body
-from .common import identity, query_flag
+from .bodies import JsonBody, Says, checked
+from .common import identity, json_body, query_flag
 from .schemas import BAD_REQUEST, BUCKET_ID_PARAM, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, json_content
 
 routes = web.RouteTableDef()
@@ -109,9 +109,10 @@ async def grant(request: web.Request) -> web.Response:
         raise BadRequest("PUT on a bucket needs ?permissions; to upload a file, PUT /api/v1/objects/{id}/{key}")
     if not query_flag(request, "permissions"):
         raise BadRequest("?permissions=false is not meaningful: leave the value out")
-    new_grant = (await read_body(request, NewGrant)).grant()  # before taking a database connection
+    body = await json_body(request)  # read before taking a database connection: clients may be slow
     async with transaction(request.app[context.DB]) as cur:
         bucket, held = await authorize(cur, bucket_id, identity(request), "WRITE_ACP")
+        new_grant = NewGrant.parse(body).grant()  # after the ACL check, as a bucket PATCH
         check_grant_change(bucket["owner"], new_grant.grantee_type, new_grant.grantee, new_grant.permission)
         if not can_grant(held, new_grant.permission):
             raise Forbidden(f"you cannot grant {new_grant.permission}: you do not hold it yourself")
