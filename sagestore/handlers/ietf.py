@@ -31,7 +31,7 @@ from aiohttp import HttpVersion11, web
 
 from .. import context
 from ..errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
-from ..openapi import ERROR, PATHS, operation
+from ..openapi import ERROR, documented
 from ..uploads import COMPLETED, COMPLETING, ChecksumMismatch, OffsetMismatch, Upload
 from .resumable import (body_chunks, callers_upload, callers_writable_upload, complete, content_type_for,
                         has_body, max_upload_size, media_type, parse_tus_metadata, require_user, resolve_target)
@@ -327,27 +327,21 @@ async def cancel(request: web.Request) -> web.Response:
 
 _UPLOAD_ID = [{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
 _ERRORS = {"400": ERROR, "401": ERROR, "404": ERROR, "410": ERROR}
-PATHS.update({
-    BASE: {
-        "options": operation("Upload-Limit of resumable uploads", {"204": {"description": "limits"}}),
-        "post": operation(
-            "Create a resumable upload (Upload-Complete; target ?bucket=&key= or Upload-Metadata or "
-            "Content-Disposition); 104 Upload Resumption Supported with Location",
-            {"201": {"description": "upload resource (Upload-Complete: ?0) or the file's info (?1)"}, **_ERRORS,
-             "403": ERROR, "413": ERROR},
-            parameters=[{"name": "bucket", "in": "query", "schema": {"type": "string", "format": "uuid"}},
-                        {"name": "key", "in": "query", "schema": {"type": "string"}}]),
-    },
-    BASE + "{upload_id}": {
-        "get": operation("Offset retrieval (HEAD or GET): Upload-Offset, Upload-Complete, Upload-Length, Upload-Limit",
-                         {"204": {"description": "upload state"}, **_ERRORS}, parameters=_UPLOAD_ID),
-        "head": operation("Offset retrieval", {"204": {"description": "upload state"}, **_ERRORS},
-                          parameters=_UPLOAD_ID),
-        "patch": operation("Append (application/partial-upload) at Upload-Offset; Upload-Complete: ?1 publishes",
-                           {"201": {"description": "file info when complete"},
-                            "204": {"description": "appended"}, **_ERRORS, "403": ERROR, "409": ERROR,
-                            "413": ERROR, "415": ERROR}, parameters=_UPLOAD_ID),
-        "delete": operation("Cancel the upload", {"204": {"description": "cancelled"}, **_ERRORS},
-                            parameters=_UPLOAD_ID),
-    },
-})
+# each operation is declared on its handler; the OpenAPI document reads them from the router
+documented("Upload-Limit of resumable uploads", {"204": {"description": "limits"}})(options)
+documented("Create a resumable upload (Upload-Complete; target ?bucket=&key= or Upload-Metadata or "
+           "Content-Disposition); 104 Upload Resumption Supported with Location",
+           {"201": {"description": "upload resource (Upload-Complete: ?0) or the file's info (?1)"}, **_ERRORS,
+            "403": ERROR, "413": ERROR},
+           parameters=[{"name": "bucket", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+                       {"name": "key", "in": "query", "schema": {"type": "string"}}])(create)
+documented("Offset retrieval (HEAD or GET): Upload-Offset, Upload-Complete, Upload-Length, Upload-Limit",
+           {"204": {"description": "upload state"}, **_ERRORS}, parameters=_UPLOAD_ID)(offset_retrieval)
+documented("Offset retrieval", {"204": {"description": "upload state"}, **_ERRORS},
+           parameters=_UPLOAD_ID, method="head")(offset_retrieval)
+documented("Append (application/partial-upload) at Upload-Offset; Upload-Complete: ?1 publishes",
+           {"201": {"description": "file info when complete"},
+            "204": {"description": "appended"}, **_ERRORS, "403": ERROR, "409": ERROR,
+            "413": ERROR, "415": ERROR}, parameters=_UPLOAD_ID)(append)
+documented("Cancel the upload", {"204": {"description": "cancelled"}, **_ERRORS},
+           parameters=_UPLOAD_ID)(cancel)

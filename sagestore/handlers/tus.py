@@ -22,7 +22,7 @@ from aiohttp import web
 from .. import context
 from ..errors import (ApiError, BadRequest, Conflict, Forbidden, Gone, Locked, NotFound, PreconditionFailed,
                       UnsupportedMediaType)
-from ..openapi import ERROR, PATHS, operation
+from ..openapi import ERROR, documented
 from ..trailers import can_read_trailers, request_trailers
 from ..uploads import COMPLETED, OPEN, Upload
 from ..uploads.checksums import decode_b64
@@ -369,31 +369,23 @@ _TUS_ERRORS = {"400": ERROR, "401": ERROR, "404": ERROR, "410": ERROR, "412": ER
 _AS_IETF = ("; a request with Upload-Draft-Interop-Version, or with Upload-Complete and no Tus-Resumable, is served "
             "as the IETF draft at /api/v1/uploads/")
 _AS_IETF_UPLOAD = _AS_IETF + "{upload_id}, and so is one naming neither protocol when the upload is an IETF upload"
-PATHS.update({
-    BASE: {
-        "options": operation("tus discovery: Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm"
-                             + _AS_IETF + " (Upload-Limit)", {"204": {"description": "capabilities"}}),
-        "post": operation(
-            "tus creation (Upload-Length or Upload-Defer-Length: 1; Upload-Metadata bucket, key|filename, filetype; "
-            "Upload-Concat partial|final); creation-with-upload" + _AS_IETF + " (104, Location under /api/v1/tus/)",
-            {"201": {"description": "Location of the upload"}, **_TUS_ERRORS, "403": ERROR, "413": ERROR,
-             "415": ERROR, "460": ERROR}),
-    },
-    BASE + "{upload_id}": {
-        "options": operation("tus discovery", {"204": {"description": "capabilities"}}, parameters=_UPLOAD_ID),
-        "head": operation("tus offset: Upload-Offset, Upload-Length | Upload-Defer-Length, Upload-Metadata"
-                          + _AS_IETF_UPLOAD,
-                          {"204": {"description": "upload state"}, **_TUS_ERRORS}, parameters=_UPLOAD_ID),
-        "patch": operation(
-            "tus append at Upload-Offset (Content-Type application/offset+octet-stream; Upload-Checksum as a "
-            "header, or as a trailer of a chunked body announced by Trailer: Upload-Checksum)" + _AS_IETF_UPLOAD,
-            {"201": {"description": "IETF: file info when complete"}, "204": {"description": "new Upload-Offset"},
-             **_TUS_ERRORS, "403": ERROR, "409": ERROR, "413": ERROR, "415": ERROR, "460": ERROR},
-            parameters=_UPLOAD_ID),
-        "delete": operation("tus termination" + _AS_IETF_UPLOAD, {"204": {"description": "terminated"}, **_TUS_ERRORS},
-                            parameters=_UPLOAD_ID),
-        "post": operation("X-HTTP-Method-Override: PATCH, DELETE or HEAD", {"204": {"description": "as overridden"},
-                                                                              **_TUS_ERRORS},
-                          parameters=_UPLOAD_ID),
-    },
-})
+# each operation is declared on its handler; the OpenAPI document reads them from the router
+documented("tus discovery: Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm" + _AS_IETF
+           + " (Upload-Limit)", {"204": {"description": "capabilities"}})(options_collection)
+documented("tus creation (Upload-Length or Upload-Defer-Length: 1; Upload-Metadata bucket, key|filename, filetype; "
+           "Upload-Concat partial|final); creation-with-upload" + _AS_IETF + " (104, Location under /api/v1/tus/)",
+           {"201": {"description": "Location of the upload"}, **_TUS_ERRORS, "403": ERROR, "413": ERROR,
+            "415": ERROR, "460": ERROR})(create)
+documented("tus discovery", {"204": {"description": "capabilities"}}, parameters=_UPLOAD_ID)(options_upload)
+documented("tus offset: Upload-Offset, Upload-Length | Upload-Defer-Length, Upload-Metadata" + _AS_IETF_UPLOAD,
+           {"204": {"description": "upload state"}, **_TUS_ERRORS}, parameters=_UPLOAD_ID)(head)
+documented("tus append at Upload-Offset (Content-Type application/offset+octet-stream; Upload-Checksum as a "
+           "header, or as a trailer of a chunked body announced by Trailer: Upload-Checksum)" + _AS_IETF_UPLOAD,
+           {"201": {"description": "IETF: file info when complete"}, "204": {"description": "new Upload-Offset"},
+            **_TUS_ERRORS, "403": ERROR, "409": ERROR, "413": ERROR, "415": ERROR, "460": ERROR},
+           parameters=_UPLOAD_ID)(patch)
+documented("tus termination" + _AS_IETF_UPLOAD, {"204": {"description": "terminated"}, **_TUS_ERRORS},
+           parameters=_UPLOAD_ID)(terminate)
+documented("X-HTTP-Method-Override: PATCH, DELETE or HEAD", {"204": {"description": "as overridden"},
+                                                             **_TUS_ERRORS},
+           parameters=_UPLOAD_ID)(method_override)
