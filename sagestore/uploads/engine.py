@@ -14,161 +14,55 @@ Where bytes live:
 PostgreSQL is the truth: bytes count only once they are in S3 AND committed in `uploads` /
 `upload_parts` by a writer that still holds its lease. Parts in S3 that no commit recorded are
 garbage that later writes of the same part number replace and completion never names.
+
+UploadEngine is the facade handlers call. It is an EngineCore (core.py: resources, rows, keys,
+leases, parts in S3) and delegates each step to its module: sequential.py (append, take over),
+parts.py, completion.py (with plan.py and publish.py), concat.py and reaper.py.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
-import io
 import json
 import logging
-import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterable, AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any, AsyncIterable, Callable
 
-import aiohttp
-import aiohttp.http_exceptions
 from botocore.exceptions import ClientError
 
 from ..db import cursor, transaction
-from ..errors import ApiError, BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge, RequestTimeout
-from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, PartBody, error_code, \
-    is_not_found, metadata_value, validate_key
+from ..errors import BadRequest, Conflict, Gone, NotFound, PayloadTooLarge, RequestTimeout
+from ..storage import (MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, PartBody, error_code,
+                       is_not_found, metadata_value, validate_key)
 from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, decode_b64, normalize_algorithm
-from .frontier import Sha256Frontiers
-from .limits import ByteBudget, Reservation, UserSlots
-from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever
-from .model import (ABORTED, COMPLETED, COMPLETING, EXPIRED, OPEN, PROTOCOLS, ChecksumMismatch, DigestMismatch,
-                    MissingParts, OffsetMismatch, Part, Upload, choose_part_size)
+from .common import (SEQUENTIAL_PROTOCOLS, S3_INVALID_PART, S3_INVALID_PART_ORDER, S3_ENTITY_TOO_SMALL, READ_CHUNK,
+                     ChunkChecksum, LeaseLost, BodyCutOff, now, validate_sha256, s3_bad_request,
+                     chunks_with_idle_timeout, normal_etag)
+from .core import EngineCore
+from .leases import Lease, lease_held
+from .limits import Reservation
+from .model import (COMPLETED, COMPLETING, OPEN, PROTOCOLS, ChecksumMismatch, DigestMismatch, MissingParts,
+                    OffsetMismatch, Part, Upload, choose_part_size)
 
 log = logging.getLogger("sagestore.uploads")
 
-SEQUENTIAL_PROTOCOLS = ("offset", "tus", "ietf")
-# S3's own wording, so clients of the multipart API see what S3 would have said
-S3_INVALID_PART = ("One or more of the specified parts could not be found.  The part may not have been uploaded, "
-                   "or the specified entity tag may not match the part's entity tag.")
-S3_INVALID_PART_ORDER = ("The list of parts was not in ascending order. The parts list must be specified in order "
-                         "by part number.")
-S3_ENTITY_TOO_SMALL = "Your proposed upload is smaller than the minimum allowed object size."
-READ_CHUNK = 1 << 20
-ChunkChecksum = tuple[str, str]  # (algorithm, base64 digest of this request's body)
-
-
-class LeaseLost(Conflict):
-    """Another request took this upload over (lock steal, abort or expiry); nothing of ours was kept."""
-
-
-class _BodyCutOff(Exception):
-    """The request body ended early: client disconnect, truncated body, idle timeout, or a body slower
-    than the minimum rate (RequestTimeout, set on the payload by sagestore.connections)."""
-
 
 @dataclass
-class _Plan:
+class Plan:
     """What CompleteMultipartUpload will be given."""
     parts: list[dict[str, Any]]
     size: int
     recorded: list[Part]
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _validate_sha256(value: str | None) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", text):
-        raise BadRequest("sha256 must be 64 hexadecimal digits")
-    return text
-
-
-def _s3_bad_request(error: ClientError) -> ApiError | None:
-    """S3 answers with HTTP 400 are the client's fault: 400 with S3's own message."""
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if status == 400 or error_code(error) == "400":
-        message = error.response.get("Error", {}).get("Message") or error_code(error)
-        return BadRequest(message, code=error_code(error))
-    return None
-
-
-async def _chunks_with_idle_timeout(body: AsyncIterable[bytes], idle: float) -> AsyncIterator[bytes]:
-    """The body's chunks; a stall longer than `idle`, a disconnect or a truncated body become _BodyCutOff."""
-    iterator = body.__aiter__()
-    while True:
-        try:
-            chunk = await asyncio.wait_for(iterator.__anext__(), idle)
-        except StopAsyncIteration:
-            return
-        except (asyncio.TimeoutError, ConnectionError, aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError,
-                asyncio.IncompleteReadError, EOFError, RequestTimeout) as error:
-            raise _BodyCutOff(type(error).__name__) from error
-        if chunk:
-            yield chunk
-
-
-class UploadEngine:
+class UploadEngine(EngineCore):
     """The upload state machine: open -> completing -> completed, or aborted / expired."""
 
-    def __init__(self, pool: Any, store: Any, mapping: Any, settings: Any, metrics: Any, *,
-                 lease_seconds: float = 30.0, memory_budget: int | None = None,
-                 orphan_grace: float | None = None, presign_seconds: int = 3600) -> None:
-        self.pool = pool
-        self.store = store
-        self.mapping = mapping
-        self.settings = settings
-        self.metrics = metrics
-        self.lease_seconds = lease_seconds
-        # every buffered part of every request of this instance, and how many uploads one user may run
-        self.memory = ByteBudget(memory_budget if memory_budget is not None else settings.part_buffer_budget,
-                                 settings.budget_wait)
-        self.slots = UserSlots(settings.uploads_per_user, settings.budget_wait)
-        # staged parts uploads hash their parts as they come, to spare completion a read-back
-        self.frontiers = Sha256Frontiers(self.memory, max_waiting_bytes=self.memory.total // 4)
-        # S3 multipart uploads nobody knows are aborted only after this long: object PUTs of
-        # other layers use short-lived MPUs too
-        self.orphan_grace = orphan_grace if orphan_grace is not None else max(settings.upload_ttl, 86400.0)
-        self.presign_seconds = presign_seconds
-        self.liveness = InstanceLiveness(settings.database_url)
-        self._local_leases: dict[str, Lease] = {}
+    _mpu = EngineCore.mpu  # the tests find an upload's MPU location through it
 
-    async def start(self) -> None:
-        await self.liveness.start()
-
-    async def close(self) -> None:
-        await self.liveness.close()
-
-    # ------------------------------------------------------------------ helpers
-    def _staging(self, upload: Upload | None, name: str, *, upload_id: str | None = None,
-                 s3_bucket: str | None = None) -> Location:
-        upload_id = upload.id if upload else upload_id
-        key = f"{STAGING_PREFIX}uploads/{upload_id}/{name}"
-        return Location(upload.s3_bucket if upload else s3_bucket, key)
-
-    def _staging_prefix(self, upload: Upload) -> Location:
-        return Location(upload.s3_bucket, f"{STAGING_PREFIX}uploads/{upload.id}/")
-
-    def _mpu(self, upload: Upload) -> Location:
-        return Location(upload.s3_bucket, upload.s3_key)
-
-    def _ttl(self) -> float:
-        return float(self.settings.upload_ttl)
-
-    async def _load(self, cur: Any, upload_id: str, *, lock: str = "") -> dict[str, Any] | None:
-        await cur.execute(f"SELECT *, expires_at < now() AS is_expired FROM uploads WHERE id = %s {lock}",
-                          (upload_id,))
-        return await cur.fetchone()
-
-    async def _parts(self, cur: Any, upload_id: str) -> list[Part]:
-        await cur.execute("SELECT part_number, size, etag, checksum, md5 FROM upload_parts WHERE upload_id = %s"
-                          " ORDER BY part_number", (upload_id,))
-        return [Part(**row) for row in await cur.fetchall()]
-
-    # ------------------------------------------------------------------ create / get / status
     async def create(self, protocol: str, bucket_id: str | None, key: str | None, owner: str, *,
                      length: int | None = None, content_type: str | None = None,
                      metadata: dict[str, Any] | None = None, checksum_algorithm: str | None = None,
@@ -201,7 +95,7 @@ class UploadEngine:
             checksum_algorithm = str(checksum_algorithm).upper()
             if checksum_algorithm not in S3_CHECKSUM_ALGORITHMS:
                 raise BadRequest(f"checksum_algorithm must be one of {', '.join(S3_CHECKSUM_ALGORITHMS)}")
-        sha256 = _validate_sha256(sha256)
+        sha256 = validate_sha256(sha256)
         size, grows = choose_part_size(length, self.settings.s3_part_size, part_size)
         if protocol == "session" and size > self.settings.max_chunk_size:
             # its chunks are buffered whole: a file that needs larger ones cannot be a session
@@ -212,7 +106,7 @@ class UploadEngine:
         staged = bool(sha256) or retain or bucket_id is None
         if staged:
             shard = self.mapping.s3_bucket(bucket_id or upload_id)
-            location = self._staging(None, "object", upload_id=upload_id, s3_bucket=shard)
+            location = self.staging(None, "object", upload_id=upload_id, s3_bucket=shard)
         else:
             location = self.mapping.object(bucket_id, key)
         content_type = content_type or "application/octet-stream"
@@ -224,7 +118,7 @@ class UploadEngine:
                                                              metadata={"owner": metadata_value(owner)},
                                                              checksum_algorithm=checksum_algorithm)
         except ClientError as error:
-            raise _s3_bad_request(error) or error
+            raise s3_bad_request(error) or error
         try:
             async with transaction(self.pool) as cur:
                 await cur.execute(
@@ -236,7 +130,7 @@ class UploadEngine:
                        RETURNING *""",
                     (upload_id, protocol, bucket_id, key, owner, content_type, json.dumps(metadata or {}), length,
                      size, grows, location.bucket, location.key, s3_upload_id, staged, retain,
-                     checksum_algorithm, sha256, self._ttl()))
+                     checksum_algorithm, sha256, self.ttl()))
                 row = await cur.fetchone()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -245,30 +139,6 @@ class UploadEngine:
         if staged and sha256 and protocol not in SEQUENTIAL_PROTOCOLS:
             self.frontiers.start(upload_id)
         return Upload.from_row(row)
-
-    async def get(self, upload_id: str, owner: str | None, *, bucket_id: str | None = None,
-                  key: str | None = None, with_parts: bool = True) -> Upload:
-        """The upload, for its owner only (owner None: internal use).
-
-        404 when missing, another owner's, another bucket's or key's, aborted, or reaped;
-        410 when expired but not yet reaped.
-        """
-        try:
-            upload_id = str(uuid.UUID(str(upload_id)))
-        except ValueError:
-            raise NotFound("upload not found") from None
-        async with cursor(self.pool) as cur:
-            row = await self._load(cur, upload_id)
-            if (row is None or (owner is not None and row["owner"] != owner)
-                    or (bucket_id is not None and str(row["bucket_id"]) != str(bucket_id))
-                    or (key is not None and row["key"] != key) or row["state"] in (ABORTED, EXPIRED)):
-                raise NotFound("upload not found")
-            if row["is_expired"]:
-                raise Gone("upload expired")
-            upload = Upload.from_row(row)
-            if with_parts:
-                upload.parts = await self._parts(cur, upload_id)
-        return upload
 
     async def unfinished(self, owner: str, *, bucket_id: str | None = None, key: str | None = None,
                          limit: int = 1000) -> list[Upload]:
@@ -286,7 +156,7 @@ class UploadEngine:
                               "ORDER BY created_at DESC LIMIT %s", (*values, limit))
             uploads = [Upload.from_row(row) for row in await cur.fetchall()]
             for upload in uploads:
-                upload.parts = await self._parts(cur, upload.id)
+                upload.parts = await self.load_parts(cur, upload.id)
         return uploads
 
     def status(self, upload: Upload) -> dict[str, Any]:
@@ -305,154 +175,6 @@ class UploadEngine:
         if upload.result is not None:
             body["result"] = upload.result
         return body
-
-    # ------------------------------------------------------------------ leases
-    async def _acquire_upload(self, upload_id: str, token: str, *, steal: bool, completing: bool) -> dict[str, Any]:
-        """Take the upload lease (and for completion move to `completing`) or raise 404/410/409/423."""
-        async with transaction(self.pool) as cur:
-            row = await self._load(cur, upload_id, lock="FOR UPDATE")
-            if row is None or row["state"] in (ABORTED, EXPIRED):
-                raise NotFound("upload not found")
-            if row["is_expired"]:
-                raise Gone("upload expired")
-            if row["state"] == COMPLETED or (row["state"] == COMPLETING and not completing):
-                raise Conflict("upload is already complete" if row["state"] == COMPLETED
-                               else "upload is being completed", offset=row["acknowledged_offset"])
-            await cur.execute(f"SELECT {lease_held()} AS held FROM uploads WHERE id = %s", (upload_id,))
-            if (await cur.fetchone())["held"] and not steal:
-                raise Locked("another request is writing this upload; retry later", headers={"Retry-After": "1"})
-            if completing:
-                await cur.execute(f"""SELECT count(*) AS n FROM upload_part_leases p WHERE p.upload_id = %s
-                                      AND {lease_held('p.')}""", (upload_id,))
-                if (await cur.fetchone())["n"]:
-                    raise Locked("parts of this upload are still being written; retry when they are done",
-                                 headers={"Retry-After": "1"})
-            previous = row["writer"]
-            await cur.execute(
-                """UPDATE uploads SET writer = %s, writer_instance = %s,
-                       writer_until = now() + %s * interval '1 second',
-                       state = CASE WHEN %s THEN 'completing' ELSE state END
-                   WHERE id = %s RETURNING *, expires_at < now() AS is_expired""",
-                (token, self.liveness.instance_id, self.lease_seconds, completing, upload_id))
-            row = await cur.fetchone()
-        if previous and previous in self._local_leases:
-            self._local_leases[previous].lost.set()  # a steal within this instance stops the old writer now
-        return row
-
-    async def _release(self, lease: Lease) -> None:
-        self._local_leases.pop(lease.token, None)
-        if lease.released:
-            return
-        async with transaction(self.pool) as cur:
-            if lease.holds_upload:
-                await cur.execute("UPDATE uploads SET writer = NULL, writer_instance = NULL, writer_until = NULL"
-                                  " WHERE id = %s AND writer = %s", (lease.upload_id, lease.token))
-            await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND writer = %s",
-                              (lease.upload_id, lease.token))
-
-    @contextlib.asynccontextmanager
-    async def _writing(self, upload_id: str, *, steal: bool = False,
-                       completing: bool = False) -> AsyncIterator[tuple[Lease, Upload]]:
-        token = new_token()
-        row = await self._acquire_upload(upload_id, token, steal=steal, completing=completing)
-        lease = Lease(upload_id, token, self.liveness.instance_id, holds_upload=True)
-        self._local_leases[token] = lease
-        renewer = asyncio.create_task(renew_forever(self.pool, lease, self.lease_seconds))
-        try:
-            upload = Upload.from_row(row)
-            async with cursor(self.pool) as cur:
-                upload.parts = await self._parts(cur, upload_id)
-            yield lease, upload
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._release(lease))
-
-    @contextlib.asynccontextmanager
-    async def _part_writer(self, upload_id: str) -> AsyncIterator[Lease]:
-        """A lease for writing parts without holding the upload (indexed and multipart parts)."""
-        lease = Lease(upload_id, new_token(), self.liveness.instance_id, holds_upload=False)
-        self._local_leases[lease.token] = lease
-        renewer = asyncio.create_task(renew_forever(self.pool, lease, self.lease_seconds))
-        try:
-            yield lease
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._release(lease))
-
-    async def _acquire_part(self, lease: Lease, part_number: int, *, wait: bool) -> None:
-        """Lease one part number. Writers under an upload lease wait for a previous holder (a stolen
-        request finishing its UploadPart), so S3 receives same-numbered parts in lease order; others
-        get 423."""
-        deadline = asyncio.get_running_loop().time() + self.lease_seconds + 5
-        while True:
-            async with transaction(self.pool) as cur:
-                row = await self._load(cur, lease.upload_id, lock="FOR SHARE")
-                if row is None or row["state"] in (ABORTED, EXPIRED):
-                    raise NotFound("upload not found")
-                if row["is_expired"]:
-                    raise Gone("upload expired")
-                if lease.holds_upload and row["writer"] != lease.token:
-                    raise LeaseLost("another request took over this upload")
-                if row["state"] != OPEN:
-                    raise Conflict("upload is " + ("being completed" if row["state"] == COMPLETING
-                                                   else "already complete"))
-                # one statement decides: a SELECT ... FOR UPDATE locks nothing while no lease row exists
-                # yet, so two first writers of a part would both take it; ON CONFLICT serialises them
-                await cur.execute(
-                    f"""INSERT INTO upload_part_leases (upload_id, part_number, writer, writer_instance, writer_until)
-                        VALUES (%s, %s, %s, %s, now() + %s * interval '1 second')
-                        ON CONFLICT (upload_id, part_number) DO UPDATE SET writer = EXCLUDED.writer,
-                            writer_instance = EXCLUDED.writer_instance, writer_until = EXCLUDED.writer_until
-                        WHERE upload_part_leases.writer = EXCLUDED.writer
-                            OR NOT {lease_held('upload_part_leases.')}""",
-                    (lease.upload_id, part_number, lease.token, lease.instance_id, self.lease_seconds))
-                if cur.rowcount == 1:
-                    return
-            if not wait or asyncio.get_running_loop().time() > deadline:
-                raise Locked(f"part {part_number} is being written by another request; retry later",
-                             headers={"Retry-After": "1"})
-            await asyncio.sleep(0.1)
-
-    async def _release_part(self, lease: Lease, part_number: int) -> None:
-        async with cursor(self.pool) as cur:
-            await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND part_number = %s"
-                              " AND writer = %s", (lease.upload_id, part_number, lease.token))
-
-    # ------------------------------------------------------------------ parts
-    async def _send_part(self, upload: Upload, part_number: int, data: bytes | io.BytesIO | PartBody, *,
-                         content_md5: str | None = None, checksum: str | None = None) -> Part:
-        """UploadPart. Give an io.BytesIO that owns its bytes (at position 0) to spare a copy: aiohttp
-        streams it as it is, while bytes are copied whole on their way out."""
-        if isinstance(data, io.BytesIO):
-            with data.getbuffer() as view:
-                size = view.nbytes
-        else:
-            size = len(data)
-        checksums = {upload.checksum_algorithm: checksum} if upload.checksum_algorithm and checksum else None
-        try:
-            response = await self.store.upload_part(self._mpu(upload), upload.s3_upload_id, part_number, data,
-                                                    content_md5=content_md5, checksums=checksums)
-        except ClientError as error:
-            if is_not_found(error):
-                raise NotFound("upload not found (its storage was released)") from None
-            raise _s3_bad_request(error) or error
-        return Part(part_number, size, response["ETag"], checksum, content_md5)
-
-    def _part_checksum(self, upload: Upload, data: bytes | bytearray | io.BytesIO | PartBody) -> str | None:
-        if not upload.checksum_algorithm:
-            return None
-        digest = MultiDigest([upload.checksum_algorithm])
-        if isinstance(data, PartBody):
-            for view in data.views():
-                digest.update(view)
-        elif isinstance(data, io.BytesIO):
-            with data.getbuffer() as view:
-                digest.update(view)
-        else:
-            digest.update(data)
-        return digest.b64(normalize_algorithm(upload.checksum_algorithm))
 
     async def put_part(self, upload: Upload, part_number: int, body: AsyncIterable[bytes], *,
                        expected_size: int | None = None, size_hint: int | None = None, md5: str | None = None,
@@ -493,16 +215,16 @@ class UploadEngine:
             raise (BadRequest(f"part {part_number} must be {expected_size} bytes, got {size_hint}")
                    if expected_size is not None else too_long())
         if size_hint is not None:
-            await self._check_parts_total(upload, part_number, size_hint)
+            await self.check_parts_total(upload, part_number, size_hint)
         async with self.slots.hold(upload.owner):
-            async with self.memory.reserve() as reservation, self._part_writer(upload.id) as lease:
-                await self._acquire_part(lease, part_number, wait=False)
+            async with self.memory.reserve() as reservation, self.part_writer(upload.id) as lease:
+                await self.acquire_part(lease, part_number, wait=False)
                 digest = MultiDigest(algorithms)
                 # its blocks follow the bytes received (and the budget reserved for them), never the declared size
                 buffer = PartBody(limit)
                 received = 0
                 try:
-                    async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
+                    async for chunk in chunks_with_idle_timeout(body, self.lease_seconds):
                         if lease.lost.is_set():
                             raise LeaseLost("another request took over this part")
                         if received + len(chunk) > limit:
@@ -511,7 +233,7 @@ class UploadEngine:
                         buffer.write(chunk)
                         received += len(chunk)
                         digest.update(chunk)
-                except _BodyCutOff as cut:
+                except BodyCutOff as cut:
                     if isinstance(cut.__cause__, RequestTimeout):
                         raise cut.__cause__ from None
                     raise BadRequest(f"the body of part {part_number} was cut off; nothing was stored") from None
@@ -526,15 +248,15 @@ class UploadEngine:
                                              "stored", code="BadDigest")
                 checksum = digest.b64(normalize_algorithm(upload.checksum_algorithm)) \
                     if upload.checksum_algorithm else None
-                await self._check_parts_total(upload, part_number, received)
+                await self.check_parts_total(upload, part_number, received)
                 buffer.truncate()
-                part = await self._send_part(upload, part_number, buffer, content_md5=md5, checksum=checksum)
-                await self._record_part(lease, part)
-                if not await self.frontiers.offer(upload.id, part_number, _normal_etag(part.etag), buffer):
+                part = await self.send_part(upload, part_number, buffer, content_md5=md5, checksum=checksum)
+                await self.record_part(lease, part)
+                if not await self.frontiers.offer(upload.id, part_number, normal_etag(part.etag), buffer):
                     buffer.close()
         return part
 
-    async def _check_parts_total(self, upload: Upload, part_number: int, size: int) -> None:
+    async def check_parts_total(self, upload: Upload, part_number: int, size: int) -> None:
         """413 when this part with the other recorded parts goes past the max upload size."""
         async with cursor(self.pool) as cur:
             await cur.execute("SELECT coalesce(sum(size), 0) AS total FROM upload_parts"
@@ -545,27 +267,18 @@ class UploadEngine:
                                   f"the maximum of {self.settings.max_upload_size} bytes; nothing was stored",
                                   max_upload_size=self.settings.max_upload_size)
 
-    async def _record_part(self, lease: Lease, part: Part) -> None:
+    async def record_part(self, lease: Lease, part: Part) -> None:
         """Commit one part, only while this request still holds its lease and the upload is open."""
         async with transaction(self.pool) as cur:
             # NO KEY UPDATE, not SHARE: this transaction updates the row below (no lock upgrade deadlock)
-            row = await self._load(cur, lease.upload_id, lock="FOR NO KEY UPDATE")
+            row = await self.load_row(cur, lease.upload_id, lock="FOR NO KEY UPDATE")
             await cur.execute("SELECT 1 FROM upload_part_leases WHERE upload_id = %s AND part_number = %s"
                               " AND writer = %s FOR UPDATE", (lease.upload_id, part.part_number, lease.token))
             if row is None or row["state"] != OPEN or await cur.fetchone() is None:
                 raise LeaseLost(f"part {part.part_number} was taken over or the upload closed; it was not kept")
-            await self._upsert_parts(cur, lease.upload_id, [part])
+            await self.upsert_parts(cur, lease.upload_id, [part])
             await cur.execute("UPDATE uploads SET updated_at = now(), expires_at = now() + %s * interval '1 second'"
-                              " WHERE id = %s", (self._ttl(), lease.upload_id))
-
-    async def _upsert_parts(self, cur: Any, upload_id: str, parts: list[Part]) -> None:
-        for part in parts:
-            await cur.execute(
-                """INSERT INTO upload_parts (upload_id, part_number, size, etag, checksum, md5)
-                   VALUES (%s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (upload_id, part_number) DO UPDATE SET size = EXCLUDED.size, etag = EXCLUDED.etag,
-                       checksum = EXCLUDED.checksum, md5 = EXCLUDED.md5, created_at = now()""",
-                (upload_id, part.part_number, part.size, part.etag, part.checksum, part.md5))
+                              " WHERE id = %s", (self.ttl(), lease.upload_id))
 
     async def presign_part(self, upload: Upload, part_number: int, *, md5: str | None = None,
                            checksum: str | None = None) -> str:
@@ -585,39 +298,26 @@ class UploadEngine:
                 raise BadRequest("checksum needs an upload created with a checksum_algorithm")
             decode_b64(checksum, normalize_algorithm(upload.checksum_algorithm))
             params["Checksum" + upload.checksum_algorithm] = checksum
-        remaining = int((upload.expires_at - _now()).total_seconds())
+        remaining = int((upload.expires_at - now()).total_seconds())
         expires = max(1, min(self.presign_seconds, remaining))
-        return await self.store.presign("upload_part", self._mpu(upload), expires, **params)
+        return await self.store.presign("upload_part", self.mpu(upload), expires, **params)
 
     async def register_part(self, upload: Upload, part_number: int, etag: str,
                             checksum: str | None = None) -> Part:
         """Record a part the client uploaded through a presigned URL, after checking S3 has it."""
-        listed = await self._listed_parts(upload)
-        wanted = _normal_etag(etag)
+        listed = await self.listed_parts(upload)
+        wanted = normal_etag(etag)
         for item in listed.get(part_number, []):
-            if _normal_etag(item["ETag"]) == wanted:
+            if normal_etag(item["ETag"]) == wanted:
                 part = Part(part_number, int(item["Size"]), item["ETag"], checksum)
                 async with transaction(self.pool) as cur:
-                    row = await self._load(cur, upload.id, lock="FOR SHARE")
+                    row = await self.load_row(cur, upload.id, lock="FOR SHARE")
                     if row is None or row["state"] != OPEN:
                         raise Conflict("upload is not open")
-                    await self._upsert_parts(cur, upload.id, [part])
+                    await self.upsert_parts(cur, upload.id, [part])
                 return part
         raise BadRequest(S3_INVALID_PART, code="InvalidPart")
 
-    async def _listed_parts(self, upload: Upload) -> dict[int, list[dict[str, Any]]]:
-        try:
-            listed = await self.store.list_parts(self._mpu(upload), upload.s3_upload_id)
-        except ClientError as error:
-            if is_not_found(error):
-                raise NotFound("upload not found (its storage was released)") from None
-            raise
-        by_number: dict[int, list[dict[str, Any]]] = {}
-        for item in listed:  # some stores list every version of a re-uploaded part
-            by_number.setdefault(int(item["PartNumber"]), []).append(item)
-        return by_number
-
-    # ------------------------------------------------------------------ append (sequential protocols)
     async def append(self, upload: Upload, offset: int, body: AsyncIterable[bytes], *,
                      length: int | None = None, final: bool = False,
                      chunk_checksum: ChunkChecksum | Callable[[], ChunkChecksum | None] | None = None,
@@ -652,11 +352,11 @@ class UploadEngine:
             raise BadRequest(f"{upload.protocol} uploads take parts, not appends")
         if offset < upload.offset:
             # the offset never decreases, so this is a mismatch whoever writes now: no lease needed
-            current = await self._reload(upload.id)
+            current = await self.reload(upload.id)
             raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",
                                  current.offset)
         async with self.slots.hold(upload.owner):
-            async with self._writing(upload.id, steal=steal) as (lease, current):
+            async with self.writing(upload.id, steal=steal) as (lease, current):
                 if offset != current.offset:
                     raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",
                                          current.offset)
@@ -707,7 +407,7 @@ class UploadEngine:
         pending: set[asyncio.Task] = set()
         failures: list[BaseException] = []
         received = 0
-        cut_off: _BodyCutOff | None = None
+        cut_off: BodyCutOff | None = None
         new_tail: Location | None = None
 
         def new_buffer(number: int, consumed: int, already: int = 0) -> PartBody:
@@ -729,22 +429,22 @@ class UploadEngine:
                 if data.generation != generation:
                     raise ConnectionAbortedError(f"part {number} was abandoned; its bytes are the tail")
             try:
-                await self._acquire_part(lease, number, wait=True)
+                await self.acquire_part(lease, number, wait=True)
                 try:
-                    part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
+                    part = await self.send_part(upload, number, data, checksum=self.part_checksum(upload, data))
                 except Exception:  # noqa: BLE001 - a part sent while filling (stalled, failed) is resent whole
                     if data.full:
                         raise
-                    await self._release_part(lease, number)  # a writer taking over need not wait for it
+                    await self.release_part(lease, number)  # a writer taking over need not wait for it
                     await data.filled_up()
                     check_not_abandoned()
-                    await self._acquire_part(lease, number, wait=True)
-                    part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
+                    await self.acquire_part(lease, number, wait=True)
+                    part = await self.send_part(upload, number, data, checksum=self.part_checksum(upload, data))
                 check_not_abandoned()
                 sent[number] = part
                 reservation.release(data.allocated)  # S3 has it: its bytes are not needed any more
                 data.close()
-                await self._release_part(lease, number)  # S3 has it: a writer taking over need not wait
+                await self.release_part(lease, number)  # S3 has it: a writer taking over need not wait
             except BaseException as error:  # noqa: BLE001 - reported after the body
                 if data.generation == generation:  # an abandoned part's bytes become the tail instead
                     failures.append(error)
@@ -784,7 +484,7 @@ class UploadEngine:
                     del tail
                     reservation.release(upload.tail_size)
                 try:
-                    async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
+                    async for chunk in chunks_with_idle_timeout(body, self.lease_seconds):
                         if lease.lost.is_set():
                             raise LeaseLost("another request took over this upload; this request kept nothing")
                         received_before = received
@@ -813,7 +513,7 @@ class UploadEngine:
                                     streaming = None
                                     next_part += 1
                                     buffer = None
-                except _BodyCutOff as error:
+                except BodyCutOff as error:
                     cut_off = error
                 if buffer is None:
                     buffer = PartBody(0)
@@ -857,20 +557,20 @@ class UploadEngine:
                         prefix.append(sent[number])
                     committed_parts, buffer = prefix, PartBody(0)
                     if not prefix:
-                        return await self._reload(upload.id)
+                        return await self.reload(upload.id)
                     new_offset = upload.offset - upload.tail_size + sum(p.size for p in prefix)
                 tail_unchanged = received == 0 and next_part == first_part  # the buffer is the old tail
                 if tail_unchanged:
                     if new_length == upload.length:
-                        return await self._reload(upload.id)  # nothing arrived: nothing to commit
+                        return await self.reload(upload.id)  # nothing arrived: nothing to commit
                     kept = Location(upload.s3_bucket, upload.tail_key) if upload.tail_key else None
-                    await self._commit_append(lease, upload, new_offset, new_length, [], kept, upload.tail_size)
-                    return await self._reload(upload.id)
+                    await self.commit_append(lease, upload, new_offset, new_length, [], kept, upload.tail_size)
+                    return await self.reload(upload.id)
                 if buffer.filled:
-                    new_tail = self._staging(upload, f"tail-{lease.token[:16]}")
+                    new_tail = self.staging(upload, f"tail-{lease.token[:16]}")
                     await self.store.put_bytes(new_tail, buffer)
-                committed = await self._commit_append(lease, upload, new_offset, new_length, committed_parts,
-                                                      new_tail, buffer.filled, release=True)
+                committed = await self.commit_append(lease, upload, new_offset, new_length, committed_parts,
+                                                     new_tail, buffer.filled, release=True)
                 new_tail = None  # committed: it is the upload's tail now
             finally:
                 abandon(streaming)
@@ -884,9 +584,9 @@ class UploadEngine:
                 await self.store.delete(upload.s3_bucket, [upload.tail_key])
         return committed
 
-    async def _commit_append(self, lease: Lease, upload: Upload, new_offset: int, new_length: int | None,
-                             parts: list[Part], tail: Location | None, tail_size: int, *,
-                             release: bool = False) -> Upload:
+    async def commit_append(self, lease: Lease, upload: Upload, new_offset: int, new_length: int | None,
+                            parts: list[Part], tail: Location | None, tail_size: int, *,
+                            release: bool = False) -> Upload:
         """Commit received bytes, conditional on still holding the lease; with release=True the
         same transaction gives up the upload and part leases (one transaction less per request).
         Returns the upload as committed."""
@@ -899,12 +599,12 @@ class UploadEngine:
                        writer_until = CASE WHEN %s THEN NULL ELSE writer_until END
                    WHERE id = %s AND writer = %s AND state = 'open' AND acknowledged_offset = %s
                    RETURNING *, expires_at < now() AS is_expired""",
-                (new_offset, tail.key if tail else None, tail_size, new_length, self._ttl(), release, release,
+                (new_offset, tail.key if tail else None, tail_size, new_length, self.ttl(), release, release,
                  release, upload.id, lease.token, upload.offset))
             row = await cur.fetchone()
             if row is None:
                 raise LeaseLost("another request took over this upload; this request kept nothing")
-            await self._upsert_parts(cur, upload.id, parts)
+            await self.upsert_parts(cur, upload.id, parts)
             if release:
                 await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND writer = %s",
                                   (upload.id, lease.token))
@@ -914,14 +614,6 @@ class UploadEngine:
                                  key=lambda part: part.part_number)
         return committed
 
-    async def _reload(self, upload_id: str) -> Upload:
-        async with cursor(self.pool) as cur:
-            row = await self._load(cur, upload_id)
-            upload = Upload.from_row(row)
-            upload.parts = await self._parts(cur, upload_id)
-        return upload
-
-    # ------------------------------------------------------------------ complete
     async def complete(self, upload: Upload, *, parts: list[dict[str, Any]] | None = None,
                        target: tuple[str, str] | None = None, sha256: str | None = None) -> dict[str, Any]:
         """Assemble and publish; returns the file info {bucket_id, key, size, etag, sha256?, ...}.
@@ -936,49 +628,49 @@ class UploadEngine:
         before anything is published; it needs a staged upload (declared sha256 or retain).
         Idempotent: a completed upload returns its result.
         """
-        sha256 = _validate_sha256(sha256)
+        sha256 = validate_sha256(sha256)
         if target is not None:
             validate_key(target[1])
-        current = await self._reload(upload.id)
+        current = await self.reload(upload.id)
         if current.state == COMPLETED:
-            return await self._publish_completed(current, target, sha256)
+            return await self.publish_completed(current, target, sha256)
         if sha256 and current.sha256 and sha256 != current.sha256:
             raise BadRequest("sha256 differs from the one declared when the upload was created")
         if sha256 and not current.staged:
             raise BadRequest("a whole-file sha256 must be declared when the upload is created")
-        async with self._writing(upload.id, completing=True) as (lease, current):
+        async with self.writing(upload.id, completing=True) as (lease, current):
             assembled = (current.result or {}).get("assembled")
             if assembled is None:
-                assembled = await self._assemble(lease, current, parts)
+                assembled = await self.assemble(lease, current, parts)
             current.length = assembled["size"]
             current.result = dict(current.result or {}, assembled=assembled)
             if current.staged:
-                result = await self._publish_staged(current, target, sha256 or current.sha256, lease=lease)
+                result = await self.publish_staged(current, target, sha256 or current.sha256, lease=lease)
             else:
-                result = self._file_info(current, current.bucket_id, current.key, assembled["size"],
-                                         assembled["etag"], None)
-                await self._mark_completed(current, {"assembled": assembled, "file": result}, lease)
-            await self._delete_staging(current, keep_object=current.retain or current.bucket_id is None)
+                result = self.file_info_of(current, current.bucket_id, current.key, assembled["size"],
+                                           assembled["etag"], None)
+                await self.mark_completed(current, {"assembled": assembled, "file": result}, lease)
+            await self.delete_staging(current, keep_object=current.retain or current.bucket_id is None)
             self.frontiers.forget(current.id)
             self.metrics.file_uploads.inc()
             self.metrics.bytes_uploaded.inc(assembled["size"])
             return result
 
-    async def _assemble(self, lease: Lease, upload: Upload, client_parts: list[dict[str, Any]] | None) -> dict:
+    async def assemble(self, lease: Lease, upload: Upload, client_parts: list[dict[str, Any]] | None) -> dict:
         """Turn the parts (+ staged tail) into one S3 object at the MPU's key and record that.
         Until CompleteMultipartUpload succeeds a failure reopens the upload, so the client can fix
         its part list or add bytes and complete again."""
         try:
-            plan = await self._plan(upload, client_parts)
+            plan = await self.plan_parts(upload, client_parts)
             if upload.tail_key:
                 number = (plan.parts[-1]["PartNumber"] + 1) if plan.parts else 1
                 try:
-                    etag = await self.store.upload_part_copy(self._mpu(upload), upload.s3_upload_id, number,
+                    etag = await self.store.upload_part_copy(self.mpu(upload), upload.s3_upload_id, number,
                                                              Location(upload.s3_bucket, upload.tail_key))
                 except ClientError as error:
                     if not is_not_found(error):
                         raise
-                    etag = None  # an earlier attempt completed the MPU already: _finish_mpu checks that
+                    etag = None  # an earlier attempt completed the MPU already: finish_mpu checks that
                 plan.parts.append({"PartNumber": number, "ETag": etag})
                 plan.recorded.append(Part(number, upload.tail_size, etag or ""))
                 plan.size += upload.tail_size
@@ -986,32 +678,32 @@ class UploadEngine:
                 raise PayloadTooLarge(f"the parts add up to {plan.size} bytes, more than the maximum upload size of "
                                       f"{self.settings.max_upload_size} bytes; nothing was published",
                                       max_upload_size=self.settings.max_upload_size)
-            info = await self._finish_mpu(upload, plan)
+            info = await self.finish_mpu(upload, plan)
         except BaseException:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._reopen(lease))
+                await asyncio.shield(self.reopen(lease))
             raise
         assembled = {"size": plan.size, "etag": info["etag"]}
         hashed = None if upload.tail_key else self.frontiers.sha256(
-            upload.id, [(part.part_number, _normal_etag(part.etag)) for part in plan.recorded])
+            upload.id, [(part.part_number, normal_etag(part.etag)) for part in plan.recorded])
         if hashed:
             assembled["sha256"] = hashed  # of exactly these parts' bytes, as received: no read-back
             self.metrics.sha256_verifications.labels("received").inc()
         async with transaction(self.pool) as cur:
-            await self._upsert_parts(cur, upload.id, [part for part in plan.recorded if part.etag])
+            await self.upsert_parts(cur, upload.id, [part for part in plan.recorded if part.etag])
             await cur.execute("UPDATE uploads SET length = %s, result = %s, updated_at = now()"
                               " WHERE id = %s AND writer = %s",
                               (plan.size, json.dumps({"assembled": assembled}), upload.id, lease.token))
         return assembled
 
-    async def _reopen(self, lease: Lease) -> None:
+    async def reopen(self, lease: Lease) -> None:
         async with cursor(self.pool) as cur:
             await cur.execute("UPDATE uploads SET state = 'open' WHERE id = %s AND writer = %s"
                               " AND state = 'completing'", (lease.upload_id, lease.token))
 
-    async def _plan(self, upload: Upload, client_parts: list[dict[str, Any]] | None) -> _Plan:
+    async def plan_parts(self, upload: Upload, client_parts: list[dict[str, Any]] | None) -> Plan:
         if client_parts is not None:
-            return await self._plan_client_parts(upload, client_parts)
+            return await self.plan_client_parts(upload, client_parts)
         recorded = list(upload.parts)
         size = sum(part.size for part in recorded)
         if upload.protocol in SEQUENTIAL_PROTOCOLS:
@@ -1031,24 +723,24 @@ class UploadEngine:
             for part in recorded[:-1]:
                 if part.size < MIN_PART_SIZE:
                     raise BadRequest(S3_ENTITY_TOO_SMALL, code="EntityTooSmall")
-        parts = [self._s3_part(upload, part.part_number, part.etag, part.checksum) for part in recorded]
-        return _Plan(parts, size, recorded)
+        parts = [self.s3_part_entry(upload, part.part_number, part.etag, part.checksum) for part in recorded]
+        return Plan(parts, size, recorded)
 
-    def _s3_part(self, upload: Upload, number: int, etag: str, checksum: str | None) -> dict[str, Any]:
+    def s3_part_entry(self, upload: Upload, number: int, etag: str, checksum: str | None) -> dict[str, Any]:
         entry: dict[str, Any] = {"PartNumber": number, "ETag": etag}
         if upload.checksum_algorithm and checksum:
             entry["Checksum" + upload.checksum_algorithm] = checksum
         return entry
 
-    async def _plan_client_parts(self, upload: Upload, client_parts: list[dict[str, Any]]) -> _Plan:
+    async def plan_client_parts(self, upload: Upload, client_parts: list[dict[str, Any]]) -> Plan:
         if not isinstance(client_parts, list) or not client_parts:
             raise BadRequest("parts must be a non-empty list of {part_number, etag}")
         try:
-            listed = await self._listed_parts(upload)
+            listed = await self.listed_parts(upload)
         except NotFound:
             # S3 no longer knows the multipart upload: an earlier completion may have reached
             # CompleteMultipartUpload and died before its commit. Check the list against the parts
-            # recorded here instead; _finish_mpu then accepts only the assembled object it left.
+            # recorded here instead; finish_mpu then accepts only the assembled object it left.
             listed = {part.part_number: [{"PartNumber": part.part_number, "ETag": part.etag, "Size": part.size}]
                       for part in upload.parts}
             if not listed:
@@ -1067,7 +759,7 @@ class UploadEngine:
                 raise BadRequest(S3_INVALID_PART_ORDER, code="InvalidPartOrder")
             previous = number
             match = next((entry for entry in listed.get(number, [])
-                          if _normal_etag(entry["ETag"]) == _normal_etag(item["etag"])), None)
+                          if normal_etag(entry["ETag"]) == normal_etag(item["etag"])), None)
             if match is None:
                 raise BadRequest(S3_INVALID_PART, code="InvalidPart")
             checksum = item.get("checksum") or recorded_checksums.get(number) or match.get(
@@ -1076,12 +768,12 @@ class UploadEngine:
         for part in chosen[:-1]:
             if part.size < MIN_PART_SIZE:
                 raise BadRequest(S3_ENTITY_TOO_SMALL, code="EntityTooSmall")
-        parts = [self._s3_part(upload, part.part_number, part.etag, part.checksum) for part in chosen]
-        return _Plan(parts, sum(part.size for part in chosen), chosen)
+        parts = [self.s3_part_entry(upload, part.part_number, part.etag, part.checksum) for part in chosen]
+        return Plan(parts, sum(part.size for part in chosen), chosen)
 
-    async def _finish_mpu(self, upload: Upload, plan: _Plan) -> dict[str, Any]:
+    async def finish_mpu(self, upload: Upload, plan: Plan) -> dict[str, Any]:
         """CompleteMultipartUpload (an empty upload becomes an empty object); safe to retry."""
-        location = self._mpu(upload)
+        location = self.mpu(upload)
         if not plan.parts:
             await self.store.abort_multipart(location, upload.s3_upload_id)
             etag = await self.store.put_bytes(location, b"", content_type=upload.content_type,
@@ -1098,15 +790,15 @@ class UploadEngine:
                 if info is not None and info.size == plan.size:
                     return {"etag": info.etag}
                 raise Conflict("the upload's storage was released; start a new upload") from None
-            raise _s3_bad_request(error) or error
+            raise s3_bad_request(error) or error
         return {"etag": etag}
 
-    async def _assembled_sha256(self, upload: Upload) -> str:
+    async def assembled_sha256(self, upload: Upload) -> str:
         """Stream the assembled staging object once and remember its sha256."""
         assembled = dict((upload.result or {}).get("assembled") or {})
         if assembled.get("sha256"):
             return assembled["sha256"]
-        stream = await self.store.open(self._mpu(upload))
+        stream = await self.store.open(self.mpu(upload))
         if stream is None:
             raise Gone("the assembled upload is no longer stored")
         self.metrics.sha256_verifications.labels("read_back").inc()
@@ -1121,29 +813,29 @@ class UploadEngine:
             await cur.execute("UPDATE uploads SET result = %s WHERE id = %s", (json.dumps(result), upload.id))
         return assembled["sha256"]
 
-    async def _publish_staged(self, upload: Upload, target: tuple[str, str] | None, sha256: str | None, *,
-                              lease: Lease | None) -> dict[str, Any]:
+    async def publish_staged(self, upload: Upload, target: tuple[str, str] | None, sha256: str | None, *,
+                             lease: Lease | None) -> dict[str, Any]:
         """Verify (sha256) then copy the assembled object to its target, server-side."""
         assembled = upload.result["assembled"]
-        actual = await self._assembled_sha256(upload) if sha256 else assembled.get("sha256")
+        actual = await self.assembled_sha256(upload) if sha256 else assembled.get("sha256")
         if sha256 and actual != sha256:
             if lease is not None:
-                await self._mark_completed(upload, upload.result, lease)
+                await self.mark_completed(upload, upload.result, lease)
             raise BadRequest(f"sha256 mismatch: expected {sha256}, the upload has {actual}; nothing was published",
                              code="Sha256Mismatch", sha256=actual)
         bucket_id, key = target if target is not None else (upload.bucket_id, upload.key)
         if bucket_id is None:
             # no target (e.g. a tus partial upload): the assembled object stays for concatenation
             if lease is not None:
-                await self._mark_completed(upload, upload.result, lease)
+                await self.mark_completed(upload, upload.result, lease)
             return {"upload_id": upload.id, "size": assembled["size"], "sha256": actual, "assembled": True}
         destination = self.mapping.object(bucket_id, key)
         metadata = {"owner": metadata_value(upload.owner)}
         if actual:
             metadata["sha256"] = actual
-        etag = await self.store.copy(self._mpu(upload), destination, content_type=upload.content_type,
+        etag = await self.store.copy(self.mpu(upload), destination, content_type=upload.content_type,
                                      metadata=metadata, size=assembled["size"])
-        info = self._file_info(upload, bucket_id, key, assembled["size"], etag, actual)
+        info = self.file_info_of(upload, bucket_id, key, assembled["size"], etag, actual)
         result = dict(upload.result)
         result["file"] = info
         result.setdefault("published", [])
@@ -1151,15 +843,15 @@ class UploadEngine:
                                or entry.get("bucket_id") != bucket_id] + [info]
         upload.result = result
         if lease is not None:
-            await self._mark_completed(upload, result, lease)
+            await self.mark_completed(upload, result, lease)
         else:
             async with cursor(self.pool) as cur:
                 await cur.execute("UPDATE uploads SET result = %s, updated_at = now() WHERE id = %s",
                                   (json.dumps(result), upload.id))
         return info
 
-    async def _publish_completed(self, upload: Upload, target: tuple[str, str] | None,
-                                 sha256: str | None) -> dict[str, Any]:
+    async def publish_completed(self, upload: Upload, target: tuple[str, str] | None,
+                                sha256: str | None) -> dict[str, Any]:
         """complete() on a completed upload: the same answer again, or another publication of a retained one."""
         result = upload.result or {}
         if upload.retain or (upload.staged and upload.bucket_id is None):
@@ -1169,10 +861,10 @@ class UploadEngine:
                 assembled = result["assembled"]
                 return {"upload_id": upload.id, "size": assembled["size"], "sha256": assembled.get("sha256"),
                         "assembled": True}
-            return await self._publish_staged(upload, target, sha256, lease=None)
+            return await self.publish_staged(upload, target, sha256, lease=None)
         if "file" not in result:
             if upload.staged and sha256:  # an earlier sha256 mismatch: the staged object still waits
-                return await self._publish_staged(upload, target, sha256, lease=None)
+                return await self.publish_staged(upload, target, sha256, lease=None)
             raise BadRequest("the upload was assembled but not published (sha256 mismatch); start a new upload")
         file_info = result["file"]
         if target is not None and (str(target[0]), target[1]) != (file_info["bucket_id"], file_info["key"]):
@@ -1184,15 +876,15 @@ class UploadEngine:
                              code="Sha256Mismatch")
         return file_info
 
-    def _file_info(self, upload: Upload, bucket_id: str, key: str, size: int, etag: str,
-                   sha256: str | None) -> dict[str, Any]:
+    def file_info_of(self, upload: Upload, bucket_id: str, key: str, size: int, etag: str,
+                     sha256: str | None) -> dict[str, Any]:
         info: dict[str, Any] = {"bucket_id": str(bucket_id), "key": key, "size": size, "etag": etag,
                                 "content_type": upload.content_type, "upload_id": upload.id}
         if sha256:
             info["sha256"] = sha256
         return info
 
-    async def _mark_completed(self, upload: Upload, result: dict[str, Any], lease: Lease) -> None:
+    async def mark_completed(self, upload: Upload, result: dict[str, Any], lease: Lease) -> None:
         async with cursor(self.pool) as cur:
             await cur.execute(
                 """UPDATE uploads SET state = 'completed', result = %s, tail_key = NULL, tail_size = 0,
@@ -1200,17 +892,16 @@ class UploadEngine:
                 (json.dumps(result), upload.id, lease.token))
         upload.state = COMPLETED
 
-    async def _delete_staging(self, upload: Upload, *, keep_object: bool) -> None:
+    async def delete_staging(self, upload: Upload, *, keep_object: bool) -> None:
         with contextlib.suppress(Exception):
             if keep_object:
-                keys = [key async for page in self.store.iter_keys(self._staging_prefix(upload)) for key in page
+                keys = [key async for page in self.store.iter_keys(self.staging_prefix(upload)) for key in page
                         if key != upload.s3_key]
                 if keys:
                     await self.store.delete(upload.s3_bucket, keys)
             else:
-                await self.store.delete_prefix(self._staging_prefix(upload))
+                await self.store.delete_prefix(self.staging_prefix(upload))
 
-    # ------------------------------------------------------------------ takeover (tus, IETF draft)
     async def take_over(self, upload: Upload, *, grace: float = 2.0) -> Upload:
         """Fence off the request writing this upload now, if any, and return the upload as committed.
 
@@ -1246,11 +937,10 @@ class UploadEngine:
                 previous = row["writer"]
                 await cur.execute("UPDATE uploads SET writer = NULL, writer_instance = NULL, writer_until = NULL"
                                   " WHERE id = %s", (upload.id,))
-        if previous in self._local_leases:
-            self._local_leases[previous].lost.set()
+        if previous in self.local_leases:
+            self.local_leases[previous].lost.set()
         return await self.get(upload.id, None)
 
-    # ------------------------------------------------------------------ concatenation (tus)
     async def concatenate(self, final: Upload, sources: list[Upload]) -> dict[str, Any]:
         """Build `final` from completed source uploads (tus concatenation) and complete it.
 
@@ -1263,7 +953,7 @@ class UploadEngine:
         """
         if not sources:
             raise BadRequest("concatenation needs at least one source upload")
-        fresh = [await self._reload(source.id) for source in sources]
+        fresh = [await self.reload(source.id) for source in sources]
         for source in fresh:
             if source.state != COMPLETED or "assembled" not in (source.result or {}):
                 raise Conflict(f"upload {source.id} is not finished yet")
@@ -1273,7 +963,7 @@ class UploadEngine:
         if total > self.settings.max_upload_size:
             raise PayloadTooLarge(f"the partial uploads add up to {total} bytes, more than the maximum upload size "
                                   f"of {self.settings.max_upload_size} bytes")
-        async with self._writing(final.id) as (lease, current):
+        async with self.writing(final.id) as (lease, current):
             if current.offset or current.parts or current.tail_key:
                 raise Conflict("the final upload already has bytes")
             if current.length is not None and current.length != total:
@@ -1283,8 +973,8 @@ class UploadEngine:
 
             async def flush() -> None:
                 number = len(parts) + 1
-                parts.append(await self._send_part(current, number, bytes(carry),
-                                                   checksum=self._part_checksum(current, carry)))
+                parts.append(await self.send_part(current, number, bytes(carry),
+                                                  checksum=self.part_checksum(current, carry)))
                 carry.clear()
 
             async def copy(source: Upload, start: int, end: int) -> None:
@@ -1294,12 +984,12 @@ class UploadEngine:
                 for offset in range(start, end, step):
                     stop = min(end, offset + step)
                     number = len(parts) + 1
-                    etag = await self.store.upload_part_copy(self._mpu(current), current.s3_upload_id, number,
-                                                             self._mpu(source), (offset, stop - 1))
+                    etag = await self.store.upload_part_copy(self.mpu(current), current.s3_upload_id, number,
+                                                             self.mpu(source), (offset, stop - 1))
                     parts.append(Part(number, stop - offset, etag))
 
             async def read(source: Upload, start: int, end: int) -> bytes:
-                stream = await self.store.open(self._mpu(source), f"bytes={start}-{end - 1}")
+                stream = await self.store.open(self.mpu(source), f"bytes={start}-{end - 1}")
                 if stream is None:
                     raise Gone(f"the stored bytes of upload {source.id} are gone")
                 return b"".join([chunk async for chunk in stream.chunks(READ_CHUNK)])
@@ -1325,8 +1015,8 @@ class UploadEngine:
                         carry += await read(source, position, size)
                 if carry:
                     await flush()
-            await self._commit_append(lease, current, total, total, parts, None, 0)
-        final = await self._reload(final.id)
+            await self.commit_append(lease, current, total, total, parts, None, 0)
+        final = await self.reload(final.id)
         return await self.complete(final)
 
     async def finals_waiting_for(self, source_id: str) -> list[Upload]:
@@ -1337,7 +1027,6 @@ class UploadEngine:
                                  WHERE state = 'open' AND metadata -> 'concat_sources' ? %s""", (str(source_id),))
             return [Upload.from_row(row) for row in await cur.fetchall()]
 
-    # ------------------------------------------------------------------ abort / expire
     async def abort(self, upload: Upload) -> None:
         """Cancel: any in-flight writer loses its lease, the MPU is aborted and staging deleted.
         The published object of a completed upload stays; its retained staging copy goes."""
@@ -1354,10 +1043,10 @@ class UploadEngine:
                     raise Conflict("upload is being completed")
                 raise NotFound("upload not found")
             await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s", (upload.id,))
-        for lease in list(self._local_leases.values()):
+        for lease in list(self.local_leases.values()):
             if lease.upload_id == upload.id:
                 lease.lost.set()
-        await self._release_storage(Upload.from_row(row))
+        await self.release_storage(Upload.from_row(row))
 
     async def abort_bucket(self, bucket_id: str) -> int:
         """Abort every unfinished upload into a bucket (call before deleting the bucket, whose
@@ -1373,12 +1062,6 @@ class UploadEngine:
                 count += 1
         return count
 
-    async def _release_storage(self, upload: Upload) -> None:
-        self.frontiers.forget(upload.id)
-        if upload.state != COMPLETED:
-            await self.store.abort_multipart(self._mpu(upload), upload.s3_upload_id)
-        await self.store.delete_prefix(self._staging_prefix(upload))
-
     async def reap(self, *, batch: int = 50, orphans: bool = True) -> dict[str, int]:
         """One reaper pass: expire uploads past their expiry (claimed with FOR UPDATE SKIP LOCKED, so
         instances share the work), abort S3 multipart uploads and delete staging objects that no
@@ -1393,7 +1076,7 @@ class UploadEngine:
                 for row in rows:
                     upload = Upload.from_row(row)
                     try:
-                        await self._release_storage(upload)
+                        await self.release_storage(upload)
                     except Exception:  # noqa: BLE001 - the next pass tries again
                         log.warning("reaper could not release storage of upload %s", upload.id)
                         continue
@@ -1406,8 +1089,8 @@ class UploadEngine:
         if orphans:
             for s3_bucket in self.mapping.all_s3_buckets():
                 try:
-                    counts["multipart_uploads"] += await self._reap_orphan_mpus(s3_bucket)
-                    counts["staging_objects"] += await self._reap_orphan_staging(s3_bucket)
+                    counts["multipart_uploads"] += await self.reap_orphan_mpus(s3_bucket)
+                    counts["staging_objects"] += await self.reap_orphan_staging(s3_bucket)
                 except ClientError as error:
                     if error_code(error) != "NoSuchBucket":
                         log.warning("reaper could not sweep %s: %s", s3_bucket, error_code(error))
@@ -1419,19 +1102,19 @@ class UploadEngine:
                 self.metrics.reaped.labels(what).inc(count)
         return counts
 
-    async def _known_upload_ids(self, s3_upload_ids: list[str]) -> set[str]:
+    async def known_upload_ids(self, s3_upload_ids: list[str]) -> set[str]:
         async with cursor(self.pool) as cur:
             await cur.execute("SELECT s3_upload_id FROM uploads WHERE s3_upload_id = ANY(%s)"
                               " AND state IN ('open', 'completing')", (s3_upload_ids,))
             return {row["s3_upload_id"] for row in await cur.fetchall()}
 
-    async def _reap_orphan_mpus(self, s3_bucket: str) -> int:
+    async def reap_orphan_mpus(self, s3_bucket: str) -> int:
         listed = await self.store.list_multipart_uploads(s3_bucket)
-        cutoff = _now() - timedelta(seconds=self.orphan_grace)
+        cutoff = now() - timedelta(seconds=self.orphan_grace)
         old = [item for item in listed if item.get("Initiated") is None or item["Initiated"] <= cutoff]
         if not old:
             return 0
-        known = await self._known_upload_ids([item["UploadId"] for item in old])
+        known = await self.known_upload_ids([item["UploadId"] for item in old])
         count = 0
         for item in old:
             if item["UploadId"] not in known:
@@ -1439,7 +1122,7 @@ class UploadEngine:
                 count += 1
         return count
 
-    async def _reap_orphan_staging(self, s3_bucket: str) -> int:
+    async def reap_orphan_staging(self, s3_bucket: str) -> int:
         """Staging objects of uploads that are gone (bucket deleted, row purged, abort interrupted)."""
         count = 0
         token = None
@@ -1455,7 +1138,7 @@ class UploadEngine:
                     await cur.execute("SELECT id::text AS id FROM uploads WHERE id = ANY(%s::uuid[])"
                                       " AND state IN ('open', 'completing', 'completed')", (ids,))
                     alive = {row["id"] for row in await cur.fetchall()}
-                cutoff = _now() - timedelta(seconds=self.orphan_grace)
+                cutoff = now() - timedelta(seconds=self.orphan_grace)
                 for upload_id in ids:
                     if upload_id in alive:
                         continue
@@ -1467,7 +1150,3 @@ class UploadEngine:
             if not page.is_truncated or not page.next_token:
                 return count
             token = page.next_token
-
-
-def _normal_etag(etag: str) -> str:
-    return str(etag).strip().strip('"').lower()
