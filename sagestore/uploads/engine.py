@@ -33,6 +33,7 @@ from typing import Any, AsyncIterable, Callable
 
 from botocore.exceptions import ClientError
 
+from . import pipeline, sequential
 from ..db import cursor, transaction
 from ..errors import BadRequest, Conflict, Gone, NotFound, PayloadTooLarge, RequestTimeout
 from ..storage import (MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, PartBody, error_code,
@@ -42,10 +43,8 @@ from .common import (SEQUENTIAL_PROTOCOLS, S3_INVALID_PART, S3_INVALID_PART_ORDE
                      ChunkChecksum, LeaseLost, BodyCutOff, now, validate_sha256, s3_bad_request,
                      chunks_with_idle_timeout, normal_etag)
 from .core import EngineCore
-from .leases import Lease, lease_held
-from .limits import Reservation
-from .model import (COMPLETED, COMPLETING, OPEN, PROTOCOLS, ChecksumMismatch, DigestMismatch, MissingParts,
-                    OffsetMismatch, Part, Upload, choose_part_size)
+from .leases import Lease
+from .model import COMPLETED, COMPLETING, OPEN, PROTOCOLS, DigestMismatch, MissingParts, Part, Upload, choose_part_size
 
 log = logging.getLogger("sagestore.uploads")
 
@@ -322,297 +321,10 @@ class UploadEngine(EngineCore):
                      length: int | None = None, final: bool = False,
                      chunk_checksum: ChunkChecksum | Callable[[], ChunkChecksum | None] | None = None,
                      max_bytes: int | None = None, steal: bool = False, body_length: int | None = None) -> Upload:
-        """Append a request body at `offset` (offset chunks, tus PATCH, IETF PATCH); returns the
-        upload with its new acknowledged offset.
-
-        - offset != acknowledged offset: OffsetMismatch (409, carries `offset`); nothing changes.
-        - length declares a deferred length now; final=True says this body ends the upload
-          (IETF Upload-Complete: ?1), fixing the length at the new offset.
-        - chunk_checksum (algorithm, base64) or a callable returning it after the body (trailers):
-          a mismatch raises ChecksumMismatch (460) and nothing of this request is kept.
-        - a body beyond max_bytes, the declared length or the max upload size: 413, nothing kept
-          (before any byte is read when body_length already says so).
-        - budget: the bytes buffered are reserved as they arrive; no budget within the wait: 503,
-          nothing kept. One user's appends and parts beyond the per-user cap wait, then 429.
-        - a body cut off (disconnect, truncation, idle timeout): every byte the body iterator
-          yielded is kept (full parts + a new staged tail) unless a chunk checksum was asked for.
-          (aiohttp drops the little it had buffered but not yielded when the connection broke;
-          those bytes were never acknowledged, and the next HEAD/status says where to resume.)
-        - another writer: 423, or with steal=True this request takes over and the old one stops
-          at its next lease check without committing.
-        Every full part goes to S3 as soon as it is full (parts_in_flight at a time); when the
-        body's length is known (body_length, its Content-Length) a part this body will fill goes
-        to S3 while it is being received (PartBody), so receiving and storing overlap. The rest
-        becomes a new durable tail object; then one transaction commits offset, tail and parts,
-        conditional on the lease; then the previous tail is deleted.
-        """
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise BadRequest("offset must be a non-negative integer")
-        if upload.protocol not in SEQUENTIAL_PROTOCOLS:
-            raise BadRequest(f"{upload.protocol} uploads take parts, not appends")
-        if offset < upload.offset:
-            # the offset never decreases, so this is a mismatch whoever writes now: no lease needed
-            current = await self.reload(upload.id)
-            raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",
-                                 current.offset)
-        async with self.slots.hold(upload.owner):
-            async with self.writing(upload.id, steal=steal) as (lease, current):
-                if offset != current.offset:
-                    raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",
-                                         current.offset)
-                new_length = current.length
-                maximum = self.settings.max_upload_size
-                if length is not None:
-                    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-                        raise BadRequest("length must be a non-negative integer")
-                    if current.length is not None and current.length != length:
-                        raise BadRequest(f"the upload's length is already {current.length}")
-                    if length < offset:
-                        raise BadRequest(f"length {length} is smaller than the bytes already received ({offset})")
-                    if length > maximum:
-                        raise PayloadTooLarge(f"upload exceeds the maximum of {maximum} bytes")
-                    new_length = length
-                # the tightest of: the declared length, the caller's per-request cap, the max upload size
-                bounds = [(maximum - offset, f"the upload would exceed the maximum upload size of {maximum} bytes")]
-                if new_length is not None:
-                    bounds.append((new_length - offset, "the body goes past the upload's length"))
-                if max_bytes is not None:
-                    bounds.append((max_bytes, f"a request body is at most {max_bytes} bytes here"))
-                limit, too_large = min(bounds)
-                if body_length is not None and body_length > limit:
-                    raise PayloadTooLarge(too_large)  # before any byte is read: nothing is kept
-                return await self._append_locked(lease, current, body, new_length, final, chunk_checksum, limit,
-                                                 body_length, too_large)
-
-    async def _append_locked(self, lease: Lease, upload: Upload, body: AsyncIterable[bytes], new_length: int | None,
-                             final: bool, chunk_checksum: Any, limit: int, body_length: int | None,
-                             too_large: str) -> Upload:
-        next_part = (upload.parts[-1].part_number + 1) if upload.parts else 1
-        first_part = next_part
-        in_flight = max(1, int(getattr(self.store, "parts_in_flight", 4)))
-        reservation: Reservation | None = None  # budget for the bytes buffered now (parts in flight + this one)
-        # a part may go to S3 while it fills only when this body surely fills it (its length is
-        # known) and no per-part checksum must be sent with it
-        stream_parts = (body_length is not None and getattr(self.store, "can_stream_parts", False)
-                        and not upload.checksum_algorithm)
-        checksum_digest = None
-        if chunk_checksum is not None and not callable(chunk_checksum):
-            algorithm, expected_value = chunk_checksum
-            checksum_digest = MultiDigest([algorithm])  # 400 for an unsupported algorithm, before the body
-            decode_b64(expected_value, normalize_algorithm(algorithm))
-        elif callable(chunk_checksum):
-            checksum_digest = None  # the algorithm is known only after the body: hash every candidate lazily
-            trailer_digest = MultiDigest(["md5", "sha1", "sha256", "crc32", "crc32c"])
-        sent: dict[int, Part] = {}
-        pending: set[asyncio.Task] = set()
-        failures: list[BaseException] = []
-        received = 0
-        cut_off: BodyCutOff | None = None
-        new_tail: Location | None = None
-
-        def new_buffer(number: int, consumed: int, already: int = 0) -> PartBody:
-            """Part `number`'s buffer, allocated once at the size it can reach in this request
-            (`consumed` body bytes are already placed, `already` bytes of the old tail come first)."""
-            size = upload.part_size_of(number)
-            for bound in (limit, body_length):
-                if bound is not None:
-                    size = min(size, already + max(0, bound - consumed))
-            return PartBody(size)  # a body longer than announced just makes it grow
-
-        async def send(number: int, data: PartBody) -> None:
-            # abandoned after this (the body was cut off), its bytes become the new tail: this send
-            # must then store nothing and free nothing, even if its cancellation is lost (Python
-            # 3.11's wait_for, used by aiopg, can swallow one)
-            generation = data.generation
-
-            def check_not_abandoned() -> None:
-                if data.generation != generation:
-                    raise ConnectionAbortedError(f"part {number} was abandoned; its bytes are the tail")
-            try:
-                await self.acquire_part(lease, number, wait=True)
-                try:
-                    part = await self.send_part(upload, number, data, checksum=self.part_checksum(upload, data))
-                except Exception:  # noqa: BLE001 - a part sent while filling (stalled, failed) is resent whole
-                    if data.full:
-                        raise
-                    await self.release_part(lease, number)  # a writer taking over need not wait for it
-                    await data.filled_up()
-                    check_not_abandoned()
-                    await self.acquire_part(lease, number, wait=True)
-                    part = await self.send_part(upload, number, data, checksum=self.part_checksum(upload, data))
-                check_not_abandoned()
-                sent[number] = part
-                reservation.release(data.allocated)  # S3 has it: its bytes are not needed any more
-                data.close()
-                await self.release_part(lease, number)  # S3 has it: a writer taking over need not wait
-            except BaseException as error:  # noqa: BLE001 - reported after the body
-                if data.generation == generation:  # an abandoned part's bytes become the tail instead
-                    failures.append(error)
-
-        async def dispatch(number: int, data: PartBody) -> asyncio.Task:
-            nonlocal pending
-            while len(pending) >= in_flight:
-                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if failures:
-                raise failures[0]
-            task = asyncio.create_task(send(number, data))
-            pending.add(task)
-            return task
-
-        def this_body_fills(number: int, data: PartBody, consumed: int) -> bool:
-            """Whether the rest of this body (its length known) surely fills the part."""
-            return (stream_parts and data.size == upload.part_size_of(number)
-                    and body_length - consumed >= data.size - data.filled)
-
-        def abandon(streamed: tuple[PartBody, asyncio.Task] | None) -> None:
-            """A part in flight that will not fill: stop its UploadPart; its bytes stay in the buffer."""
-            if streamed is not None:
-                streamed[0].abandon()
-                streamed[1].cancel()
-
-        async with self.memory.reserve() as reservation:
-            streaming: tuple[PartBody, asyncio.Task] | None = None  # the part in flight while it fills
-            try:
-                buffer: PartBody | None = new_buffer(next_part, 0, upload.tail_size)
-                if upload.tail_key:
-                    # the tail as read, and its copy in the buffer
-                    await reservation.grow(upload.tail_size + buffer.allocated_after(upload.tail_size))
-                    tail = await self.store.read_all(Location(upload.s3_bucket, upload.tail_key))
-                    if tail is None or len(tail) != upload.tail_size:
-                        raise RuntimeError(f"staged tail of upload {upload.id} is missing or has the wrong size")
-                    buffer.write(tail)
-                    del tail
-                    reservation.release(upload.tail_size)
-                try:
-                    async for chunk in chunks_with_idle_timeout(body, self.lease_seconds):
-                        if lease.lost.is_set():
-                            raise LeaseLost("another request took over this upload; this request kept nothing")
-                        received_before = received
-                        received += len(chunk)  # limit check first: nothing past the limit is placed
-                        if received > limit:
-                            raise PayloadTooLarge(too_large)
-                        if checksum_digest is not None:
-                            checksum_digest.update(chunk)
-                        elif callable(chunk_checksum):
-                            trailer_digest.update(chunk)
-                        with memoryview(chunk) as view:
-                            position = 0
-                            while position < len(view):
-                                if buffer is None:  # allocated only once a byte needs it
-                                    buffer = new_buffer(next_part, received_before + position)
-                                if streaming is None and this_body_fills(next_part, buffer, received_before + position):
-                                    streaming = (buffer, await dispatch(next_part, buffer))
-                                part_size = upload.part_size_of(next_part)
-                                take = min(part_size - buffer.filled, len(view) - position)
-                                await reservation.grow(buffer.allocated_after(take) - buffer.allocated)
-                                buffer.write(view[position:position + take])
-                                position += take
-                                if buffer.filled == part_size:
-                                    if streaming is None:
-                                        await dispatch(next_part, buffer)
-                                    streaming = None
-                                    next_part += 1
-                                    buffer = None
-                except BodyCutOff as error:
-                    cut_off = error
-                if buffer is None:
-                    buffer = PartBody(0)
-                abandon(streaming)  # the body ended before filling it (cut off): its bytes become the tail
-                streaming = None
-                new_offset = upload.offset + received
-                if final and cut_off is None:
-                    if new_length is not None and new_length != new_offset:
-                        raise BadRequest(f"the upload is {new_length} bytes but ends at {new_offset}")
-                    new_length = new_offset
-                if chunk_checksum is not None:
-                    if cut_off is not None:
-                        raise ChecksumMismatch("the body was cut off before its checksum could be verified; "
-                                               "nothing was kept")
-                    expected = chunk_checksum() if callable(chunk_checksum) else chunk_checksum
-                    if expected is not None:
-                        algorithm = normalize_algorithm(expected[0])
-                        digest = checksum_digest if checksum_digest is not None else trailer_digest
-                        if algorithm not in digest.digests:
-                            raise BadRequest(f"unsupported checksum algorithm {expected[0]!r}")
-                        if digest.raw(algorithm) != decode_b64(expected[1], algorithm):
-                            raise ChecksumMismatch(f"{algorithm} checksum of the body does not match; "
-                                                   "nothing was kept")
-                buffer.truncate()  # to the bytes filled: it was allocated for a whole part
-                if buffer.filled and new_length is not None and new_offset == new_length:
-                    await dispatch(next_part, buffer)  # the last part may be short: no tail needed
-                    next_part += 1
-                    buffer = PartBody(0)
-                if pending:
-                    await asyncio.wait(pending)
-                    pending = set()
-                committed_parts = [sent[n] for n in range(first_part, next_part) if n in sent]
-                if failures or len(committed_parts) != next_part - first_part:
-                    if cut_off is None:
-                        raise failures[0] if failures else RuntimeError("a part upload did not finish")
-                    # cut off and a part failed: keep the contiguous prefix of stored parts, no tail
-                    prefix = []
-                    for number in range(first_part, next_part):
-                        if number not in sent:
-                            break
-                        prefix.append(sent[number])
-                    committed_parts, buffer = prefix, PartBody(0)
-                    if not prefix:
-                        return await self.reload(upload.id)
-                    new_offset = upload.offset - upload.tail_size + sum(p.size for p in prefix)
-                tail_unchanged = received == 0 and next_part == first_part  # the buffer is the old tail
-                if tail_unchanged:
-                    if new_length == upload.length:
-                        return await self.reload(upload.id)  # nothing arrived: nothing to commit
-                    kept = Location(upload.s3_bucket, upload.tail_key) if upload.tail_key else None
-                    await self.commit_append(lease, upload, new_offset, new_length, [], kept, upload.tail_size)
-                    return await self.reload(upload.id)
-                if buffer.filled:
-                    new_tail = self.staging(upload, f"tail-{lease.token[:16]}")
-                    await self.store.put_bytes(new_tail, buffer)
-                committed = await self.commit_append(lease, upload, new_offset, new_length, committed_parts,
-                                                     new_tail, buffer.filled, release=True)
-                new_tail = None  # committed: it is the upload's tail now
-            finally:
-                abandon(streaming)
-                for task in pending:
-                    task.cancel()
-                if new_tail is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(self.store.delete(new_tail.bucket, [new_tail.key]))
-        if upload.tail_key:
-            with contextlib.suppress(Exception):
-                await self.store.delete(upload.s3_bucket, [upload.tail_key])
-        return committed
-
-    async def commit_append(self, lease: Lease, upload: Upload, new_offset: int, new_length: int | None,
-                            parts: list[Part], tail: Location | None, tail_size: int, *,
-                            release: bool = False) -> Upload:
-        """Commit received bytes, conditional on still holding the lease; with release=True the
-        same transaction gives up the upload and part leases (one transaction less per request).
-        Returns the upload as committed."""
-        async with transaction(self.pool) as cur:
-            await cur.execute(
-                """UPDATE uploads SET acknowledged_offset = %s, tail_key = %s, tail_size = %s, length = %s,
-                       updated_at = now(), expires_at = now() + %s * interval '1 second',
-                       writer = CASE WHEN %s THEN NULL ELSE writer END,
-                       writer_instance = CASE WHEN %s THEN NULL ELSE writer_instance END,
-                       writer_until = CASE WHEN %s THEN NULL ELSE writer_until END
-                   WHERE id = %s AND writer = %s AND state = 'open' AND acknowledged_offset = %s
-                   RETURNING *, expires_at < now() AS is_expired""",
-                (new_offset, tail.key if tail else None, tail_size, new_length, self.ttl(), release, release,
-                 release, upload.id, lease.token, upload.offset))
-            row = await cur.fetchone()
-            if row is None:
-                raise LeaseLost("another request took over this upload; this request kept nothing")
-            await self.upsert_parts(cur, upload.id, parts)
-            if release:
-                await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND writer = %s",
-                                  (upload.id, lease.token))
-        lease.released = release  # only once the transaction is in
-        committed = Upload.from_row(row)
-        committed.parts = sorted({part.part_number: part for part in [*upload.parts, *parts]}.values(),
-                                 key=lambda part: part.part_number)
-        return committed
+        """Append a request body at `offset` (offset chunks, tus PATCH, IETF PATCH): sequential.append."""
+        return await sequential.append(self, upload, offset, body, length=length, final=final,
+                                       chunk_checksum=chunk_checksum, max_bytes=max_bytes, steal=steal,
+                                       body_length=body_length)
 
     async def complete(self, upload: Upload, *, parts: list[dict[str, Any]] | None = None,
                        target: tuple[str, str] | None = None, sha256: str | None = None) -> dict[str, Any]:
@@ -903,43 +615,8 @@ class UploadEngine(EngineCore):
                 await self.store.delete_prefix(self.staging_prefix(upload))
 
     async def take_over(self, upload: Upload, *, grace: float = 2.0) -> Upload:
-        """Fence off the request writing this upload now, if any, and return the upload as committed.
-
-        The IETF draft's rule for a new request while an older one still transfers (the client has
-        given up on it): the old one is cut off. First the old writer gets `grace` seconds to finish
-        on its own: a request whose body was cut off is usually just committing the bytes it got,
-        and those are kept. After that its lease is cleared in PostgreSQL, so whichever instance
-        runs it, its commit fails and nothing it has not committed is kept; the offset returned is
-        therefore the one the next append must use. A writer in this instance stops at once; one in
-        another instance at its next lease renewal or commit at the latest.
-        """
-        deadline = asyncio.get_running_loop().time() + grace
-        waited = False
-        while True:
-            async with cursor(self.pool) as cur:
-                await cur.execute(f"SELECT state = 'open' AND {lease_held()} AS held FROM uploads WHERE id = %s",
-                                  (upload.id,))
-                row = await cur.fetchone()
-            if row is None or not row["held"]:
-                if waited:
-                    self.metrics.takeovers.labels("finished").inc()
-                return await self.get(upload.id, None)
-            if asyncio.get_running_loop().time() >= deadline:
-                break
-            waited = True
-            await asyncio.sleep(0.05)
-        self.metrics.takeovers.labels("fenced").inc()
-        previous = None
-        async with transaction(self.pool) as cur:
-            await cur.execute("SELECT writer FROM uploads WHERE id = %s AND state = 'open' FOR UPDATE", (upload.id,))
-            row = await cur.fetchone()
-            if row is not None and row["writer"] is not None:
-                previous = row["writer"]
-                await cur.execute("UPDATE uploads SET writer = NULL, writer_instance = NULL, writer_until = NULL"
-                                  " WHERE id = %s", (upload.id,))
-        if previous in self.local_leases:
-            self.local_leases[previous].lost.set()
-        return await self.get(upload.id, None)
+        """Fence off the request writing this upload now, if any: sequential.take_over."""
+        return await sequential.take_over(self, upload, grace=grace)
 
     async def concatenate(self, final: Upload, sources: list[Upload]) -> dict[str, Any]:
         """Build `final` from completed source uploads (tus concatenation) and complete it.
@@ -1015,7 +692,7 @@ class UploadEngine(EngineCore):
                         carry += await read(source, position, size)
                 if carry:
                     await flush()
-            await self.commit_append(lease, current, total, total, parts, None, 0)
+            await pipeline.commit_append(self, lease, current, total, total, parts, None, 0)
         final = await self.reload(final.id)
         return await self.complete(final)
 
