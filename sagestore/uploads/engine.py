@@ -23,38 +23,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, AsyncIterable, Callable
 
 from botocore.exceptions import ClientError
 
-from . import pipeline, sequential
+from . import pipeline, sequential, completion
 from ..db import cursor, transaction
 from ..errors import BadRequest, Conflict, Gone, NotFound, PayloadTooLarge, RequestTimeout
 from ..storage import (MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, PartBody, error_code,
-                       is_not_found, metadata_value, validate_key)
+                       metadata_value, validate_key)
 from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, decode_b64, normalize_algorithm
-from .common import (SEQUENTIAL_PROTOCOLS, S3_INVALID_PART, S3_INVALID_PART_ORDER, S3_ENTITY_TOO_SMALL, READ_CHUNK,
-                     ChunkChecksum, LeaseLost, BodyCutOff, now, validate_sha256, s3_bad_request,
-                     chunks_with_idle_timeout, normal_etag)
+from .common import (SEQUENTIAL_PROTOCOLS, S3_INVALID_PART, READ_CHUNK, ChunkChecksum, LeaseLost, BodyCutOff, now,
+                     validate_sha256, s3_bad_request, chunks_with_idle_timeout, normal_etag)
 from .core import EngineCore
 from .leases import Lease
-from .model import COMPLETED, COMPLETING, OPEN, PROTOCOLS, DigestMismatch, MissingParts, Part, Upload, choose_part_size
+from .model import COMPLETED, COMPLETING, OPEN, PROTOCOLS, DigestMismatch, Part, Upload, choose_part_size
 
 log = logging.getLogger("sagestore.uploads")
-
-
-@dataclass
-class Plan:
-    """What CompleteMultipartUpload will be given."""
-    parts: list[dict[str, Any]]
-    size: int
-    recorded: list[Part]
 
 
 class UploadEngine(EngineCore):
@@ -328,291 +317,8 @@ class UploadEngine(EngineCore):
 
     async def complete(self, upload: Upload, *, parts: list[dict[str, Any]] | None = None,
                        target: tuple[str, str] | None = None, sha256: str | None = None) -> dict[str, Any]:
-        """Assemble and publish; returns the file info {bucket_id, key, size, etag, sha256?, ...}.
-
-        parts: the multipart API client's list [{part_number, etag, checksum?}], validated against
-        what S3 holds (InvalidPart, InvalidPartOrder, EntityTooSmall -> 400 with S3's message).
-        Without it the recorded parts are used: indexed uploads must have every part (MissingParts),
-        sequential ones their declared length (the staged tail becomes the last part; a deferred
-        length completes at the current offset).
-        target (bucket_id, key) publishes a retained/staged upload elsewhere; repeating complete on a
-        retained upload publishes it again (offset chunks' import_upload). sha256 (hex) is verified
-        before anything is published; it needs a staged upload (declared sha256 or retain).
-        Idempotent: a completed upload returns its result.
-        """
-        sha256 = validate_sha256(sha256)
-        if target is not None:
-            validate_key(target[1])
-        current = await self.reload(upload.id)
-        if current.state == COMPLETED:
-            return await self.publish_completed(current, target, sha256)
-        if sha256 and current.sha256 and sha256 != current.sha256:
-            raise BadRequest("sha256 differs from the one declared when the upload was created")
-        if sha256 and not current.staged:
-            raise BadRequest("a whole-file sha256 must be declared when the upload is created")
-        async with self.writing(upload.id, completing=True) as (lease, current):
-            assembled = (current.result or {}).get("assembled")
-            if assembled is None:
-                assembled = await self.assemble(lease, current, parts)
-            current.length = assembled["size"]
-            current.result = dict(current.result or {}, assembled=assembled)
-            if current.staged:
-                result = await self.publish_staged(current, target, sha256 or current.sha256, lease=lease)
-            else:
-                result = self.file_info_of(current, current.bucket_id, current.key, assembled["size"],
-                                           assembled["etag"], None)
-                await self.mark_completed(current, {"assembled": assembled, "file": result}, lease)
-            await self.delete_staging(current, keep_object=current.retain or current.bucket_id is None)
-            self.frontiers.forget(current.id)
-            self.metrics.file_uploads.inc()
-            self.metrics.bytes_uploaded.inc(assembled["size"])
-            return result
-
-    async def assemble(self, lease: Lease, upload: Upload, client_parts: list[dict[str, Any]] | None) -> dict:
-        """Turn the parts (+ staged tail) into one S3 object at the MPU's key and record that.
-        Until CompleteMultipartUpload succeeds a failure reopens the upload, so the client can fix
-        its part list or add bytes and complete again."""
-        try:
-            plan = await self.plan_parts(upload, client_parts)
-            if upload.tail_key:
-                number = (plan.parts[-1]["PartNumber"] + 1) if plan.parts else 1
-                try:
-                    etag = await self.store.upload_part_copy(self.mpu(upload), upload.s3_upload_id, number,
-                                                             Location(upload.s3_bucket, upload.tail_key))
-                except ClientError as error:
-                    if not is_not_found(error):
-                        raise
-                    etag = None  # an earlier attempt completed the MPU already: finish_mpu checks that
-                plan.parts.append({"PartNumber": number, "ETag": etag})
-                plan.recorded.append(Part(number, upload.tail_size, etag or ""))
-                plan.size += upload.tail_size
-            if plan.size > self.settings.max_upload_size:
-                raise PayloadTooLarge(f"the parts add up to {plan.size} bytes, more than the maximum upload size of "
-                                      f"{self.settings.max_upload_size} bytes; nothing was published",
-                                      max_upload_size=self.settings.max_upload_size)
-            info = await self.finish_mpu(upload, plan)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.reopen(lease))
-            raise
-        assembled = {"size": plan.size, "etag": info["etag"]}
-        hashed = None if upload.tail_key else self.frontiers.sha256(
-            upload.id, [(part.part_number, normal_etag(part.etag)) for part in plan.recorded])
-        if hashed:
-            assembled["sha256"] = hashed  # of exactly these parts' bytes, as received: no read-back
-            self.metrics.sha256_verifications.labels("received").inc()
-        async with transaction(self.pool) as cur:
-            await self.upsert_parts(cur, upload.id, [part for part in plan.recorded if part.etag])
-            await cur.execute("UPDATE uploads SET length = %s, result = %s, updated_at = now()"
-                              " WHERE id = %s AND writer = %s",
-                              (plan.size, json.dumps({"assembled": assembled}), upload.id, lease.token))
-        return assembled
-
-    async def reopen(self, lease: Lease) -> None:
-        async with cursor(self.pool) as cur:
-            await cur.execute("UPDATE uploads SET state = 'open' WHERE id = %s AND writer = %s"
-                              " AND state = 'completing'", (lease.upload_id, lease.token))
-
-    async def plan_parts(self, upload: Upload, client_parts: list[dict[str, Any]] | None) -> Plan:
-        if client_parts is not None:
-            return await self.plan_client_parts(upload, client_parts)
-        recorded = list(upload.parts)
-        size = sum(part.size for part in recorded)
-        if upload.protocol in SEQUENTIAL_PROTOCOLS:
-            total = size + upload.tail_size
-            if upload.length is not None and total != upload.length:
-                raise BadRequest(f"the upload has {total} of its {upload.length} bytes", offset=total)
-        else:
-            if upload.total_parts is not None:
-                present = {part.part_number for part in recorded}
-                missing = [n for n in range(1, upload.total_parts + 1) if n not in present]
-                if missing:
-                    raise MissingParts(f"{len(missing)} parts are missing: {missing[:20]}", missing)
-                recorded = [part for part in recorded if part.part_number <= upload.total_parts]
-                size = sum(part.size for part in recorded)
-                if size != upload.length:
-                    raise BadRequest(f"the parts add up to {size} bytes, not {upload.length}")
-            for part in recorded[:-1]:
-                if part.size < MIN_PART_SIZE:
-                    raise BadRequest(S3_ENTITY_TOO_SMALL, code="EntityTooSmall")
-        parts = [self.s3_part_entry(upload, part.part_number, part.etag, part.checksum) for part in recorded]
-        return Plan(parts, size, recorded)
-
-    def s3_part_entry(self, upload: Upload, number: int, etag: str, checksum: str | None) -> dict[str, Any]:
-        entry: dict[str, Any] = {"PartNumber": number, "ETag": etag}
-        if upload.checksum_algorithm and checksum:
-            entry["Checksum" + upload.checksum_algorithm] = checksum
-        return entry
-
-    async def plan_client_parts(self, upload: Upload, client_parts: list[dict[str, Any]]) -> Plan:
-        if not isinstance(client_parts, list) or not client_parts:
-            raise BadRequest("parts must be a non-empty list of {part_number, etag}")
-        try:
-            listed = await self.listed_parts(upload)
-        except NotFound:
-            # S3 no longer knows the multipart upload: an earlier completion may have reached
-            # CompleteMultipartUpload and died before its commit. Check the list against the parts
-            # recorded here instead; finish_mpu then accepts only the assembled object it left.
-            listed = {part.part_number: [{"PartNumber": part.part_number, "ETag": part.etag, "Size": part.size}]
-                      for part in upload.parts}
-            if not listed:
-                raise
-        recorded_checksums = {part.part_number: part.checksum for part in upload.parts}
-        previous = 0
-        chosen: list[Part] = []
-        for item in client_parts:
-            if not isinstance(item, dict) or not isinstance(item.get("part_number"), int) \
-                    or isinstance(item.get("part_number"), bool) or not isinstance(item.get("etag"), str):
-                raise BadRequest("each part needs an integer part_number and a string etag")
-            number = item["part_number"]
-            if not 1 <= number <= MAX_PARTS:
-                raise BadRequest(f"part number must be between 1 and {MAX_PARTS}")
-            if number <= previous:
-                raise BadRequest(S3_INVALID_PART_ORDER, code="InvalidPartOrder")
-            previous = number
-            match = next((entry for entry in listed.get(number, [])
-                          if normal_etag(entry["ETag"]) == normal_etag(item["etag"])), None)
-            if match is None:
-                raise BadRequest(S3_INVALID_PART, code="InvalidPart")
-            checksum = item.get("checksum") or recorded_checksums.get(number) or match.get(
-                "Checksum" + (upload.checksum_algorithm or ""))
-            chosen.append(Part(number, int(match["Size"]), match["ETag"], checksum, item.get("md5_hash")))
-        for part in chosen[:-1]:
-            if part.size < MIN_PART_SIZE:
-                raise BadRequest(S3_ENTITY_TOO_SMALL, code="EntityTooSmall")
-        parts = [self.s3_part_entry(upload, part.part_number, part.etag, part.checksum) for part in chosen]
-        return Plan(parts, sum(part.size for part in chosen), chosen)
-
-    async def finish_mpu(self, upload: Upload, plan: Plan) -> dict[str, Any]:
-        """CompleteMultipartUpload (an empty upload becomes an empty object); safe to retry."""
-        location = self.mpu(upload)
-        if not plan.parts:
-            await self.store.abort_multipart(location, upload.s3_upload_id)
-            etag = await self.store.put_bytes(location, b"", content_type=upload.content_type,
-                                              metadata={"owner": metadata_value(upload.owner)})
-            return {"etag": etag}
-        try:
-            if any(part["ETag"] is None for part in plan.parts):
-                raise ClientError({"Error": {"Code": "NoSuchUpload"}}, "CompleteMultipartUpload")
-            etag = await self.store.complete_multipart(location, upload.s3_upload_id, plan.parts)
-        except ClientError as error:
-            if is_not_found(error):
-                # a retry after a crash between CompleteMultipartUpload and our commit
-                info = await self.store.head(location)
-                if info is not None and info.size == plan.size:
-                    return {"etag": info.etag}
-                raise Conflict("the upload's storage was released; start a new upload") from None
-            raise s3_bad_request(error) or error
-        return {"etag": etag}
-
-    async def assembled_sha256(self, upload: Upload) -> str:
-        """Stream the assembled staging object once and remember its sha256."""
-        assembled = dict((upload.result or {}).get("assembled") or {})
-        if assembled.get("sha256"):
-            return assembled["sha256"]
-        stream = await self.store.open(self.mpu(upload))
-        if stream is None:
-            raise Gone("the assembled upload is no longer stored")
-        self.metrics.sha256_verifications.labels("read_back").inc()
-        digest = hashlib.sha256()
-        async for chunk in stream.chunks(READ_CHUNK):
-            digest.update(chunk)
-        assembled["sha256"] = digest.hexdigest()
-        result = dict(upload.result or {})
-        result["assembled"] = assembled
-        upload.result = result
-        async with cursor(self.pool) as cur:
-            await cur.execute("UPDATE uploads SET result = %s WHERE id = %s", (json.dumps(result), upload.id))
-        return assembled["sha256"]
-
-    async def publish_staged(self, upload: Upload, target: tuple[str, str] | None, sha256: str | None, *,
-                             lease: Lease | None) -> dict[str, Any]:
-        """Verify (sha256) then copy the assembled object to its target, server-side."""
-        assembled = upload.result["assembled"]
-        actual = await self.assembled_sha256(upload) if sha256 else assembled.get("sha256")
-        if sha256 and actual != sha256:
-            if lease is not None:
-                await self.mark_completed(upload, upload.result, lease)
-            raise BadRequest(f"sha256 mismatch: expected {sha256}, the upload has {actual}; nothing was published",
-                             code="Sha256Mismatch", sha256=actual)
-        bucket_id, key = target if target is not None else (upload.bucket_id, upload.key)
-        if bucket_id is None:
-            # no target (e.g. a tus partial upload): the assembled object stays for concatenation
-            if lease is not None:
-                await self.mark_completed(upload, upload.result, lease)
-            return {"upload_id": upload.id, "size": assembled["size"], "sha256": actual, "assembled": True}
-        destination = self.mapping.object(bucket_id, key)
-        metadata = {"owner": metadata_value(upload.owner)}
-        if actual:
-            metadata["sha256"] = actual
-        etag = await self.store.copy(self.mpu(upload), destination, content_type=upload.content_type,
-                                     metadata=metadata, size=assembled["size"])
-        info = self.file_info_of(upload, bucket_id, key, assembled["size"], etag, actual)
-        result = dict(upload.result)
-        result["file"] = info
-        result.setdefault("published", [])
-        result["published"] = [entry for entry in result["published"] if entry.get("key") != key
-                               or entry.get("bucket_id") != bucket_id] + [info]
-        upload.result = result
-        if lease is not None:
-            await self.mark_completed(upload, result, lease)
-        else:
-            async with cursor(self.pool) as cur:
-                await cur.execute("UPDATE uploads SET result = %s, updated_at = now() WHERE id = %s",
-                                  (json.dumps(result), upload.id))
-        return info
-
-    async def publish_completed(self, upload: Upload, target: tuple[str, str] | None,
-                                sha256: str | None) -> dict[str, Any]:
-        """complete() on a completed upload: the same answer again, or another publication of a retained one."""
-        result = upload.result or {}
-        if upload.retain or (upload.staged and upload.bucket_id is None):
-            if target is None and "file" in result and not sha256:
-                return result["file"]
-            if target is None and upload.bucket_id is None and not sha256:
-                assembled = result["assembled"]
-                return {"upload_id": upload.id, "size": assembled["size"], "sha256": assembled.get("sha256"),
-                        "assembled": True}
-            return await self.publish_staged(upload, target, sha256, lease=None)
-        if "file" not in result:
-            if upload.staged and sha256:  # an earlier sha256 mismatch: the staged object still waits
-                return await self.publish_staged(upload, target, sha256, lease=None)
-            raise BadRequest("the upload was assembled but not published (sha256 mismatch); start a new upload")
-        file_info = result["file"]
-        if target is not None and (str(target[0]), target[1]) != (file_info["bucket_id"], file_info["key"]):
-            raise Conflict("this upload was already published elsewhere")
-        if sha256 and not file_info.get("sha256"):
-            raise BadRequest("a whole-file sha256 must be declared when the upload is created")
-        if sha256 and sha256 != file_info["sha256"]:
-            raise BadRequest(f"sha256 mismatch: expected {sha256}, the upload has {file_info['sha256']}",
-                             code="Sha256Mismatch")
-        return file_info
-
-    def file_info_of(self, upload: Upload, bucket_id: str, key: str, size: int, etag: str,
-                     sha256: str | None) -> dict[str, Any]:
-        info: dict[str, Any] = {"bucket_id": str(bucket_id), "key": key, "size": size, "etag": etag,
-                                "content_type": upload.content_type, "upload_id": upload.id}
-        if sha256:
-            info["sha256"] = sha256
-        return info
-
-    async def mark_completed(self, upload: Upload, result: dict[str, Any], lease: Lease) -> None:
-        async with cursor(self.pool) as cur:
-            await cur.execute(
-                """UPDATE uploads SET state = 'completed', result = %s, tail_key = NULL, tail_size = 0,
-                       updated_at = now() WHERE id = %s AND writer = %s""",
-                (json.dumps(result), upload.id, lease.token))
-        upload.state = COMPLETED
-
-    async def delete_staging(self, upload: Upload, *, keep_object: bool) -> None:
-        with contextlib.suppress(Exception):
-            if keep_object:
-                keys = [key async for page in self.store.iter_keys(self.staging_prefix(upload)) for key in page
-                        if key != upload.s3_key]
-                if keys:
-                    await self.store.delete(upload.s3_bucket, keys)
-            else:
-                await self.store.delete_prefix(self.staging_prefix(upload))
+        """Assemble and publish; returns the file info: completion.complete."""
+        return await completion.complete(self, upload, parts=parts, target=target, sha256=sha256)
 
     async def take_over(self, upload: Upload, *, grace: float = 2.0) -> Upload:
         """Fence off the request writing this upload now, if any: sequential.take_over."""
@@ -694,7 +400,7 @@ class UploadEngine(EngineCore):
                     await flush()
             await pipeline.commit_append(self, lease, current, total, total, parts, None, 0)
         final = await self.reload(final.id)
-        return await self.complete(final)
+        return await completion.complete(self, final)
 
     async def finals_waiting_for(self, source_id: str) -> list[Upload]:
         """Open final uploads whose concat_sources name `source_id` (tus concatenation-unfinished:
