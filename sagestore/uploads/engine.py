@@ -16,8 +16,9 @@ PostgreSQL is the truth: bytes count only once they are in S3 AND committed in `
 garbage that later writes of the same part number replace and completion never names.
 
 UploadEngine is the facade handlers call. It is an EngineCore (core.py: resources, rows, keys,
-leases, parts in S3) and delegates each step to its module: sequential.py (append, take over),
-parts.py, completion.py (with plan.py and publish.py), concat.py and reaper.py.
+leases, parts in S3) and delegates each step to its module: sequential.py (append, take over;
+its part pipeline is pipeline.py), parts.py, completion.py (with plan.py and publish.py),
+concat.py and reaper.py.
 """
 from __future__ import annotations
 
@@ -40,7 +41,10 @@ from .model import COMPLETING, PROTOCOLS, Part, Upload, choose_part_size
 
 
 class UploadEngine(EngineCore):
-    """The upload state machine: open -> completing -> completed, or aborted / expired."""
+    """The upload state machine: open -> completing -> completed, or aborted / expired.
+
+    Opening, listing, status and abort are here; get() and what every step shares come from
+    EngineCore; parts, appends, completion, concatenation and the reaper are delegated."""
 
     _mpu = EngineCore.mpu  # the tests find an upload's MPU location through it
 
