@@ -75,7 +75,7 @@ class AppendPipeline:
                 if self.buffer is None:
                     self.buffer = PartBody(0)
                 self.abandon_streaming()  # the body ended before filling it (cut off): its bytes become the tail
-                new_offset = self.upload.offset + self.received
+                new_offset = upload.offset + self.received
                 self.fix_final_length(new_offset)
                 self.verify_chunk_checksum()
                 self.buffer.truncate()  # to the bytes filled: it was allocated for a whole part
