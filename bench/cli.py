@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         args={"size": size, "quick": args.quick, "big": args.big, "concurrency": concurrency,
               "only": args.only, "profile": args.profile, "rounds": max(1, args.rounds)},
         stack=stack.describe() | {"server_repo": str(stack.server_repo)}, baselines=getattr(runner, "baselines", {}),
-        small_requests=runner.small, load_average={"before": load_before, "after": os.getloadavg()})
+        small_requests=runner.small, sha256_floor_s_per_gib=getattr(runner, "sha256_floor", None),
+        load_average={"before": load_before, "after": os.getloadavg()})
     print(f"\nsagestore benchmark, {date}, {size / MIB:.0f} MiB input, {os.cpu_count()} cores; "
           f"load average before/after {load_before[0]:.1f}/{data['load_average']['after'][0]:.1f}")
     print(report.table(runner.results))

@@ -65,6 +65,23 @@ DESCRIPTIONS = {
 }
 
 
+# the rows whose server hashes every byte (the whole-file sha256 that stays); a presigned
+# multipart upload's bytes never pass through the server
+HASHED_ROWS = ("form-put", "raw-put", "signed-put", "multipart-proxied", "session-4", "offset-16m", "tus-16m",
+               "tus-64m", "big-raw-put-1GiB", "big-raw-put-10GiB", "big-tus-1GiB", "big-tus-10GiB")
+
+
+def sha256_cpu_s_per_gib(sample: int = 256 * MIB, chunk: int = MIB) -> float:
+    """What hashlib's sha256 costs this machine now, in CPU seconds per GiB (the floor of every
+    hashed row): a random buffer, hashed in the 1 MiB pieces the server hashes."""
+    data = memoryview(os.urandom(chunk))
+    digest = hashlib.sha256()
+    started = time.process_time()
+    for _ in range(sample // chunk):
+        digest.update(data)
+    return (time.process_time() - started) * GIB / sample
+
+
 def expand(names: list[str]) -> list[str]:
     wanted: set[str] = set()
     for name in names:
@@ -91,6 +108,9 @@ class Result:
     kernel_peak_rss_mib: float | None = None  # the kernel's high-water mark (VmHWM) over the scenario
     rss_growth_mib: float | None = None
     cpu_s_per_gib: float | None = None
+    # the part of cpu_s_per_gib that is the whole-file sha256 every upload path keeps (measured in
+    # this run; 0 where the server never sees the bytes, or for downloads): the rest is overhead
+    cpu_floor_s_per_gib: float | None = None
     weed_cpu_s_per_gib: float | None = None
     client_cpu_s_per_gib: float | None = None
     verified: bool | None = None
@@ -130,6 +150,8 @@ class Runner:
     async def run(self) -> None:
         options = self.options
         self.log(f"making a {options.size / MIB:.0f} MiB random input file")
+        self.sha256_floor = await asyncio.to_thread(sha256_cpu_s_per_gib)
+        self.log(f"sha256 floor: {self.sha256_floor:.2f} CPU s/GiB (hashlib, this process)")
         source = await asyncio.to_thread(sc.InputFile.create, options.workdir / "input.bin", options.size)
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
@@ -283,6 +305,7 @@ class Runner:
                 result.kernel_peak_rss_mib = server.kernel_peak_rss / MIB if server.kernel_peak_rss else None
                 result.rss_growth_mib = server.growth / MIB
                 result.cpu_s_per_gib = server.cpu_seconds / gib if gib else None
+                result.cpu_floor_s_per_gib = self.sha256_floor if name in HASHED_ROWS else 0.0
             result.weed_cpu_s_per_gib = weed.cpu_seconds / gib if gib else None
             result.client_cpu_s_per_gib = client.cpu_seconds / gib if gib else None
             result.note = "; ".join(filter(None, [result.note, outcome.note]))

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+
+# No `<name>_created` gauge beside every counter: twice the series, and no dashboard reads them.
+disable_created_metrics()
 
 # Label values come only from these sets, the router's own resources and the status code,
 # so a client cannot create series: made-up methods and unmatched paths collapse into one.
@@ -19,34 +22,63 @@ def request_labels(request: web.BaseRequest, status: int) -> tuple[str, str, str
     return method, route, str(status)
 
 
+class _Both:
+    """Counts into a Go-named counter and its sagestore_ twin at once."""
+
+    def __init__(self, go: Counter, ours: Counter) -> None:
+        self._go, self._ours = go, ours
+
+    def inc(self, amount: float = 1) -> None:
+        self._go.inc(amount)
+        self._ours.inc(amount)
+
+    def labels(self, *values: str) -> "_Both":
+        return _Both(self._go.labels(*values), self._ours.labels(*values))
+
+
+# The Go server's five names, which SAGE's Grafana dashboards query; kept beside our own names
+# (prometheus_client adds `_total` to a counter, so these export exactly the Go names).
+GO_METRIC_NAMES = ("sage_bucket_creation_errors_total", "bucket_creation_total", "file_upload_total",
+                   "file_upload_byte_size_total", "file_download_byte_size_total")
+
+
 class Metrics:
+    """Every metric is `sagestore_*`, with the unit in its name (`_bytes`, `_seconds`) and `_total`
+    on counters (Prometheus's conventions); the Go names above are kept only as twins."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        # names of the Go server, kept for existing dashboards
-        self.bucket_creation_errors = Counter("sage_bucket_creation_errors", "Bucket creations that failed",
-                                              ["error"], registry=r)
-        self.bucket_creations = Counter("bucket_creation", "Buckets created", registry=r)
-        self.file_uploads = Counter("file_upload", "Files uploaded", registry=r)
-        self.bytes_uploaded = Counter("file_upload_byte_size", "Bytes uploaded", registry=r)
-        self.bytes_downloaded = Counter("file_download_byte_size", "Bytes downloaded", registry=r)
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, list(labels), registry=r)
+
+        def both(go_name: str, name: str, doc: str, labels: tuple[str, ...] = ()) -> _Both:
+            return _Both(counter(go_name, doc, labels), counter(name, doc, labels))
+
+        self.bucket_creation_errors = both("sage_bucket_creation_errors", "sagestore_bucket_creation_errors",
+                                           "Bucket creations that failed", ("error",))
+        self.bucket_creations = both("bucket_creation", "sagestore_buckets_created", "Buckets created")
+        self.file_uploads = both("file_upload", "sagestore_files_uploaded", "Files uploaded")
+        self.bytes_uploaded = both("file_upload_byte_size", "sagestore_uploaded_bytes", "Bytes of files uploaded")
+        self.bytes_downloaded = both("file_download_byte_size", "sagestore_downloaded_bytes", "Bytes downloaded")
         # every body byte a chunk PUT of an indexed session received, stored or not (a resumed upload's
         # resend cost shows here, where the stored parts count each chunk once)
-        self.session_bytes_received = Counter("sagestore_session_bytes_received", "Bytes received by session "
-                                              "chunk PUTs, including chunks cut off or sent again", registry=r)
+        self.session_bytes_received = counter("sagestore_session_received_bytes", "Bytes received by session "
+                                              "chunk PUTs, including chunks cut off or sent again")
         self.requests = Histogram("sagestore_http_request_duration_seconds", "HTTP request duration",
                                   ["method", "route", "status"], registry=r,
                                   buckets=(0.005, 0.02, 0.1, 0.5, 2, 10, 60, 600))
-        self.reaped = Counter("sagestore_uploads_reaped", "Expired uploads cleaned up", ["what"], registry=r)
+        self.reaped = counter("sagestore_uploads_reaped", "Expired uploads cleaned up", ("what",))
         # how completion learnt a declared sha256: hashed while the parts came ("received"), or by
         # reading the assembled object back from S3 ("read_back": parts from several instances,
         # out of order beyond the frontier's budget, a restart, or a sequential upload)
-        self.sha256_verifications = Counter("sagestore_upload_sha256_verifications", "Whole-file sha256 "
-                                            "computations at completion", ["how"], registry=r)
+        self.sha256_verifications = counter("sagestore_upload_sha256_verifications", "Whole-file sha256 "
+                                            "computations at completion", ("how",))
         # a new request (tus/IETF HEAD or append) found an older one still writing the upload:
         # "finished" when the older one committed within the grace, "fenced" when it was cut off
-        self.takeovers = Counter("sagestore_upload_takeovers", "Older requests still writing an upload "
-                                 "when a new one came", ["outcome"], registry=r)
+        self.takeovers = counter("sagestore_upload_takeovers", "Older requests still writing an upload "
+                                 "when a new one came", ("outcome",))
 
     def observe_request(self, request: web.BaseRequest, status: int, seconds: float) -> None:
         self.requests.labels(*request_labels(request, status)).observe(seconds)

@@ -109,18 +109,24 @@ async def test_zero_byte_file_and_overwrite(client):
     assert await response.read() == b"now full"
 
 
-async def test_upload_counts_files_and_bytes(client):
+COUNTED = {"files": ("file_upload_total", "sagestore_files_uploaded_total"),
+           "uploaded": ("file_upload_byte_size_total", "sagestore_uploaded_bytes_total"),
+           "downloaded": ("file_download_byte_size_total", "sagestore_downloaded_bytes_total")}
+
+
+@pytest.mark.parametrize("naming", [0, 1], ids=["go-names", "sagestore-names"])
+async def test_upload_counts_files_and_bytes(client, naming):
     text = await (await client.get("/metrics")).text()
-    files, uploaded = metric(text, "file_upload_total"), metric(text, "file_upload_byte_size_total")
-    downloaded = metric(text, "file_download_byte_size_total")
+    names = {what: pair[naming] for what, pair in COUNTED.items()}
+    files, uploaded, downloaded = (metric(text, names[what]) for what in ("files", "uploaded", "downloaded"))
     bucket_id = await create_bucket(client)
     await put_raw(client, bucket_id, "a", b"x" * 1000)
     await put_form(client, bucket_id, "b", b"y" * 234)
     await (await client.get(f"/api/v1/objects/{bucket_id}/a", headers=auth("alice"))).read()
     text = await (await client.get("/metrics")).text()
-    assert metric(text, "file_upload_total") == files + 2
-    assert metric(text, "file_upload_byte_size_total") == uploaded + 1234
-    assert metric(text, "file_download_byte_size_total") == downloaded + 1000
+    assert metric(text, names["files"]) == files + 2
+    assert metric(text, names["uploaded"]) == uploaded + 1234
+    assert metric(text, names["downloaded"]) == downloaded + 1000
 
 
 def multipart_body(boundary: str, parts: list[tuple[str, str | None, bytes, dict[str, str]]]) -> bytes:

@@ -7,6 +7,7 @@ made-up rows: a goal with a row that did not run is MISSED and names the row."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -43,6 +44,11 @@ def test_every_scenario_runs_and_returns_its_bytes(tmp_path):
             assert row["verified"] is True and row["bytes"] == expected, row
         if not name.startswith("direct-") and row["kind"] != "requests":
             assert row["peak_rss_mib"] > 0 and row["kernel_peak_rss_mib"] >= row["peak_rss_mib"] * 0.5, row
+    # CPU is printed as the sha256 floor measured in this run + the overhead beyond it
+    assert 0.1 < data["sha256_floor_s_per_gib"] < 20, data["sha256_floor_s_per_gib"]
+    assert results["raw-put"]["cpu_floor_s_per_gib"] == data["sha256_floor_s_per_gib"]
+    assert results["multipart-presigned"]["cpu_floor_s_per_gib"] == 0 == results["get"]["cpu_floor_s_per_gib"]
+    assert re.search(r"\braw-put\b.*\d+\.\d\d = \d+\.\d\d \+ -?\d+\.\d\d", run.stdout), run.stdout[-3000:]
     assert results["concurrency"]["verified"] is True
     assert results["concurrency"]["bytes"] == SESSIONS * SIZE
     assert results["concurrency"]["extra"]["failures"] == 0
@@ -76,6 +82,18 @@ def test_a_goal_with_a_failed_row_is_missed_and_names_it():
     assert by_measure["tus ÷ @tus/server + s3-store"]["met"] is None
     text = goals_text(list(by_measure.values()))
     assert "MISSED" in text and "did not run: multipart-proxied failed: NameError" in text
+
+
+def test_the_cpu_goal_judges_the_overhead_beyond_the_floor_by_each_rows_limit():
+    def hashed(name: str, total: float, floor: float = 1.0) -> Result:
+        return Result(name, "upload", mb_s=100.0, ratio=1.0, cpu_s_per_gib=total, cpu_floor_s_per_gib=floor)
+    measure = "server CPU beyond the sha256 floor"
+    within = [hashed("raw-put", 1.25), hashed("tus-16m", 1.45), hashed("get", 0.2, floor=0.0)]
+    goal = next(g for g in goals(within) if g["measure"] == measure)
+    assert goal["met"] is True and round(goal["values"]["tus-16m"], 2) == 0.45
+    over = within + [hashed("session-4", 1.35)]  # 0.35 beyond the floor: a 0.3 row
+    goal = next(g for g in goals(over) if g["measure"] == measure)
+    assert goal["met"] is False and round(goal["values"]["session-4"], 2) == 0.35
 
 
 def test_a_failed_baseline_misses_the_goal():

@@ -58,7 +58,7 @@ def test_upload_killed_with_sigkill_resumes_sending_only_missing_chunks(served, 
     with Client(served.url, served.token("alice")) as alice:
         bucket_id = alice.create_bucket("model")["id"]
         target = f"sage://{bucket_id}/big.bin"
-        before = served.metric("sagestore_session_bytes_received_total")
+        before = served.metric("sagestore_session_received_bytes_total")
         process = served.popen("cp", "--concurrency", str(IN_FLIGHT), str(big_file), target)
 
         def some_chunks_stored():
@@ -67,7 +67,7 @@ def test_upload_killed_with_sigkill_resumes_sending_only_missing_chunks(served, 
         partial = wait_for(some_chunks_stored)
         process.send_signal(signal.SIGKILL)
         assert process.wait(60) == -signal.SIGKILL
-        killed_at = served.metric("sagestore_session_bytes_received_total")
+        killed_at = served.metric("sagestore_session_received_bytes_total")
         stored = alice.list_uploads(bucket_id, "big.bin")[0]
         assert stored["sessionId"] == partial["sessionId"] and len(stored["receivedChunks"]) < SIZE // CHUNK
         assert killed_at - before < SIZE
@@ -76,7 +76,7 @@ def test_upload_killed_with_sigkill_resumes_sending_only_missing_chunks(served, 
         [record] = [json.loads(line) for line in rerun.stdout.splitlines()]
         # the chunks the server had (one finishing as the client died may have been recorded after our look)
         assert record["resumed"] >= len(stored["receivedChunks"]) * CHUNK and record["resumed"] % CHUNK == 0
-        total = served.metric("sagestore_session_bytes_received_total") - before
+        total = served.metric("sagestore_session_received_bytes_total") - before
         # resent at most what was in flight when the client died, plus one chunk
         assert SIZE <= total <= SIZE + (IN_FLIGHT + 1) * CHUNK, (total - SIZE) / CHUNK
         assert alice.stat(bucket_id, "big.bin").sha256 == file_sha256(big_file)

@@ -4,6 +4,8 @@ import sys
 
 from conftest import REPO, auth
 
+from sagestore.metrics import GO_METRIC_NAMES
+
 
 async def test_service_documents(client):
     response = await client.get("/")
@@ -53,6 +55,24 @@ async def test_metrics_are_prometheus_text(client):
     assert "bucket_creation_total" in text
     assert "file_upload_byte_size_total" in text
     assert "sagestore_http_request_duration_seconds" in text
+
+
+async def test_metric_names_follow_prometheus_conventions(client):
+    """sagestore_ prefix, the unit in the name, _total on counters; the Go server's five names stay
+    because SAGE's dashboards query them, and nothing else is unprefixed."""
+    await client.post("/api/v1/objects", headers=auth("alice"), json={"type": "model"})
+    text = await (await client.get("/metrics")).text()
+    families = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
+    unprefixed = {name for name in families if not name.startswith("sagestore_")}
+    assert unprefixed == set(GO_METRIC_NAMES)
+    for name, kind in families.items():
+        assert kind in ("counter", "histogram"), name  # no _created gauges beside the counters
+        if kind == "counter":
+            assert name.endswith("_total"), name
+        if "byte" in name and name not in GO_METRIC_NAMES:
+            assert name.endswith("_bytes_total") or name.endswith("_bytes"), name
+        if kind == "histogram":
+            assert name.endswith("_seconds") or name.endswith("_bytes"), name
 
 
 async def test_malformed_authorization_is_401_json(client):

@@ -375,6 +375,13 @@ async def test_metadata_download_url_and_delete(osdu, token, s3_backend, setting
     ]:
         status, answer = await call(osdu, "POST", "/files/metadata", editor, json=body)
         assert (status, answer["error"]) == (400, message)
+    # what PostgreSQL cannot store (a NUL) and JSON nested too deep are 400 in OSDU's shape, not a 500
+    too_deep = json.loads("[" * 50 + "]" * 50)
+    for body in (broken(lambda r: r["data"].update(Name="a\x00b")), {**record, "deep": too_deep}):
+        status, answer = await call(osdu, "POST", "/files/metadata", editor, json=body)
+        assert status == 400 and answer["error"].startswith("Invalid Json Input") and answer["code"] == 400, answer
+    status, answer = await call(osdu, "POST", "/files/metadata", editor, data=b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and "nested" in answer["error"]
     assert (await call(osdu, "POST", "/files/metadata", viewer, json=record))[0] == 403
 
     status, answer = await call(osdu, "POST", "/files/metadata", editor, json=record)

@@ -361,7 +361,7 @@ async def test_session_bytes_received_counts_every_chunk_byte(client, settings):
     import re
 
     def value(text):
-        match = re.search(r"^sagestore_session_bytes_received_total (\S+)$", text, re.M)
+        match = re.search(r"^sagestore_session_received_bytes_total (\S+)$", text, re.M)
         return float(match.group(1))
 
     before = value(await (await client.get("/metrics")).text())

@@ -55,6 +55,8 @@ class Behaviour:
                                   # (moto with its auth mode on answers them 500; we run it with auth off)
     cut_off_part_listed: bool     # an UploadPart whose body was cut off leaves an empty part in ListParts
                                   # (the engine never trusts ListParts for sizes: its parts come from its rows)
+    copy_source_if_match: bool    # CopyObject/UploadPartCopy refuse a source whose ETag is not x-amz-copy-source-if-match
+                                  # (moto ignores it; the engine also checks the ETag by HEAD first)
 
 
 SEAWEEDFS = Behaviour(
@@ -65,7 +67,7 @@ SEAWEEDFS = Behaviour(
     upload_part_after_abort="NoSuchUpload", flat_listing_order="tree", part_copy_etag_is_range_md5=False,
     # cut_off_part_listed: True while botocore sent Expect: 100-continue (SeaweedFS then registered
     # the part on the 100); sagestore drops that header (it made aiohttp wait without a timeout)
-    checks_signatures=True, presigned_urls=True, cut_off_part_listed=False)
+    checks_signatures=True, presigned_urls=True, cut_off_part_listed=False, copy_source_if_match=True)
 
 MOTO = Behaviour(
     create_existing_bucket="ok", reversed_range="ok", unordered_parts="ok", wrong_part_etag="InvalidPart",
@@ -73,7 +75,7 @@ MOTO = Behaviour(
     bad_checksum_crc32c_unsigned="ok",
     part_copy_beyond_source="ok", upload_part_after_abort="500", flat_listing_order="bytes",
     part_copy_etag_is_range_md5=True,
-    checks_signatures=False, presigned_urls=True, cut_off_part_listed=False)
+    checks_signatures=False, presigned_urls=True, cut_off_part_listed=False, copy_source_if_match=False)
 
 # name -> (session fixture yielding the endpoint and credentials, its Behaviour)
 BACKENDS: dict[str, tuple[str, Behaviour]] = {
@@ -787,6 +789,32 @@ async def test_copy_onto_itself_rewrites_metadata(store, at):
     info = await store.head(at("self"))
     assert (info.content_type, info.metadata, info.size) == ("text/x-new", {"b": "2"}, 1000)
     assert await read(store, at("self")) == data
+
+
+@pytest.mark.parametrize("single_copy_limit", [5 * 2**30, 0], ids=["one-copy", "part-by-part"])
+async def test_copy_if_match_copies_only_the_object_it_names(store, at, bucket, backend, single_copy_limit):
+    """What a retained upload's later publication relies on: a copy from an object that may have
+    been replaced since fails (PreconditionFailed) instead of copying the new bytes."""
+    chunked = ObjectStore(store.client, part_size=PART, single_copy_limit=single_copy_limit)
+    chunked.copy_part_size = PART
+    data = os.urandom(PART + 10)
+    etag = await store.put_bytes(at("named"), data)
+    await chunked.copy(at("named"), at("copied"), content_type="x/y", metadata={}, size=len(data), if_match=etag)
+    assert await read(store, at("copied")) == data
+    await chunked.replace_metadata(at("named"), content_type="x/z", metadata={"sha256": "s"}, size=len(data),
+                                   if_match=etag)
+    assert (await store.head(at("named"))).metadata == {"sha256": "s"}
+    replaced = os.urandom(PART + 10)
+    await store.put_bytes(at("named"), replaced)
+    late = chunked.copy(at("named"), at("late"), content_type="x/y", metadata={}, size=len(data), if_match=etag)
+    if not backend.behaviour.copy_source_if_match:
+        await late  # documented: such a backend copies the replaced bytes
+        return
+    with pytest.raises(ClientError) as error:
+        await late
+    assert error_code(error.value) in ("PreconditionFailed", "412")
+    assert await store.head(at("late")) is None
+    assert await store.list_multipart_uploads(bucket, at().key) == []
 
 
 @pytest.mark.parametrize("onto_itself", [False, True])

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import auth
-from premises import lease_taken
+from premises import lease_taken, upload_row
 from tus_helpers import MiB, make_bucket, stored
 from tusclient import client as tus_client
 from tusclient.exceptions import TusUploadFailed
@@ -223,3 +223,62 @@ async def test_tus_js_client_ietf_draft(client, js_file, protocol):
     assert result["ok"], result
     assert result["url"].split("/api/v1/uploads/")[1]
     assert await stored(client.server.app, bucket_id, f"js/{protocol}.bin") == data
+
+
+# tus-js-client configured with the one tus endpoint speaks the IETF draft to it (issue 16): the upload
+# is an IETF upload located under /api/v1/tus/, and every later request of the client goes there.
+@pytest.mark.parametrize("protocol", ["ietf-draft-05", "ietf-draft-03"])
+async def test_tus_js_client_ietf_draft_on_the_tus_endpoint(client, js_file, protocol):
+    path, data = js_file
+    app = client.server.app
+    bucket_id = await make_bucket(app)
+    result = await run_js(client, path, "plain", {"bucket": bucket_id, "key": f"js/tus-{protocol}.bin"},
+                          protocol=protocol, chunkSize=9 * MiB)
+    assert result["ok"], result
+    assert urlsplit(result["url"]).path.startswith("/api/v1/tus/")
+    assert await stored(app, bucket_id, f"js/tus-{protocol}.bin") == data
+    row = await upload_row(app, urlsplit(result["url"]).path.rsplit("/", 1)[1])
+    assert row["protocol"] == "ietf" and row["state"] == "completed"
+
+
+@pytest.mark.parametrize("protocol", ["ietf-draft-05", "ietf-draft-03"])
+async def test_tus_js_client_ietf_draft_on_the_tus_endpoint_resumes_after_it_is_killed(client, tmp_path, protocol):
+    _node_ready()
+    app = client.server.app
+    bucket_id = await make_bucket(app)
+    data = os.urandom(48 * MiB + 321)
+    path = tmp_path / "killed.bin"
+    path.write_bytes(data)
+    key = f"js/killed-{protocol}.bin"
+    args = {"endpoint": endpoint(client), "authorization": auth("alice")["Authorization"], "file": str(path),
+            "metadata": {"bucket": bucket_id, "key": key}, "mode": "progress", "protocol": protocol,
+            "chunkSize": 16 * MiB}
+    process = await asyncio.create_subprocess_exec("node", str(JS_DIR / "upload.mjs"), json.dumps(args), cwd=JS_DIR,
+                                                   stdout=asyncio.subprocess.PIPE)
+    try:
+        first = json.loads(await asyncio.wait_for(process.stdout.readline(), 120))
+        assert first.get("offset") == 16 * MiB, first
+        upload_path = urlsplit(first["url"]).path
+        assert upload_path.startswith("/api/v1/tus/")
+        upload_id = upload_path.rsplit("/", 1)[1]
+        await lease_taken(app, upload_id)  # the premise: the second PATCH is being received
+        await asyncio.sleep(0.05)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGKILL)
+        await process.wait()
+    # what the server kept of the cut-off PATCH, asked as the draft asks (it takes the upload over)
+    version = "6" if protocol == "ietf-draft-05" else "5"
+    response = await client.head(upload_path, headers={**auth("alice"), "Upload-Draft-Interop-Version": version})
+    assert response.status == 204 and response.headers["Upload-Complete"] == "?0"
+    offset = int(response.headers["Upload-Offset"])
+    assert 16 * MiB <= offset < len(data)
+    assert await stored(app, bucket_id, key) is None
+    result = await run_js(client, path, "plain", {"bucket": bucket_id, "key": key}, protocol=protocol,
+                          chunkSize=16 * MiB, uploadUrl=first["url"])
+    assert result["ok"], result
+    assert result["url"] == first["url"]  # resumed, not created anew
+    assert result["firstProgress"] == offset  # it went on from the server's offset
+    assert sha256(await stored(app, bucket_id, key)) == sha256(data)
+    row = await upload_row(app, upload_id)
+    assert row["protocol"] == "ietf" and row["state"] == "completed"

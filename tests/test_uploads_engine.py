@@ -584,3 +584,74 @@ async def test_client_parts_completion_retried_after_a_crash_past_complete_multi
         await cur.execute("UPDATE uploads SET state = 'open', result = NULL WHERE id = %s", (upload.id,))
     with pytest.raises(BadRequest):  # a list that is not what was recorded is still refused
         await engine.complete(await engine.get(upload.id, "alice"), parts=wrong)
+
+
+def verifications(engine: UploadEngine, how: str) -> float:
+    return engine.metrics.registry.get_sample_value("sagestore_upload_sha256_verifications_total",
+                                                    {"how": how}) or 0.0
+
+
+async def test_sequential_upload_is_hashed_as_it_comes_and_assembled_at_its_target(make_engine):
+    """An offset upload's sha256 is committed with every offset (any instance takes it up), so
+    completion verifies it before CompleteMultipartUpload at the target: no staging object, no
+    read-back, no copy; publishing elsewhere copies from the published target while it is intact."""
+    first, second = await make_engine(), await make_engine()
+    bucket_id, other_bucket = await new_bucket(first), await new_bucket(first, bucket_type="training-data")
+    data = os.urandom(17 * MiB + 5)
+
+    async def cut_after(blob: bytes, count: int):
+        async for chunk in chunks_of(blob[:count]):
+            yield chunk
+        raise ConnectionResetError("client went away")
+
+    upload = await first.create("offset", bucket_id, "in/place.bin", "alice", retain=True)
+    assert not upload.staged and upload.s3_key == first.mapping.object(bucket_id, "in/place.bin").key
+    upload = await first.append(upload, 0, cut_after(data, 7 * MiB + 3))  # cut off: 1 part + a tail
+    assert upload.sha256_so_far == hashlib.sha256(data[:upload.offset]).hexdigest()
+    upload = await second.get(upload.id, "alice")  # another instance goes on from the committed state
+    for end in (12 * MiB + 1, len(data)):
+        upload = await second.append(upload, upload.offset, chunks_of(data[upload.offset:end]))
+        assert upload.sha256_so_far == hashlib.sha256(data[:end]).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
+
+    with pytest.raises(BadRequest) as error:
+        await second.complete(upload, sha256="2" * 64)
+    assert "sha256 mismatch" in error.value.message and error.value.body()["sha256"] == digest
+    assert await object_bytes(second, bucket_id, "in/place.bin") is None  # nothing was published
+    assert (await second.get(upload.id, "alice")).state == "open" and await open_mpus(second, upload)
+
+    read_back = verifications(second, "read_back")
+    info = await second.complete(upload, sha256=digest)
+    assert info["sha256"] == digest and info["size"] == len(data)
+    assert verifications(second, "read_back") == read_back and verifications(second, "received") >= 1
+    head = await second.store.head(second.mapping.object(bucket_id, "in/place.bin"))
+    assert head.metadata["sha256"] == digest  # GET's Repr-Digest comes from it
+    assert head.etag.strip('"') == info["etag"].strip('"')
+    assert await object_bytes(second, bucket_id, "in/place.bin") == data
+    assert await staging_keys(second, upload) == []  # never a staged object, and the tails are gone
+
+    again = await second.complete(upload, target=(other_bucket, "copies/one.bin"))
+    assert again["sha256"] == digest and await object_bytes(second, other_bucket, "copies/one.bin") == data
+    assert await second.complete(upload) == info  # its own target again: the same answer, no copy
+    # the published target replaced: a later publication must not copy someone else's bytes
+    await second.store.put_bytes(second.mapping.object(bucket_id, "in/place.bin"), b"replaced")
+    with pytest.raises(Gone):
+        await second.complete(upload, target=(other_bucket, "copies/two.bin"))
+    assert await object_bytes(second, other_bucket, "copies/two.bin") is None
+
+
+async def test_tus_upload_with_a_declared_sha256_is_verified_without_staging(make_engine):
+    engine = await make_engine()
+    bucket_id = await new_bucket(engine)
+    data = os.urandom(6 * MiB)
+    wrong = await engine.create("tus", bucket_id, "tus-wrong.bin", "alice", length=len(data), sha256="3" * 64)
+    assert not wrong.staged
+    wrong = await engine.append(wrong, 0, chunks_of(data))
+    with pytest.raises(BadRequest):
+        await engine.complete(wrong)
+    assert await object_bytes(engine, bucket_id, "tus-wrong.bin") is None
+    digest = hashlib.sha256(data).hexdigest()
+    right = await engine.create("tus", bucket_id, "tus-right.bin", "alice", length=len(data), sha256=digest)
+    right = await engine.append(right, 0, chunks_of(data))
+    assert (await engine.complete(right))["sha256"] == digest
+    assert await object_bytes(engine, bucket_id, "tus-right.bin") == data

@@ -8,18 +8,20 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
+from pydantic import ConfigDict, Field, model_validator
 
 from .. import context
 from ..acl import authorize
 from ..db import buckets as bucket_queries
 from ..db import cursor, transaction
 from ..errors import BadRequest, Conflict, NotFound, Unauthorized
-from ..openapi import PATHS, operation
+from ..openapi import documented
 from ..storage import parse_bucket_id
 from . import permissions
+from .bodies import JsonBody, Says, checked, refusal
 from .common import identity, json_body, query_flag, query_int, query_text
 from .schemas import (BAD_REQUEST, BUCKET, BUCKET_ID_PARAM, BUCKET_SUMMARY, DELETED, FORBIDDEN, NOT_FOUND,
                       UNAUTHORIZED, error, json_content)
@@ -67,23 +69,27 @@ def parse_name(value: Any) -> str:
     return value
 
 
-def parse_changes(body: dict[str, Any]) -> dict[str, Any]:
+class BucketChanges(JsonBody):
     """The PATCH body: any of name, type, archived; nothing else."""
-    unknown = sorted(set(body) - {"name", "type", "archived"})
-    if unknown:
-        raise BadRequest(f"cannot change {', '.join(unknown)}: only name, type and archived can be changed")
-    if not body:
-        raise BadRequest("nothing to change: send any of name, type, archived")
-    changes: dict[str, Any] = {}
-    if "name" in body:
-        changes["name"] = parse_name(body["name"])
-    if "type" in body:
-        changes["type"] = parse_type(body["type"])
-    if "archived" in body:
-        if not isinstance(body["archived"], bool):
-            raise BadRequest("archived must be true or false")
-        changes["archived"] = body["archived"]
-    return changes
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    unknown_fields = "cannot change {names}: only name, type and archived can be changed"
+
+    name: Annotated[str, checked(parse_name), Says("bucket name must be a string"),
+                    Field(json_schema_extra={"maxLength": MAX_NAME_LENGTH})] = None
+    type: Annotated[str, checked(parse_type),
+                    Says(f"bucket type must be one of {', '.join(BUCKET_TYPES)}",
+                         missing=f"bucket type is required: one of {', '.join(BUCKET_TYPES)}"),
+                    Field(json_schema_extra={"enum": list(BUCKET_TYPES)})] = None
+    archived: Annotated[bool, Says("archived must be true or false")] = None
+
+    @model_validator(mode="after")
+    def _something(self) -> BucketChanges:
+        if not self.model_fields_set:
+            raise refusal("nothing to change: send any of name, type, archived")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(include=self.model_fields_set)
 
 
 def wants_permissions(request: web.Request) -> bool:
@@ -96,6 +102,16 @@ def wants_permissions(request: web.Request) -> bool:
 
 
 @routes.post("/api/v1/objects")
+@documented(
+    "Create a bucket (any authenticated user); the caller becomes its owner with FULL_CONTROL",
+    {"200": json_content("The new bucket", BUCKET), "400": BAD_REQUEST, "401": UNAUTHORIZED},
+    parameters=[
+        {"name": "type", "in": "query", "required": True,
+         "schema": {"type": "string", "enum": list(BUCKET_TYPES)}},
+        {"name": "name", "in": "query", "schema": {"type": "string", "maxLength": MAX_NAME_LENGTH}},
+        {"name": "public", "in": "query", "description": "true/1: grant GROUP AllUsers READ",
+         "schema": {"type": "boolean"}},
+    ])
 async def create_bucket(request: web.Request) -> web.Response:
     caller = identity(request)
     metrics = request.app[context.METRICS]
@@ -139,6 +155,19 @@ def _after(token: str | None) -> tuple[datetime, str] | None:
 
 
 @routes.get("/api/v1/objects")
+@documented(
+    "Buckets the caller can read (USER or GROUP grants) plus public ones, oldest first",
+    {"200": json_content("Bucket summaries", {"type": "array", "items": BUCKET_SUMMARY}),
+     "400": BAD_REQUEST},
+    parameters=[
+        {"name": "owner", "in": "query", "schema": {"type": "string"}, "description": "only this owner's"},
+        {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "only this name"},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0},
+         "description": "page size (anonymous callers: at most and by default 1000); a Link rel=next "
+                        "header names the next page"},
+        {"name": "after", "in": "query", "schema": {"type": "string"},
+         "description": "page token from the Link header of the previous page"},
+    ])
 async def list_buckets(request: web.Request) -> web.Response:
     caller = identity(request)
     owner = query_text(request, "owner")
@@ -158,6 +187,12 @@ async def list_buckets(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/objects/{id}")
+@documented(
+    "Show a bucket (READ); with ?permissions its grants (READ_ACP)",
+    {"200": json_content("The bucket, or with ?permissions a list of grants",
+                         {"oneOf": [BUCKET, {"type": "array", "items": permissions.GRANT}]}),
+     "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN, "404": NOT_FOUND},
+    parameters=[BUCKET_ID_PARAM, permissions.PERMISSIONS_PARAM])
 async def show_bucket(request: web.Request) -> web.Response:
     bucket_id = bucket_id_of(request)
     if wants_permissions(request):
@@ -167,13 +202,18 @@ async def show_bucket(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/v1/objects/{id}")
+@documented(
+    "Change name, type or archived (FULL_CONTROL). Archived buckets refuse uploads and deletions",
+    {"200": json_content("The updated bucket", BUCKET), "400": BAD_REQUEST, "401": UNAUTHORIZED,
+     "403": FORBIDDEN, "404": NOT_FOUND},
+    parameters=[BUCKET_ID_PARAM], body=BucketChanges)
 async def patch_bucket(request: web.Request) -> web.Response:
     bucket_id = bucket_id_of(request)
     body = await json_body(request)
     async with transaction(request.app[context.DB]) as cur:
         # not writing=True: an archived bucket must stay patchable, or it could never be un-archived
         await authorize(cur, bucket_id, identity(request), "FULL_CONTROL")
-        changes = parse_changes(body)
+        changes = BucketChanges.parse(body).changes()  # after the ACL check: only its holder learns more
         row = await bucket_queries.update(cur, bucket_id, changes)
     request.app[context.ACL].invalidate(bucket_id)  # committed: this instance sees it at once
     if row is None:
@@ -182,6 +222,13 @@ async def patch_bucket(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/v1/objects/{id}")
+@documented(
+    "Delete the bucket with all its files, grants and unfinished uploads (FULL_CONTROL); "
+    "with ?permissions&grantee=... revoke grants instead (WRITE_ACP)",
+    {"200": json_content("What was deleted: the bucket id, or the revoked grantee specs", DELETED),
+     "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN, "404": NOT_FOUND,
+     "409": error("The bucket is archived; un-archive it first")},
+    parameters=[BUCKET_ID_PARAM, permissions.PERMISSIONS_PARAM, permissions.GRANTEE_PARAM])
 async def delete_bucket(request: web.Request) -> web.Response:
     bucket_id = bucket_id_of(request)
     if wants_permissions(request):
@@ -205,55 +252,3 @@ async def delete_bucket(request: web.Request) -> web.Response:
     # uploads also re-check the bucket when they finish and remove what they stored
     await store.delete_prefix(folder)
     return web.json_response({"deleted": [bucket_id]})
-
-
-PATHS.setdefault("/api/v1/objects", {}).update({
-    "post": operation(
-        "Create a bucket (any authenticated user); the caller becomes its owner with FULL_CONTROL",
-        {"200": json_content("The new bucket", BUCKET), "400": BAD_REQUEST, "401": UNAUTHORIZED},
-        parameters=[
-            {"name": "type", "in": "query", "required": True,
-             "schema": {"type": "string", "enum": list(BUCKET_TYPES)}},
-            {"name": "name", "in": "query", "schema": {"type": "string", "maxLength": MAX_NAME_LENGTH}},
-            {"name": "public", "in": "query", "description": "true/1: grant GROUP AllUsers READ",
-             "schema": {"type": "boolean"}},
-        ]),
-    "get": operation(
-        "Buckets the caller can read (USER or GROUP grants) plus public ones, oldest first",
-        {"200": json_content("Bucket summaries", {"type": "array", "items": BUCKET_SUMMARY}),
-         "400": BAD_REQUEST},
-        parameters=[
-            {"name": "owner", "in": "query", "schema": {"type": "string"}, "description": "only this owner's"},
-            {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "only this name"},
-            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0},
-             "description": "page size (anonymous callers: at most and by default 1000); a Link rel=next "
-                            "header names the next page"},
-            {"name": "after", "in": "query", "schema": {"type": "string"},
-             "description": "page token from the Link header of the previous page"},
-        ]),
-})
-PATHS.setdefault("/api/v1/objects/{id}", {}).update({  # permissions.py adds "put"
-    "get": operation(
-        "Show a bucket (READ); with ?permissions its grants (READ_ACP)",
-        {"200": json_content("The bucket, or with ?permissions a list of grants",
-                             {"oneOf": [BUCKET, {"type": "array", "items": permissions.GRANT}]}),
-         "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN, "404": NOT_FOUND},
-        parameters=[BUCKET_ID_PARAM, permissions.PERMISSIONS_PARAM]),
-    "patch": operation(
-        "Change name, type or archived (FULL_CONTROL). Archived buckets refuse uploads and deletions",
-        {"200": json_content("The updated bucket", BUCKET), "400": BAD_REQUEST, "401": UNAUTHORIZED,
-         "403": FORBIDDEN, "404": NOT_FOUND},
-        parameters=[BUCKET_ID_PARAM],
-        requestBody={"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "additionalProperties": False, "minProperties": 1, "properties": {
-                "name": {"type": "string", "maxLength": MAX_NAME_LENGTH},
-                "type": {"type": "string", "enum": list(BUCKET_TYPES)},
-                "archived": {"type": "boolean"}}}}}}),
-    "delete": operation(
-        "Delete the bucket with all its files, grants and unfinished uploads (FULL_CONTROL); "
-        "with ?permissions&grantee=... revoke grants instead (WRITE_ACP)",
-        {"200": json_content("What was deleted: the bucket id, or the revoked grantee specs", DELETED),
-         "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN, "404": NOT_FOUND,
-         "409": error("The bucket is archived; un-archive it first")},
-        parameters=[BUCKET_ID_PARAM, permissions.PERMISSIONS_PARAM, permissions.GRANTEE_PARAM]),
-})

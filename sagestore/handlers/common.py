@@ -1,6 +1,7 @@
 """Helpers every handler uses: the caller's identity, JSON bodies, query flags."""
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -44,7 +45,16 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if identity(request).anonymous:
         raise Unauthorized("authentication required")
     try:
-        body = await request.json()
+        text = await request.text()
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not valid JSON") from None
+    return json_object(text)
+
+
+def json_object(text: str | bytes) -> dict[str, Any]:
+    """A JSON object of at most MAX_JSON_DEPTH levels and no NUL characters, or 400 saying why."""
+    try:
+        body = json.loads(text)
     except RecursionError:
         raise BadRequest(f"request body is nested more than {MAX_JSON_DEPTH} levels deep") from None
     except (ValueError, UnicodeDecodeError):  # JSONDecodeError, and numbers beyond int()'s digit limit

@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..errors import NotFound
-from ..openapi import PATHS, operation
+from ..openapi import documented
 
 routes = web.RouteTableDef()
 
@@ -44,16 +44,21 @@ def _file_response(name: str) -> web.FileResponse:
 
 
 @routes.get("/ui")
+@documented("Redirect to the web console", {"302": {"description": "to /ui/"}})
 async def console_redirect(request: web.Request) -> web.Response:
     raise web.HTTPFound("/ui/")
 
 
 @routes.get("/ui/")
+@documented("The web console (HTML)", {"200": {"description": "text/html"}})
 async def console_index(request: web.Request) -> web.FileResponse:
     return _file_response("index.html")
 
 
 @routes.get("/ui/{name:.+}")
+@documented("A file of the web console (JavaScript module, CSS, image)",
+            {"200": {"description": "the file"}, "404": {"description": "no such file"}},
+            parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}])
 async def console_file(request: web.Request) -> web.FileResponse:
     return _file_response(request.match_info["name"])
 
@@ -62,11 +67,3 @@ def wants_html(request: web.Request) -> bool:
     """A browser navigating here: it prefers text/html (API clients send */* or application/json)."""
     accept = request.headers.get("Accept", "")
     return request.method in ("GET", "HEAD") and "text/html" in accept
-
-
-PATHS["/ui"] = {"get": operation("Redirect to the web console", {"302": {"description": "to /ui/"}})}
-PATHS["/ui/"] = {"get": operation("The web console (HTML)", {"200": {"description": "text/html"}})}
-PATHS["/ui/{name}"] = {"get": operation(
-    "A file of the web console (JavaScript module, CSS, image)",
-    {"200": {"description": "the file"}, "404": {"description": "no such file"}},
-    parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}])}

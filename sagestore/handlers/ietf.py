@@ -1,5 +1,6 @@
 """Resumable Uploads for HTTP (draft-ietf-httpbis-resumable-upload) at /api/v1/uploads/, a thin
-adapter over the engine, like tus.
+adapter over the engine, like tus. The tus endpoint /api/v1/tus/ hands requests that speak the draft
+to these same handlers (tus.or_ietf); an upload created there is located there.
 
 Interop versions 5 (draft-03; tus-js-client 'ietf-draft-03'), 6 (draft-05; 'ietf-draft-05'), 7 and 8
 (the editor's copy); a request without Upload-Draft-Interop-Version gets the editor's copy's
@@ -30,7 +31,7 @@ from aiohttp import HttpVersion11, web
 
 from .. import context
 from ..errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
-from ..openapi import ERROR, PATHS, operation
+from ..openapi import ERROR, documented
 from ..uploads import COMPLETED, COMPLETING, ChecksumMismatch, OffsetMismatch, Upload
 from .resumable import (body_chunks, callers_upload, callers_writable_upload, complete, content_type_for,
                         has_body, max_upload_size, media_type, parse_tus_metadata, require_user, resolve_target)
@@ -188,6 +189,13 @@ async def _completed(request: web.Request, upload: Upload, location: str | None 
     return web.json_response(info, status=201, headers=headers)
 
 
+def _collection(request: web.Request) -> str:
+    """The path the creation request was sent to (/api/v1/uploads/ or /api/v1/tus/): the new upload's
+    URL is under it, as tusd does, so a client configured with one endpoint stays on it."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else BASE
+
+
 def _fully_received(upload: Upload) -> bool:
     return upload.length is not None and upload.offset == upload.length
 
@@ -228,7 +236,7 @@ async def create(request: web.Request) -> web.Response:
     engine = request.app[context.ENGINE]
     upload = await engine.create("ietf", bucket_id, key, user, length=length, content_type=content_type,
                                  sha256=representation.hex() if representation else None)
-    location = f"{BASE}{upload.id}"
+    location = f"{_collection(request)}{upload.id}"
     await _interim(request, version, {"Location": location, **(
         {"Upload-Limit": upload_limit(request, upload)} if (version or LATEST) >= 6 else {})})
     try:
@@ -319,27 +327,21 @@ async def cancel(request: web.Request) -> web.Response:
 
 _UPLOAD_ID = [{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
 _ERRORS = {"400": ERROR, "401": ERROR, "404": ERROR, "410": ERROR}
-PATHS.update({
-    BASE: {
-        "options": operation("Upload-Limit of resumable uploads", {"204": {"description": "limits"}}),
-        "post": operation(
-            "Create a resumable upload (Upload-Complete; target ?bucket=&key= or Upload-Metadata or "
-            "Content-Disposition); 104 Upload Resumption Supported with Location",
-            {"201": {"description": "upload resource (Upload-Complete: ?0) or the file's info (?1)"}, **_ERRORS,
-             "403": ERROR, "413": ERROR},
-            parameters=[{"name": "bucket", "in": "query", "schema": {"type": "string", "format": "uuid"}},
-                        {"name": "key", "in": "query", "schema": {"type": "string"}}]),
-    },
-    BASE + "{upload_id}": {
-        "get": operation("Offset retrieval (HEAD or GET): Upload-Offset, Upload-Complete, Upload-Length, Upload-Limit",
-                         {"204": {"description": "upload state"}, **_ERRORS}, parameters=_UPLOAD_ID),
-        "head": operation("Offset retrieval", {"204": {"description": "upload state"}, **_ERRORS},
-                          parameters=_UPLOAD_ID),
-        "patch": operation("Append (application/partial-upload) at Upload-Offset; Upload-Complete: ?1 publishes",
-                           {"201": {"description": "file info when complete"},
-                            "204": {"description": "appended"}, **_ERRORS, "403": ERROR, "409": ERROR,
-                            "413": ERROR, "415": ERROR}, parameters=_UPLOAD_ID),
-        "delete": operation("Cancel the upload", {"204": {"description": "cancelled"}, **_ERRORS},
-                            parameters=_UPLOAD_ID),
-    },
-})
+# each operation is declared on its handler; the OpenAPI document reads them from the router
+documented("Upload-Limit of resumable uploads", {"204": {"description": "limits"}})(options)
+documented("Create a resumable upload (Upload-Complete; target ?bucket=&key= or Upload-Metadata or "
+           "Content-Disposition); 104 Upload Resumption Supported with Location",
+           {"201": {"description": "upload resource (Upload-Complete: ?0) or the file's info (?1)"}, **_ERRORS,
+            "403": ERROR, "413": ERROR},
+           parameters=[{"name": "bucket", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+                       {"name": "key", "in": "query", "schema": {"type": "string"}}])(create)
+documented("Offset retrieval (HEAD or GET): Upload-Offset, Upload-Complete, Upload-Length, Upload-Limit",
+           {"204": {"description": "upload state"}, **_ERRORS}, parameters=_UPLOAD_ID)(offset_retrieval)
+documented("Offset retrieval", {"204": {"description": "upload state"}, **_ERRORS},
+           parameters=_UPLOAD_ID, method="head")(offset_retrieval)
+documented("Append (application/partial-upload) at Upload-Offset; Upload-Complete: ?1 publishes",
+           {"201": {"description": "file info when complete"},
+            "204": {"description": "appended"}, **_ERRORS, "403": ERROR, "409": ERROR,
+            "413": ERROR, "415": ERROR}, parameters=_UPLOAD_ID)(append)
+documented("Cancel the upload", {"204": {"description": "cancelled"}, **_ERRORS},
+           parameters=_UPLOAD_ID)(cancel)

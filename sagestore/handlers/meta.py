@@ -7,7 +7,7 @@ from aiohttp import web
 
 from .. import __version__, context
 from ..db import cursor
-from ..openapi import openapi_document
+from ..openapi import ERROR, documented, openapi_document
 from .console import wants_html
 
 routes = web.RouteTableDef()
@@ -15,6 +15,7 @@ READINESS_TIMEOUT = 4.0  # seconds per backend; below the usual 5 s probe timeou
 
 
 @routes.route("*", "/")
+@documented("Service document")
 async def root(request: web.Request) -> web.Response:
     if wants_html(request):  # a browser: the console; API clients keep the service document
         raise web.HTTPFound("/ui/")
@@ -22,16 +23,19 @@ async def root(request: web.Request) -> web.Response:
 
 
 @routes.route("*", "/api/v1/")
+@documented("API version document (also names the server's version)")
 async def api_root(request: web.Request) -> web.Response:
     return web.json_response({"id": "SAGE object store", "available_resources": ["objects"], "version": __version__})
 
 
 @routes.get("/healthz")
+@documented("Liveness: the process answers")
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
 @routes.get("/readyz")
+@documented("Readiness: PostgreSQL and S3 answer", {"200": {"description": "ready"}, "503": ERROR})
 async def readyz(request: web.Request) -> web.Response:
     """Ready when PostgreSQL answers a query and S3 answers for one of our buckets."""
     app = request.app
@@ -60,11 +64,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@documented("Prometheus metrics")
 async def metrics(request: web.Request) -> web.Response:
     body, content_type = request.app[context.METRICS].render()
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 @routes.get("/api-docs")
+@documented("This OpenAPI document")
 async def api_docs(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(request.app))

@@ -27,7 +27,7 @@ from ..acl import authorize
 from ..db import buckets as bucket_queries
 from ..db import cursor
 from ..errors import BadRequest, NotFound, PayloadTooLarge, RangeNotSatisfiable
-from ..openapi import PATHS, operation
+from ..openapi import documented
 from ..storage import (ChecksumMismatch, Location, ObjectInfo, PartBody, error_code, metadata_value, part_size_for,
                        sanitize_filename, validate_key)
 from ..uploads.limits import Reservation
@@ -277,7 +277,70 @@ async def readable_object(request: web.Request) -> tuple[str, Location]:
     return key, request.app[context.MAPPING].object(bucket_id, key)
 
 
+KEY_PARAM = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "file key, may contain '/'; empty or ending in '/' names a folder. Keys with empty, "
+                            "'.' or '..' segments, backslashes or control characters get 400"}
+
+RANGE_PARAM = {"name": "Range", "in": "header", "schema": {"type": "string", "example": "bytes=0-1023"},
+               "description": "one byte range (bytes=a-b, bytes=a-, bytes=-n); others are ignored"}
+
+DOWNLOAD_HEADERS = {
+    "Content-Length": {"schema": {"type": "integer"}}, "Content-Type": {"schema": {"type": "string"}},
+    "ETag": {"schema": {"type": "string"}}, "Last-Modified": {"schema": {"type": "string"}},
+    "Accept-Ranges": {"schema": {"type": "string", "enum": ["bytes"]}},
+    "Repr-Digest": {"schema": {"type": "string", "example": "sha-256=:<base64>:"},
+                    "description": "RFC 9530: the sha-256 of the whole file (also on 206 responses), sent "
+                                   "whenever the server knows it (PUT uploads, uploads completed with a declared or retained sha256)"},
+    "Content-Disposition": {"schema": {"type": "string"},
+                            "description": "attachment; filename=\"ascii\"; filename*=UTF-8''percent-encoded"}}
+
+LISTING = {"type": "object", "description": "S3 ListObjectsV2 with the Go server's field names; keys are "
+                                            "relative to the listed folder; empty lists are null",
+           "properties": {
+               "CommonPrefixes": {"type": "array", "nullable": True, "items": {
+                   "type": "object", "properties": {"Prefix": {"type": "string"}}}},
+               "Contents": {"type": "array", "nullable": True, "items": {"type": "object", "properties": {
+                   "ETag": {"type": "string"}, "Key": {"type": "string"},
+                   "LastModified": {"type": "string", "format": "date-time"},
+                   "Owner": {"type": "object", "nullable": True}, "Size": {"type": "integer"},
+                   "StorageClass": {"type": "string"}}}},
+               "ContinuationToken": {"type": "string", "nullable": True},
+               "Delimiter": {"type": "string", "nullable": True},
+               "EncodingType": {"type": "string", "nullable": True},
+               "IsTruncated": {"type": "boolean"}, "KeyCount": {"type": "integer"},
+               "MaxKeys": {"type": "integer"}, "Name": {"type": "string", "format": "uuid"},
+               "NextContinuationToken": {"type": "string", "nullable": True},
+               "Prefix": {"type": "string", "nullable": True}, "StartAfter": {"type": "string", "nullable": True}}}
+
+UPLOADED = {"type": "object", "required": ["bucket-id", "key"],
+            "properties": {"bucket-id": {"type": "string", "format": "uuid"}, "key": {"type": "string"}}}
+
+
 @routes.get(OBJECT_PATH, allow_head=False)
+@documented(
+    "Download a file (READ; anonymous on public buckets), or list a folder when the key is empty or ends "
+    "in '/'",
+    {"200": {"description": "The file's bytes, or for a folder a listing", "headers": DOWNLOAD_HEADERS,
+             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                         "application/json": {"schema": LISTING}}},
+     "206": {"description": "The requested range", "headers": {
+         **DOWNLOAD_HEADERS, "Content-Range": {"schema": {"type": "string"}}}},
+     "304": {"description": "If-None-Match matched the ETag"},
+     "400": BAD_REQUEST, "401": UNAUTHORIZED, "404": NOT_FOUND,
+     "416": error("The range is outside the file; Content-Range: bytes */size")},
+    parameters=[
+        BUCKET_ID_PARAM, KEY_PARAM, RANGE_PARAM,
+        {"name": "If-Range", "in": "header", "schema": {"type": "string"}},
+        {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
+        {"name": "recursive", "in": "query", "schema": {"type": "boolean"},
+         "description": "listing: no delimiter, every key below the folder (recursive=false/0 mean false)"},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LIST_KEYS},
+         "description": "listing: MaxKeys, default and maximum 1000 (0 means the default)"},
+        {"name": "ContinuationToken", "in": "query", "schema": {"type": "string"},
+         "description": "listing: NextContinuationToken of the previous page"},
+        {"name": "prefix", "in": "query", "schema": {"type": "string", "maxLength": 512},
+         "description": "listing: only names in the folder that start with this (no '/')"},
+    ])
 async def get_object(request: web.Request) -> web.StreamResponse:
     if is_folder(request.match_info["key"]):
         return await listing(request, bucket_id_of(request), request.match_info["key"])
@@ -350,6 +413,13 @@ def abort_download(request: web.Request, response: web.StreamResponse, problem: 
 
 
 @routes.head(OBJECT_PATH)
+@documented(
+    "A file's headers without its body (READ)",
+    {"200": {"description": "The file exists", "headers": DOWNLOAD_HEADERS},
+     "304": {"description": "If-None-Match matched the ETag"},
+     "400": {"description": "bad key"}, "401": {"description": "authentication required"},
+     "404": {"description": "no such file or bucket"}},
+    parameters=[BUCKET_ID_PARAM, KEY_PARAM])
 async def head_object(request: web.Request) -> web.Response:
     if is_folder(request.match_info["key"]):
         raise BadRequest("HEAD is for files; GET a folder to list it")
@@ -369,6 +439,20 @@ async def send_head(request: web.Request, key: str, location: Location) -> web.R
 
 
 @routes.put(OBJECT_PATH)
+@documented(
+    "Upload a file (WRITE), streamed to storage: a multipart form field 'file' (a key ending in '/' gets "
+    "the form filename appended) or a raw body. The object keeps its Content-Type, owner and sha256",
+    {"200": json_content("Where the file was stored", UPLOADED), "400": BAD_REQUEST, "401": UNAUTHORIZED,
+     "403": FORBIDDEN, "404": NOT_FOUND, "413": error("Larger than the server's max upload size")},
+    parameters=[BUCKET_ID_PARAM, KEY_PARAM, *[
+        {"name": name, "in": "header", "schema": {"type": "string", "example": "sha-256=:<base64>:"},
+         "description": "raw bodies: a declared sha-256 (RFC 9530), verified before the file is published; "
+                        "a mismatch is 400 and stores nothing"} for name in ("Repr-Digest", "Content-Digest")]],
+    requestBody={"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary"}}}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "*/*": {"schema": {"type": "string", "format": "binary"}}}})
 async def upload(request: web.Request) -> web.Response:
     bucket_id = bucket_id_of(request)
     path_key = request.match_info["key"]
@@ -456,6 +540,12 @@ async def _store_form(request: web.Request, path_key: str, store_body) -> tuple[
 
 
 @routes.delete(OBJECT_PATH)
+@documented(
+    "Delete one file (WRITE)",
+    {"200": json_content("The deleted key", {"type": "object", "properties": {
+        "deleted": {"type": "array", "items": {"type": "string"}}}}),
+     "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN, "404": NOT_FOUND},
+    parameters=[BUCKET_ID_PARAM, KEY_PARAM])
 async def delete_object(request: web.Request) -> web.Response:
     bucket_id = bucket_id_of(request)
     if is_folder(request.match_info["key"]):
@@ -468,92 +558,3 @@ async def delete_object(request: web.Request) -> web.Response:
         raise NotFound("file not found")
     await store.delete(location.bucket, [location.key])
     return web.json_response({"deleted": [key]})
-
-
-KEY_PARAM = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
-             "description": "file key, may contain '/'; empty or ending in '/' names a folder. Keys with empty, "
-                            "'.' or '..' segments, backslashes or control characters get 400"}
-RANGE_PARAM = {"name": "Range", "in": "header", "schema": {"type": "string", "example": "bytes=0-1023"},
-               "description": "one byte range (bytes=a-b, bytes=a-, bytes=-n); others are ignored"}
-DOWNLOAD_HEADERS = {
-    "Content-Length": {"schema": {"type": "integer"}}, "Content-Type": {"schema": {"type": "string"}},
-    "ETag": {"schema": {"type": "string"}}, "Last-Modified": {"schema": {"type": "string"}},
-    "Accept-Ranges": {"schema": {"type": "string", "enum": ["bytes"]}},
-    "Repr-Digest": {"schema": {"type": "string", "example": "sha-256=:<base64>:"},
-                    "description": "RFC 9530: the sha-256 of the whole file (also on 206 responses), sent "
-                                   "whenever the server knows it (PUT uploads, uploads completed with a declared or retained sha256)"},
-    "Content-Disposition": {"schema": {"type": "string"},
-                            "description": "attachment; filename=\"ascii\"; filename*=UTF-8''percent-encoded"}}
-LISTING = {"type": "object", "description": "S3 ListObjectsV2 with the Go server's field names; keys are "
-                                            "relative to the listed folder; empty lists are null",
-           "properties": {
-               "CommonPrefixes": {"type": "array", "nullable": True, "items": {
-                   "type": "object", "properties": {"Prefix": {"type": "string"}}}},
-               "Contents": {"type": "array", "nullable": True, "items": {"type": "object", "properties": {
-                   "ETag": {"type": "string"}, "Key": {"type": "string"},
-                   "LastModified": {"type": "string", "format": "date-time"},
-                   "Owner": {"type": "object", "nullable": True}, "Size": {"type": "integer"},
-                   "StorageClass": {"type": "string"}}}},
-               "ContinuationToken": {"type": "string", "nullable": True},
-               "Delimiter": {"type": "string", "nullable": True},
-               "EncodingType": {"type": "string", "nullable": True},
-               "IsTruncated": {"type": "boolean"}, "KeyCount": {"type": "integer"},
-               "MaxKeys": {"type": "integer"}, "Name": {"type": "string", "format": "uuid"},
-               "NextContinuationToken": {"type": "string", "nullable": True},
-               "Prefix": {"type": "string", "nullable": True}, "StartAfter": {"type": "string", "nullable": True}}}
-UPLOADED = {"type": "object", "required": ["bucket-id", "key"],
-            "properties": {"bucket-id": {"type": "string", "format": "uuid"}, "key": {"type": "string"}}}
-
-PATHS.setdefault("/api/v1/objects/{id}/{key}", {}).update({
-    "get": operation(
-        "Download a file (READ; anonymous on public buckets), or list a folder when the key is empty or ends "
-        "in '/'",
-        {"200": {"description": "The file's bytes, or for a folder a listing", "headers": DOWNLOAD_HEADERS,
-                 "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                             "application/json": {"schema": LISTING}}},
-         "206": {"description": "The requested range", "headers": {
-             **DOWNLOAD_HEADERS, "Content-Range": {"schema": {"type": "string"}}}},
-         "304": {"description": "If-None-Match matched the ETag"},
-         "400": BAD_REQUEST, "401": UNAUTHORIZED, "404": NOT_FOUND,
-         "416": error("The range is outside the file; Content-Range: bytes */size")},
-        parameters=[
-            BUCKET_ID_PARAM, KEY_PARAM, RANGE_PARAM,
-            {"name": "If-Range", "in": "header", "schema": {"type": "string"}},
-            {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
-            {"name": "recursive", "in": "query", "schema": {"type": "boolean"},
-             "description": "listing: no delimiter, every key below the folder (recursive=false/0 mean false)"},
-            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LIST_KEYS},
-             "description": "listing: MaxKeys, default and maximum 1000 (0 means the default)"},
-            {"name": "ContinuationToken", "in": "query", "schema": {"type": "string"},
-             "description": "listing: NextContinuationToken of the previous page"},
-            {"name": "prefix", "in": "query", "schema": {"type": "string", "maxLength": 512},
-             "description": "listing: only names in the folder that start with this (no '/')"},
-        ]),
-    "head": operation(
-        "A file's headers without its body (READ)",
-        {"200": {"description": "The file exists", "headers": DOWNLOAD_HEADERS},
-         "304": {"description": "If-None-Match matched the ETag"},
-         "400": {"description": "bad key"}, "401": {"description": "authentication required"},
-         "404": {"description": "no such file or bucket"}},
-        parameters=[BUCKET_ID_PARAM, KEY_PARAM]),
-    "put": operation(
-        "Upload a file (WRITE), streamed to storage: a multipart form field 'file' (a key ending in '/' gets "
-        "the form filename appended) or a raw body. The object keeps its Content-Type, owner and sha256",
-        {"200": json_content("Where the file was stored", UPLOADED), "400": BAD_REQUEST, "401": UNAUTHORIZED,
-         "403": FORBIDDEN, "404": NOT_FOUND, "413": error("Larger than the server's max upload size")},
-        parameters=[BUCKET_ID_PARAM, KEY_PARAM, *[
-            {"name": name, "in": "header", "schema": {"type": "string", "example": "sha-256=:<base64>:"},
-             "description": "raw bodies: a declared sha-256 (RFC 9530), verified before the file is published; "
-                            "a mismatch is 400 and stores nothing"} for name in ("Repr-Digest", "Content-Digest")]],
-        requestBody={"required": True, "content": {
-            "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                "file": {"type": "string", "format": "binary"}}}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "*/*": {"schema": {"type": "string", "format": "binary"}}}}),
-    "delete": operation(
-        "Delete one file (WRITE)",
-        {"200": json_content("The deleted key", {"type": "object", "properties": {
-            "deleted": {"type": "array", "items": {"type": "string"}}}}),
-         "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN, "404": NOT_FOUND},
-        parameters=[BUCKET_ID_PARAM, KEY_PARAM]),
-})

@@ -10,9 +10,10 @@ gives 400 with the stored offset and changes nothing, so a chunk re-sent after a
 is answered with 400 and offset == its end: the client seeks there and goes on (the seed's and
 Dropbox's contract), nothing is stored twice.
 
-Uploads are retained (the engine keeps the assembled object in staging until expiry), so
-import_upload can publish the same bytes to several targets by server-side copy, and a
-declared sha256 is verified before anything is published.
+Uploads are retained: the engine hashes the chunks as they come and assembles the upload at
+the bucket and key its first chunk named, so import_upload to that target publishes without
+copying, after checking a declared sha256; later imports (or an import elsewhere) copy the
+published object server-side while it is unchanged, until the upload expires.
 """
 from __future__ import annotations
 
@@ -21,19 +22,21 @@ import contextlib
 import logging
 from decimal import Decimal
 from email.utils import format_datetime
-from typing import Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator
 from urllib.parse import urlencode
 
 import http_sfv
 from aiohttp import web
+from pydantic import Field
 
 from .. import context
 from ..acl import authorize
 from ..errors import ApiError, BadRequest, Locked, PayloadTooLarge, Unauthorized
-from ..openapi import ERROR, PATHS, operation
+from ..openapi import ERROR, documented
 from ..storage import parse_bucket_id, validate_key
 from ..uploads import COMPLETING, OffsetMismatch, Upload
-from .common import decimal_int, identity, json_body, optional_media_type
+from .bodies import BucketId, JsonBody, Says, Sha256, read_body
+from .common import decimal_int, identity, optional_media_type
 
 log = logging.getLogger("sagestore.handlers.offset")
 
@@ -59,6 +62,8 @@ async def import_jobs_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 # ---------------------------------------------------------------- shared with the sessions API
+
+
 async def owned_upload(request: web.Request, upload_id: Any) -> Upload:
     """The caller's upload (another user's id: 404, expired: 410, reaped: 404), after checking WRITE
     on its bucket. Every route of these APIs needs WRITE, status included: a write-only grantee must
@@ -92,6 +97,8 @@ def http_date(upload: Upload) -> str:
 
 
 # ---------------------------------------------------------------- chunks
+
+
 def _offset_answer(upload: Upload) -> dict[str, Any]:
     return {"upload_id": upload.id, "offset": upload.offset, "expires": http_date(upload)}
 
@@ -103,7 +110,34 @@ def _offset_param(request: web.Request) -> int:
     return decimal_int(raw, "offset")
 
 
+# ---------------------------------------------------------------- OpenAPI
+_ANSWER = {"description": "{upload_id, offset, expires (RFC 9110 date)}"}
+_ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "410": ERROR}
+_QUERY = [{"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": text}
+          for name, kind, text in (
+              ("bucket_id", "string", "target bucket (first chunk only)"),
+              ("key", "string", "target key (first chunk only)"),
+              ("content_type", "string", "content type of the file (first chunk only)"),
+              ("upload_id", "string", "the upload to append to (further chunks)"),
+              ("offset", "integer", "bytes stored so far, as the last answer said (further chunks)"))]
+
+
+class ImportUpload(JsonBody):
+    """Publish an offset upload; the target defaults to the upload's own bucket and key."""
+    upload_id: Annotated[str, Field(min_length=1), Says("upload_id is required")]
+    bucket_id: BucketId | None = None
+    key: str | None = None
+    sha256: Sha256 | None = Field(None, description="verified before anything is published")
+
+
 @routes.put("/api/v1/upload")
+@documented(
+    "Upload a chunk: without upload_id the first chunk starts an upload to bucket_id/key; with "
+    "upload_id and offset it is appended. A wrong offset answers 400 with the stored offset.",
+    {"200": _ANSWER, "201": _ANSWER, **_ERRORS, "409": ERROR, "413": ERROR, "423": ERROR},
+    parameters=_QUERY,
+    requestBody={"required": True, "content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}}})
 async def put_chunk(request: web.Request) -> web.Response:
     engine = request.app[context.ENGINE]
     max_chunk = request.app[context.SETTINGS].max_chunk_size
@@ -139,6 +173,8 @@ async def put_chunk(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/upload")
+@documented("Where an offset upload stands: {upload_id, offset, expires, state}",
+            {"200": _ANSWER, **_ERRORS}, parameters=[_QUERY[3]])
 async def get_offset(request: web.Request) -> web.Response:
     upload = await owned_upload(request, request.query.get("upload_id"))
     return web.json_response({**_offset_answer(upload), "state": upload.state, "bucket_id": upload.bucket_id,
@@ -146,6 +182,8 @@ async def get_offset(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------- import
+
+
 def _prefer_wait(request: web.Request) -> float:
     """RFC 7240: `Prefer: wait=N` caps the wait for the copy; `respond-async` alone answers 202 at
     once unless the import is already done."""
@@ -221,14 +259,27 @@ def _sha256_param(value: Any) -> str | None:
 
 
 @routes.post("/api/v1/import_upload")
+@documented(
+    "Publish an offset upload to its own target (assembled in place, no copy) or another one "
+    "(server-side copy of the published object; repeatable until the upload expires). sha256, when "
+    "given, is verified before anything is published. Prefer: respond-async or wait=N are honoured.",
+    {"201": {"description": "file info"}, "202": {"description": "still running; Location: status URL"},
+     **_ERRORS, "409": ERROR, "423": ERROR}, body=ImportUpload)
 async def import_upload(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    upload = await owned_upload(request, body.get("upload_id"))
-    bucket_id, key = await authorize_target(request, *_import_target(upload, body.get("bucket_id"), body.get("key")))
-    return await _run_import(request, upload, bucket_id, key, _sha256_param(body.get("sha256")), ok_status=201)
+    body = await read_body(request, ImportUpload)
+    upload = await owned_upload(request, body.upload_id)
+    bucket_id, key = await authorize_target(request, *_import_target(upload, body.bucket_id, body.key))
+    return await _run_import(request, upload, bucket_id, key, body.sha256, ok_status=201)
 
 
 @routes.get("/api/v1/import_upload/{upload_id}")
+@documented(
+    "Status of an import answered with 202: the file info once published, 202 while it runs",
+    {"200": {"description": "file info"}, "202": {"description": "still running"}, **_ERRORS},
+    parameters=[{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "bucket_id", "in": "query", "schema": {"type": "string"}},
+                {"name": "key", "in": "query", "schema": {"type": "string"}},
+                {"name": "sha256", "in": "query", "schema": {"type": "string"}}])
 async def import_status(request: web.Request) -> web.Response:
     """The status URL of a 202: the file info once published; while the import runs, 202 again.
     An import whose instance died is started again here (the engine makes that safe)."""
@@ -242,45 +293,3 @@ async def import_status(request: web.Request) -> web.Response:
                     (sha256 is None or info.get("sha256") == sha256):
                 return web.json_response({**info, "expires": http_date(upload)})
     return await _run_import(request, upload, bucket_id, key, sha256, ok_status=200)
-
-
-# ---------------------------------------------------------------- OpenAPI
-_ANSWER = {"description": "{upload_id, offset, expires (RFC 9110 date)}"}
-_ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "410": ERROR}
-_QUERY = [{"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": text}
-          for name, kind, text in (
-              ("bucket_id", "string", "target bucket (first chunk only)"),
-              ("key", "string", "target key (first chunk only)"),
-              ("content_type", "string", "content type of the file (first chunk only)"),
-              ("upload_id", "string", "the upload to append to (further chunks)"),
-              ("offset", "integer", "bytes stored so far, as the last answer said (further chunks)"))]
-_IMPORT_BODY = {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "required": ["upload_id"], "properties": {
-        "upload_id": {"type": "string"}, "bucket_id": {"type": "string", "format": "uuid"},
-        "key": {"type": "string"}, "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}}}}}
-PATHS.update({
-    "/api/v1/upload": {
-        "put": operation(
-            "Upload a chunk: without upload_id the first chunk starts an upload to bucket_id/key; with "
-            "upload_id and offset it is appended. A wrong offset answers 400 with the stored offset.",
-            {"200": _ANSWER, "201": _ANSWER, **_ERRORS, "409": ERROR, "413": ERROR, "423": ERROR},
-            parameters=_QUERY,
-            requestBody={"required": True, "content": {"application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"}}}}),
-        "get": operation("Where an offset upload stands: {upload_id, offset, expires, state}",
-                         {"200": _ANSWER, **_ERRORS}, parameters=[_QUERY[3]]),
-    },
-    "/api/v1/import_upload": {"post": operation(
-        "Publish an offset upload to its target or another one (server-side copy; repeatable until it "
-        "expires). sha256, when given, is verified before anything is published. Prefer: respond-async "
-        "or wait=N are honoured.",
-        {"201": {"description": "file info"}, "202": {"description": "still running; Location: status URL"},
-         **_ERRORS, "409": ERROR, "423": ERROR}, requestBody=_IMPORT_BODY)},
-    "/api/v1/import_upload/{upload_id}": {"get": operation(
-        "Status of an import answered with 202: the file info once published, 202 while it runs",
-        {"200": {"description": "file info"}, "202": {"description": "still running"}, **_ERRORS},
-        parameters=[{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "bucket_id", "in": "query", "schema": {"type": "string"}},
-                    {"name": "key", "in": "query", "schema": {"type": "string"}},
-                    {"name": "sha256", "in": "query", "schema": {"type": "string"}}])},
-})

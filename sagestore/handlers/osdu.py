@@ -13,10 +13,11 @@ import json
 import re
 import uuid
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable
 
 import psycopg2
 from aiohttp import web
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from .. import context
 from ..auth.signing import MAX_EXPIRY
@@ -24,9 +25,10 @@ from ..db import buckets as bucket_queries
 from ..db import cursor, transaction
 from ..db import signed_urls as url_queries
 from ..errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
-from ..openapi import PATHS, operation
+from ..openapi import documented
 from ..storage import validate_key
-from .common import identity
+from .bodies import JsonBody, Says, checked, refusal
+from .common import identity, json_object
 from .schemas import error, json_content
 from .signed import issue
 
@@ -106,13 +108,11 @@ def caller_in_partition(request: web.Request, needed: int) -> tuple[str, str, st
 
 
 async def body_object(request: web.Request) -> dict[str, Any]:
+    """The JSON object every File service POST takes, checked as every JSON body is (nesting, NUL)."""
     try:
-        body = json.loads(await request.read() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise fail(BadRequest, "Invalid Json Input: the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise fail(BadRequest, "Invalid Json Input: the body must be a JSON object")
-    return body
+        return json_object(await request.read() or b"null")
+    except BadRequest as problem:
+        raise fail(BadRequest, f"Invalid Json Input: {problem.message.replace('request body', 'the body')}") from None
 
 
 def expiry_seconds(request: web.Request) -> int:
@@ -141,6 +141,163 @@ def checked_file_id(value: Any) -> str:
     return value
 
 
+# ---------------------------------------------------------------- the JSON bodies
+class OsduBody(JsonBody):
+    """A File service body: its 400s carry OSDU's code and message too."""
+
+    @classmethod
+    def problem(cls, message: str) -> ApiError:
+        return fail(BadRequest, message)
+
+
+def _non_blank(name: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not value.strip():
+            raise BadRequest(f"{name}: must be a non-blank string")
+        return value
+    return check
+
+
+FileId = Annotated[str, checked(checked_file_id), Says("FileID: must be a string"),
+                   Field(json_schema_extra={"pattern": f"^{FILE_ID.pattern}$"})]
+
+
+class LocationRequest(OsduBody):
+    FileID: FileId | None = Field(None, description="default: a generated UUID")
+
+
+class FileLocationRequest(OsduBody):
+    FileID: Annotated[FileId, Says("FileID: must be a string", missing="FileID: must not be blank")]
+
+
+def _date_time(name: str) -> Callable[[Any], Any]:
+    """TimeFrom/TimeTo: an ISO date-time in UTC, e.g. 2020-01-01T16:21:00.552Z."""
+    def parse(value: Any) -> Any:
+        if value is None:
+            return None  # the field's Says: "must not be null"
+        if not isinstance(value, str) or not value.strip():
+            raise refusal(f"{name}: must be a date-time string such as 2020-01-01T16:21:00.552Z")
+        text = value[:-1] if value.endswith("Z") else value
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?", text):
+            raise refusal(f"{name}: {value[:40]!r} is not an ISO date-time (UTC, e.g. 2020-01-01T16:21:00.552Z)")
+        try:
+            parsed = datetime.fromisoformat(text[:26] if "." in text else text)
+        except ValueError:
+            raise refusal(f"{name}: {value[:40]!r} is not a valid date-time") from None
+        return parsed.replace(tzinfo=timezone.utc)
+    return parse
+
+
+class FileListRequest(OsduBody):
+    TimeFrom: Annotated[datetime, BeforeValidator(_date_time("TimeFrom")), Says(missing="TimeFrom: must not be null")]
+    TimeTo: Annotated[datetime, BeforeValidator(_date_time("TimeTo")), Says(missing="TimeTo: must not be null")]
+    PageNum: Annotated[int, Field(ge=0, le=MAX_PAGE), Says(f"PageNum: must be an integer between 0 and {MAX_PAGE}",
+                                                          missing="PageNum: must not be null")] = 0
+    Items: Annotated[int, Field(ge=1, le=MAX_ITEMS), Says(f"Items: must be an integer between 1 and {MAX_ITEMS}",
+                                                         missing="Items: must not be null")]
+    UserID: Annotated[str, checked(_non_blank("UserID")), Says("UserID: must be a non-blank string")] | None = None
+
+    @model_validator(mode="after")
+    def _in_order(self) -> FileListRequest:
+        if self.TimeFrom >= self.TimeTo:
+            raise refusal("TimeFrom: should be before TimeTo")
+        return self
+
+
+def _revoke_field(name: str) -> Any:
+    return Annotated[str, checked(_non_blank(name)), Says(f"{name}: must be a non-blank string")]
+
+
+class RevokeUrlRequest(OsduBody):
+    """Every URL of a FileID, every URL issued to CreatedBy, or one SignedURL (at least one of them)."""
+    model_config = ConfigDict(extra="forbid")
+    unknown_fields = "Unknown property {first!r}: revokeURL takes FileID, CreatedBy or SignedURL"
+
+    FileID: _revoke_field("FileID") = None
+    CreatedBy: _revoke_field("CreatedBy") = None
+    SignedURL: _revoke_field("SignedURL") = None
+
+    @model_validator(mode="after")
+    def _something(self) -> RevokeUrlRequest:
+        if not self.model_fields_set:
+            raise refusal("The body names nothing to revoke: send FileID, CreatedBy or SignedURL")
+        return self
+
+
+# A dataset--File.Generic record, validated as the community service does; every other field is kept.
+class MetadataBody(OsduBody):
+    model_config = ConfigDict(extra="allow")
+
+    @classmethod
+    def problem(cls, message: str) -> ApiError:
+        return validation_error(message)
+
+
+def _kind(kind: str) -> str:
+    parts = kind.split(":")
+    if len(parts) != 4:
+        raise BadRequest("Invalid kind")
+    if parts[1].lower() != "wks":
+        raise BadRequest("Invalid source in kind")
+    if parts[2].lower() != KIND.lower():
+        raise BadRequest("Invalid entity in kind")
+    return kind
+
+
+def _endian(value: Any) -> Any:
+    if value not in ("BIG", "LITTLE"):
+        raise refusal(f"Invalid value of {str(value)[:40]} for Endian")
+    return value
+
+
+def _not_empty(message: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if isinstance(value, dict) and not value:
+            raise refusal(message)
+        return value
+    return check
+
+
+_NO_SOURCE = "FileSource can not be empty"
+
+
+class MetadataAcl(MetadataBody):
+    viewers: Annotated[list[str], Field(min_length=1), Says("Record acl.viewers cannot be empty")]
+    owners: Annotated[list[str], Field(min_length=1), Says("Record acl.owners cannot be empty")]
+
+
+class MetadataLegal(MetadataBody):
+    legaltags: Annotated[list[Any], Field(min_length=1), Says("legal tag cannot be empty")]
+
+
+def _source(value: str) -> str:
+    if not value.strip():
+        raise BadRequest(_NO_SOURCE)
+    return value
+
+
+class FileSourceInfo(MetadataBody):
+    FileSource: Annotated[str, checked(_source), Says(_NO_SOURCE),
+                          Field(description="the file's location, as getLocation answered it")]
+
+
+class DatasetProperties(MetadataBody):
+    FileSourceInfo: Annotated[FileSourceInfo, Says(_NO_SOURCE)]
+
+
+class MetadataData(MetadataBody):
+    DatasetProperties: Annotated[DatasetProperties, Says(_NO_SOURCE)]
+    Endian: Annotated[str, BeforeValidator(_endian), Field(json_schema_extra={"enum": ["BIG", "LITTLE"]})] = None
+
+
+class FileMetadata(MetadataBody):
+    kind: Annotated[str, checked(_kind), Says("Invalid kind", missing="kind must not be null"),
+                    Field(description="<authority>:wks:dataset--File.Generic:<version>")]
+    acl: Annotated[MetadataAcl, Says("acl must be an object", missing="acl must not be null")]
+    legal: Annotated[MetadataLegal, Says("legal tag cannot be empty")]
+    data: Annotated[MetadataData, BeforeValidator(_not_empty("data cannot be empty")), Says("data cannot be empty")]
+
+
 def location_of(request: web.Request, bucket_id: str, file_id: str) -> str:
     where = request.app[context.MAPPING].object(bucket_id, file_id)
     return f"s3://{where.bucket}/{where.key}"
@@ -162,15 +319,41 @@ async def create_location(request: web.Request, file_id: str | None) -> web.Resp
     return web.json_response({"FileID": file_id, "Location": {"SignedURL": url, "FileSource": location}})
 
 
+# ---------------------------------------------------------------- OpenAPI
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OSDU_ERROR = error("OSDU error: {error, code, message}")
+HEADERS = [{"name": "Data-Partition-Id", "in": "header", "required": True, "schema": {"type": "string"},
+            "description": "an OSDU data partition (SAGESTORE_OSDU_PARTITIONS)"}]
+EXPIRY_PARAM = {"name": "expiryTime", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]+[MHD]$"},
+                "description": "URL lifetime: <n>M, <n>H or <n>D; default 1H, at most 7D"}
+STATUSES = {"400": error("Bad input, or Data-Partition-Id missing, unknown or without a file role for the caller"),
+            "401": error("Authorization missing or invalid"), "403": error("The caller's file role is too low")}
+LOCATION = {"type": "object", "properties": {"FileID": {"type": "string"}, "Location": {
+    "type": "object", "properties": {"SignedURL": {"type": "string"}, "FileSource": {"type": "string"}}}}}
+ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "the metadata record id (<partition>:dataset--File.Generic:<uuid>), or a FileID"}
+
+
+def osdu_op(summary: str, responses: dict[str, Any], **extra: Any) -> Callable[[Handler], Handler]:
+    """@documented with what every File service operation shares: its header, statuses and tag."""
+    return documented(summary, {**responses, **STATUSES},
+                      parameters=HEADERS + extra.pop("parameters", []), tags=["OSDU File service"], **extra)
+
+
 @routes.post(BASE + "/getLocation")
+@osdu_op(
+    "A new file location and a signed PUT URL for it (service.file.editors)",
+    {"200": json_content("FileID and signed URL", LOCATION)}, parameters=[EXPIRY_PARAM], body=LocationRequest)
 async def get_location(request: web.Request) -> web.Response:
     caller_in_partition(request, EDITOR)
-    body = await body_object(request)
-    file_id = body.get("FileID")
-    return await create_location(request, None if file_id is None else checked_file_id(file_id))
+    body = LocationRequest.parse(await body_object(request))
+    return await create_location(request, body.FileID)
 
 
 @routes.get(BASE + "/files/uploadURL")
+@osdu_op(
+    "getLocation with a generated FileID (service.file.editors)",
+    {"200": json_content("FileID and signed URL", LOCATION)}, parameters=[EXPIRY_PARAM])
 async def upload_url(request: web.Request) -> web.Response:
     return await create_location(request, None)
 
@@ -182,43 +365,18 @@ async def file_record(request: web.Request, partition: str, file_id: str) -> dic
 
 
 @routes.post(BASE + "/getFileLocation")
+@osdu_op(
+    "Driver and Location of a file (service.file.editors); an unknown FileID is 400",
+    {"200": json_content("Where the file is", {"type": "object", "properties": {
+        "Driver": {"type": "string", "enum": [DRIVER]}, "Location": {"type": "string"}}})},
+    body=FileLocationRequest)
 async def get_file_location(request: web.Request) -> web.Response:
     _, partition, _ = caller_in_partition(request, EDITOR)
-    body = await body_object(request)
-    if body.get("FileID") is None:
-        raise fail(BadRequest, "FileID: must not be blank")
-    file_id = checked_file_id(body["FileID"])
+    file_id = FileLocationRequest.parse(await body_object(request)).FileID
     record = await file_record(request, partition, file_id)
     if record is None:
         raise fail(BadRequest, f"Not found location for fileID : {file_id}")
     return web.json_response({"Driver": record["driver"], "Location": record["location"]})
-
-
-def parse_time(body: dict[str, Any], name: str) -> datetime:
-    value = body.get(name)
-    if value is None:
-        raise fail(BadRequest, f"{name}: must not be null")
-    if not isinstance(value, str) or not value.strip():
-        raise fail(BadRequest, f"{name}: must be a date-time string such as 2020-01-01T16:21:00.552Z")
-    text = value[:-1] if value.endswith("Z") else value
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?", text):
-        raise fail(BadRequest, f"{name}: {value[:40]!r} is not an ISO date-time (UTC, e.g. 2020-01-01T16:21:00.552Z)")
-    try:
-        parsed = datetime.fromisoformat(text[:26] if "." in text else text)
-    except ValueError:
-        raise fail(BadRequest, f"{name}: {value[:40]!r} is not a valid date-time") from None
-    return parsed.replace(tzinfo=timezone.utc)
-
-
-def parse_int(body: dict[str, Any], name: str, default: int | None, minimum: int, maximum: int) -> int:
-    value = body.get(name, default)
-    if value is None:
-        raise fail(BadRequest, f"{name}: must not be null")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise fail(BadRequest, f"{name}: must be an integer")
-    if not minimum <= value <= maximum:
-        raise fail(BadRequest, f"{name}: must be between {minimum} and {maximum}")
-    return value
 
 
 def osdu_time(value: datetime) -> str:
@@ -228,17 +386,19 @@ def osdu_time(value: datetime) -> str:
 
 
 @routes.post(BASE + "/getFileList")
+@osdu_op(
+    "Files created in [TimeFrom, TimeTo], by CreatedAt, paged (service.file.editors)",
+    {"200": json_content("One page", {"type": "object", "properties": {
+        "Content": {"type": "array", "items": {"type": "object", "properties": {
+            name: {"type": kind} for name, kind in (
+                ("FileID", "string"), ("Driver", "string"), ("Location", "string"), ("CreatedAt", "string"),
+                ("CreatedBy", "string"), ("Uploaded", "boolean"), ("Size", "integer"), ("Sha256", "string"))}}},
+        "Number": {"type": "integer"}, "NumberOfElements": {"type": "integer"}, "Size": {"type": "integer"}}})},
+    body=FileListRequest)
 async def get_file_list(request: web.Request) -> web.Response:
     _, partition, _ = caller_in_partition(request, EDITOR)
-    body = await body_object(request)
-    time_from, time_to = parse_time(body, "TimeFrom"), parse_time(body, "TimeTo")
-    if time_from >= time_to:
-        raise fail(BadRequest, "TimeFrom: should be before TimeTo")
-    page = parse_int(body, "PageNum", 0, 0, MAX_PAGE)
-    items = parse_int(body, "Items", None, 1, MAX_ITEMS)
-    user = body.get("UserID")
-    if user is not None and (not isinstance(user, str) or not user.strip()):
-        raise fail(BadRequest, "UserID: must be a non-blank string")
+    body = FileListRequest.parse(await body_object(request))
+    time_from, time_to, page, items, user = body.TimeFrom, body.TimeTo, body.PageNum, body.Items, body.UserID
     async with cursor(request.app[context.DB]) as cur:
         await cur.execute(
             """SELECT * FROM osdu_files WHERE partition_id = %s AND created_at >= %s AND created_at <= %s
@@ -257,24 +417,17 @@ async def get_file_list(request: web.Request) -> web.Response:
 
 
 @routes.post(BASE + "/files/revokeURL")
+@osdu_op(
+    "Revoke signed URLs of this partition: every URL of a FileID, every URL issued to CreatedBy, or one "
+    "SignedURL (service.file.admin)", {"204": {"description": "Revoked (on every instance)"}},
+    body=RevokeUrlRequest)
 async def revoke_url(request: web.Request) -> web.Response:
     _, partition, bucket_id = caller_in_partition(request, ADMIN)
-    body = await body_object(request)
-    allowed = ("FileID", "CreatedBy", "SignedURL")
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise fail(BadRequest, f"Unknown property {unknown[0]!r}: revokeURL takes FileID, CreatedBy or SignedURL")
-    if not body:
-        raise fail(BadRequest, "The body names nothing to revoke: send FileID, CreatedBy or SignedURL")
-    for name, value in body.items():
-        if not isinstance(value, str) or not value.strip():
-            raise fail(BadRequest, f"{name}: must be a non-blank string")
-    url_id = None
-    if "SignedURL" in body:
-        url_id = signed_url_id(request, body["SignedURL"], bucket_id)
+    body = RevokeUrlRequest.parse(await body_object(request))
+    url_id = None if body.SignedURL is None else signed_url_id(request, body.SignedURL, bucket_id)
     async with transaction(request.app[context.DB]) as cur:
-        revoked = await url_queries.revoke(cur, url_id=url_id, created_by=body.get("CreatedBy"),
-                                           file_id=body.get("FileID"), partition_id=partition)
+        revoked = await url_queries.revoke(cur, url_id=url_id, created_by=body.CreatedBy, file_id=body.FileID,
+                                           partition_id=partition)
     cache = request.app[context.SIGNED_URLS]
     for revoked_id in revoked:
         cache.invalidate(revoked_id)
@@ -311,6 +464,10 @@ async def metadata_row(request: web.Request, partition: str, record_id: str) -> 
 
 
 @routes.get(BASE + "/files/{id}/downloadURL")
+@osdu_op(
+    "A signed GET URL for an uploaded file (service.file.viewers)",
+    {"200": json_content("The URL", {"type": "object", "properties": {"SignedUrl": {"type": "string"}}}),
+     "404": OSDU_ERROR}, parameters=[ID_PARAM, EXPIRY_PARAM])
 async def download_url(request: web.Request) -> web.Response:
     user, partition, bucket_id = caller_in_partition(request, VIEWER)
     expires_in = expiry_seconds(request)
@@ -327,46 +484,15 @@ def validation_error(message: str) -> ApiError:
     return fail(BadRequest, message, errors=[{"domain": "global", "reason": "badRequest", "message": message}])
 
 
-def checked_metadata(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The record and its FileSource, validated as the community service does."""
-    kind = body.get("kind")
-    if kind is None:
-        raise validation_error("kind must not be null")
-    if not isinstance(kind, str) or len(kind.split(":")) != 4:
-        raise validation_error("Invalid kind")
-    if kind.split(":")[1].lower() != "wks":
-        raise validation_error("Invalid source in kind")
-    if kind.split(":")[2].lower() != KIND.lower():
-        raise validation_error("Invalid entity in kind")
-    acl = body.get("acl")
-    if acl is None:
-        raise validation_error("acl must not be null")
-    if not isinstance(acl, dict):
-        raise validation_error("acl must be an object")
-    for field in ("viewers", "owners"):
-        if not isinstance(acl.get(field), list) or not acl[field] or \
-                not all(isinstance(item, str) for item in acl[field]):
-            raise validation_error(f"Record acl.{field} cannot be empty")
-    legal = body.get("legal")
-    if not isinstance(legal, dict) or not isinstance(legal.get("legaltags"), list) or not legal["legaltags"]:
-        raise validation_error("legal tag cannot be empty")
-    data = body.get("data")
-    if not isinstance(data, dict) or not data:
-        raise validation_error("data cannot be empty")
-    properties = data.get("DatasetProperties")
-    info = properties.get("FileSourceInfo") if isinstance(properties, dict) else None
-    source = info.get("FileSource") if isinstance(info, dict) else None
-    if not isinstance(source, str) or not source.strip():
-        raise validation_error("FileSource can not be empty")
-    if "Endian" in data and data["Endian"] not in ("BIG", "LITTLE"):
-        raise validation_error(f"Invalid value of {str(data['Endian'])[:40]} for Endian")
-    return body, source
-
-
 @routes.post(BASE + "/files/metadata")
+@osdu_op(
+    "Register a dataset--File.Generic record for an uploaded file (service.file.editors)",
+    {"201": json_content("The record id", {"type": "object", "properties": {"id": {"type": "string"}}})},
+    body=FileMetadata)
 async def post_metadata(request: web.Request) -> web.Response:
     _, partition, _ = caller_in_partition(request, EDITOR)
-    body, source = checked_metadata(await body_object(request))
+    body = await body_object(request)  # the record is kept as sent, with every field it has
+    source = FileMetadata.parse(body).data.DatasetProperties.FileSourceInfo.FileSource
     record_id = f"{partition}:{KIND}:{uuid.uuid4()}"
     async with transaction(request.app[context.DB]) as cur:
         await cur.execute("""SELECT * FROM osdu_files WHERE partition_id = %s AND location = %s
@@ -385,6 +511,9 @@ async def post_metadata(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/files/{id}/metadata")
+@osdu_op("A file's metadata record (service.file.viewers)",
+         {"200": json_content("The record", {"type": "object"}), "404": OSDU_ERROR},
+         parameters=[ID_PARAM])
 async def get_metadata(request: web.Request) -> web.Response:
     _, partition, _ = caller_in_partition(request, VIEWER)
     row = await metadata_row(request, partition, request.match_info["id"])
@@ -394,6 +523,8 @@ async def get_metadata(request: web.Request) -> web.Response:
 
 
 @routes.delete(BASE + "/files/{id}/metadata")
+@osdu_op("Delete the record and the file; its URLs are revoked (service.file.editors)",
+         {"204": {"description": "Deleted"}, "404": OSDU_ERROR}, parameters=[ID_PARAM])
 async def delete_metadata(request: web.Request) -> web.Response:
     _, partition, bucket_id = caller_in_partition(request, EDITOR)
     record_id = request.match_info["id"]
@@ -412,6 +543,7 @@ async def delete_metadata(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/info")
+@documented("Build information", tags=["OSDU File service"])
 async def info(request: web.Request) -> web.Response:
     from .. import __version__
     return web.json_response({"groupId": "sagestore", "artifactId": "sagestore-file", "version": __version__,
@@ -420,82 +552,12 @@ async def info(request: web.Request) -> web.Response:
 
 
 @routes.get(BASE + "/liveness_check")
+@documented("Liveness (text)", tags=["OSDU File service"])
 async def liveness(request: web.Request) -> web.Response:
     return web.Response(text="File service is alive")
 
 
 @routes.get(BASE + "/readiness_check")
+@documented("Readiness (text)", tags=["OSDU File service"])
 async def readiness(request: web.Request) -> web.Response:
     return web.Response(text="File service is ready")
-
-
-OSDU_ERROR = error("OSDU error: {error, code, message}")
-HEADERS = [{"name": "Data-Partition-Id", "in": "header", "required": True, "schema": {"type": "string"},
-            "description": "an OSDU data partition (SAGESTORE_OSDU_PARTITIONS)"}]
-EXPIRY_PARAM = {"name": "expiryTime", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]+[MHD]$"},
-                "description": "URL lifetime: <n>M, <n>H or <n>D; default 1H, at most 7D"}
-STATUSES = {"400": error("Bad input, or Data-Partition-Id missing, unknown or without a file role for the caller"),
-            "401": error("Authorization missing or invalid"), "403": error("The caller's file role is too low")}
-LOCATION = {"type": "object", "properties": {"FileID": {"type": "string"}, "Location": {
-    "type": "object", "properties": {"SignedURL": {"type": "string"}, "FileSource": {"type": "string"}}}}}
-FILE_ID_BODY = {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "properties": {"FileID": {"type": "string", "pattern": "^[\\w,\\s-]+(\\.\\w+)?$"}}}}}}
-ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
-            "description": "the metadata record id (<partition>:dataset--File.Generic:<uuid>), or a FileID"}
-
-
-def osdu_op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return operation(summary, {**responses, **STATUSES},
-                     parameters=HEADERS + extra.pop("parameters", []), tags=["OSDU File service"], **extra)
-
-
-PATHS.update({
-    BASE + "/getLocation": {"post": osdu_op(
-        "A new file location and a signed PUT URL for it (service.file.editors)",
-        {"200": json_content("FileID and signed URL", LOCATION)}, parameters=[EXPIRY_PARAM],
-        requestBody=FILE_ID_BODY)},
-    BASE + "/files/uploadURL": {"get": osdu_op(
-        "getLocation with a generated FileID (service.file.editors)",
-        {"200": json_content("FileID and signed URL", LOCATION)}, parameters=[EXPIRY_PARAM])},
-    BASE + "/getFileLocation": {"post": osdu_op(
-        "Driver and Location of a file (service.file.editors); an unknown FileID is 400",
-        {"200": json_content("Where the file is", {"type": "object", "properties": {
-            "Driver": {"type": "string", "enum": [DRIVER]}, "Location": {"type": "string"}}})},
-        requestBody=FILE_ID_BODY)},
-    BASE + "/getFileList": {"post": osdu_op(
-        "Files created in [TimeFrom, TimeTo], by CreatedAt, paged (service.file.editors)",
-        {"200": json_content("One page", {"type": "object", "properties": {
-            "Content": {"type": "array", "items": {"type": "object", "properties": {
-                name: {"type": kind} for name, kind in (
-                    ("FileID", "string"), ("Driver", "string"), ("Location", "string"), ("CreatedAt", "string"),
-                    ("CreatedBy", "string"), ("Uploaded", "boolean"), ("Size", "integer"), ("Sha256", "string"))}}},
-            "Number": {"type": "integer"}, "NumberOfElements": {"type": "integer"}, "Size": {"type": "integer"}}})},
-        requestBody={"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["TimeFrom", "TimeTo", "Items"], "properties": {
-                "TimeFrom": {"type": "string"}, "TimeTo": {"type": "string"},
-                "PageNum": {"type": "integer", "minimum": 0}, "Items": {"type": "integer", "minimum": 1},
-                "UserID": {"type": "string"}}}}}})},
-    BASE + "/files/revokeURL": {"post": osdu_op(
-        "Revoke signed URLs of this partition: every URL of a FileID, every URL issued to CreatedBy, or one "
-        "SignedURL (service.file.admin)", {"204": {"description": "Revoked (on every instance)"}},
-        requestBody={"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "properties": {name: {"type": "string"} for name in ("FileID", "CreatedBy", "SignedURL")},
-            "additionalProperties": False}}}})},
-    BASE + "/files/{id}/downloadURL": {"get": osdu_op(
-        "A signed GET URL for an uploaded file (service.file.viewers)",
-        {"200": json_content("The URL", {"type": "object", "properties": {"SignedUrl": {"type": "string"}}}),
-         "404": OSDU_ERROR}, parameters=[ID_PARAM, EXPIRY_PARAM])},
-    BASE + "/files/metadata": {"post": osdu_op(
-        "Register a dataset--File.Generic record for an uploaded file (service.file.editors)",
-        {"201": json_content("The record id", {"type": "object", "properties": {"id": {"type": "string"}}})},
-        requestBody={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}})},
-    BASE + "/files/{id}/metadata": {
-        "get": osdu_op("A file's metadata record (service.file.viewers)",
-                       {"200": json_content("The record", {"type": "object"}), "404": OSDU_ERROR},
-                       parameters=[ID_PARAM]),
-        "delete": osdu_op("Delete the record and the file; its URLs are revoked (service.file.editors)",
-                          {"204": {"description": "Deleted"}, "404": OSDU_ERROR}, parameters=[ID_PARAM])},
-    BASE + "/info": {"get": operation("Build information", tags=["OSDU File service"])},
-    BASE + "/liveness_check": {"get": operation("Liveness (text)", tags=["OSDU File service"])},
-    BASE + "/readiness_check": {"get": operation("Readiness (text)", tags=["OSDU File service"])},
-})

@@ -6,9 +6,10 @@ here); PUT on a bucket exists only for permissions, so its route lives here.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Callable
 
 from aiohttp import web
+from pydantic import ConfigDict, Field
 
 from .. import context
 from ..acl import GRANTEE_TYPES, PERMISSIONS, Grant, authorize, parse_grantee
@@ -16,8 +17,9 @@ from ..acl.model import can_grant, can_revoke, check_grant_change
 from ..db import grants as grant_queries
 from ..db import cursor, transaction
 from ..errors import BadRequest, Forbidden
-from ..openapi import PATHS, operation
+from ..openapi import documented
 from ..storage import parse_bucket_id
+from .bodies import JsonBody, Says, checked
 from .common import identity, json_body, query_flag
 from .schemas import BAD_REQUEST, BUCKET_ID_PARAM, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, json_content
 
@@ -27,27 +29,42 @@ MAX_GRANTEE_LENGTH = 256
 GRANT_FIELDS = ("granteeType", "grantee", "permission")
 
 
-def parse_grant(body: dict[str, Any]) -> Grant:
-    """{"granteeType","grantee","permission"} -> Grant; 400 naming the bad field."""
-    missing = [name for name in GRANT_FIELDS if name not in body]
-    if missing:
-        raise BadRequest(f"missing field(s): {', '.join(missing)}")
-    unknown = sorted(set(body) - set(GRANT_FIELDS))
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
-    grantee_type, grantee, permission = (body[name] for name in GRANT_FIELDS)
-    if not isinstance(grantee_type, str) or grantee_type.upper() not in GRANTEE_TYPES:
-        raise BadRequest(f"granteeType must be one of {', '.join(GRANTEE_TYPES)}")
-    if not isinstance(permission, str) or permission.upper() not in PERMISSIONS:
-        raise BadRequest(f"permission must be one of {', '.join(PERMISSIONS)}")
-    if not isinstance(grantee, str) or not grantee:
+def _one_of(choices: tuple[str, ...], name: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value.upper() not in choices:
+            raise BadRequest(f"{name} must be one of {', '.join(choices)}")
+        return value.upper()
+    return check
+
+
+def _grantee(grantee: str) -> str:
+    if not grantee:
         raise BadRequest("grantee must be a non-empty string")
     if len(grantee) > MAX_GRANTEE_LENGTH:
         raise BadRequest(f"grantee is longer than {MAX_GRANTEE_LENGTH} characters")
     # ':' separates TYPE:NAME:PERM in ?grantee=, so a name with ':' could never be revoked
     if ":" in grantee or re.search(r"[\x00-\x1f\x7f]", grantee) or grantee != grantee.strip():
         raise BadRequest("grantee must not contain ':', control characters or surrounding spaces")
-    return Grant(grantee_type.upper(), grantee, permission.upper())
+    return grantee
+
+
+class NewGrant(JsonBody):
+    """The PUT ?permissions body; types and permissions in any case."""
+    model_config = ConfigDict(extra="forbid")
+    missing_fields = "missing field(s): {names}"
+
+    granteeType: Annotated[str, checked(_one_of(GRANTEE_TYPES, "granteeType")),
+                           Says(f"granteeType must be one of {', '.join(GRANTEE_TYPES)}"),
+                           Field(json_schema_extra={"enum": list(GRANTEE_TYPES)})]
+    grantee: Annotated[str, checked(_grantee), Says("grantee must be a non-empty string"),
+                       Field(description="user name, group name, or AllUsers (GROUP) for the public",
+                             json_schema_extra={"maxLength": MAX_GRANTEE_LENGTH})]
+    permission: Annotated[str, checked(_one_of(PERMISSIONS, "permission")),
+                          Says(f"permission must be one of {', '.join(PERMISSIONS)}"),
+                          Field(json_schema_extra={"enum": list(PERMISSIONS)})]
+
+    def grant(self) -> Grant:
+        return Grant(self.granteeType, self.grantee, self.permission)
 
 
 def grantee_spec(grantee_type: str, grantee: str, permission: str | None) -> str:
@@ -61,7 +78,31 @@ async def show(request: web.Request, bucket_id: str) -> web.Response:
     return web.json_response([grant.as_json() for grant in grants])
 
 
+GRANT = {"type": "object", "additionalProperties": False, "required": list(GRANT_FIELDS), "properties": {
+    "granteeType": {"type": "string", "enum": list(GRANTEE_TYPES)},
+    "grantee": {"type": "string", "description": "user name, group name, or AllUsers (GROUP) for the public"},
+    "permission": {"type": "string", "enum": list(PERMISSIONS)}}}
+
+PERMISSIONS_PARAM = {
+    "name": "permissions", "in": "query", "allowEmptyValue": True, "schema": {"type": "string"},
+    "description": "present (no value, or true/1 as sage-storage-py sends 'True') selects the bucket's grants"}
+
+GRANTEE_PARAM = {
+    "name": "grantee", "in": "query", "style": "form", "explode": True,
+    "schema": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z]+:[^:]+(:[A-Za-z_]+)?$"}},
+    "description": "with ?permissions on DELETE, repeatable: TYPE:NAME revokes all of a grantee's permissions, "
+                   "TYPE:NAME:PERMISSION one of them. The owner's grant cannot be revoked, and nobody revokes "
+                   "a permission they do not hold."}
+
+
 @routes.put("/api/v1/objects/{id}")
+@documented(
+    "Grant a permission (?permissions, WRITE_ACP). The owner's grant is immutable, GROUP AllUsers gets READ "
+    "only, and nobody grants a permission they do not hold (FULL_CONTROL holds all)",
+    {"200": json_content("The grant, echoed", GRANT), "400": BAD_REQUEST, "401": UNAUTHORIZED,
+     "403": FORBIDDEN, "404": NOT_FOUND},
+    parameters=[BUCKET_ID_PARAM, {**PERMISSIONS_PARAM, "required": True}],
+    body=NewGrant)
 async def grant(request: web.Request) -> web.Response:
     bucket_id = parse_bucket_id(request.match_info["id"])
     if "permissions" not in request.query:
@@ -71,7 +112,7 @@ async def grant(request: web.Request) -> web.Response:
     body = await json_body(request)  # read before taking a database connection: clients may be slow
     async with transaction(request.app[context.DB]) as cur:
         bucket, held = await authorize(cur, bucket_id, identity(request), "WRITE_ACP")
-        new_grant = parse_grant(body)
+        new_grant = NewGrant.parse(body).grant()  # after the ACL check, as a bucket PATCH
         check_grant_change(bucket["owner"], new_grant.grantee_type, new_grant.grantee, new_grant.permission)
         if not can_grant(held, new_grant.permission):
             raise Forbidden(f"you cannot grant {new_grant.permission}: you do not hold it yourself")
@@ -101,28 +142,3 @@ async def revoke(request: web.Request, bucket_id: str) -> web.Response:
                 deleted.append(grantee_spec(grantee_type, grantee, permission))
     request.app[context.ACL].invalidate(bucket_id)  # committed: this instance sees it at once
     return web.json_response({"deleted": deleted})
-
-
-GRANT = {"type": "object", "additionalProperties": False, "required": list(GRANT_FIELDS), "properties": {
-    "granteeType": {"type": "string", "enum": list(GRANTEE_TYPES)},
-    "grantee": {"type": "string", "description": "user name, group name, or AllUsers (GROUP) for the public"},
-    "permission": {"type": "string", "enum": list(PERMISSIONS)}}}
-
-PERMISSIONS_PARAM = {
-    "name": "permissions", "in": "query", "allowEmptyValue": True, "schema": {"type": "string"},
-    "description": "present (no value, or true/1 as sage-storage-py sends 'True') selects the bucket's grants"}
-
-GRANTEE_PARAM = {
-    "name": "grantee", "in": "query", "style": "form", "explode": True,
-    "schema": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z]+:[^:]+(:[A-Za-z_]+)?$"}},
-    "description": "with ?permissions on DELETE, repeatable: TYPE:NAME revokes all of a grantee's permissions, "
-                   "TYPE:NAME:PERMISSION one of them. The owner's grant cannot be revoked, and nobody revokes "
-                   "a permission they do not hold."}
-
-PATHS.setdefault("/api/v1/objects/{id}", {})["put"] = operation(
-    "Grant a permission (?permissions, WRITE_ACP). The owner's grant is immutable, GROUP AllUsers gets READ "
-    "only, and nobody grants a permission they do not hold (FULL_CONTROL holds all)",
-    {"200": json_content("The grant, echoed", GRANT), "400": BAD_REQUEST, "401": UNAUTHORIZED,
-     "403": FORBIDDEN, "404": NOT_FOUND},
-    parameters=[BUCKET_ID_PARAM, {**PERMISSIONS_PARAM, "required": True}],
-    requestBody={"required": True, "content": {"application/json": {"schema": GRANT}}})

@@ -14,19 +14,21 @@ or Content-Digest (RFC 9530) with sha-256 or md5; they are verified before anyth
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator
 
 import http_sfv
 from aiohttp import web
+from pydantic import Field
 
 from .. import context
 from ..acl import authorize
 from ..errors import BadRequest, Unauthorized
-from ..openapi import ERROR, PATHS, operation
+from ..openapi import ERROR, documented
 from ..storage import parse_bucket_id, sanitize_filename, validate_key
 from ..uploads import MissingParts, Upload
 from ..uploads.checksums import b64
-from .common import identity, json_body, optional_media_type, query_int
+from .bodies import BucketId, JsonBody, OptionalText, Says, Sha256, checked, read_body
+from .common import identity, optional_media_type, query_int
 from .offset_uploads import authorize_target, owned_upload
 
 routes = web.RouteTableDef()
@@ -99,13 +101,6 @@ def _chunk_id(request: web.Request) -> int:
     return int(raw)
 
 
-def _optional_str(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise BadRequest(f"{name} must be a string")
-    return value or None
-
-
 def _status(engine: Any, upload: Upload) -> dict[str, Any]:
     status = engine.status(upload)
     return {
@@ -116,25 +111,37 @@ def _status(engine: Any, upload: Upload) -> dict[str, Any]:
         "expiresAt": _iso(upload)}
 
 
+# ---------------------------------------------------------------- the JSON bodies
+class InitiateSession(JsonBody):
+    bucket_id: BucketId
+    key: str | None = Field(None, description="default: fileName, made safe")
+    fileName: Annotated[str, Field(min_length=1), Says("fileName is required")]
+    fileSize: Annotated[int, Field(ge=0), Says("fileSize must be a non-negative integer")]
+    contentType: Annotated[OptionalText | None, checked(lambda value: optional_media_type(value, "contentType"))] \
+        = None
+    sha256: Sha256 | None = None
+
+
+class CompleteSession(JsonBody):
+    sha256: Sha256 | None = Field(None, description="if given, must be the one declared at initiate")
+
+
+_ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "410": ERROR}
+_SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+
+
 @routes.post("/api/v1/attachment/initiate")
+@documented(
+    "Start an indexed upload session; the server picks chunkSize (>= 5 MiB, <= 10 000 chunks)",
+    {"201": {"description": "{sessionId, chunkSize, totalChunks, expiresAt, uploadUrl}"}, **_ERRORS, "413": ERROR},
+    body=InitiateSession)
 async def initiate(request: web.Request) -> web.Response:
-    if identity(request).anonymous:
-        raise Unauthorized("authentication required")
-    body = await json_body(request)
-    file_name = body.get("fileName")
-    if not isinstance(file_name, str) or not file_name:
-        raise BadRequest("fileName is required")
-    file_size = body.get("fileSize")
-    if isinstance(file_size, bool) or not isinstance(file_size, int) or file_size < 0:
-        raise BadRequest("fileSize must be a non-negative integer")
-    key = body.get("key")
-    if key is None:
-        key = sanitize_filename(file_name)
-    bucket_id, key = await authorize_target(request, body.get("bucket_id"), key)
+    body = await read_body(request, InitiateSession)
+    key = sanitize_filename(body.fileName) if body.key is None else body.key
+    bucket_id, key = await authorize_target(request, body.bucket_id, key)
     upload = await request.app[context.ENGINE].create(
-        "session", bucket_id, key, identity(request).user, length=file_size,
-        content_type=optional_media_type(_optional_str(body, "contentType"), "contentType"),
-        sha256=_optional_str(body, "sha256"), metadata={"fileName": file_name})
+        "session", bucket_id, key, identity(request).user, length=body.fileSize, content_type=body.contentType,
+        sha256=body.sha256, metadata={"fileName": body.fileName})
     return web.json_response({
         "sessionId": upload.id, "chunkSize": upload.part_size, "totalChunks": upload.total_parts,
         "expiresAt": _iso(upload), "uploadUrl": _session_url(upload) + "/upload/{chunkId}",
@@ -142,6 +149,14 @@ async def initiate(request: web.Request) -> web.Response:
 
 
 @routes.put(SESSION + "/upload/{chunk_id}")
+@documented(
+    "Upload chunk chunkId (1..totalChunks) in any order; exactly chunkSize bytes except the last; a retry "
+    "replaces it. Content-MD5, Digest or Content-Digest (sha-256, md5) are verified.",
+    {"200": {"description": "{sessionId, chunkId, size, etag, expiresAt}"}, **_ERRORS, "423": ERROR},
+    parameters=[_SESSION_ID, {"name": "chunk_id", "in": "path", "required": True,
+                              "schema": {"type": "integer", "minimum": 1}}],
+    requestBody={"required": True, "content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}}})
 async def put_chunk(request: web.Request) -> web.Response:
     engine = request.app[context.ENGINE]
     upload = await owned_upload(request, request.match_info["session_id"])
@@ -158,17 +173,25 @@ async def put_chunk(request: web.Request) -> web.Response:
 
 
 @routes.get(SESSION)
+@documented(
+    "Session status: receivedChunks, missingChunks, bytesReceived, expiresAt",
+    {"200": {"description": "status"}, **_ERRORS}, parameters=[_SESSION_ID])
 async def session_status(request: web.Request) -> web.Response:
     upload = await owned_upload(request, request.match_info["session_id"])
     return web.json_response(_status(request.app[context.ENGINE], upload))
 
 
 @routes.post(SESSION + "/complete")
+@documented(
+    "Complete: every chunk present, sizes add up, the sha256 declared at initiate verified; the object "
+    "appears atomically",
+    {"201": {"description": "file info"}, **_ERRORS, "409": ERROR, "423": ERROR},
+    parameters=[_SESSION_ID], body=CompleteSession, body_required=False)
 async def complete(request: web.Request) -> web.Response:
     upload = await owned_upload(request, request.match_info["session_id"])
-    body = await json_body(request) if request.body_exists else {}
+    body = await read_body(request, CompleteSession, optional=True)
     try:
-        info = await request.app[context.ENGINE].complete(upload, sha256=_optional_str(body, "sha256"))
+        info = await request.app[context.ENGINE].complete(upload, sha256=body.sha256)
     except MissingParts as missing:
         raise BadRequest(f"{len(missing.part_numbers)} chunks are missing", missingChunks=missing.part_numbers) \
             from None
@@ -176,6 +199,29 @@ async def complete(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/attachment/sessions")
+@documented(
+    "The caller's unfinished uploads (any protocol), newest first: what a client needs to resume one "
+    "with no local state. Filter by bucket_id (needs WRITE on it) and key",
+    {"200": {"description": "{sessions: [{sessionId, protocol, state, bucket_id, key, fileName, fileSize, "
+                            "chunkSize, totalChunks, receivedChunks, missingChunks, bytesReceived, sha256, "
+                            "createdAt, expiresAt}]}",
+             "content": {"application/json": {"schema": {"type": "object", "properties": {
+                 "sessions": {"type": "array", "items": {"type": "object", "properties": {
+                     "sessionId": {"type": "string", "format": "uuid"}, "protocol": {"type": "string"},
+                     "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
+                     "fileSize": {"type": "integer", "nullable": True}, "chunkSize": {"type": "integer"},
+                     "totalChunks": {"type": "integer", "nullable": True},
+                     "receivedChunks": {"type": "array", "items": {"type": "integer"}},
+                     "missingChunks": {"type": "array", "items": {"type": "integer"}},
+                     "bytesReceived": {"type": "integer"},
+                     "sha256": {"type": "string", "nullable": True},
+                     "createdAt": {"type": "string", "format": "date-time"},
+                     "expiresAt": {"type": "string", "format": "date-time"}}}}}}}}},
+     "400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR},
+    parameters=[{"name": "bucket_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+                {"name": "key", "in": "query", "schema": {"type": "string"}, "description": "needs bucket_id"},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                                             "default": 100}}])
 async def unfinished_uploads(request: web.Request) -> web.Response:
     """The caller's open uploads, newest first, of every protocol (an upload started by tus can be
     aborted here too), filtered by bucket and key: a client finds the session it can resume from
@@ -205,74 +251,11 @@ def _iso_time(value: Any) -> str:
 
 
 @routes.post(SESSION + "/abort")
+@documented(
+    "Abort: every stored chunk is removed (works for any of the caller's unfinished uploads, whatever "
+    "protocol started it)", {"204": {"description": "aborted"}, **_ERRORS, "409": ERROR},
+    parameters=[_SESSION_ID])
 async def abort(request: web.Request) -> web.Response:
     upload = await owned_upload(request, request.match_info["session_id"])
     await request.app[context.ENGINE].abort(upload)
     return web.Response(status=204)
-
-
-# ---------------------------------------------------------------- OpenAPI
-_ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "410": ERROR}
-_SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-
-
-def _json(properties: dict[str, Any], required: list[str], needed: bool = True) -> dict[str, Any]:
-    # OpenAPI 3.0 wants a non-empty "required" list, or none at all
-    return {"required": needed, "content": {"application/json": {"schema": {
-        "type": "object", "properties": properties, **({"required": required} if required else {})}}}}
-
-
-PATHS.update({
-    "/api/v1/attachment/initiate": {"post": operation(
-        "Start an indexed upload session; the server picks chunkSize (>= 5 MiB, <= 10 000 chunks)",
-        {"201": {"description": "{sessionId, chunkSize, totalChunks, expiresAt, uploadUrl}"}, **_ERRORS, "413": ERROR},
-        requestBody=_json({"bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
-                           "fileName": {"type": "string"}, "fileSize": {"type": "integer", "minimum": 0},
-                           "contentType": {"type": "string"},
-                           "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}},
-                          ["bucket_id", "fileName", "fileSize"]))},
-    SESSION + "/upload/{chunk_id}": {"put": operation(
-        "Upload chunk chunkId (1..totalChunks) in any order; exactly chunkSize bytes except the last; a retry "
-        "replaces it. Content-MD5, Digest or Content-Digest (sha-256, md5) are verified.",
-        {"200": {"description": "{sessionId, chunkId, size, etag, expiresAt}"}, **_ERRORS, "423": ERROR},
-        parameters=[_SESSION_ID, {"name": "chunk_id", "in": "path", "required": True,
-                                  "schema": {"type": "integer", "minimum": 1}}],
-        requestBody={"required": True, "content": {"application/octet-stream": {
-            "schema": {"type": "string", "format": "binary"}}}})},
-    SESSION: {"get": operation(
-        "Session status: receivedChunks, missingChunks, bytesReceived, expiresAt",
-        {"200": {"description": "status"}, **_ERRORS}, parameters=[_SESSION_ID])},
-    SESSION + "/complete": {"post": operation(
-        "Complete: every chunk present, sizes add up, the sha256 declared at initiate verified; the object "
-        "appears atomically",
-        {"201": {"description": "file info"}, **_ERRORS, "409": ERROR, "423": ERROR},
-        parameters=[_SESSION_ID],
-        requestBody=_json({"sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}, [], needed=False))},
-    "/api/v1/attachment/sessions": {"get": operation(
-        "The caller's unfinished uploads (any protocol), newest first: what a client needs to resume one "
-        "with no local state. Filter by bucket_id (needs WRITE on it) and key",
-        {"200": {"description": "{sessions: [{sessionId, protocol, state, bucket_id, key, fileName, fileSize, "
-                                "chunkSize, totalChunks, receivedChunks, missingChunks, bytesReceived, sha256, "
-                                "createdAt, expiresAt}]}",
-                 "content": {"application/json": {"schema": {"type": "object", "properties": {
-                     "sessions": {"type": "array", "items": {"type": "object", "properties": {
-                         "sessionId": {"type": "string", "format": "uuid"}, "protocol": {"type": "string"},
-                         "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
-                         "fileSize": {"type": "integer", "nullable": True}, "chunkSize": {"type": "integer"},
-                         "totalChunks": {"type": "integer", "nullable": True},
-                         "receivedChunks": {"type": "array", "items": {"type": "integer"}},
-                         "missingChunks": {"type": "array", "items": {"type": "integer"}},
-                         "bytesReceived": {"type": "integer"},
-                         "sha256": {"type": "string", "nullable": True},
-                         "createdAt": {"type": "string", "format": "date-time"},
-                         "expiresAt": {"type": "string", "format": "date-time"}}}}}}}}},
-         "400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR},
-        parameters=[{"name": "bucket_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
-                    {"name": "key", "in": "query", "schema": {"type": "string"}, "description": "needs bucket_id"},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
-                                                                 "default": 100}}])},
-    SESSION + "/abort": {"post": operation(
-        "Abort: every stored chunk is removed (works for any of the caller's unfinished uploads, whatever "
-        "protocol started it)", {"204": {"description": "aborted"}, **_ERRORS, "409": ERROR},
-        parameters=[_SESSION_ID])},
-})

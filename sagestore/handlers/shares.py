@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
+from pydantic import ConfigDict, Field
 
 from .. import context
 from ..acl import authorize
@@ -17,15 +18,32 @@ from ..auth.signing import MAX_EXPIRY
 from ..db import cursor, transaction
 from ..db import signed_urls as url_queries
 from ..errors import BadRequest, NotFound, Unauthorized
-from ..openapi import PATHS, operation
+from ..openapi import documented
 from ..storage import parse_bucket_id, validate_key
-from .common import identity, json_body
+from .bodies import BucketId, JsonBody, Says, checked, read_body
+from .common import identity
 from .schemas import BAD_REQUEST, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, json_content
 from .signed import issue
 
 routes = web.RouteTableDef()
 DEFAULT_EXPIRES_IN = 3600
-FIELDS = {"bucket_id", "key", "method", "expires_in"}
+
+
+def _file_key(key: str) -> str:
+    if key == "" or key.endswith("/"):
+        raise BadRequest("key names a folder; a share link is for one file")
+    return validate_key(key)
+
+
+class NewShare(JsonBody):
+    model_config = ConfigDict(extra="forbid")
+    unknown_fields = "unknown field(s) {names}: send bucket_id, key, method, expires_in"
+
+    bucket_id: Annotated[BucketId, Says("bucket_id is required: the bucket's UUID")]
+    key: Annotated[str, checked(_file_key), Says("key is required: the file's key")]
+    method: Annotated[Literal["GET", "PUT"], Says("method must be GET or PUT")] = "GET"
+    expires_in: Annotated[int, Field(ge=1, le=MAX_EXPIRY), Says(
+        f"expires_in must be an integer number of seconds between 1 and {MAX_EXPIRY} (7 days)")] = DEFAULT_EXPIRES_IN
 
 
 def rfc3339(value: datetime) -> str:
@@ -51,29 +69,30 @@ def signed_url_of(request: web.Request, row: dict[str, Any]) -> str:
                                                 int(row["expires_at"].timestamp()), row["id"])
 
 
+SHARE = {"type": "object", "required": ["id", "method", "bucket_id", "key", "expires_at", "created_by", "created_at"],
+         "properties": {"id": {"type": "string", "format": "uuid"},
+                        "url": {"type": "string", "description": "absolute signed URL; works with no "
+                                                                 "Authorization header; opaque to clients"},
+                        "method": {"type": "string", "enum": ["GET", "PUT"]},
+                        "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
+                        "expires_at": {"type": "string", "format": "date-time"},
+                        "created_by": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}}
+
+LISTED = {**SHARE, "properties": {**SHARE["properties"], "revoked": {"type": "boolean"}}}
+
+
 @routes.post("/api/v1/shares")
+@documented(
+    "Create a share link for one file: a signed URL for GET (needs READ) or PUT (needs WRITE)",
+    {"201": json_content("The share link", SHARE), "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN,
+     "404": NOT_FOUND},
+    body=NewShare)
 async def create_share(request: web.Request) -> web.Response:
     caller = identity(request)
     if caller.anonymous:
         raise Unauthorized("authentication required")
-    body = await json_body(request)
-    unknown = sorted(set(body) - FIELDS)
-    if unknown:
-        raise BadRequest(f"unknown field(s) {', '.join(unknown)}: send bucket_id, key, method, expires_in")
-    if not isinstance(body.get("bucket_id"), str):
-        raise BadRequest("bucket_id is required: the bucket's UUID")
-    bucket_id = parse_bucket_id(body["bucket_id"])
-    if not isinstance(body.get("key"), str):
-        raise BadRequest("key is required: the file's key")
-    if body["key"] == "" or body["key"].endswith("/"):
-        raise BadRequest("key names a folder; a share link is for one file")
-    key = validate_key(body["key"])
-    method = body.get("method", "GET")
-    if method not in ("GET", "PUT"):
-        raise BadRequest("method must be GET or PUT")
-    expires_in = body.get("expires_in", DEFAULT_EXPIRES_IN)
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int) or not 1 <= expires_in <= MAX_EXPIRY:
-        raise BadRequest(f"expires_in must be an integer number of seconds between 1 and {MAX_EXPIRY} (7 days)")
+    body = await read_body(request, NewShare)
+    bucket_id, key, method, expires_in = body.bucket_id, body.key, body.method, body.expires_in
     async with transaction(request.app[context.DB]) as cur:
         # fresh rows inside the transaction: a grant revoked a moment ago must not mint a link
         await authorize(cur, bucket_id, caller, "READ" if method == "GET" else "WRITE", writing=method == "PUT")
@@ -83,6 +102,12 @@ async def create_share(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/shares")
+@documented(
+    "The caller's own share links, oldest first",
+    {"200": json_content("Share links", {"type": "object", "properties": {
+        "shares": {"type": "array", "items": LISTED}}}), "400": BAD_REQUEST, "401": UNAUTHORIZED},
+    parameters=[{"name": "bucket_id", "in": "query", "schema": {"type": "string", "format": "uuid"},
+                 "description": "only the links of this bucket"}])
 async def list_shares(request: web.Request) -> web.Response:
     caller = identity(request)
     if caller.anonymous:
@@ -95,6 +120,12 @@ async def list_shares(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/v1/shares/{share_id}")
+@documented(
+    "Revoke a share link (its creator, or FULL_CONTROL on the bucket); its URL is refused on every instance",
+    {"204": {"description": "Revoked"}, "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN,
+     "404": NOT_FOUND},
+    parameters=[{"name": "share_id", "in": "path", "required": True,
+                 "schema": {"type": "string", "format": "uuid"}}])
 async def revoke_share(request: web.Request) -> web.Response:
     caller = identity(request)
     if caller.anonymous:
@@ -113,39 +144,3 @@ async def revoke_share(request: web.Request) -> web.Response:
         await url_queries.revoke(cur, url_id=share_id)
     request.app[context.SIGNED_URLS].invalidate(share_id)
     return web.Response(status=204)
-
-
-SHARE = {"type": "object", "required": ["id", "method", "bucket_id", "key", "expires_at", "created_by", "created_at"],
-         "properties": {"id": {"type": "string", "format": "uuid"},
-                        "url": {"type": "string", "description": "absolute signed URL; works with no "
-                                                                 "Authorization header; opaque to clients"},
-                        "method": {"type": "string", "enum": ["GET", "PUT"]},
-                        "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
-                        "expires_at": {"type": "string", "format": "date-time"},
-                        "created_by": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}}
-LISTED = {**SHARE, "properties": {**SHARE["properties"], "revoked": {"type": "boolean"}}}
-PATHS.setdefault("/api/v1/shares", {}).update({
-    "post": operation(
-        "Create a share link for one file: a signed URL for GET (needs READ) or PUT (needs WRITE)",
-        {"201": json_content("The share link", SHARE), "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN,
-         "404": NOT_FOUND},
-        requestBody={"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["bucket_id", "key"], "properties": {
-                "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
-                "method": {"type": "string", "enum": ["GET", "PUT"], "default": "GET"},
-                "expires_in": {"type": "integer", "minimum": 1, "maximum": MAX_EXPIRY, "default": DEFAULT_EXPIRES_IN}}}}}}),
-    "get": operation(
-        "The caller's own share links, oldest first",
-        {"200": json_content("Share links", {"type": "object", "properties": {
-            "shares": {"type": "array", "items": LISTED}}}), "400": BAD_REQUEST, "401": UNAUTHORIZED},
-        parameters=[{"name": "bucket_id", "in": "query", "schema": {"type": "string", "format": "uuid"},
-                     "description": "only the links of this bucket"}]),
-})
-PATHS.setdefault("/api/v1/shares/{share_id}", {}).update({
-    "delete": operation(
-        "Revoke a share link (its creator, or FULL_CONTROL on the bucket); its URL is refused on every instance",
-        {"204": {"description": "Revoked"}, "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN,
-         "404": NOT_FOUND},
-        parameters=[{"name": "share_id", "in": "path", "required": True,
-                     "schema": {"type": "string", "format": "uuid"}}]),
-})

@@ -21,7 +21,7 @@ from ..auth.signing import MAX_EXPIRY, SIGNED_PREFIX
 from ..db import cursor, transaction
 from ..db import signed_urls as url_queries
 from ..errors import BadRequest, Conflict, Forbidden, Locked, NotFound, PayloadTooLarge
-from ..openapi import PATHS, operation
+from ..openapi import documented
 from ..storage import ChecksumMismatch, parse_bucket_id, validate_key
 from ..uploads.leases import new_token
 from . import objects
@@ -67,7 +67,24 @@ async def verified(request: web.Request) -> tuple[dict[str, Any], str]:
     return row, key
 
 
+SIGNED_PARAMS = [BUCKET_ID_PARAM, objects.KEY_PARAM, *[
+    {"name": name, "in": "query", "required": True, "schema": {"type": "string"}, "description": text}
+    for name, text in (("method", "the method the URL is signed for: GET (also HEAD) or PUT"),
+                       ("expires", "expiry, Unix seconds"), ("kid", "id of the signing key"),
+                       ("id", "the URL's id (its revocation handle)"),
+                       ("sig", "base64url HMAC-SHA256 over method, bucket, key, expires, kid and id"))]]
+
+REFUSED = error("Tampered, expired, revoked, or signed with a key this server does not have")
+
+
 @routes.get(SIGNED_PATH, allow_head=False)
+@documented("Download through a signed URL (no Authorization header): Range, If-Range, ETag as the "
+            "SAGE download",
+            {"200": {"description": "The file's bytes", "headers": objects.DOWNLOAD_HEADERS},
+             "206": {"description": "The requested range"}, "304": {"description": "Not modified"},
+             "400": BAD_REQUEST, "403": REFUSED, "404": NOT_FOUND,
+             "405": error("The URL is signed for another method"), "416": error("Range outside the file")},
+            parameters=[*SIGNED_PARAMS, objects.RANGE_PARAM], security=[])
 async def signed_get(request: web.Request) -> web.StreamResponse:
     row, key = await verified(request)
     location = request.app[context.MAPPING].object(row["bucket_id"], key)
@@ -75,6 +92,12 @@ async def signed_get(request: web.Request) -> web.StreamResponse:
 
 
 @routes.head(SIGNED_PATH)
+@documented("A signed GET's headers", {"200": {"description": "The file exists"},
+                                      "400": {"description": "a parameter is missing or malformed"},
+                                      "403": {"description": "refused"},
+                                      "404": {"description": "no such file"},
+                                      "405": {"description": "the URL is signed for another method"}},
+            parameters=SIGNED_PARAMS, security=[])
 async def signed_head(request: web.Request) -> web.Response:
     row, key = await verified(request)
     location = request.app[context.MAPPING].object(row["bucket_id"], key)
@@ -82,6 +105,19 @@ async def signed_head(request: web.Request) -> web.Response:
 
 
 @routes.put(SIGNED_PATH)
+@documented("Upload the raw body through a signed PUT URL (curl -T file URL), streamed to storage; the "
+            "object appears when the body is complete. One upload per URL",
+            {"201": json_content("Stored", {"type": "object", "properties": {
+                "bucket-id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
+                "size": {"type": "integer"}, "sha256": {"type": "string"}}}),
+             "400": BAD_REQUEST, "403": REFUSED, "404": NOT_FOUND,
+             "405": error("The URL is signed for another method"),
+             "409": error("The upload through this URL has completed: a link cannot overwrite"),
+             "413": error("Larger than the server's max upload size"),
+             "423": error("Another upload through this URL is in progress")},
+            parameters=SIGNED_PARAMS, security=[],
+            requestBody={"required": True, "content": {"*/*": {"schema": {"type": "string",
+                                                                         "format": "binary"}}}})
 async def signed_put(request: web.Request) -> web.Response:
     row, key = await verified(request)
     settings = request.app[context.SETTINGS]
@@ -144,41 +180,3 @@ async def signed_put(request: web.Request) -> web.Response:
     metrics.bytes_uploaded.inc(result.size)
     return web.json_response({"bucket-id": row["bucket_id"], "key": key, "size": result.size,
                               "sha256": result.sha256}, status=201)
-
-
-SIGNED_PARAMS = [BUCKET_ID_PARAM, objects.KEY_PARAM, *[
-    {"name": name, "in": "query", "required": True, "schema": {"type": "string"}, "description": text}
-    for name, text in (("method", "the method the URL is signed for: GET (also HEAD) or PUT"),
-                       ("expires", "expiry, Unix seconds"), ("kid", "id of the signing key"),
-                       ("id", "the URL's id (its revocation handle)"),
-                       ("sig", "base64url HMAC-SHA256 over method, bucket, key, expires, kid and id"))]]
-REFUSED = error("Tampered, expired, revoked, or signed with a key this server does not have")
-PATHS.setdefault("/api/v1/signed/{id}/{key}", {}).update({
-    "get": operation("Download through a signed URL (no Authorization header): Range, If-Range, ETag as the "
-                     "SAGE download",
-                     {"200": {"description": "The file's bytes", "headers": objects.DOWNLOAD_HEADERS},
-                      "206": {"description": "The requested range"}, "304": {"description": "Not modified"},
-                      "400": BAD_REQUEST, "403": REFUSED, "404": NOT_FOUND,
-                      "405": error("The URL is signed for another method"), "416": error("Range outside the file")},
-                     parameters=[*SIGNED_PARAMS, objects.RANGE_PARAM], security=[]),
-    # a HEAD answer has no body, so each status is only described
-    "head": operation("A signed GET's headers", {"200": {"description": "The file exists"},
-                                                "400": {"description": "a parameter is missing or malformed"},
-                                                "403": {"description": "refused"},
-                                                "404": {"description": "no such file"},
-                                                "405": {"description": "the URL is signed for another method"}},
-                      parameters=SIGNED_PARAMS, security=[]),
-    "put": operation("Upload the raw body through a signed PUT URL (curl -T file URL), streamed to storage; the "
-                     "object appears when the body is complete. One upload per URL",
-                     {"201": json_content("Stored", {"type": "object", "properties": {
-                         "bucket-id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
-                         "size": {"type": "integer"}, "sha256": {"type": "string"}}}),
-                      "400": BAD_REQUEST, "403": REFUSED, "404": NOT_FOUND,
-                      "405": error("The URL is signed for another method"),
-                      "409": error("The upload through this URL has completed: a link cannot overwrite"),
-                      "413": error("Larger than the server's max upload size"),
-                      "423": error("Another upload through this URL is in progress")},
-                     parameters=SIGNED_PARAMS, security=[],
-                     requestBody={"required": True, "content": {"*/*": {"schema": {"type": "string",
-                                                                                  "format": "binary"}}}}),
-})

@@ -10,7 +10,7 @@ import yaml
 from aiohttp import web
 
 from ..errors import NotFound
-from ..openapi import PATHS, openapi_document, operation
+from ..openapi import documented, openapi_document
 
 routes = web.RouteTableDef()
 OSDU_BASE = "/api/file/v2"
@@ -45,11 +45,19 @@ def asset_dir():
     return swagger_ui_path
 
 
+ASSET_PARAM = {"name": "asset", "in": "path", "required": True, "schema": {"type": "string"},
+               "description": "index.html, or a file of the swagger-ui-bundle package"}
+
+
+# each handler serves both prefixes ("" and the OSDU File service's), with the same description
+@documented("Swagger UI: redirects to swagger-ui/index.html", {"302": {"description": "To the UI page"}})
 async def swagger_redirect(request: web.Request) -> web.Response:
     prefix = request.path[: -len("/swagger")]
     raise web.HTTPFound(f"{prefix}/swagger-ui/index.html")
 
 
+@documented("Swagger UI page and assets", {"200": {"description": "The file"}, "404": {"description": "No such file"}},
+            parameters=[ASSET_PARAM])
 async def swagger_asset(request: web.Request) -> web.StreamResponse:
     name = request.match_info["asset"]
     if name == "index.html":
@@ -59,10 +67,12 @@ async def swagger_asset(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(asset_dir() / name, headers={"Cache-Control": "public, max-age=86400"})
 
 
+@documented("This OpenAPI document (JSON)")
 async def api_docs_json(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(request.app))
 
 
+@documented("This OpenAPI document in YAML")
 async def api_docs_yaml(request: web.Request) -> web.Response:
     text = yaml.safe_dump(openapi_document(request.app), sort_keys=False, allow_unicode=True)
     return web.Response(text=text, content_type="application/yaml")
@@ -73,14 +83,3 @@ for prefix in ("", OSDU_BASE):
     routes.get(prefix + "/swagger-ui/{asset}")(swagger_asset)
     routes.get(prefix + "/api-docs.yaml")(api_docs_yaml)
 routes.get(OSDU_BASE + "/api-docs")(api_docs_json)
-
-ASSET_PARAM = {"name": "asset", "in": "path", "required": True, "schema": {"type": "string"},
-               "description": "index.html, or a file of the swagger-ui-bundle package"}
-for prefix in ("", OSDU_BASE):
-    PATHS[prefix + "/swagger"] = {"get": operation("Swagger UI: redirects to swagger-ui/index.html",
-                                                   {"302": {"description": "To the UI page"}})}
-    PATHS[prefix + "/swagger-ui/{asset}"] = {"get": operation(
-        "Swagger UI page and assets", {"200": {"description": "The file"}, "404": {"description": "No such file"}},
-        parameters=[ASSET_PARAM])}
-    PATHS[prefix + "/api-docs.yaml"] = {"get": operation("This OpenAPI document in YAML")}
-PATHS[OSDU_BASE + "/api-docs"] = {"get": operation("This OpenAPI document (JSON)")}

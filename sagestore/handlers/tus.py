@@ -5,6 +5,9 @@ The target of an upload comes from Upload-Metadata: `bucket` (UUID), `key` or `f
 `filetype` (the Content-Type). Partial uploads (Upload-Concat: partial) have no target; the final
 upload names it. A new request to an upload takes it over from one still in flight (see
 UploadEngine.take_over): the client gave that one up, and the next offset it is told must hold.
+
+The IETF draft is served here too, as tusd does (issue 16; see `or_ietf`): a request that carries the
+draft's headers, or names none and reaches an IETF upload of the caller, goes to handlers/ietf.py.
 """
 from __future__ import annotations
 
@@ -17,11 +20,14 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from .. import context
-from ..errors import ApiError, BadRequest, Conflict, Forbidden, Locked, PreconditionFailed, UnsupportedMediaType
-from ..openapi import ERROR, PATHS, operation
+from ..errors import (ApiError, BadRequest, Conflict, Forbidden, Gone, Locked, NotFound, PreconditionFailed,
+                      UnsupportedMediaType)
+from ..openapi import ERROR, documented
 from ..trailers import can_read_trailers, request_trailers
 from ..uploads import COMPLETED, OPEN, Upload
 from ..uploads.checksums import decode_b64
+from . import ietf
+from .common import identity
 from .resumable import (body_chunks, callers_upload, callers_writable_upload, check_write, complete,
                         content_type_for, has_body, http_date, max_upload_size, media_type, non_negative_int,
                         parse_tus_metadata, require_user, resolve_target)
@@ -173,6 +179,47 @@ def _location(upload: Upload) -> str:
     return f"{BASE}{upload.id}"
 
 
+# ------------------------------------------------------------------------- the IETF draft on this endpoint
+def request_protocol(request: web.Request) -> str | None:
+    """The protocol a request names: 'ietf' with Upload-Draft-Interop-Version (whatever else it
+    carries), or with Upload-Complete and no Tus-Resumable; 'tus' with Tus-Resumable; None for neither."""
+    headers = request.headers
+    if "Upload-Draft-Interop-Version" in headers:
+        return "ietf"
+    if "Tus-Resumable" in headers:
+        return "tus"
+    return "ietf" if "Upload-Complete" in headers else None
+
+
+async def _own_upload_protocol(request: web.Request) -> str | None:
+    """The protocol of the caller's own upload named in the path; None when it is missing, expired or
+    another user's (those keep tus's answer, 412, whoever asks: nothing is told about them)."""
+    caller = identity(request)
+    if caller.anonymous:
+        return None
+    try:
+        upload = await request.app[context.ENGINE].get(request.match_info["upload_id"], caller.user,
+                                                       with_parts=False)
+    except (NotFound, Gone):
+        return None
+    return upload.protocol
+
+
+def or_ietf(ietf_handler: Handler) -> Callable[[Handler], Handler]:
+    """Serve a request by the IETF handler when it speaks the draft (request_protocol), or when it names
+    no protocol and its upload is an IETF upload (a final-RFC client's HEAD and DELETE carry no version
+    header); every other request, tus and unmarked ones alike, by the tus handler, as before."""
+    def decorate(tus_handler: Handler) -> Handler:
+        @functools.wraps(tus_handler)
+        async def dispatch(request: web.Request) -> web.StreamResponse:
+            protocol = request_protocol(request)
+            if protocol is None and "upload_id" in request.match_info:
+                protocol = await _own_upload_protocol(request)
+            return await (ietf_handler if protocol == "ietf" else tus_handler)(request)
+        return dispatch
+    return decorate
+
+
 # ---------------------------------------------------------------------------------------------- routes
 def _options_response(request: web.Request) -> web.Response:
     extensions = [name for name in EXTENSIONS if name != "checksum-trailer" or can_read_trailers(request)]
@@ -182,6 +229,7 @@ def _options_response(request: web.Request) -> web.Response:
 
 
 @routes.options(BASE)
+@or_ietf(ietf.options)
 async def options_collection(request: web.Request) -> web.Response:
     return _options_response(request)
 
@@ -192,6 +240,7 @@ async def options_upload(request: web.Request) -> web.Response:
 
 
 @routes.post(BASE)
+@or_ietf(ietf.create)
 @tus_endpoint
 async def create(request: web.Request) -> web.Response:
     user = require_user(request)
@@ -250,6 +299,7 @@ async def create(request: web.Request) -> web.Response:
 
 
 @routes.head(BASE + "{upload_id}")
+@or_ietf(ietf.offset_retrieval)
 @tus_endpoint
 async def head(request: web.Request) -> web.Response:
     upload = await callers_upload(request)
@@ -276,6 +326,7 @@ async def head(request: web.Request) -> web.Response:
 
 
 @routes.patch(BASE + "{upload_id}")
+@or_ietf(ietf.append)
 @tus_endpoint
 async def patch(request: web.Request) -> web.Response:
     offset = non_negative_int(request.headers.get("Upload-Offset"), "Upload-Offset")
@@ -289,6 +340,7 @@ async def patch(request: web.Request) -> web.Response:
 
 
 @routes.delete(BASE + "{upload_id}")
+@or_ietf(ietf.cancel)
 @tus_endpoint
 async def terminate(request: web.Request) -> web.Response:
     upload = await callers_upload(request)
@@ -314,29 +366,26 @@ async def _no_override(request: web.Request) -> web.Response:
 
 _UPLOAD_ID = [{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
 _TUS_ERRORS = {"400": ERROR, "401": ERROR, "404": ERROR, "410": ERROR, "412": ERROR}
-PATHS.update({
-    BASE: {
-        "options": operation("tus discovery: Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm",
-                             {"204": {"description": "capabilities"}}),
-        "post": operation(
-            "tus creation (Upload-Length or Upload-Defer-Length: 1; Upload-Metadata bucket, key|filename, filetype; "
-            "Upload-Concat partial|final); creation-with-upload",
-            {"201": {"description": "Location of the upload"}, **_TUS_ERRORS, "403": ERROR, "413": ERROR,
-             "415": ERROR, "460": ERROR}),
-    },
-    BASE + "{upload_id}": {
-        "options": operation("tus discovery", {"204": {"description": "capabilities"}}, parameters=_UPLOAD_ID),
-        "head": operation("tus offset: Upload-Offset, Upload-Length | Upload-Defer-Length, Upload-Metadata",
-                          {"204": {"description": "upload state"}, **_TUS_ERRORS}, parameters=_UPLOAD_ID),
-        "patch": operation(
-            "tus append at Upload-Offset (Content-Type application/offset+octet-stream; Upload-Checksum as a "
-            "header, or as a trailer of a chunked body announced by Trailer: Upload-Checksum)",
-            {"204": {"description": "new Upload-Offset"}, **_TUS_ERRORS, "403": ERROR, "409": ERROR, "413": ERROR,
-             "415": ERROR, "460": ERROR}, parameters=_UPLOAD_ID),
-        "delete": operation("tus termination", {"204": {"description": "terminated"}, **_TUS_ERRORS},
-                            parameters=_UPLOAD_ID),
-        "post": operation("X-HTTP-Method-Override: PATCH, DELETE or HEAD", {"204": {"description": "as overridden"},
-                                                                              **_TUS_ERRORS},
-                          parameters=_UPLOAD_ID),
-    },
-})
+_AS_IETF = ("; a request with Upload-Draft-Interop-Version, or with Upload-Complete and no Tus-Resumable, is served "
+            "as the IETF draft at /api/v1/uploads/")
+_AS_IETF_UPLOAD = _AS_IETF + "{upload_id}, and so is one naming neither protocol when the upload is an IETF upload"
+# each operation is declared on its handler; the OpenAPI document reads them from the router
+documented("tus discovery: Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm" + _AS_IETF
+           + " (Upload-Limit)", {"204": {"description": "capabilities"}})(options_collection)
+documented("tus creation (Upload-Length or Upload-Defer-Length: 1; Upload-Metadata bucket, key|filename, filetype; "
+           "Upload-Concat partial|final); creation-with-upload" + _AS_IETF + " (104, Location under /api/v1/tus/)",
+           {"201": {"description": "Location of the upload"}, **_TUS_ERRORS, "403": ERROR, "413": ERROR,
+            "415": ERROR, "460": ERROR})(create)
+documented("tus discovery", {"204": {"description": "capabilities"}}, parameters=_UPLOAD_ID)(options_upload)
+documented("tus offset: Upload-Offset, Upload-Length | Upload-Defer-Length, Upload-Metadata" + _AS_IETF_UPLOAD,
+           {"204": {"description": "upload state"}, **_TUS_ERRORS}, parameters=_UPLOAD_ID)(head)
+documented("tus append at Upload-Offset (Content-Type application/offset+octet-stream; Upload-Checksum as a "
+           "header, or as a trailer of a chunked body announced by Trailer: Upload-Checksum)" + _AS_IETF_UPLOAD,
+           {"201": {"description": "IETF: file info when complete"}, "204": {"description": "new Upload-Offset"},
+            **_TUS_ERRORS, "403": ERROR, "409": ERROR, "413": ERROR, "415": ERROR, "460": ERROR},
+           parameters=_UPLOAD_ID)(patch)
+documented("tus termination" + _AS_IETF_UPLOAD, {"204": {"description": "terminated"}, **_TUS_ERRORS},
+           parameters=_UPLOAD_ID)(terminate)
+documented("X-HTTP-Method-Override: PATCH, DELETE or HEAD", {"204": {"description": "as overridden"},
+                                                             **_TUS_ERRORS},
+           parameters=_UPLOAD_ID)(method_override)

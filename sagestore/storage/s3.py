@@ -319,18 +319,21 @@ class ObjectStore:
                 await asyncio.shield(clean_up())
 
     async def replace_metadata(self, loc: Location, *, content_type: str, metadata: dict[str, str],
-                               size: int) -> str:
+                               size: int, if_match: str | None = None) -> str:
         """Rewrite an object's metadata in place (server-side; no bytes pass through us)."""
-        return await self.copy(loc, loc, content_type=content_type, metadata=metadata, size=size)
+        return await self.copy(loc, loc, content_type=content_type, metadata=metadata, size=size,
+                               if_match=if_match)
 
     async def copy(self, source: Location, target: Location, *, content_type: str,
-                   metadata: dict[str, str], size: int) -> str:
+                   metadata: dict[str, str], size: int, if_match: str | None = None) -> str:
         """Server-side copy of any size (also onto itself), through UploadPartCopy when over 5 GiB.
-        The target gets content_type and metadata, not the source's."""
+        The target gets content_type and metadata, not the source's. if_match: only while the
+        source's ETag is this one (else ClientError PreconditionFailed)."""
+        condition = {"CopySourceIfMatch": if_match} if if_match else {}
         if size <= self.single_copy_limit:
             response = await self.client.copy_object(
                 Bucket=target.bucket, Key=target.key, CopySource={"Bucket": source.bucket, "Key": source.key},
-                MetadataDirective="REPLACE", ContentType=content_type, Metadata=metadata)
+                MetadataDirective="REPLACE", ContentType=content_type, Metadata=metadata, **condition)
             return response["CopyObjectResult"]["ETag"]
         upload_id = await self.create_multipart(target, content_type=content_type, metadata=metadata)
         try:
@@ -340,7 +343,8 @@ class ObjectStore:
                 end = min(size, start + step) - 1
                 response = await self.client.upload_part_copy(
                     Bucket=target.bucket, Key=target.key, UploadId=upload_id, PartNumber=number,
-                    CopySource={"Bucket": source.bucket, "Key": source.key}, CopySourceRange=f"bytes={start}-{end}")
+                    CopySource={"Bucket": source.bucket, "Key": source.key}, CopySourceRange=f"bytes={start}-{end}",
+                    **condition)
                 parts.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
             return await self.complete_multipart(target, upload_id, parts)
         except BaseException:

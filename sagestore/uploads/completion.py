@@ -19,7 +19,7 @@ from .core import EngineCore
 from .leases import Lease
 from .model import COMPLETED, Part, Upload
 from .plan import plan_parts, Plan
-from .publish import publish_staged, publish_completed, file_info_of, mark_completed
+from .publish import publish_completed, publish_in_place, publish_staged
 
 
 async def complete(engine: EngineCore, upload: Upload, *, parts: list[dict[str, Any]] | None = None,
@@ -33,7 +33,8 @@ async def complete(engine: EngineCore, upload: Upload, *, parts: list[dict[str, 
     length completes at the current offset).
     target (bucket_id, key) publishes a retained/staged upload elsewhere; repeating complete on a
     retained upload publishes it again (offset chunks' import_upload). sha256 (hex) is verified
-    before anything is published; it needs a staged upload (declared sha256 or retain).
+    before anything is published; it needs a staged upload (declared sha256 or retain) or a
+    sequential one hashed as it came (assembled at its target, and copied from there).
     Idempotent: a completed upload returns its result.
     """
     sha256 = validate_sha256(sha256)
@@ -44,20 +45,20 @@ async def complete(engine: EngineCore, upload: Upload, *, parts: list[dict[str, 
         return await publish_completed(engine, current, target, sha256)
     if sha256 and current.sha256 and sha256 != current.sha256:
         raise BadRequest("sha256 differs from the one declared when the upload was created")
-    if sha256 and not current.staged:
+    if sha256 and not current.staged and current.sha256_so_far is None:
         raise BadRequest("a whole-file sha256 must be declared when the upload is created")
     async with engine.writing(upload.id, completing=True) as (lease, current):
         assembled = (current.result or {}).get("assembled")
         if assembled is None:
+            if not current.staged:
+                await check_running_sha256(engine, lease, current, sha256 or current.sha256)
             assembled = await assemble(engine, lease, current, parts)
         current.length = assembled["size"]
         current.result = dict(current.result or {}, assembled=assembled)
         if current.staged:
             result = await publish_staged(engine, current, target, sha256 or current.sha256, lease=lease)
         else:
-            result = file_info_of(current, current.bucket_id, current.key, assembled["size"],
-                                  assembled["etag"], None)
-            await mark_completed(engine, current, {"assembled": assembled, "file": result}, lease)
+            result = await publish_in_place(engine, current, target, sha256 or current.sha256, lease)
         await delete_staging(engine, current, keep_object=current.retain or current.bucket_id is None)
         engine.frontiers.forget(current.id)
         engine.metrics.file_uploads.inc()
@@ -93,8 +94,11 @@ async def assemble(engine: EngineCore, lease: Lease, upload: Upload, client_part
             await asyncio.shield(reopen(engine, lease))
         raise
     assembled = {"size": plan.size, "etag": info["etag"]}
-    hashed = None if upload.tail_key else engine.frontiers.sha256(
-        upload.id, [(part.part_number, normal_etag(part.etag)) for part in plan.recorded])
+    if upload.sha256_so_far is not None and upload.offset == plan.size:
+        hashed = upload.sha256_so_far  # a sequential upload, hashed as its bytes came
+    else:
+        hashed = None if upload.tail_key else engine.frontiers.sha256(
+            upload.id, [(part.part_number, normal_etag(part.etag)) for part in plan.recorded])
     if hashed:
         assembled["sha256"] = hashed  # of exactly these parts' bytes, as received: no read-back
         engine.metrics.sha256_verifications.labels("received").inc()
@@ -104,6 +108,18 @@ async def assemble(engine: EngineCore, lease: Lease, upload: Upload, client_part
                           " WHERE id = %s AND writer = %s",
                           (plan.size, json.dumps({"assembled": assembled}), upload.id, lease.token))
     return assembled
+
+
+async def check_running_sha256(engine: EngineCore, lease: Lease, upload: Upload, expected: str | None) -> None:
+    """A hashed upload is assembled at its target, so a wrong sha256 must be caught before that:
+    nothing is published and the upload stays open (the client may still fix it)."""
+    if not expected or upload.sha256_so_far is None or (upload.length is not None
+                                                         and upload.offset != upload.length):
+        return  # nothing to check, or assemble() refuses the unfinished upload itself
+    if upload.sha256_so_far != expected:
+        await reopen(engine, lease)
+        raise BadRequest(f"sha256 mismatch: expected {expected}, the upload has {upload.sha256_so_far}; "
+                         "nothing was published", code="Sha256Mismatch", sha256=upload.sha256_so_far)
 
 
 async def reopen(engine: EngineCore, lease: Lease) -> None:

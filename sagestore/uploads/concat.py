@@ -89,7 +89,7 @@ async def concatenate(engine: EngineCore, final: Upload, sources: list[Upload]) 
                     carry += await read(source, position, size)
             if carry:
                 await flush()
-        await commit_append(engine, lease, current, total, total, parts, None, 0)
+        await commit_append(engine, lease, current, total, total, parts, None, 0, sha256=(None, None))
     final = await engine.reload(final.id)
     return await complete(engine, final)
 

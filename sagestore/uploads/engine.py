@@ -4,7 +4,11 @@ sessions, tus, IETF draft) is a thin adapter over UploadEngine.
 Where bytes live:
 - the S3 multipart upload (MPU) targets the final key `{bucket}/{key}` when nothing must be
   checked before publishing: the object appears only at CompleteMultipartUpload (atomic);
-- it targets a staging key `.sagestore-staging/uploads/{id}/object` when a whole-file sha256
+- so does a sequential upload (tus, IETF, offset chunks) with a target: its bytes are hashed as
+  they arrive and the hash state is committed with each offset (resumable_sha256.py), so a
+  declared sha256 is checked before CompleteMultipartUpload, and later publications of a
+  retained one copy from the published target;
+- otherwise it targets a staging key `.sagestore-staging/uploads/{id}/object` when a whole-file sha256
   is declared, when the assembled object must be kept for several publications (retain), or
   when the upload has no target yet. Completion then verifies the sha256 by a streaming read
   and publishes with a server-side copy; a mismatch publishes nothing;
@@ -38,6 +42,7 @@ from .checksums import S3_CHECKSUM_ALGORITHMS
 from .common import SEQUENTIAL_PROTOCOLS, ChunkChecksum, validate_sha256, s3_bad_request
 from .core import EngineCore
 from .model import COMPLETING, PROTOCOLS, Part, Upload, choose_part_size
+from .resumable_sha256 import ResumableSha256, available as resumable_sha256_available
 
 
 class UploadEngine(EngineCore):
@@ -88,7 +93,13 @@ class UploadEngine(EngineCore):
                                   f"chunk size of {self.settings.max_chunk_size} bytes; use the multipart API",
                                   max_chunk_size=self.settings.max_chunk_size)
         upload_id = str(uuid.uuid4())
-        staged = bool(sha256) or retain or bucket_id is None
+        # a sequential upload with a target hashes its bytes as they come (committed with each
+        # offset), so its sha256 is known before CompleteMultipartUpload: it is assembled at its
+        # target, verified first, and later publications (retain) copy from there
+        hashed = (protocol in SEQUENTIAL_PROTOCOLS and bucket_id is not None and concat_sources is None
+                  and resumable_sha256_available())
+        staged = ((bool(sha256) or retain) and not hashed) or bucket_id is None
+        sha256_state = ResumableSha256() if hashed else None
         if staged:
             shard = self.mapping.s3_bucket(bucket_id or upload_id)
             location = self.staging(None, "object", upload_id=upload_id, s3_bucket=shard)
@@ -109,13 +120,14 @@ class UploadEngine(EngineCore):
                 await cur.execute(
                     """INSERT INTO uploads (id, protocol, bucket_id, key, owner, content_type, metadata, length,
                            part_size, part_size_grows, s3_bucket, s3_key, s3_upload_id, staged, retain,
-                           checksum_algorithm, sha256, expires_at)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                           checksum_algorithm, sha256, sha256_state, sha256_so_far, expires_at)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
                                now() + %s * interval '1 second')
                        RETURNING *""",
                     (upload_id, protocol, bucket_id, key, owner, content_type, json.dumps(metadata or {}), length,
                      size, grows, location.bucket, location.key, s3_upload_id, staged, retain,
-                     checksum_algorithm, sha256, self.ttl()))
+                     checksum_algorithm, sha256, sha256_state and sha256_state.state(),
+                     sha256_state and sha256_state.hexdigest(), self.ttl()))
                 row = await cur.fetchone()
         except BaseException:
             with contextlib.suppress(Exception):

@@ -82,6 +82,10 @@ class Upload:
     updated_at: datetime
     result: dict[str, Any] | None = None
     parts: list[Part] = field(default_factory=list)
+    # sequential uploads hashed as their bytes arrive (see resumable_sha256): the state after the
+    # committed full parts, and the digest of every committed byte
+    sha256_state: bytes | None = None
+    sha256_so_far: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Upload":
@@ -97,7 +101,9 @@ class Upload:
             staged=row["staged"], retain=row["retain"], offset=row["acknowledged_offset"],
             tail_key=row["tail_key"], tail_size=row["tail_size"], checksum_algorithm=row["checksum_algorithm"],
             sha256=row["sha256"], state=row["state"], expires_at=row["expires_at"], created_at=row["created_at"],
-            updated_at=row["updated_at"], result=json.loads(result) if isinstance(result, str) else result)
+            updated_at=row["updated_at"], result=json.loads(result) if isinstance(result, str) else result,
+            sha256_state=bytes(row["sha256_state"]) if row.get("sha256_state") is not None else None,
+            sha256_so_far=row.get("sha256_so_far"))
 
     # --- part arithmetic (the only place it lives) ---------------------------
     def part_size_of(self, part_number: int) -> int:

@@ -17,6 +17,7 @@ from .core import EngineCore
 from .leases import Lease
 from .limits import Reservation
 from .model import ChecksumMismatch, Part, Upload
+from .resumable_sha256 import ResumableSha256
 
 
 class AppendPipeline:
@@ -64,6 +65,10 @@ class AppendPipeline:
         self.new_tail: Location | None = None
         self.buffer: PartBody | None = None  # the part being filled
         self.streaming: tuple[PartBody, asyncio.Task] | None = None  # the part in flight while it fills
+        # the upload's running sha256 (None: not hashed), and its state after each full part of this
+        # request, so that the commit can take the state of exactly the parts it keeps
+        self.running = ResumableSha256(upload.sha256_state) if upload.sha256_state is not None else None
+        self.state_after: dict[int, bytes] = {}
 
     async def run(self) -> Upload:
         engine, lease, upload = self.engine, self.lease, self.upload
@@ -80,6 +85,7 @@ class AppendPipeline:
                 self.verify_chunk_checksum()
                 self.buffer.truncate()  # to the bytes filled: it was allocated for a whole part
                 if self.buffer.filled and self.new_length is not None and new_offset == self.new_length:
+                    self.hash_full_part(self.next_part, self.buffer)
                     await self.dispatch(self.next_part, self.buffer)  # the last part may be short: no tail needed
                     self.next_part += 1
                     self.buffer = PartBody(0)
@@ -93,7 +99,8 @@ class AppendPipeline:
                     if self.new_length == upload.length:
                         return await engine.reload(upload.id)  # nothing arrived: nothing to commit
                     kept = Location(upload.s3_bucket, upload.tail_key) if upload.tail_key else None
-                    await commit_append(engine, lease, upload, new_offset, self.new_length, [], kept, upload.tail_size)
+                    await commit_append(engine, lease, upload, new_offset, self.new_length, [], kept, upload.tail_size,
+                                        sha256=(upload.sha256_state, upload.sha256_so_far))
                     return await engine.reload(upload.id)
                 committed = await self.commit(committed_parts, new_offset)
             finally:
@@ -167,11 +174,24 @@ class AppendPipeline:
                 self.buffer.write(view[position:position + take])
                 position += take
                 if self.buffer.filled == part_size:
+                    self.hash_full_part(self.next_part, self.buffer)
                     if self.streaming is None:
                         await self.dispatch(self.next_part, self.buffer)
                     self.streaming = None
                     self.next_part += 1
                     self.buffer = None
+
+    def hash_full_part(self, number: int, data: PartBody) -> None:
+        if self.running is not None:
+            self.running.update_all(data.views())
+            self.state_after[number] = self.running.state()
+
+    def committed_sha256(self, parts: list[Part]) -> tuple[bytes | None, str | None]:
+        """(state after the committed parts, digest through the committed tail, the buffer)."""
+        if self.running is None:
+            return None, None
+        state = self.state_after[parts[-1].part_number] if parts else self.upload.sha256_state
+        return state, ResumableSha256(state).update_all(self.buffer.views()).hexdigest()
 
     def this_body_fills(self, number: int, data: PartBody, consumed: int) -> bool:
         """Whether the rest of this body (its length known) surely fills the part."""
@@ -283,28 +303,29 @@ class AppendPipeline:
             self.new_tail = engine.staging(upload, f"tail-{lease.token[:16]}")
             await engine.store.put_bytes(self.new_tail, self.buffer)
         committed = await commit_append(engine, lease, upload, new_offset, self.new_length, committed_parts,
-                                        self.new_tail, self.buffer.filled, release=True)
+                                        self.new_tail, self.buffer.filled, release=True,
+                                        sha256=self.committed_sha256(committed_parts))
         self.new_tail = None  # committed: it is the upload's tail now
         return committed
 
 
 async def commit_append(engine: EngineCore, lease: Lease, upload: Upload, new_offset: int, new_length: int | None,
                         parts: list[Part], tail: Location | None, tail_size: int, *,
-                        release: bool = False) -> Upload:
+                        sha256: tuple[bytes | None, str | None], release: bool = False) -> Upload:
     """Commit received bytes, conditional on still holding the lease; with release=True the
     same transaction gives up the upload and part leases (one transaction less per request).
-    Returns the upload as committed."""
+    sha256 is the running hash's (state, digest) at the new offset. Returns the upload as committed."""
     async with transaction(engine.pool) as cur:
         await cur.execute(
             """UPDATE uploads SET acknowledged_offset = %s, tail_key = %s, tail_size = %s, length = %s,
-                   updated_at = now(), expires_at = now() + %s * interval '1 second',
+                   sha256_state = %s, sha256_so_far = %s, updated_at = now(), expires_at = now() + %s * interval '1 second',
                    writer = CASE WHEN %s THEN NULL ELSE writer END,
                    writer_instance = CASE WHEN %s THEN NULL ELSE writer_instance END,
                    writer_until = CASE WHEN %s THEN NULL ELSE writer_until END
                WHERE id = %s AND writer = %s AND state = 'open' AND acknowledged_offset = %s
                RETURNING *, expires_at < now() AS is_expired""",
-            (new_offset, tail.key if tail else None, tail_size, new_length, engine.ttl(), release, release,
-             release, upload.id, lease.token, upload.offset))
+            (new_offset, tail.key if tail else None, tail_size, new_length, *sha256, engine.ttl(), release,
+             release, release, upload.id, lease.token, upload.offset))
         row = await cur.fetchone()
         if row is None:
             raise LeaseLost("another request took over this upload; this request kept nothing")

@@ -1,19 +1,26 @@
 """Completion, last steps: verify a staged upload's sha256 (from the frontier of its received parts
-or by one streaming read) and publish it by a server-side copy; a mismatch publishes nothing.
+or by one streaming read) and publish it by a server-side copy; a mismatch publishes nothing. An
+upload assembled at its target (hashed as it came) is published already: it gets its sha256 in
+the object's metadata, and later publications copy from it while it is unchanged.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from ..db import cursor
 from ..errors import BadRequest, Conflict, Gone
-from ..storage import metadata_value
-from .common import READ_CHUNK
+from ..storage import error_code, metadata_value
+from .common import READ_CHUNK, normal_etag
 from .core import EngineCore
 from .leases import Lease
 from .model import COMPLETED, Upload
+
+log = logging.getLogger("sagestore.uploads")
 
 
 async def assembled_sha256(engine: EngineCore, upload: Upload) -> str:
@@ -57,11 +64,25 @@ async def publish_staged(engine: EngineCore, upload: Upload, target: tuple[str, 
     metadata = {"owner": metadata_value(upload.owner)}
     if actual:
         metadata["sha256"] = actual
-    etag = await engine.store.copy(engine.mpu(upload), destination, content_type=upload.content_type,
-                                   metadata=metadata, size=assembled["size"])
+    try:
+        # not staged: the source is the upload's own published target, which may have been replaced
+        # since (checked here too, for backends that ignore the copy's if-match)
+        if not upload.staged:
+            source = await engine.store.head(engine.mpu(upload))
+            if source is None or normal_etag(source.etag) != normal_etag(assembled["etag"]):
+                raise ClientError({"Error": {"Code": "PreconditionFailed"}}, "HeadObject")
+        etag = await engine.store.copy(engine.mpu(upload), destination, content_type=upload.content_type,
+                                       metadata=metadata, size=assembled["size"],
+                                       if_match=None if upload.staged else assembled["etag"])
+    except ClientError as error:
+        if error_code(error) not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+            raise
+        raise Gone(f"the upload was published at {upload.key} and that object has been replaced or deleted "
+                   "since; upload the file again") from None
     info = file_info_of(upload, bucket_id, key, assembled["size"], etag, actual)
     result = dict(upload.result)
-    result["file"] = info
+    if upload.staged:  # otherwise "file" stays the upload's own target, where it was assembled
+        result["file"] = info
     result.setdefault("published", [])
     result["published"] = [entry for entry in result["published"] if entry.get("key") != key
                            or entry.get("bucket_id") != bucket_id] + [info]
@@ -75,11 +96,48 @@ async def publish_staged(engine: EngineCore, upload: Upload, target: tuple[str, 
     return info
 
 
+async def publish_in_place(engine: EngineCore, upload: Upload, target: tuple[str, str] | None,
+                           sha256: str | None, lease: Lease) -> dict[str, Any]:
+    """The MPU's key was the target: the object is published. Give it its sha256 (the metadata
+    GET's Repr-Digest comes from), then publish a retained upload elsewhere if asked."""
+    assembled = upload.result["assembled"]
+    actual = assembled.get("sha256")
+    if sha256 and actual and sha256 != actual:  # only a retry after a crash gets here
+        raise BadRequest(f"sha256 mismatch: expected {sha256}, the upload has {actual}",
+                         code="Sha256Mismatch", sha256=actual)
+    if actual:
+        assembled["etag"] = await stamp_sha256(engine, upload, assembled, actual)
+    info = file_info_of(upload, upload.bucket_id, upload.key, assembled["size"], assembled["etag"], actual)
+    result = {"assembled": assembled, "file": info}
+    if upload.retain:
+        result["published"] = [info]
+    upload.result = result
+    await mark_completed(engine, upload, result, lease)
+    if target is not None and (str(target[0]), target[1]) != (upload.bucket_id, upload.key):
+        return await publish_staged(engine, upload, target, sha256, lease=None)
+    return info
+
+
+async def stamp_sha256(engine: EngineCore, upload: Upload, assembled: dict[str, Any], sha256: str) -> str:
+    """Copy the object onto itself with its sha256 in the metadata (SeaweedFS changes only the
+    metadata then), unless it was replaced since CompleteMultipartUpload. Returns its ETag; a
+    failure leaves the object without the sha256 (GET then sends no Repr-Digest)."""
+    try:
+        return await engine.store.replace_metadata(
+            engine.mpu(upload), content_type=upload.content_type, size=assembled["size"], if_match=assembled["etag"],
+            metadata={"owner": metadata_value(upload.owner), "sha256": sha256})
+    except Exception as error:  # noqa: BLE001 - the object is whole; only its metadata lacks the sha256
+        log.warning("could not record the sha256 of upload %s on its object: %s", upload.id,
+                    error_code(error) if isinstance(error, ClientError) else type(error).__name__)
+        return assembled["etag"]
+
+
 async def publish_completed(engine: EngineCore, upload: Upload, target: tuple[str, str] | None,
                             sha256: str | None) -> dict[str, Any]:
     """complete() on a completed upload: the same answer again, or another publication of a retained one."""
     result = upload.result or {}
-    if upload.retain or (upload.staged and upload.bucket_id is None):
+    own = target is None or (str(target[0]), target[1]) == (upload.bucket_id, upload.key)
+    if (upload.retain and not (own and not upload.staged)) or (upload.staged and upload.bucket_id is None):
         if target is None and "file" in result and not sha256:
             return result["file"]
         if target is None and upload.bucket_id is None and not sha256:
