@@ -4,7 +4,11 @@ sessions, tus, IETF draft) is a thin adapter over UploadEngine.
 Where bytes live:
 - the S3 multipart upload (MPU) targets the final key `{bucket}/{key}` when nothing must be
   checked before publishing: the object appears only at CompleteMultipartUpload (atomic);
-- it targets a staging key `.sagestore-staging/uploads/{id}/object` when a whole-file sha256
+- so does a sequential upload (tus, IETF, offset chunks) with a target: its bytes are hashed as
+  they arrive and the hash state is committed with each offset (resumable_sha256.py), so a
+  declared sha256 is checked before CompleteMultipartUpload, and later publications of a
+  retained one copy from the published target;
+- otherwise it targets a staging key `.sagestore-staging/uploads/{id}/object` when a whole-file sha256
   is declared, when the assembled object must be kept for several publications (retain), or
   when the upload has no target yet. Completion then verifies the sha256 by a streaming read
   and publishes with a server-side copy; a mismatch publishes nothing;
@@ -14,162 +18,41 @@ Where bytes live:
 PostgreSQL is the truth: bytes count only once they are in S3 AND committed in `uploads` /
 `upload_parts` by a writer that still holds its lease. Parts in S3 that no commit recorded are
 garbage that later writes of the same part number replace and completion never names.
+
+UploadEngine is the facade handlers call. It is an EngineCore (core.py: resources, rows, keys,
+leases, parts in S3) and delegates each step to its module: sequential.py (append, take over;
+its part pipeline is pipeline.py), parts.py, completion.py (with plan.py and publish.py),
+concat.py and reaper.py.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import io
 import json
-import logging
-import re
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterable, AsyncIterator, Callable
+from typing import Any, AsyncIterable, Callable
 
-import aiohttp
-import aiohttp.http_exceptions
 from botocore.exceptions import ClientError
 
 from ..db import cursor, transaction
-from ..errors import ApiError, BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge, RequestTimeout
-from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, STAGING_PREFIX, Location, PartBody, error_code, \
-    is_not_found, metadata_value, validate_key
-from .checksums import S3_CHECKSUM_ALGORITHMS, MultiDigest, decode_b64, normalize_algorithm
-from .frontier import Sha256Frontiers
-from .limits import ByteBudget, Reservation, UserSlots
+from ..errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from ..storage import MAX_PART_SIZE, MAX_PARTS, metadata_value, validate_key
+from . import completion, concat, parts, reaper, sequential
+from .checksums import S3_CHECKSUM_ALGORITHMS
+from .common import SEQUENTIAL_PROTOCOLS, ChunkChecksum, validate_sha256, s3_bad_request
+from .core import EngineCore
+from .model import COMPLETING, PROTOCOLS, Part, Upload, choose_part_size
 from .resumable_sha256 import ResumableSha256, available as resumable_sha256_available
-from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever
-from .model import (ABORTED, COMPLETED, COMPLETING, EXPIRED, OPEN, PROTOCOLS, ChecksumMismatch, DigestMismatch,
-                    MissingParts, OffsetMismatch, Part, Upload, choose_part_size)
-
-log = logging.getLogger("sagestore.uploads")
-
-SEQUENTIAL_PROTOCOLS = ("offset", "tus", "ietf")
-# S3's own wording, so clients of the multipart API see what S3 would have said
-S3_INVALID_PART = ("One or more of the specified parts could not be found.  The part may not have been uploaded, "
-                   "or the specified entity tag may not match the part's entity tag.")
-S3_INVALID_PART_ORDER = ("The list of parts was not in ascending order. The parts list must be specified in order "
-                         "by part number.")
-S3_ENTITY_TOO_SMALL = "Your proposed upload is smaller than the minimum allowed object size."
-READ_CHUNK = 1 << 20
-ChunkChecksum = tuple[str, str]  # (algorithm, base64 digest of this request's body)
 
 
-class LeaseLost(Conflict):
-    """Another request took this upload over (lock steal, abort or expiry); nothing of ours was kept."""
+class UploadEngine(EngineCore):
+    """The upload state machine: open -> completing -> completed, or aborted / expired.
 
+    Opening, listing, status and abort are here; get() and what every step shares come from
+    EngineCore; parts, appends, completion, concatenation and the reaper are delegated."""
 
-class _BodyCutOff(Exception):
-    """The request body ended early: client disconnect, truncated body, idle timeout, or a body slower
-    than the minimum rate (RequestTimeout, set on the payload by sagestore.connections)."""
+    _mpu = EngineCore.mpu  # the tests find an upload's MPU location through it
 
-
-@dataclass
-class _Plan:
-    """What CompleteMultipartUpload will be given."""
-    parts: list[dict[str, Any]]
-    size: int
-    recorded: list[Part]
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _validate_sha256(value: str | None) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", text):
-        raise BadRequest("sha256 must be 64 hexadecimal digits")
-    return text
-
-
-def _s3_bad_request(error: ClientError) -> ApiError | None:
-    """S3 answers with HTTP 400 are the client's fault: 400 with S3's own message."""
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if status == 400 or error_code(error) == "400":
-        message = error.response.get("Error", {}).get("Message") or error_code(error)
-        return BadRequest(message, code=error_code(error))
-    return None
-
-
-async def _chunks_with_idle_timeout(body: AsyncIterable[bytes], idle: float) -> AsyncIterator[bytes]:
-    """The body's chunks; a stall longer than `idle`, a disconnect or a truncated body become _BodyCutOff."""
-    iterator = body.__aiter__()
-    while True:
-        try:
-            chunk = await asyncio.wait_for(iterator.__anext__(), idle)
-        except StopAsyncIteration:
-            return
-        except (asyncio.TimeoutError, ConnectionError, aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError,
-                asyncio.IncompleteReadError, EOFError, RequestTimeout) as error:
-            raise _BodyCutOff(type(error).__name__) from error
-        if chunk:
-            yield chunk
-
-
-class UploadEngine:
-    """The upload state machine: open -> completing -> completed, or aborted / expired."""
-
-    def __init__(self, pool: Any, store: Any, mapping: Any, settings: Any, metrics: Any, *,
-                 lease_seconds: float = 30.0, memory_budget: int | None = None,
-                 orphan_grace: float | None = None, presign_seconds: int = 3600) -> None:
-        self.pool = pool
-        self.store = store
-        self.mapping = mapping
-        self.settings = settings
-        self.metrics = metrics
-        self.lease_seconds = lease_seconds
-        # every buffered part of every request of this instance, and how many uploads one user may run
-        self.memory = ByteBudget(memory_budget if memory_budget is not None else settings.part_buffer_budget,
-                                 settings.budget_wait)
-        self.slots = UserSlots(settings.uploads_per_user, settings.budget_wait)
-        # staged parts uploads hash their parts as they come, to spare completion a read-back
-        self.frontiers = Sha256Frontiers(self.memory, max_waiting_bytes=self.memory.total // 4)
-        # S3 multipart uploads nobody knows are aborted only after this long: object PUTs of
-        # other layers use short-lived MPUs too
-        self.orphan_grace = orphan_grace if orphan_grace is not None else max(settings.upload_ttl, 86400.0)
-        self.presign_seconds = presign_seconds
-        self.liveness = InstanceLiveness(settings.database_url)
-        self._local_leases: dict[str, Lease] = {}
-
-    async def start(self) -> None:
-        await self.liveness.start()
-
-    async def close(self) -> None:
-        await self.liveness.close()
-
-    # ------------------------------------------------------------------ helpers
-    def _staging(self, upload: Upload | None, name: str, *, upload_id: str | None = None,
-                 s3_bucket: str | None = None) -> Location:
-        upload_id = upload.id if upload else upload_id
-        key = f"{STAGING_PREFIX}uploads/{upload_id}/{name}"
-        return Location(upload.s3_bucket if upload else s3_bucket, key)
-
-    def _staging_prefix(self, upload: Upload) -> Location:
-        return Location(upload.s3_bucket, f"{STAGING_PREFIX}uploads/{upload.id}/")
-
-    def _mpu(self, upload: Upload) -> Location:
-        return Location(upload.s3_bucket, upload.s3_key)
-
-    def _ttl(self) -> float:
-        return float(self.settings.upload_ttl)
-
-    async def _load(self, cur: Any, upload_id: str, *, lock: str = "") -> dict[str, Any] | None:
-        await cur.execute(f"SELECT *, expires_at < now() AS is_expired FROM uploads WHERE id = %s {lock}",
-                          (upload_id,))
-        return await cur.fetchone()
-
-    async def _parts(self, cur: Any, upload_id: str) -> list[Part]:
-        await cur.execute("SELECT part_number, size, etag, checksum, md5 FROM upload_parts WHERE upload_id = %s"
-                          " ORDER BY part_number", (upload_id,))
-        return [Part(**row) for row in await cur.fetchall()]
-
-    # ------------------------------------------------------------------ create / get / status
     async def create(self, protocol: str, bucket_id: str | None, key: str | None, owner: str, *,
                      length: int | None = None, content_type: str | None = None,
                      metadata: dict[str, Any] | None = None, checksum_algorithm: str | None = None,
@@ -202,7 +85,7 @@ class UploadEngine:
             checksum_algorithm = str(checksum_algorithm).upper()
             if checksum_algorithm not in S3_CHECKSUM_ALGORITHMS:
                 raise BadRequest(f"checksum_algorithm must be one of {', '.join(S3_CHECKSUM_ALGORITHMS)}")
-        sha256 = _validate_sha256(sha256)
+        sha256 = validate_sha256(sha256)
         size, grows = choose_part_size(length, self.settings.s3_part_size, part_size)
         if protocol == "session" and size > self.settings.max_chunk_size:
             # its chunks are buffered whole: a file that needs larger ones cannot be a session
@@ -219,7 +102,7 @@ class UploadEngine:
         sha256_state = ResumableSha256() if hashed else None
         if staged:
             shard = self.mapping.s3_bucket(bucket_id or upload_id)
-            location = self._staging(None, "object", upload_id=upload_id, s3_bucket=shard)
+            location = self.staging(None, "object", upload_id=upload_id, s3_bucket=shard)
         else:
             location = self.mapping.object(bucket_id, key)
         content_type = content_type or "application/octet-stream"
@@ -231,7 +114,7 @@ class UploadEngine:
                                                              metadata={"owner": metadata_value(owner)},
                                                              checksum_algorithm=checksum_algorithm)
         except ClientError as error:
-            raise _s3_bad_request(error) or error
+            raise s3_bad_request(error) or error
         try:
             async with transaction(self.pool) as cur:
                 await cur.execute(
@@ -244,7 +127,7 @@ class UploadEngine:
                     (upload_id, protocol, bucket_id, key, owner, content_type, json.dumps(metadata or {}), length,
                      size, grows, location.bucket, location.key, s3_upload_id, staged, retain,
                      checksum_algorithm, sha256, sha256_state and sha256_state.state(),
-                     sha256_state and sha256_state.hexdigest(), self._ttl()))
+                     sha256_state and sha256_state.hexdigest(), self.ttl()))
                 row = await cur.fetchone()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -253,30 +136,6 @@ class UploadEngine:
         if staged and sha256 and protocol not in SEQUENTIAL_PROTOCOLS:
             self.frontiers.start(upload_id)
         return Upload.from_row(row)
-
-    async def get(self, upload_id: str, owner: str | None, *, bucket_id: str | None = None,
-                  key: str | None = None, with_parts: bool = True) -> Upload:
-        """The upload, for its owner only (owner None: internal use).
-
-        404 when missing, another owner's, another bucket's or key's, aborted, or reaped;
-        410 when expired but not yet reaped.
-        """
-        try:
-            upload_id = str(uuid.UUID(str(upload_id)))
-        except ValueError:
-            raise NotFound("upload not found") from None
-        async with cursor(self.pool) as cur:
-            row = await self._load(cur, upload_id)
-            if (row is None or (owner is not None and row["owner"] != owner)
-                    or (bucket_id is not None and str(row["bucket_id"]) != str(bucket_id))
-                    or (key is not None and row["key"] != key) or row["state"] in (ABORTED, EXPIRED)):
-                raise NotFound("upload not found")
-            if row["is_expired"]:
-                raise Gone("upload expired")
-            upload = Upload.from_row(row)
-            if with_parts:
-                upload.parts = await self._parts(cur, upload_id)
-        return upload
 
     async def unfinished(self, owner: str, *, bucket_id: str | None = None, key: str | None = None,
                          limit: int = 1000) -> list[Upload]:
@@ -294,7 +153,7 @@ class UploadEngine:
                               "ORDER BY created_at DESC LIMIT %s", (*values, limit))
             uploads = [Upload.from_row(row) for row in await cur.fetchall()]
             for upload in uploads:
-                upload.parts = await self._parts(cur, upload.id)
+                upload.parts = await self.load_parts(cur, upload.id)
         return uploads
 
     def status(self, upload: Upload) -> dict[str, Any]:
@@ -314,1124 +173,49 @@ class UploadEngine:
             body["result"] = upload.result
         return body
 
-    # ------------------------------------------------------------------ leases
-    async def _acquire_upload(self, upload_id: str, token: str, *, steal: bool, completing: bool) -> dict[str, Any]:
-        """Take the upload lease (and for completion move to `completing`) or raise 404/410/409/423."""
-        async with transaction(self.pool) as cur:
-            row = await self._load(cur, upload_id, lock="FOR UPDATE")
-            if row is None or row["state"] in (ABORTED, EXPIRED):
-                raise NotFound("upload not found")
-            if row["is_expired"]:
-                raise Gone("upload expired")
-            if row["state"] == COMPLETED or (row["state"] == COMPLETING and not completing):
-                raise Conflict("upload is already complete" if row["state"] == COMPLETED
-                               else "upload is being completed", offset=row["acknowledged_offset"])
-            await cur.execute(f"SELECT {lease_held()} AS held FROM uploads WHERE id = %s", (upload_id,))
-            if (await cur.fetchone())["held"] and not steal:
-                raise Locked("another request is writing this upload; retry later", headers={"Retry-After": "1"})
-            if completing:
-                await cur.execute(f"""SELECT count(*) AS n FROM upload_part_leases p WHERE p.upload_id = %s
-                                      AND {lease_held('p.')}""", (upload_id,))
-                if (await cur.fetchone())["n"]:
-                    raise Locked("parts of this upload are still being written; retry when they are done",
-                                 headers={"Retry-After": "1"})
-            previous = row["writer"]
-            await cur.execute(
-                """UPDATE uploads SET writer = %s, writer_instance = %s,
-                       writer_until = now() + %s * interval '1 second',
-                       state = CASE WHEN %s THEN 'completing' ELSE state END
-                   WHERE id = %s RETURNING *, expires_at < now() AS is_expired""",
-                (token, self.liveness.instance_id, self.lease_seconds, completing, upload_id))
-            row = await cur.fetchone()
-        if previous and previous in self._local_leases:
-            self._local_leases[previous].lost.set()  # a steal within this instance stops the old writer now
-        return row
-
-    async def _release(self, lease: Lease) -> None:
-        self._local_leases.pop(lease.token, None)
-        if lease.released:
-            return
-        async with transaction(self.pool) as cur:
-            if lease.holds_upload:
-                await cur.execute("UPDATE uploads SET writer = NULL, writer_instance = NULL, writer_until = NULL"
-                                  " WHERE id = %s AND writer = %s", (lease.upload_id, lease.token))
-            await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND writer = %s",
-                              (lease.upload_id, lease.token))
-
-    @contextlib.asynccontextmanager
-    async def _writing(self, upload_id: str, *, steal: bool = False,
-                       completing: bool = False) -> AsyncIterator[tuple[Lease, Upload]]:
-        token = new_token()
-        row = await self._acquire_upload(upload_id, token, steal=steal, completing=completing)
-        lease = Lease(upload_id, token, self.liveness.instance_id, holds_upload=True)
-        self._local_leases[token] = lease
-        renewer = asyncio.create_task(renew_forever(self.pool, lease, self.lease_seconds))
-        try:
-            upload = Upload.from_row(row)
-            async with cursor(self.pool) as cur:
-                upload.parts = await self._parts(cur, upload_id)
-            yield lease, upload
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._release(lease))
-
-    @contextlib.asynccontextmanager
-    async def _part_writer(self, upload_id: str) -> AsyncIterator[Lease]:
-        """A lease for writing parts without holding the upload (indexed and multipart parts)."""
-        lease = Lease(upload_id, new_token(), self.liveness.instance_id, holds_upload=False)
-        self._local_leases[lease.token] = lease
-        renewer = asyncio.create_task(renew_forever(self.pool, lease, self.lease_seconds))
-        try:
-            yield lease
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._release(lease))
-
-    async def _acquire_part(self, lease: Lease, part_number: int, *, wait: bool) -> None:
-        """Lease one part number. Writers under an upload lease wait for a previous holder (a stolen
-        request finishing its UploadPart), so S3 receives same-numbered parts in lease order; others
-        get 423."""
-        deadline = asyncio.get_running_loop().time() + self.lease_seconds + 5
-        while True:
-            async with transaction(self.pool) as cur:
-                row = await self._load(cur, lease.upload_id, lock="FOR SHARE")
-                if row is None or row["state"] in (ABORTED, EXPIRED):
-                    raise NotFound("upload not found")
-                if row["is_expired"]:
-                    raise Gone("upload expired")
-                if lease.holds_upload and row["writer"] != lease.token:
-                    raise LeaseLost("another request took over this upload")
-                if row["state"] != OPEN:
-                    raise Conflict("upload is " + ("being completed" if row["state"] == COMPLETING
-                                                   else "already complete"))
-                # one statement decides: a SELECT ... FOR UPDATE locks nothing while no lease row exists
-                # yet, so two first writers of a part would both take it; ON CONFLICT serialises them
-                await cur.execute(
-                    f"""INSERT INTO upload_part_leases (upload_id, part_number, writer, writer_instance, writer_until)
-                        VALUES (%s, %s, %s, %s, now() + %s * interval '1 second')
-                        ON CONFLICT (upload_id, part_number) DO UPDATE SET writer = EXCLUDED.writer,
-                            writer_instance = EXCLUDED.writer_instance, writer_until = EXCLUDED.writer_until
-                        WHERE upload_part_leases.writer = EXCLUDED.writer
-                            OR NOT {lease_held('upload_part_leases.')}""",
-                    (lease.upload_id, part_number, lease.token, lease.instance_id, self.lease_seconds))
-                if cur.rowcount == 1:
-                    return
-            if not wait or asyncio.get_running_loop().time() > deadline:
-                raise Locked(f"part {part_number} is being written by another request; retry later",
-                             headers={"Retry-After": "1"})
-            await asyncio.sleep(0.1)
-
-    async def _release_part(self, lease: Lease, part_number: int) -> None:
-        async with cursor(self.pool) as cur:
-            await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND part_number = %s"
-                              " AND writer = %s", (lease.upload_id, part_number, lease.token))
-
-    # ------------------------------------------------------------------ parts
-    async def _send_part(self, upload: Upload, part_number: int, data: bytes | io.BytesIO | PartBody, *,
-                         content_md5: str | None = None, checksum: str | None = None) -> Part:
-        """UploadPart. Give an io.BytesIO that owns its bytes (at position 0) to spare a copy: aiohttp
-        streams it as it is, while bytes are copied whole on their way out."""
-        if isinstance(data, io.BytesIO):
-            with data.getbuffer() as view:
-                size = view.nbytes
-        else:
-            size = len(data)
-        checksums = {upload.checksum_algorithm: checksum} if upload.checksum_algorithm and checksum else None
-        try:
-            response = await self.store.upload_part(self._mpu(upload), upload.s3_upload_id, part_number, data,
-                                                    content_md5=content_md5, checksums=checksums)
-        except ClientError as error:
-            if is_not_found(error):
-                raise NotFound("upload not found (its storage was released)") from None
-            raise _s3_bad_request(error) or error
-        return Part(part_number, size, response["ETag"], checksum, content_md5)
-
-    def _part_checksum(self, upload: Upload, data: bytes | bytearray | io.BytesIO | PartBody) -> str | None:
-        if not upload.checksum_algorithm:
-            return None
-        digest = MultiDigest([upload.checksum_algorithm])
-        if isinstance(data, PartBody):
-            for view in data.views():
-                digest.update(view)
-        elif isinstance(data, io.BytesIO):
-            with data.getbuffer() as view:
-                digest.update(view)
-        else:
-            digest.update(data)
-        return digest.b64(normalize_algorithm(upload.checksum_algorithm))
-
     async def put_part(self, upload: Upload, part_number: int, body: AsyncIterable[bytes], *,
                        expected_size: int | None = None, size_hint: int | None = None, md5: str | None = None,
                        checksums: dict[str, str] | None = None) -> Part:
-        """Store one part from a request body (multipart proxy, indexed sessions).
-
-        The body is buffered (<= one part; memory capped by the engine's byte budget) while the
-        requested digests are computed; Content-MD5 (base64 md5) and `checksums` ({algorithm:
-        base64}) are verified before anything reaches S3, so a mismatch stores nothing (400).
-        expected_size, when given, is the exact size the part must have. Retrying a part number
-        replaces it; two concurrent writes of one part number: the second gets 423.
-        """
-        if upload.protocol in SEQUENTIAL_PROTOCOLS:
-            raise BadRequest(f"{upload.protocol} uploads take appends at an offset, not parts")
-        if not isinstance(part_number, int) or not 1 <= part_number <= MAX_PARTS:
-            raise BadRequest(f"part number must be between 1 and {MAX_PARTS}")
-        wanted: dict[str, bytes] = {}
-        if md5:
-            wanted["md5"] = decode_b64(md5, "md5")
-        for algorithm, value in (checksums or {}).items():
-            name = normalize_algorithm(algorithm)
-            wanted[name] = decode_b64(value, name)
-        algorithms = set(wanted)
-        if upload.checksum_algorithm:
-            algorithms.add(normalize_algorithm(upload.checksum_algorithm))
-        # a proxied part or chunk is buffered whole (its digests are checked before S3 sees it), so it
-        # is at most the max chunk size; parts sent to a presigned URL may reach S3's 5 GiB
-        cap = min(MAX_PART_SIZE, self.settings.max_chunk_size)
-        if expected_size is not None and expected_size > cap:
-            raise PayloadTooLarge(f"chunk {part_number} would be {expected_size} bytes, more than the maximum chunk "
-                                  f"size of {cap} bytes", max_chunk_size=cap)
-        limit = expected_size if expected_size is not None else cap
-        too_long = (lambda: BadRequest(f"part {part_number} must be {expected_size} bytes; the body is longer")) \
-            if expected_size is not None else (lambda: PayloadTooLarge(
-                f"a part sent through the server is at most {cap} bytes (the maximum chunk size); send larger "
-                "parts to a presigned URL", max_chunk_size=cap))
-        if size_hint is not None and size_hint > limit:
-            raise (BadRequest(f"part {part_number} must be {expected_size} bytes, got {size_hint}")
-                   if expected_size is not None else too_long())
-        if size_hint is not None:
-            await self._check_parts_total(upload, part_number, size_hint)
-        async with self.slots.hold(upload.owner):
-            async with self.memory.reserve() as reservation, self._part_writer(upload.id) as lease:
-                await self._acquire_part(lease, part_number, wait=False)
-                digest = MultiDigest(algorithms)
-                # its blocks follow the bytes received (and the budget reserved for them), never the declared size
-                buffer = PartBody(limit)
-                received = 0
-                try:
-                    async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
-                        if lease.lost.is_set():
-                            raise LeaseLost("another request took over this part")
-                        if received + len(chunk) > limit:
-                            raise too_long()
-                        await reservation.grow_to(buffer.allocated_after(len(chunk)))
-                        buffer.write(chunk)
-                        received += len(chunk)
-                        digest.update(chunk)
-                except _BodyCutOff as cut:
-                    if isinstance(cut.__cause__, RequestTimeout):
-                        raise cut.__cause__ from None
-                    raise BadRequest(f"the body of part {part_number} was cut off; nothing was stored") from None
-                if size_hint is not None and received != size_hint:
-                    raise BadRequest(f"part {part_number}: Content-Length was {size_hint} but {received} bytes came")
-                if expected_size is not None and received != expected_size:
-                    raise BadRequest(f"part {part_number} must be {expected_size} bytes, got {received}")
-                for name, raw in wanted.items():
-                    if digest.raw(name) != raw:
-                        raise DigestMismatch(f"{'Content-MD5' if name == 'md5' else name} of part {part_number} "
-                                             f"does not match its bytes (computed {digest.b64(name)}); nothing was "
-                                             "stored", code="BadDigest")
-                checksum = digest.b64(normalize_algorithm(upload.checksum_algorithm)) \
-                    if upload.checksum_algorithm else None
-                await self._check_parts_total(upload, part_number, received)
-                buffer.truncate()
-                part = await self._send_part(upload, part_number, buffer, content_md5=md5, checksum=checksum)
-                await self._record_part(lease, part)
-                if not await self.frontiers.offer(upload.id, part_number, _normal_etag(part.etag), buffer):
-                    buffer.close()
-        return part
-
-    async def _check_parts_total(self, upload: Upload, part_number: int, size: int) -> None:
-        """413 when this part with the other recorded parts goes past the max upload size."""
-        async with cursor(self.pool) as cur:
-            await cur.execute("SELECT coalesce(sum(size), 0) AS total FROM upload_parts"
-                              " WHERE upload_id = %s AND part_number <> %s", (upload.id, part_number))
-            others = int((await cur.fetchone())["total"])
-        if others + size > self.settings.max_upload_size:
-            raise PayloadTooLarge(f"with part {part_number} the upload would be {others + size} bytes, more than "
-                                  f"the maximum of {self.settings.max_upload_size} bytes; nothing was stored",
-                                  max_upload_size=self.settings.max_upload_size)
-
-    async def _record_part(self, lease: Lease, part: Part) -> None:
-        """Commit one part, only while this request still holds its lease and the upload is open."""
-        async with transaction(self.pool) as cur:
-            # NO KEY UPDATE, not SHARE: this transaction updates the row below (no lock upgrade deadlock)
-            row = await self._load(cur, lease.upload_id, lock="FOR NO KEY UPDATE")
-            await cur.execute("SELECT 1 FROM upload_part_leases WHERE upload_id = %s AND part_number = %s"
-                              " AND writer = %s FOR UPDATE", (lease.upload_id, part.part_number, lease.token))
-            if row is None or row["state"] != OPEN or await cur.fetchone() is None:
-                raise LeaseLost(f"part {part.part_number} was taken over or the upload closed; it was not kept")
-            await self._upsert_parts(cur, lease.upload_id, [part])
-            await cur.execute("UPDATE uploads SET updated_at = now(), expires_at = now() + %s * interval '1 second'"
-                              " WHERE id = %s", (self._ttl(), lease.upload_id))
-
-    async def _upsert_parts(self, cur: Any, upload_id: str, parts: list[Part]) -> None:
-        for part in parts:
-            await cur.execute(
-                """INSERT INTO upload_parts (upload_id, part_number, size, etag, checksum, md5)
-                   VALUES (%s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (upload_id, part_number) DO UPDATE SET size = EXCLUDED.size, etag = EXCLUDED.etag,
-                       checksum = EXCLUDED.checksum, md5 = EXCLUDED.md5, created_at = now()""",
-                (upload_id, part.part_number, part.size, part.etag, part.checksum, part.md5))
+        """Store one part from a request body (multipart proxy, indexed sessions): parts.put_part."""
+        return await parts.put_part(self, upload, part_number, body, expected_size=expected_size,
+                                    size_hint=size_hint, md5=md5, checksums=checksums)
 
     async def presign_part(self, upload: Upload, part_number: int, *, md5: str | None = None,
                            checksum: str | None = None) -> str:
-        """A presigned S3 UploadPart URL (the client PUTs straight to storage). With md5 the client
-        must send that Content-MD5; with checksum (base64, in the upload's checksum algorithm) that
-        x-amz-checksum-* header. Valid for an hour, never past the upload's expiry."""
-        if upload.state != OPEN:
-            raise Conflict("upload is not open")
-        if not isinstance(part_number, int) or not 1 <= part_number <= MAX_PARTS:
-            raise BadRequest(f"part number must be between 1 and {MAX_PARTS}")
-        params: dict[str, Any] = {"UploadId": upload.s3_upload_id, "PartNumber": part_number}
-        if md5:
-            decode_b64(md5, "md5")
-            params["ContentMD5"] = md5
-        if checksum:
-            if not upload.checksum_algorithm:
-                raise BadRequest("checksum needs an upload created with a checksum_algorithm")
-            decode_b64(checksum, normalize_algorithm(upload.checksum_algorithm))
-            params["Checksum" + upload.checksum_algorithm] = checksum
-        remaining = int((upload.expires_at - _now()).total_seconds())
-        expires = max(1, min(self.presign_seconds, remaining))
-        return await self.store.presign("upload_part", self._mpu(upload), expires, **params)
+        """A presigned S3 UploadPart URL (the client PUTs straight to storage): parts.presign_part."""
+        return await parts.presign_part(self, upload, part_number, md5=md5, checksum=checksum)
 
     async def register_part(self, upload: Upload, part_number: int, etag: str,
                             checksum: str | None = None) -> Part:
-        """Record a part the client uploaded through a presigned URL, after checking S3 has it."""
-        listed = await self._listed_parts(upload)
-        wanted = _normal_etag(etag)
-        for item in listed.get(part_number, []):
-            if _normal_etag(item["ETag"]) == wanted:
-                part = Part(part_number, int(item["Size"]), item["ETag"], checksum)
-                async with transaction(self.pool) as cur:
-                    row = await self._load(cur, upload.id, lock="FOR SHARE")
-                    if row is None or row["state"] != OPEN:
-                        raise Conflict("upload is not open")
-                    await self._upsert_parts(cur, upload.id, [part])
-                return part
-        raise BadRequest(S3_INVALID_PART, code="InvalidPart")
+        """Record a part the client uploaded through a presigned URL: parts.register_part."""
+        return await parts.register_part(self, upload, part_number, etag, checksum)
 
-    async def _listed_parts(self, upload: Upload) -> dict[int, list[dict[str, Any]]]:
-        try:
-            listed = await self.store.list_parts(self._mpu(upload), upload.s3_upload_id)
-        except ClientError as error:
-            if is_not_found(error):
-                raise NotFound("upload not found (its storage was released)") from None
-            raise
-        by_number: dict[int, list[dict[str, Any]]] = {}
-        for item in listed:  # some stores list every version of a re-uploaded part
-            by_number.setdefault(int(item["PartNumber"]), []).append(item)
-        return by_number
-
-    # ------------------------------------------------------------------ append (sequential protocols)
     async def append(self, upload: Upload, offset: int, body: AsyncIterable[bytes], *,
                      length: int | None = None, final: bool = False,
                      chunk_checksum: ChunkChecksum | Callable[[], ChunkChecksum | None] | None = None,
                      max_bytes: int | None = None, steal: bool = False, body_length: int | None = None) -> Upload:
-        """Append a request body at `offset` (offset chunks, tus PATCH, IETF PATCH); returns the
-        upload with its new acknowledged offset.
+        """Append a request body at `offset` (offset chunks, tus PATCH, IETF PATCH): sequential.append."""
+        return await sequential.append(self, upload, offset, body, length=length, final=final,
+                                       chunk_checksum=chunk_checksum, max_bytes=max_bytes, steal=steal,
+                                       body_length=body_length)
 
-        - offset != acknowledged offset: OffsetMismatch (409, carries `offset`); nothing changes.
-        - length declares a deferred length now; final=True says this body ends the upload
-          (IETF Upload-Complete: ?1), fixing the length at the new offset.
-        - chunk_checksum (algorithm, base64) or a callable returning it after the body (trailers):
-          a mismatch raises ChecksumMismatch (460) and nothing of this request is kept.
-        - a body beyond max_bytes, the declared length or the max upload size: 413, nothing kept
-          (before any byte is read when body_length already says so).
-        - budget: the bytes buffered are reserved as they arrive; no budget within the wait: 503,
-          nothing kept. One user's appends and parts beyond the per-user cap wait, then 429.
-        - a body cut off (disconnect, truncation, idle timeout): every byte the body iterator
-          yielded is kept (full parts + a new staged tail) unless a chunk checksum was asked for.
-          (aiohttp drops the little it had buffered but not yielded when the connection broke;
-          those bytes were never acknowledged, and the next HEAD/status says where to resume.)
-        - another writer: 423, or with steal=True this request takes over and the old one stops
-          at its next lease check without committing.
-        Every full part goes to S3 as soon as it is full (parts_in_flight at a time); when the
-        body's length is known (body_length, its Content-Length) a part this body will fill goes
-        to S3 while it is being received (PartBody), so receiving and storing overlap. The rest
-        becomes a new durable tail object; then one transaction commits offset, tail and parts,
-        conditional on the lease; then the previous tail is deleted.
-        """
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise BadRequest("offset must be a non-negative integer")
-        if upload.protocol not in SEQUENTIAL_PROTOCOLS:
-            raise BadRequest(f"{upload.protocol} uploads take parts, not appends")
-        if offset < upload.offset:
-            # the offset never decreases, so this is a mismatch whoever writes now: no lease needed
-            current = await self._reload(upload.id)
-            raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",
-                                 current.offset)
-        async with self.slots.hold(upload.owner):
-            async with self._writing(upload.id, steal=steal) as (lease, current):
-                if offset != current.offset:
-                    raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",
-                                         current.offset)
-                new_length = current.length
-                maximum = self.settings.max_upload_size
-                if length is not None:
-                    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-                        raise BadRequest("length must be a non-negative integer")
-                    if current.length is not None and current.length != length:
-                        raise BadRequest(f"the upload's length is already {current.length}")
-                    if length < offset:
-                        raise BadRequest(f"length {length} is smaller than the bytes already received ({offset})")
-                    if length > maximum:
-                        raise PayloadTooLarge(f"upload exceeds the maximum of {maximum} bytes")
-                    new_length = length
-                # the tightest of: the declared length, the caller's per-request cap, the max upload size
-                bounds = [(maximum - offset, f"the upload would exceed the maximum upload size of {maximum} bytes")]
-                if new_length is not None:
-                    bounds.append((new_length - offset, "the body goes past the upload's length"))
-                if max_bytes is not None:
-                    bounds.append((max_bytes, f"a request body is at most {max_bytes} bytes here"))
-                limit, too_large = min(bounds)
-                if body_length is not None and body_length > limit:
-                    raise PayloadTooLarge(too_large)  # before any byte is read: nothing is kept
-                return await self._append_locked(lease, current, body, new_length, final, chunk_checksum, limit,
-                                                 body_length, too_large)
-
-    async def _append_locked(self, lease: Lease, upload: Upload, body: AsyncIterable[bytes], new_length: int | None,
-                             final: bool, chunk_checksum: Any, limit: int, body_length: int | None,
-                             too_large: str) -> Upload:
-        next_part = (upload.parts[-1].part_number + 1) if upload.parts else 1
-        first_part = next_part
-        in_flight = max(1, int(getattr(self.store, "parts_in_flight", 4)))
-        reservation: Reservation | None = None  # budget for the bytes buffered now (parts in flight + this one)
-        # a part may go to S3 while it fills only when this body surely fills it (its length is
-        # known) and no per-part checksum must be sent with it
-        stream_parts = (body_length is not None and getattr(self.store, "can_stream_parts", False)
-                        and not upload.checksum_algorithm)
-        checksum_digest = None
-        if chunk_checksum is not None and not callable(chunk_checksum):
-            algorithm, expected_value = chunk_checksum
-            checksum_digest = MultiDigest([algorithm])  # 400 for an unsupported algorithm, before the body
-            decode_b64(expected_value, normalize_algorithm(algorithm))
-        elif callable(chunk_checksum):
-            checksum_digest = None  # the algorithm is known only after the body: hash every candidate lazily
-            trailer_digest = MultiDigest(["md5", "sha1", "sha256", "crc32", "crc32c"])
-        # the upload's running sha256 (None: not hashed), and its state after each full part of
-        # this request, so that the commit can take the state of exactly the parts it keeps
-        running = ResumableSha256(upload.sha256_state) if upload.sha256_state is not None else None
-        state_after: dict[int, bytes] = {}
-
-        def hash_full_part(number: int, data: PartBody) -> None:
-            if running is not None:
-                running.update_all(data.views())
-                state_after[number] = running.state()
-
-        def committed_sha256(parts: list[Part], tail: PartBody) -> tuple[bytes | None, str | None]:
-            """(state after the committed parts, digest through the committed tail)."""
-            if running is None:
-                return None, None
-            state = state_after[parts[-1].part_number] if parts else upload.sha256_state
-            return state, ResumableSha256(state).update_all(tail.views()).hexdigest()
-        sent: dict[int, Part] = {}
-        pending: set[asyncio.Task] = set()
-        failures: list[BaseException] = []
-        received = 0
-        cut_off: _BodyCutOff | None = None
-        new_tail: Location | None = None
-
-        def new_buffer(number: int, consumed: int, already: int = 0) -> PartBody:
-            """Part `number`'s buffer, allocated once at the size it can reach in this request
-            (`consumed` body bytes are already placed, `already` bytes of the old tail come first)."""
-            size = upload.part_size_of(number)
-            for bound in (limit, body_length):
-                if bound is not None:
-                    size = min(size, already + max(0, bound - consumed))
-            return PartBody(size)  # a body longer than announced just makes it grow
-
-        async def send(number: int, data: PartBody) -> None:
-            # abandoned after this (the body was cut off), its bytes become the new tail: this send
-            # must then store nothing and free nothing, even if its cancellation is lost (Python
-            # 3.11's wait_for, used by aiopg, can swallow one)
-            generation = data.generation
-
-            def check_not_abandoned() -> None:
-                if data.generation != generation:
-                    raise ConnectionAbortedError(f"part {number} was abandoned; its bytes are the tail")
-            try:
-                await self._acquire_part(lease, number, wait=True)
-                try:
-                    part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
-                except Exception:  # noqa: BLE001 - a part sent while filling (stalled, failed) is resent whole
-                    if data.full:
-                        raise
-                    await self._release_part(lease, number)  # a writer taking over need not wait for it
-                    await data.filled_up()
-                    check_not_abandoned()
-                    await self._acquire_part(lease, number, wait=True)
-                    part = await self._send_part(upload, number, data, checksum=self._part_checksum(upload, data))
-                check_not_abandoned()
-                sent[number] = part
-                reservation.release(data.allocated)  # S3 has it: its bytes are not needed any more
-                data.close()
-                await self._release_part(lease, number)  # S3 has it: a writer taking over need not wait
-            except BaseException as error:  # noqa: BLE001 - reported after the body
-                if data.generation == generation:  # an abandoned part's bytes become the tail instead
-                    failures.append(error)
-
-        async def dispatch(number: int, data: PartBody) -> asyncio.Task:
-            nonlocal pending
-            while len(pending) >= in_flight:
-                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if failures:
-                raise failures[0]
-            task = asyncio.create_task(send(number, data))
-            pending.add(task)
-            return task
-
-        def this_body_fills(number: int, data: PartBody, consumed: int) -> bool:
-            """Whether the rest of this body (its length known) surely fills the part."""
-            return (stream_parts and data.size == upload.part_size_of(number)
-                    and body_length - consumed >= data.size - data.filled)
-
-        def abandon(streamed: tuple[PartBody, asyncio.Task] | None) -> None:
-            """A part in flight that will not fill: stop its UploadPart; its bytes stay in the buffer."""
-            if streamed is not None:
-                streamed[0].abandon()
-                streamed[1].cancel()
-
-        async with self.memory.reserve() as reservation:
-            streaming: tuple[PartBody, asyncio.Task] | None = None  # the part in flight while it fills
-            try:
-                buffer: PartBody | None = new_buffer(next_part, 0, upload.tail_size)
-                if upload.tail_key:
-                    # the tail as read, and its copy in the buffer
-                    await reservation.grow(upload.tail_size + buffer.allocated_after(upload.tail_size))
-                    tail = await self.store.read_all(Location(upload.s3_bucket, upload.tail_key))
-                    if tail is None or len(tail) != upload.tail_size:
-                        raise RuntimeError(f"staged tail of upload {upload.id} is missing or has the wrong size")
-                    buffer.write(tail)
-                    del tail
-                    reservation.release(upload.tail_size)
-                try:
-                    async for chunk in _chunks_with_idle_timeout(body, self.lease_seconds):
-                        if lease.lost.is_set():
-                            raise LeaseLost("another request took over this upload; this request kept nothing")
-                        received_before = received
-                        received += len(chunk)  # limit check first: nothing past the limit is placed
-                        if received > limit:
-                            raise PayloadTooLarge(too_large)
-                        if checksum_digest is not None:
-                            checksum_digest.update(chunk)
-                        elif callable(chunk_checksum):
-                            trailer_digest.update(chunk)
-                        with memoryview(chunk) as view:
-                            position = 0
-                            while position < len(view):
-                                if buffer is None:  # allocated only once a byte needs it
-                                    buffer = new_buffer(next_part, received_before + position)
-                                if streaming is None and this_body_fills(next_part, buffer, received_before + position):
-                                    streaming = (buffer, await dispatch(next_part, buffer))
-                                part_size = upload.part_size_of(next_part)
-                                take = min(part_size - buffer.filled, len(view) - position)
-                                await reservation.grow(buffer.allocated_after(take) - buffer.allocated)
-                                buffer.write(view[position:position + take])
-                                position += take
-                                if buffer.filled == part_size:
-                                    hash_full_part(next_part, buffer)
-                                    if streaming is None:
-                                        await dispatch(next_part, buffer)
-                                    streaming = None
-                                    next_part += 1
-                                    buffer = None
-                except _BodyCutOff as error:
-                    cut_off = error
-                if buffer is None:
-                    buffer = PartBody(0)
-                abandon(streaming)  # the body ended before filling it (cut off): its bytes become the tail
-                streaming = None
-                new_offset = upload.offset + received
-                if final and cut_off is None:
-                    if new_length is not None and new_length != new_offset:
-                        raise BadRequest(f"the upload is {new_length} bytes but ends at {new_offset}")
-                    new_length = new_offset
-                if chunk_checksum is not None:
-                    if cut_off is not None:
-                        raise ChecksumMismatch("the body was cut off before its checksum could be verified; "
-                                               "nothing was kept")
-                    expected = chunk_checksum() if callable(chunk_checksum) else chunk_checksum
-                    if expected is not None:
-                        algorithm = normalize_algorithm(expected[0])
-                        digest = checksum_digest if checksum_digest is not None else trailer_digest
-                        if algorithm not in digest.digests:
-                            raise BadRequest(f"unsupported checksum algorithm {expected[0]!r}")
-                        if digest.raw(algorithm) != decode_b64(expected[1], algorithm):
-                            raise ChecksumMismatch(f"{algorithm} checksum of the body does not match; "
-                                                   "nothing was kept")
-                buffer.truncate()  # to the bytes filled: it was allocated for a whole part
-                if buffer.filled and new_length is not None and new_offset == new_length:
-                    hash_full_part(next_part, buffer)
-                    await dispatch(next_part, buffer)  # the last part may be short: no tail needed
-                    next_part += 1
-                    buffer = PartBody(0)
-                if pending:
-                    await asyncio.wait(pending)
-                    pending = set()
-                committed_parts = [sent[n] for n in range(first_part, next_part) if n in sent]
-                if failures or len(committed_parts) != next_part - first_part:
-                    if cut_off is None:
-                        raise failures[0] if failures else RuntimeError("a part upload did not finish")
-                    # cut off and a part failed: keep the contiguous prefix of stored parts, no tail
-                    prefix = []
-                    for number in range(first_part, next_part):
-                        if number not in sent:
-                            break
-                        prefix.append(sent[number])
-                    committed_parts, buffer = prefix, PartBody(0)
-                    if not prefix:
-                        return await self._reload(upload.id)
-                    new_offset = upload.offset - upload.tail_size + sum(p.size for p in prefix)
-                tail_unchanged = received == 0 and next_part == first_part  # the buffer is the old tail
-                if tail_unchanged:
-                    if new_length == upload.length:
-                        return await self._reload(upload.id)  # nothing arrived: nothing to commit
-                    kept = Location(upload.s3_bucket, upload.tail_key) if upload.tail_key else None
-                    await self._commit_append(lease, upload, new_offset, new_length, [], kept, upload.tail_size,
-                                              sha256=(upload.sha256_state, upload.sha256_so_far))
-                    return await self._reload(upload.id)
-                if buffer.filled:
-                    new_tail = self._staging(upload, f"tail-{lease.token[:16]}")
-                    await self.store.put_bytes(new_tail, buffer)
-                committed = await self._commit_append(lease, upload, new_offset, new_length, committed_parts,
-                                                      new_tail, buffer.filled, release=True,
-                                                      sha256=committed_sha256(committed_parts, buffer))
-                new_tail = None  # committed: it is the upload's tail now
-            finally:
-                abandon(streaming)
-                for task in pending:
-                    task.cancel()
-                if new_tail is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(self.store.delete(new_tail.bucket, [new_tail.key]))
-        if upload.tail_key:
-            with contextlib.suppress(Exception):
-                await self.store.delete(upload.s3_bucket, [upload.tail_key])
-        return committed
-
-    async def _commit_append(self, lease: Lease, upload: Upload, new_offset: int, new_length: int | None,
-                             parts: list[Part], tail: Location | None, tail_size: int, *,
-                             sha256: tuple[bytes | None, str | None], release: bool = False) -> Upload:
-        """Commit received bytes, conditional on still holding the lease; with release=True the
-        same transaction gives up the upload and part leases (one transaction less per request).
-        sha256 is the running hash's (state, digest) at the new offset. Returns the upload as committed."""
-        async with transaction(self.pool) as cur:
-            await cur.execute(
-                """UPDATE uploads SET acknowledged_offset = %s, tail_key = %s, tail_size = %s, length = %s,
-                       sha256_state = %s, sha256_so_far = %s,
-                       updated_at = now(), expires_at = now() + %s * interval '1 second',
-                       writer = CASE WHEN %s THEN NULL ELSE writer END,
-                       writer_instance = CASE WHEN %s THEN NULL ELSE writer_instance END,
-                       writer_until = CASE WHEN %s THEN NULL ELSE writer_until END
-                   WHERE id = %s AND writer = %s AND state = 'open' AND acknowledged_offset = %s
-                   RETURNING *, expires_at < now() AS is_expired""",
-                (new_offset, tail.key if tail else None, tail_size, new_length, *sha256, self._ttl(), release,
-                 release, release, upload.id, lease.token, upload.offset))
-            row = await cur.fetchone()
-            if row is None:
-                raise LeaseLost("another request took over this upload; this request kept nothing")
-            await self._upsert_parts(cur, upload.id, parts)
-            if release:
-                await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND writer = %s",
-                                  (upload.id, lease.token))
-        lease.released = release  # only once the transaction is in
-        committed = Upload.from_row(row)
-        committed.parts = sorted({part.part_number: part for part in [*upload.parts, *parts]}.values(),
-                                 key=lambda part: part.part_number)
-        return committed
-
-    async def _reload(self, upload_id: str) -> Upload:
-        async with cursor(self.pool) as cur:
-            row = await self._load(cur, upload_id)
-            upload = Upload.from_row(row)
-            upload.parts = await self._parts(cur, upload_id)
-        return upload
-
-    # ------------------------------------------------------------------ complete
     async def complete(self, upload: Upload, *, parts: list[dict[str, Any]] | None = None,
                        target: tuple[str, str] | None = None, sha256: str | None = None) -> dict[str, Any]:
-        """Assemble and publish; returns the file info {bucket_id, key, size, etag, sha256?, ...}.
+        """Assemble and publish; returns the file info: completion.complete."""
+        return await completion.complete(self, upload, parts=parts, target=target, sha256=sha256)
 
-        parts: the multipart API client's list [{part_number, etag, checksum?}], validated against
-        what S3 holds (InvalidPart, InvalidPartOrder, EntityTooSmall -> 400 with S3's message).
-        Without it the recorded parts are used: indexed uploads must have every part (MissingParts),
-        sequential ones their declared length (the staged tail becomes the last part; a deferred
-        length completes at the current offset).
-        target (bucket_id, key) publishes a retained/staged upload elsewhere; repeating complete on a
-        retained upload publishes it again (offset chunks' import_upload). sha256 (hex) is verified
-        before anything is published; it needs a staged upload (declared sha256 or retain) or a
-        sequential one hashed as it came (assembled at its target, and copied from there).
-        Idempotent: a completed upload returns its result.
-        """
-        sha256 = _validate_sha256(sha256)
-        if target is not None:
-            validate_key(target[1])
-        current = await self._reload(upload.id)
-        if current.state == COMPLETED:
-            return await self._publish_completed(current, target, sha256)
-        if sha256 and current.sha256 and sha256 != current.sha256:
-            raise BadRequest("sha256 differs from the one declared when the upload was created")
-        if sha256 and not current.staged and current.sha256_so_far is None:
-            raise BadRequest("a whole-file sha256 must be declared when the upload is created")
-        async with self._writing(upload.id, completing=True) as (lease, current):
-            assembled = (current.result or {}).get("assembled")
-            if assembled is None:
-                if not current.staged:
-                    await self._check_running_sha256(lease, current, sha256 or current.sha256)
-                assembled = await self._assemble(lease, current, parts)
-            current.length = assembled["size"]
-            current.result = dict(current.result or {}, assembled=assembled)
-            if current.staged:
-                result = await self._publish_staged(current, target, sha256 or current.sha256, lease=lease)
-            else:
-                result = await self._publish_in_place(current, target, sha256 or current.sha256, lease)
-            await self._delete_staging(current, keep_object=current.retain or current.bucket_id is None)
-            self.frontiers.forget(current.id)
-            self.metrics.file_uploads.inc()
-            self.metrics.bytes_uploaded.inc(assembled["size"])
-            return result
-
-    async def _assemble(self, lease: Lease, upload: Upload, client_parts: list[dict[str, Any]] | None) -> dict:
-        """Turn the parts (+ staged tail) into one S3 object at the MPU's key and record that.
-        Until CompleteMultipartUpload succeeds a failure reopens the upload, so the client can fix
-        its part list or add bytes and complete again."""
-        try:
-            plan = await self._plan(upload, client_parts)
-            if upload.tail_key:
-                number = (plan.parts[-1]["PartNumber"] + 1) if plan.parts else 1
-                try:
-                    etag = await self.store.upload_part_copy(self._mpu(upload), upload.s3_upload_id, number,
-                                                             Location(upload.s3_bucket, upload.tail_key))
-                except ClientError as error:
-                    if not is_not_found(error):
-                        raise
-                    etag = None  # an earlier attempt completed the MPU already: _finish_mpu checks that
-                plan.parts.append({"PartNumber": number, "ETag": etag})
-                plan.recorded.append(Part(number, upload.tail_size, etag or ""))
-                plan.size += upload.tail_size
-            if plan.size > self.settings.max_upload_size:
-                raise PayloadTooLarge(f"the parts add up to {plan.size} bytes, more than the maximum upload size of "
-                                      f"{self.settings.max_upload_size} bytes; nothing was published",
-                                      max_upload_size=self.settings.max_upload_size)
-            info = await self._finish_mpu(upload, plan)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._reopen(lease))
-            raise
-        assembled = {"size": plan.size, "etag": info["etag"]}
-        if upload.sha256_so_far is not None and upload.offset == plan.size:
-            hashed = upload.sha256_so_far  # a sequential upload, hashed as its bytes came
-        else:
-            hashed = None if upload.tail_key else self.frontiers.sha256(
-                upload.id, [(part.part_number, _normal_etag(part.etag)) for part in plan.recorded])
-        if hashed:
-            assembled["sha256"] = hashed  # of exactly these parts' bytes, as received: no read-back
-            self.metrics.sha256_verifications.labels("received").inc()
-        async with transaction(self.pool) as cur:
-            await self._upsert_parts(cur, upload.id, [part for part in plan.recorded if part.etag])
-            await cur.execute("UPDATE uploads SET length = %s, result = %s, updated_at = now()"
-                              " WHERE id = %s AND writer = %s",
-                              (plan.size, json.dumps({"assembled": assembled}), upload.id, lease.token))
-        return assembled
-
-    async def _check_running_sha256(self, lease: Lease, upload: Upload, expected: str | None) -> None:
-        """A hashed upload is assembled at its target, so a wrong sha256 must be caught before
-        that: nothing is published and the upload stays open (the client may still fix it)."""
-        if not expected or upload.sha256_so_far is None or (upload.length is not None
-                                                             and upload.offset != upload.length):
-            return  # nothing to check, or _assemble refuses the unfinished upload itself
-        if upload.sha256_so_far != expected:
-            await self._reopen(lease)
-            raise BadRequest(f"sha256 mismatch: expected {expected}, the upload has {upload.sha256_so_far}; "
-                             "nothing was published", code="Sha256Mismatch", sha256=upload.sha256_so_far)
-
-    async def _reopen(self, lease: Lease) -> None:
-        async with cursor(self.pool) as cur:
-            await cur.execute("UPDATE uploads SET state = 'open' WHERE id = %s AND writer = %s"
-                              " AND state = 'completing'", (lease.upload_id, lease.token))
-
-    async def _plan(self, upload: Upload, client_parts: list[dict[str, Any]] | None) -> _Plan:
-        if client_parts is not None:
-            return await self._plan_client_parts(upload, client_parts)
-        recorded = list(upload.parts)
-        size = sum(part.size for part in recorded)
-        if upload.protocol in SEQUENTIAL_PROTOCOLS:
-            total = size + upload.tail_size
-            if upload.length is not None and total != upload.length:
-                raise BadRequest(f"the upload has {total} of its {upload.length} bytes", offset=total)
-        else:
-            if upload.total_parts is not None:
-                present = {part.part_number for part in recorded}
-                missing = [n for n in range(1, upload.total_parts + 1) if n not in present]
-                if missing:
-                    raise MissingParts(f"{len(missing)} parts are missing: {missing[:20]}", missing)
-                recorded = [part for part in recorded if part.part_number <= upload.total_parts]
-                size = sum(part.size for part in recorded)
-                if size != upload.length:
-                    raise BadRequest(f"the parts add up to {size} bytes, not {upload.length}")
-            for part in recorded[:-1]:
-                if part.size < MIN_PART_SIZE:
-                    raise BadRequest(S3_ENTITY_TOO_SMALL, code="EntityTooSmall")
-        parts = [self._s3_part(upload, part.part_number, part.etag, part.checksum) for part in recorded]
-        return _Plan(parts, size, recorded)
-
-    def _s3_part(self, upload: Upload, number: int, etag: str, checksum: str | None) -> dict[str, Any]:
-        entry: dict[str, Any] = {"PartNumber": number, "ETag": etag}
-        if upload.checksum_algorithm and checksum:
-            entry["Checksum" + upload.checksum_algorithm] = checksum
-        return entry
-
-    async def _plan_client_parts(self, upload: Upload, client_parts: list[dict[str, Any]]) -> _Plan:
-        if not isinstance(client_parts, list) or not client_parts:
-            raise BadRequest("parts must be a non-empty list of {part_number, etag}")
-        try:
-            listed = await self._listed_parts(upload)
-        except NotFound:
-            # S3 no longer knows the multipart upload: an earlier completion may have reached
-            # CompleteMultipartUpload and died before its commit. Check the list against the parts
-            # recorded here instead; _finish_mpu then accepts only the assembled object it left.
-            listed = {part.part_number: [{"PartNumber": part.part_number, "ETag": part.etag, "Size": part.size}]
-                      for part in upload.parts}
-            if not listed:
-                raise
-        recorded_checksums = {part.part_number: part.checksum for part in upload.parts}
-        previous = 0
-        chosen: list[Part] = []
-        for item in client_parts:
-            if not isinstance(item, dict) or not isinstance(item.get("part_number"), int) \
-                    or isinstance(item.get("part_number"), bool) or not isinstance(item.get("etag"), str):
-                raise BadRequest("each part needs an integer part_number and a string etag")
-            number = item["part_number"]
-            if not 1 <= number <= MAX_PARTS:
-                raise BadRequest(f"part number must be between 1 and {MAX_PARTS}")
-            if number <= previous:
-                raise BadRequest(S3_INVALID_PART_ORDER, code="InvalidPartOrder")
-            previous = number
-            match = next((entry for entry in listed.get(number, [])
-                          if _normal_etag(entry["ETag"]) == _normal_etag(item["etag"])), None)
-            if match is None:
-                raise BadRequest(S3_INVALID_PART, code="InvalidPart")
-            checksum = item.get("checksum") or recorded_checksums.get(number) or match.get(
-                "Checksum" + (upload.checksum_algorithm or ""))
-            chosen.append(Part(number, int(match["Size"]), match["ETag"], checksum, item.get("md5_hash")))
-        for part in chosen[:-1]:
-            if part.size < MIN_PART_SIZE:
-                raise BadRequest(S3_ENTITY_TOO_SMALL, code="EntityTooSmall")
-        parts = [self._s3_part(upload, part.part_number, part.etag, part.checksum) for part in chosen]
-        return _Plan(parts, sum(part.size for part in chosen), chosen)
-
-    async def _finish_mpu(self, upload: Upload, plan: _Plan) -> dict[str, Any]:
-        """CompleteMultipartUpload (an empty upload becomes an empty object); safe to retry."""
-        location = self._mpu(upload)
-        if not plan.parts:
-            await self.store.abort_multipart(location, upload.s3_upload_id)
-            etag = await self.store.put_bytes(location, b"", content_type=upload.content_type,
-                                              metadata={"owner": metadata_value(upload.owner)})
-            return {"etag": etag}
-        try:
-            if any(part["ETag"] is None for part in plan.parts):
-                raise ClientError({"Error": {"Code": "NoSuchUpload"}}, "CompleteMultipartUpload")
-            etag = await self.store.complete_multipart(location, upload.s3_upload_id, plan.parts)
-        except ClientError as error:
-            if is_not_found(error):
-                # a retry after a crash between CompleteMultipartUpload and our commit
-                info = await self.store.head(location)
-                if info is not None and info.size == plan.size:
-                    return {"etag": info.etag}
-                raise Conflict("the upload's storage was released; start a new upload") from None
-            raise _s3_bad_request(error) or error
-        return {"etag": etag}
-
-    async def _assembled_sha256(self, upload: Upload) -> str:
-        """Stream the assembled staging object once and remember its sha256."""
-        assembled = dict((upload.result or {}).get("assembled") or {})
-        if assembled.get("sha256"):
-            return assembled["sha256"]
-        stream = await self.store.open(self._mpu(upload))
-        if stream is None:
-            raise Gone("the assembled upload is no longer stored")
-        self.metrics.sha256_verifications.labels("read_back").inc()
-        digest = hashlib.sha256()
-        async for chunk in stream.chunks(READ_CHUNK):
-            digest.update(chunk)
-        assembled["sha256"] = digest.hexdigest()
-        result = dict(upload.result or {})
-        result["assembled"] = assembled
-        upload.result = result
-        async with cursor(self.pool) as cur:
-            await cur.execute("UPDATE uploads SET result = %s WHERE id = %s", (json.dumps(result), upload.id))
-        return assembled["sha256"]
-
-    async def _publish_staged(self, upload: Upload, target: tuple[str, str] | None, sha256: str | None, *,
-                              lease: Lease | None) -> dict[str, Any]:
-        """Verify (sha256) then copy the assembled object to its target, server-side."""
-        assembled = upload.result["assembled"]
-        actual = await self._assembled_sha256(upload) if sha256 else assembled.get("sha256")
-        if sha256 and actual != sha256:
-            if lease is not None:
-                await self._mark_completed(upload, upload.result, lease)
-            raise BadRequest(f"sha256 mismatch: expected {sha256}, the upload has {actual}; nothing was published",
-                             code="Sha256Mismatch", sha256=actual)
-        bucket_id, key = target if target is not None else (upload.bucket_id, upload.key)
-        if bucket_id is None:
-            # no target (e.g. a tus partial upload): the assembled object stays for concatenation
-            if lease is not None:
-                await self._mark_completed(upload, upload.result, lease)
-            return {"upload_id": upload.id, "size": assembled["size"], "sha256": actual, "assembled": True}
-        destination = self.mapping.object(bucket_id, key)
-        metadata = {"owner": metadata_value(upload.owner)}
-        if actual:
-            metadata["sha256"] = actual
-        try:
-            # not staged: the source is the upload's own published target, which may have been replaced
-            # since (checked here too, for backends that ignore the copy's if-match)
-            if not upload.staged:
-                source = await self.store.head(self._mpu(upload))
-                if source is None or _normal_etag(source.etag) != _normal_etag(assembled["etag"]):
-                    raise ClientError({"Error": {"Code": "PreconditionFailed"}}, "HeadObject")
-            etag = await self.store.copy(self._mpu(upload), destination, content_type=upload.content_type,
-                                         metadata=metadata, size=assembled["size"],
-                                         if_match=None if upload.staged else assembled["etag"])
-        except ClientError as error:
-            if error_code(error) not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
-                raise
-            raise Gone(f"the upload was published at {upload.key} and that object has been replaced or deleted "
-                       "since; upload the file again") from None
-        info = self._file_info(upload, bucket_id, key, assembled["size"], etag, actual)
-        result = dict(upload.result)
-        if upload.staged:  # otherwise "file" stays the upload's own target, where it was assembled
-            result["file"] = info
-        result.setdefault("published", [])
-        result["published"] = [entry for entry in result["published"] if entry.get("key") != key
-                               or entry.get("bucket_id") != bucket_id] + [info]
-        upload.result = result
-        if lease is not None:
-            await self._mark_completed(upload, result, lease)
-        else:
-            async with cursor(self.pool) as cur:
-                await cur.execute("UPDATE uploads SET result = %s, updated_at = now() WHERE id = %s",
-                                  (json.dumps(result), upload.id))
-        return info
-
-    async def _publish_in_place(self, upload: Upload, target: tuple[str, str] | None, sha256: str | None,
-                                lease: Lease) -> dict[str, Any]:
-        """The MPU's key was the target: the object is published. Give it its sha256 (the
-        metadata GET's Repr-Digest comes from), then publish a retained upload elsewhere if asked."""
-        assembled = upload.result["assembled"]
-        actual = assembled.get("sha256")
-        if sha256 and actual and sha256 != actual:  # only a retry after a crash gets here
-            raise BadRequest(f"sha256 mismatch: expected {sha256}, the upload has {actual}",
-                             code="Sha256Mismatch", sha256=actual)
-        if actual:
-            assembled["etag"] = await self._stamp_sha256(upload, assembled, actual)
-        info = self._file_info(upload, upload.bucket_id, upload.key, assembled["size"], assembled["etag"], actual)
-        result = {"assembled": assembled, "file": info}
-        if upload.retain:
-            result["published"] = [info]
-        upload.result = result
-        await self._mark_completed(upload, result, lease)
-        if target is not None and (str(target[0]), target[1]) != (upload.bucket_id, upload.key):
-            return await self._publish_staged(upload, target, sha256, lease=None)
-        return info
-
-    async def _stamp_sha256(self, upload: Upload, assembled: dict[str, Any], sha256: str) -> str:
-        """Copy the object onto itself with its sha256 in the metadata (SeaweedFS changes only the
-        metadata then), unless it was replaced since CompleteMultipartUpload. Returns its ETag; a
-        failure leaves the object without the sha256 (GET then sends no Repr-Digest)."""
-        location = self._mpu(upload)
-        try:
-            return await self.store.replace_metadata(
-                location, content_type=upload.content_type, size=assembled["size"], if_match=assembled["etag"],
-                metadata={"owner": metadata_value(upload.owner), "sha256": sha256})
-        except Exception as error:  # noqa: BLE001 - the object is whole; only its metadata lacks the sha256
-            log.warning("could not record the sha256 of upload %s on its object: %s", upload.id,
-                        error_code(error) if isinstance(error, ClientError) else type(error).__name__)
-            return assembled["etag"]
-
-    async def _publish_completed(self, upload: Upload, target: tuple[str, str] | None,
-                                 sha256: str | None) -> dict[str, Any]:
-        """complete() on a completed upload: the same answer again, or another publication of a retained one."""
-        result = upload.result or {}
-        own = target is None or (str(target[0]), target[1]) == (upload.bucket_id, upload.key)
-        if (upload.retain and not (own and not upload.staged)) or (upload.staged and upload.bucket_id is None):
-            if target is None and "file" in result and not sha256:
-                return result["file"]
-            if target is None and upload.bucket_id is None and not sha256:
-                assembled = result["assembled"]
-                return {"upload_id": upload.id, "size": assembled["size"], "sha256": assembled.get("sha256"),
-                        "assembled": True}
-            return await self._publish_staged(upload, target, sha256, lease=None)
-        if "file" not in result:
-            if upload.staged and sha256:  # an earlier sha256 mismatch: the staged object still waits
-                return await self._publish_staged(upload, target, sha256, lease=None)
-            raise BadRequest("the upload was assembled but not published (sha256 mismatch); start a new upload")
-        file_info = result["file"]
-        if target is not None and (str(target[0]), target[1]) != (file_info["bucket_id"], file_info["key"]):
-            raise Conflict("this upload was already published elsewhere")
-        if sha256 and not file_info.get("sha256"):
-            raise BadRequest("a whole-file sha256 must be declared when the upload is created")
-        if sha256 and sha256 != file_info["sha256"]:
-            raise BadRequest(f"sha256 mismatch: expected {sha256}, the upload has {file_info['sha256']}",
-                             code="Sha256Mismatch")
-        return file_info
-
-    def _file_info(self, upload: Upload, bucket_id: str, key: str, size: int, etag: str,
-                   sha256: str | None) -> dict[str, Any]:
-        info: dict[str, Any] = {"bucket_id": str(bucket_id), "key": key, "size": size, "etag": etag,
-                                "content_type": upload.content_type, "upload_id": upload.id}
-        if sha256:
-            info["sha256"] = sha256
-        return info
-
-    async def _mark_completed(self, upload: Upload, result: dict[str, Any], lease: Lease) -> None:
-        async with cursor(self.pool) as cur:
-            await cur.execute(
-                """UPDATE uploads SET state = 'completed', result = %s, tail_key = NULL, tail_size = 0,
-                       updated_at = now() WHERE id = %s AND writer = %s""",
-                (json.dumps(result), upload.id, lease.token))
-        upload.state = COMPLETED
-
-    async def _delete_staging(self, upload: Upload, *, keep_object: bool) -> None:
-        with contextlib.suppress(Exception):
-            if keep_object:
-                keys = [key async for page in self.store.iter_keys(self._staging_prefix(upload)) for key in page
-                        if key != upload.s3_key]
-                if keys:
-                    await self.store.delete(upload.s3_bucket, keys)
-            else:
-                await self.store.delete_prefix(self._staging_prefix(upload))
-
-    # ------------------------------------------------------------------ takeover (tus, IETF draft)
     async def take_over(self, upload: Upload, *, grace: float = 2.0) -> Upload:
-        """Fence off the request writing this upload now, if any, and return the upload as committed.
+        """Fence off the request writing this upload now, if any: sequential.take_over."""
+        return await sequential.take_over(self, upload, grace=grace)
 
-        The IETF draft's rule for a new request while an older one still transfers (the client has
-        given up on it): the old one is cut off. First the old writer gets `grace` seconds to finish
-        on its own: a request whose body was cut off is usually just committing the bytes it got,
-        and those are kept. After that its lease is cleared in PostgreSQL, so whichever instance
-        runs it, its commit fails and nothing it has not committed is kept; the offset returned is
-        therefore the one the next append must use. A writer in this instance stops at once; one in
-        another instance at its next lease renewal or commit at the latest.
-        """
-        deadline = asyncio.get_running_loop().time() + grace
-        waited = False
-        while True:
-            async with cursor(self.pool) as cur:
-                await cur.execute(f"SELECT state = 'open' AND {lease_held()} AS held FROM uploads WHERE id = %s",
-                                  (upload.id,))
-                row = await cur.fetchone()
-            if row is None or not row["held"]:
-                if waited:
-                    self.metrics.takeovers.labels("finished").inc()
-                return await self.get(upload.id, None)
-            if asyncio.get_running_loop().time() >= deadline:
-                break
-            waited = True
-            await asyncio.sleep(0.05)
-        self.metrics.takeovers.labels("fenced").inc()
-        previous = None
-        async with transaction(self.pool) as cur:
-            await cur.execute("SELECT writer FROM uploads WHERE id = %s AND state = 'open' FOR UPDATE", (upload.id,))
-            row = await cur.fetchone()
-            if row is not None and row["writer"] is not None:
-                previous = row["writer"]
-                await cur.execute("UPDATE uploads SET writer = NULL, writer_instance = NULL, writer_until = NULL"
-                                  " WHERE id = %s", (upload.id,))
-        if previous in self._local_leases:
-            self._local_leases[previous].lost.set()
-        return await self.get(upload.id, None)
-
-    # ------------------------------------------------------------------ concatenation (tus)
     async def concatenate(self, final: Upload, sources: list[Upload]) -> dict[str, Any]:
-        """Build `final` from completed source uploads (tus concatenation) and complete it.
-
-        Sources are completed uploads whose assembled object is kept (created without a target, or
-        with retain=True). Each source of at least 5 MiB (and the last one, whatever its size)
-        becomes parts of the final MPU by server-side UploadPartCopy; only sources shorter than
-        S3's minimum part are read and merged with the bytes that follow (<= 5 MiB in memory).
-        Raises Conflict while a source is unfinished (concatenation-unfinished: call again once
-        it is). Returns the final upload's file info.
-        """
-        if not sources:
-            raise BadRequest("concatenation needs at least one source upload")
-        fresh = [await self._reload(source.id) for source in sources]
-        for source in fresh:
-            if source.state != COMPLETED or "assembled" not in (source.result or {}):
-                raise Conflict(f"upload {source.id} is not finished yet")
-            if not (source.retain or source.bucket_id is None):
-                raise BadRequest(f"upload {source.id} was published, not kept for concatenation")
-        total = sum(source.result["assembled"]["size"] for source in fresh)
-        if total > self.settings.max_upload_size:
-            raise PayloadTooLarge(f"the partial uploads add up to {total} bytes, more than the maximum upload size "
-                                  f"of {self.settings.max_upload_size} bytes")
-        async with self._writing(final.id) as (lease, current):
-            if current.offset or current.parts or current.tail_key:
-                raise Conflict("the final upload already has bytes")
-            if current.length is not None and current.length != total:
-                raise BadRequest(f"the final upload is {current.length} bytes but its parts add up to {total}")
-            parts: list[Part] = []
-            carry = bytearray()
-
-            async def flush() -> None:
-                number = len(parts) + 1
-                parts.append(await self._send_part(current, number, bytes(carry),
-                                                   checksum=self._part_checksum(current, carry)))
-                carry.clear()
-
-            async def copy(source: Upload, start: int, end: int) -> None:
-                # ranges of <= 5 GiB, each >= 5 MiB except possibly the very last part of the object
-                pieces = max(1, -(-(end - start) // MAX_PART_SIZE))
-                step = -(-(end - start) // pieces)
-                for offset in range(start, end, step):
-                    stop = min(end, offset + step)
-                    number = len(parts) + 1
-                    etag = await self.store.upload_part_copy(self._mpu(current), current.s3_upload_id, number,
-                                                             self._mpu(source), (offset, stop - 1))
-                    parts.append(Part(number, stop - offset, etag))
-
-            async def read(source: Upload, start: int, end: int) -> bytes:
-                stream = await self.store.open(self._mpu(source), f"bytes={start}-{end - 1}")
-                if stream is None:
-                    raise Gone(f"the stored bytes of upload {source.id} are gone")
-                return b"".join([chunk async for chunk in stream.chunks(READ_CHUNK)])
-
-            async with self.memory.reserve(2 * MIN_PART_SIZE):
-                for index, source in enumerate(fresh):
-                    size = source.result["assembled"]["size"]
-                    last = index == len(fresh) - 1
-                    position = 0
-                    if carry:
-                        take = min(size, MIN_PART_SIZE - len(carry))
-                        if take:
-                            carry += await read(source, 0, take)
-                        position = take
-                        if len(carry) >= MIN_PART_SIZE:
-                            await flush()
-                    remaining = size - position
-                    if remaining <= 0:
-                        continue
-                    if remaining >= MIN_PART_SIZE or (last and not carry):
-                        await copy(source, position, size)
-                    else:
-                        carry += await read(source, position, size)
-                if carry:
-                    await flush()
-            await self._commit_append(lease, current, total, total, parts, None, 0, sha256=(None, None))
-        final = await self._reload(final.id)
-        return await self.complete(final)
+        """Build `final` from completed source uploads (tus concatenation): concat.concatenate."""
+        return await concat.concatenate(self, final, sources)
 
     async def finals_waiting_for(self, source_id: str) -> list[Upload]:
-        """Open final uploads whose concat_sources name `source_id` (tus concatenation-unfinished:
-        after a partial upload completes, concatenate() each final whose sources are now all done)."""
-        async with cursor(self.pool) as cur:
-            await cur.execute("""SELECT *, expires_at < now() AS is_expired FROM uploads
-                                 WHERE state = 'open' AND metadata -> 'concat_sources' ? %s""", (str(source_id),))
-            return [Upload.from_row(row) for row in await cur.fetchall()]
+        """Open final uploads whose concat_sources name `source_id`: concat.finals_waiting_for."""
+        return await concat.finals_waiting_for(self, source_id)
 
-    # ------------------------------------------------------------------ abort / expire
     async def abort(self, upload: Upload) -> None:
         """Cancel: any in-flight writer loses its lease, the MPU is aborted and staging deleted.
         The published object of a completed upload stays; its retained staging copy goes."""
@@ -1448,10 +232,10 @@ class UploadEngine:
                     raise Conflict("upload is being completed")
                 raise NotFound("upload not found")
             await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s", (upload.id,))
-        for lease in list(self._local_leases.values()):
+        for lease in list(self.local_leases.values()):
             if lease.upload_id == upload.id:
                 lease.lost.set()
-        await self._release_storage(Upload.from_row(row))
+        await self.release_storage(Upload.from_row(row))
 
     async def abort_bucket(self, bucket_id: str) -> int:
         """Abort every unfinished upload into a bucket (call before deleting the bucket, whose
@@ -1467,101 +251,6 @@ class UploadEngine:
                 count += 1
         return count
 
-    async def _release_storage(self, upload: Upload) -> None:
-        self.frontiers.forget(upload.id)
-        if upload.state != COMPLETED:
-            await self.store.abort_multipart(self._mpu(upload), upload.s3_upload_id)
-        await self.store.delete_prefix(self._staging_prefix(upload))
-
     async def reap(self, *, batch: int = 50, orphans: bool = True) -> dict[str, int]:
-        """One reaper pass: expire uploads past their expiry (claimed with FOR UPDATE SKIP LOCKED, so
-        instances share the work), abort S3 multipart uploads and delete staging objects that no
-        live upload knows about (older than the orphan grace), and purge long-dead rows."""
-        counts = {"uploads": 0, "multipart_uploads": 0, "staging_objects": 0}
-        while True:
-            async with transaction(self.pool) as cur:
-                await cur.execute(
-                    """SELECT * FROM uploads WHERE expires_at < now() AND state IN ('open', 'completing', 'completed')
-                       ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED""", (batch,))
-                rows = await cur.fetchall()
-                for row in rows:
-                    upload = Upload.from_row(row)
-                    try:
-                        await self._release_storage(upload)
-                    except Exception:  # noqa: BLE001 - the next pass tries again
-                        log.warning("reaper could not release storage of upload %s", upload.id)
-                        continue
-                    await cur.execute("""UPDATE uploads SET state = 'expired', writer = NULL, writer_instance = NULL,
-                                             writer_until = NULL, updated_at = now() WHERE id = %s""", (upload.id,))
-                    await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s", (upload.id,))
-                    counts["uploads"] += 1
-            if len(rows) < batch:
-                break
-        if orphans:
-            for s3_bucket in self.mapping.all_s3_buckets():
-                try:
-                    counts["multipart_uploads"] += await self._reap_orphan_mpus(s3_bucket)
-                    counts["staging_objects"] += await self._reap_orphan_staging(s3_bucket)
-                except ClientError as error:
-                    if error_code(error) != "NoSuchBucket":
-                        log.warning("reaper could not sweep %s: %s", s3_bucket, error_code(error))
-        async with cursor(self.pool) as cur:
-            await cur.execute("DELETE FROM uploads WHERE state IN ('aborted', 'expired')"
-                              " AND updated_at < now() - interval '7 days'")
-        for what, count in counts.items():
-            if count:
-                self.metrics.reaped.labels(what).inc(count)
-        return counts
-
-    async def _known_upload_ids(self, s3_upload_ids: list[str]) -> set[str]:
-        async with cursor(self.pool) as cur:
-            await cur.execute("SELECT s3_upload_id FROM uploads WHERE s3_upload_id = ANY(%s)"
-                              " AND state IN ('open', 'completing')", (s3_upload_ids,))
-            return {row["s3_upload_id"] for row in await cur.fetchall()}
-
-    async def _reap_orphan_mpus(self, s3_bucket: str) -> int:
-        listed = await self.store.list_multipart_uploads(s3_bucket)
-        cutoff = _now() - timedelta(seconds=self.orphan_grace)
-        old = [item for item in listed if item.get("Initiated") is None or item["Initiated"] <= cutoff]
-        if not old:
-            return 0
-        known = await self._known_upload_ids([item["UploadId"] for item in old])
-        count = 0
-        for item in old:
-            if item["UploadId"] not in known:
-                await self.store.abort_multipart(Location(s3_bucket, item["Key"]), item["UploadId"])
-                count += 1
-        return count
-
-    async def _reap_orphan_staging(self, s3_bucket: str) -> int:
-        """Staging objects of uploads that are gone (bucket deleted, row purged, abort interrupted)."""
-        count = 0
-        token = None
-        while True:
-            page = await self.store.list(Location(s3_bucket, f"{STAGING_PREFIX}uploads/"), delimiter="/",
-                                         continuation_token=token)
-            ids = []
-            for prefix in page.common_prefixes:
-                with contextlib.suppress(ValueError):
-                    ids.append(str(uuid.UUID(prefix.rstrip("/").rsplit("/", 1)[-1])))
-            if ids:
-                async with cursor(self.pool) as cur:
-                    await cur.execute("SELECT id::text AS id FROM uploads WHERE id = ANY(%s::uuid[])"
-                                      " AND state IN ('open', 'completing', 'completed')", (ids,))
-                    alive = {row["id"] for row in await cur.fetchall()}
-                cutoff = _now() - timedelta(seconds=self.orphan_grace)
-                for upload_id in ids:
-                    if upload_id in alive:
-                        continue
-                    prefix = Location(s3_bucket, f"{STAGING_PREFIX}uploads/{upload_id}/")
-                    listing = await self.store.list(prefix, delimiter=None)  # a few objects per upload
-                    stale = [item.key for item in listing.contents if item.last_modified <= cutoff]
-                    if stale:
-                        count += len(await self.store.delete(s3_bucket, stale))
-            if not page.is_truncated or not page.next_token:
-                return count
-            token = page.next_token
-
-
-def _normal_etag(etag: str) -> str:
-    return str(etag).strip().strip('"').lower()
+        """One reaper pass: reaper.reap."""
+        return await reaper.reap(self, batch=batch, orphans=orphans)
