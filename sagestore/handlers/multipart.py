@@ -18,7 +18,7 @@ from ..openapi import ERROR, documented
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, validate_key
 from ..uploads import S3_CHECKSUM_ALGORITHMS, Upload
 from .bodies import BucketId, JsonBody, OptionalText, Says, checked, read_body
-from .common import decimal_int, identity, optional_media_type
+from .common import body_pieces, decimal_int, identity, optional_media_type
 
 routes = web.RouteTableDef()
 
@@ -149,7 +149,7 @@ async def put_part(request: web.Request) -> web.Response:
     checksums = {name: request.headers[header] for header, name in CHECKSUM_HEADERS.items()
                  if header in request.headers}
     part = await request.app[context.ENGINE].put_part(
-        upload, decimal_int(request.match_info["part_number"], "part number"), request.content.iter_any(),
+        upload, decimal_int(request.match_info["part_number"], "part number"), body_pieces(request),
         size_hint=request.content_length, md5=request.headers.get("Content-MD5"), checksums=checksums)
     headers = {"ETag": part.etag}
     if part.checksum and upload.checksum_algorithm:

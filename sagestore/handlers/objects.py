@@ -32,7 +32,7 @@ from ..storage import (ChecksumMismatch, Location, ObjectInfo, PartBody, error_c
                        sanitize_filename, validate_key)
 from ..uploads.limits import Reservation
 from .buckets import bucket_id_of
-from .common import identity, optional_media_type, query_flag, query_int
+from .common import body_pieces, identity, optional_media_type, query_flag, query_int
 from .schemas import (BAD_REQUEST, BUCKET_ID_PARAM, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, error, json_content)
 
 log = logging.getLogger("sagestore.objects")
@@ -499,7 +499,7 @@ async def upload(request: web.Request) -> web.Response:
             content_type = None  # curl --data-binary's default, not a description of the file
         key = path_key
         location, result = await store_body(key, checked_content_type(content_type),
-                                            request.content.iter_chunked(READ_CHUNK), expected_sha256)
+                                            body_pieces(request), expected_sha256)
 
     async with cursor(pool) as cur:
         still_there = await bucket_queries.get(cur, bucket_id)

@@ -36,13 +36,12 @@ from ..openapi import ERROR, documented
 from ..storage import parse_bucket_id, validate_key
 from ..uploads import COMPLETING, OffsetMismatch, Upload
 from .bodies import BucketId, JsonBody, Says, Sha256, read_body
-from .common import decimal_int, identity, optional_media_type
+from .common import body_pieces, decimal_int, identity, optional_media_type
 
 log = logging.getLogger("sagestore.handlers.offset")
 
 routes = web.RouteTableDef()
 
-READ_CHUNK = 1 << 20
 # how long import_upload waits for the copy before answering 202 (Prefer: wait=N may shorten it)
 IMPORT_WAIT = 10.0
 
@@ -143,7 +142,7 @@ async def put_chunk(request: web.Request) -> web.Response:
     max_chunk = request.app[context.SETTINGS].max_chunk_size
     if request.content_length is not None and request.content_length > max_chunk:
         raise PayloadTooLarge(f"a chunk is at most {max_chunk} bytes", max_chunk_size=max_chunk)
-    body = request.content.iter_chunked(READ_CHUNK)
+    body = body_pieces(request)
     upload_id = request.query.get("upload_id")
     if upload_id is None:
         if request.query.get("offset", "0") != "0":

@@ -16,9 +16,8 @@ from ..acl import authorize
 from ..errors import BadRequest, NotFound, Unauthorized
 from ..storage import MAX_PART_SIZE, MAX_PARTS, parse_bucket_id, sanitize_filename, validate_key
 from ..uploads import SEQUENTIAL_PROTOCOLS, Upload
-from .common import MAX_DIGITS, identity
+from .common import MAX_DIGITS, body_pieces, identity
 
-READ_CHUNK = 1 << 20
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
 _METADATA_KEY = re.compile(r"^[^\s,]+$")
 
@@ -135,7 +134,7 @@ async def complete(request: web.Request, upload: Upload) -> dict[str, Any]:
 
 
 def body_chunks(request: web.Request):
-    return request.content.iter_chunked(READ_CHUNK)
+    return body_pieces(request)
 
 
 def has_body(request: web.Request) -> bool:

@@ -28,12 +28,11 @@ from ..storage import parse_bucket_id, sanitize_filename, validate_key
 from ..uploads import MissingParts, Upload
 from ..uploads.checksums import b64
 from .bodies import BucketId, JsonBody, OptionalText, Says, Sha256, checked, read_body
-from .common import identity, optional_media_type, query_int
+from .common import body_pieces, identity, optional_media_type, query_int
 from .offset_uploads import authorize_target, owned_upload
 
 routes = web.RouteTableDef()
 
-READ_CHUNK = 1 << 20
 SESSION = "/api/v1/attachment/session/{session_id}"
 # RFC 9530 / RFC 3230 algorithm names -> the engine's
 DIGEST_ALGORITHMS = {"sha-256": "sha256", "md5": "md5"}
@@ -89,7 +88,7 @@ def chunk_digests(headers: Any) -> dict[str, str]:
 async def _counted(request: web.Request) -> AsyncIterator[bytes]:
     """The chunk's body, counted into /metrics as it arrives (also the bytes of a chunk cut off)."""
     received = request.app[context.METRICS].session_bytes_received
-    async for piece in request.content.iter_chunked(READ_CHUNK):
+    async for piece in body_pieces(request):
         received.inc(len(piece))
         yield piece
 

@@ -25,6 +25,7 @@ from ..openapi import documented
 from ..storage import ChecksumMismatch, parse_bucket_id, validate_key
 from ..uploads.leases import new_token
 from . import objects
+from .common import body_pieces
 from .schemas import BAD_REQUEST, BUCKET_ID_PARAM, NOT_FOUND, error, json_content
 
 log = logging.getLogger("sagestore.signed")
@@ -153,7 +154,7 @@ async def signed_put(request: web.Request) -> web.Response:
     store = request.app[context.STORE]
     try:
         try:
-            result = await store.put_stream(location, objects.limited(request.content.iter_chunked(objects.READ_CHUNK),
+            result = await store.put_stream(location, objects.limited(body_pieces(request),
                                                                       settings.max_upload_size),
                                             content_type=content_type,
                                             metadata={"owner": objects.metadata_value(row["created_by"])},
