@@ -290,7 +290,9 @@ DOWNLOAD_HEADERS = {
     "Accept-Ranges": {"schema": {"type": "string", "enum": ["bytes"]}},
     "Repr-Digest": {"schema": {"type": "string", "example": "sha-256=:<base64>:"},
                     "description": "RFC 9530: the sha-256 of the whole file (also on 206 responses), sent "
-                                   "whenever the server knows it (PUT uploads, uploads completed with a declared or retained sha256)"},
+                                   "whenever the server knows it (PUT uploads; tus, IETF and offset-chunk "
+                                   "uploads, hashed as they arrive; other uploads completed with a declared "
+                                   "sha256)"},
     "Content-Disposition": {"schema": {"type": "string"},
                             "description": "attachment; filename=\"ascii\"; filename*=UTF-8''percent-encoded"}}
 

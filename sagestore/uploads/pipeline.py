@@ -318,7 +318,8 @@ async def commit_append(engine: EngineCore, lease: Lease, upload: Upload, new_of
     async with transaction(engine.pool) as cur:
         await cur.execute(
             """UPDATE uploads SET acknowledged_offset = %s, tail_key = %s, tail_size = %s, length = %s,
-                   sha256_state = %s, sha256_so_far = %s, updated_at = now(), expires_at = now() + %s * interval '1 second',
+                   sha256_state = %s, sha256_so_far = %s,
+                   updated_at = now(), expires_at = now() + %s * interval '1 second',
                    writer = CASE WHEN %s THEN NULL ELSE writer END,
                    writer_instance = CASE WHEN %s THEN NULL ELSE writer_instance END,
                    writer_until = CASE WHEN %s THEN NULL ELSE writer_until END
