@@ -70,9 +70,10 @@ class Metrics:
                                   ["method", "route", "status"], registry=r,
                                   buckets=(0.005, 0.02, 0.1, 0.5, 2, 10, 60, 600))
         self.reaped = counter("sagestore_uploads_reaped", "Expired uploads cleaned up", ("what",))
-        # how completion learnt a declared sha256: hashed while the parts came ("received"), or by
-        # reading the assembled object back from S3 ("read_back": parts from several instances,
-        # out of order beyond the frontier's budget, a restart, or a sequential upload)
+        # how completion learnt a declared sha256: hashed while the bytes came ("received":
+        # sequential uploads, sessions hashed in order, the multipart proxy's frontier), or by reading
+        # the assembled object back from S3 ("read_back": a multipart upload whose parts came from
+        # several instances or presigned URLs, out of order beyond the frontier's budget, a restart)
         self.sha256_verifications = counter("sagestore_upload_sha256_verifications", "Whole-file sha256 "
                                             "computations at completion", ("how",))
         # a new request (tus/IETF HEAD or append) found an older one still writing the upload:

@@ -65,6 +65,17 @@ async def lease_taken(app, upload_id: str) -> dict[str, Any]:
     return await eventually(held, f"a request holds the lease of upload {upload_id}")
 
 
+async def part_lease_taken(app, upload_id: str, part_number: int) -> None:
+    """Wait until a live request holds the lease of one part (indexed sessions, multipart parts)."""
+    async def held() -> bool:
+        async with cursor(app[context.DB]) as cur:
+            await cur.execute(f"SELECT {lease_held('p.')} AS held FROM upload_part_leases p"
+                              " WHERE p.upload_id = %s AND p.part_number = %s", (upload_id, part_number))
+            row = await cur.fetchone()
+            return bool(row and row["held"])
+    await eventually(held, f"a request holds the lease of part {part_number} of upload {upload_id}")
+
+
 async def s3_parts(app, row: dict[str, Any]) -> dict[int, int]:
     """{part number: size} of the upload's S3 multipart upload, as S3 lists them."""
     parts = await app[context.STORE].list_parts(Location(row["s3_bucket"], row["s3_key"]), row["s3_upload_id"])

@@ -13,8 +13,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from chunked_helpers import MiB, S3View, make_bucket, md5_b64, sha256, sha256_b64
 from conftest import auth
+from premises import part_in_s3, part_lease_taken, upload_row
 
 from sagestore import context
+from sagestore.storage import STAGING_PREFIX
 
 CHUNK = 8 * MiB
 
@@ -221,24 +223,24 @@ async def test_abort_removes_every_stored_chunk(client, settings):
     bucket_id = await make_bucket(client)
     data = os.urandom(3 * CHUNK)
     plain = await initiate(client, bucket_id, len(data), key="plain.bin")
-    staged = await initiate(client, bucket_id, len(data), key="staged.bin", sha256=sha256(data))
-    for session in (plain, staged):
-        for number in (1, 3):
+    hashed = await initiate(client, bucket_id, len(data), key="hashed.bin", sha256=sha256(data))
+    for session, numbers in ((plain, (1, 3)), (hashed, (1, 2))):  # a hashed session takes chunks in order
+        for number in numbers:
             assert (await put_chunk(client, session, number, pieces(data)[number])).status == 200
-    assert len(view.multipart_uploads(bucket_id)) == 1  # the plain one targets its key
-    assert len(view.multipart_uploads(bucket_id, staged["sessionId"])) == 1  # the staged one a staging key
-    for session in (plain, staged):
+    assert len(view.multipart_uploads(bucket_id)) == 2  # both target their keys
+    assert view.multipart_uploads(bucket_id, hashed["sessionId"]) == []  # nothing staged
+    for session in (plain, hashed):
         response = await client.post(f"/api/v1/attachment/session/{session['sessionId']}/abort",
                                      headers=auth("alice"))
         assert response.status == 204
         assert view.staging_keys(bucket_id, session["sessionId"]) == []
         assert (await client.get(f"/api/v1/attachment/session/{session['sessionId']}",
                                  headers=auth("alice"))).status == 404
-        assert (await put_chunk(client, session, 2, pieces(data)[2])).status == 404
+        assert (await put_chunk(client, session, 3, pieces(data)[3])).status == 404
         assert (await complete(client, session)).status == 404
     # ListMultipartUploads: nothing left
-    assert view.multipart_uploads(bucket_id) == [] and view.multipart_uploads(bucket_id, staged["sessionId"]) == []
-    assert view.object(bucket_id, "plain.bin") is None and view.object(bucket_id, "staged.bin") is None
+    assert view.multipart_uploads(bucket_id) == []
+    assert view.object(bucket_id, "plain.bin") is None and view.object(bucket_id, "hashed.bin") is None
 
 
 async def test_initiate_validation_and_access_rules(client):
@@ -322,7 +324,7 @@ async def test_unfinished_sessions_by_bucket_and_key_and_abort(client, settings)
     first = await initiate(client, bucket_id, len(data), owner, key="a/model.bin", sha256=digest)
     second = await initiate(client, bucket_id, len(data), owner, key="b/other.bin")
     await initiate(client, other_bucket, 10, owner, key="a/model.bin")
-    assert (await put_chunk(client, first, 2, pieces(data)[2], owner)).status == 200
+    assert (await put_chunk(client, first, 1, pieces(data)[1], owner)).status == 200
 
     async def listed(params, user=owner):
         response = await client.get("/api/v1/attachment/sessions", params=params, headers=auth(user))
@@ -332,7 +334,7 @@ async def test_unfinished_sessions_by_bucket_and_key_and_abort(client, settings)
     assert status == 200 and [s["sessionId"] for s in body["sessions"]] == [first["sessionId"]]
     found = body["sessions"][0]
     assert found["fileSize"] == len(data) and found["chunkSize"] == CHUNK and found["totalChunks"] == 3
-    assert found["receivedChunks"] == [2] and found["missingChunks"] == [1, 3]
+    assert found["receivedChunks"] == [1] and found["missingChunks"] == [2, 3]
     assert found["sha256"] == digest and found["protocol"] == "session" and found["state"] == "open"
     assert found["bytesReceived"] == CHUNK and found["key"] == "a/model.bin"
     status, body = await listed({"bucket_id": bucket_id})
@@ -349,7 +351,7 @@ async def test_unfinished_sessions_by_bucket_and_key_and_abort(client, settings)
     # abort: gone from the list; completed ones too
     response = await client.post(f"/api/v1/attachment/session/{second['sessionId']}/abort", headers=auth(owner))
     assert response.status == 204
-    for number in (1, 3):
+    for number in (2, 3):
         assert (await put_chunk(client, first, number, pieces(data)[number], owner)).status == 200
     assert (await complete(client, first, owner)).status == 201
     status, body = await listed({"bucket_id": bucket_id})
@@ -379,50 +381,150 @@ def sha256_verifications(client, how: str) -> float:
     return registry.get_sample_value("sagestore_upload_sha256_verifications_total", {"how": how}) or 0.0
 
 
-async def test_declared_sha256_is_hashed_as_chunks_come_even_shuffled_no_read_back(client, settings):
-    """Chunks sent in parallel, in shuffled order: the ones ahead wait in memory for the frontier,
-    and completion verifies the declared sha256 without reading the object back from S3."""
+async def test_declared_sha256_hashes_chunks_in_order_even_shuffled_no_staging_no_copy(client, settings):
+    """Chunks sent in parallel, in shuffled order: the ones ahead of their turn are stored in S3 and
+    wait, unacknowledged, until the chunks before them are hashed. Completion verifies the declared
+    sha256 from the hash state committed with the chunks: no read-back, and the multipart upload
+    was at the target key from the start, so nothing is staged or copied."""
     view = S3View(settings)
+    app = client.server.app
     bucket_id = await make_bucket(client)
     data = os.urandom(5 * CHUNK + 11)
     before = {how: sha256_verifications(client, how) for how in ("received", "read_back")}
     session = await initiate(client, bucket_id, len(data), key="hashed.bin", sha256=sha256(data))
+    row = await upload_row(app, session["sessionId"])
+    assert not row["staged"] and row["s3_key"] == view.mapping.object(bucket_id, "hashed.bin").key
     chunks = pieces(data)
-    order = [6, 3, 1, 5, 2, 4]
-    for number in order[:2]:  # these two surely arrive ahead of chunk 1
-        assert (await put_chunk(client, session, number, chunks[number])).status == 200
-    results = await asyncio.gather(*(put_chunk(client, session, number, chunks[number]) for number in order[2:]))
-    assert [response.status for response in results] == [200] * 4
+    release = asyncio.Event()
+
+    async def held_back(blob: bytes):  # chunk 1 is in flight until released
+        yield blob[:MiB]
+        await release.wait()
+        yield blob[MiB:]
+
+    first = asyncio.create_task(put_chunk(client, session, 1, held_back(chunks[1])))
+    await part_lease_taken(app, session["sessionId"], 1)
+    early = [asyncio.create_task(put_chunk(client, session, number, chunks[number])) for number in (6, 3)]
+    for number in (6, 3):  # stored in S3, but waiting for their turn, in memory (not parked)
+        await part_in_s3(app, row, number, len(chunks[number]))
+    await asyncio.sleep(0.5)
+    assert not any(task.done() for task in early + [first])
+    assert (await status_of(client, session))["receivedChunks"] == []
+    assert view.staging_keys(bucket_id, session["sessionId"]) == []
+    release.set()
+    results = await asyncio.gather(*(put_chunk(client, session, number, chunks[number]) for number in (5, 2, 4)))
+    assert [response.status for response in results + await asyncio.gather(first, *early)] == [200] * 6
+    assert view.staging_keys(bucket_id, session["sessionId"]) == []  # none was parked
+    row = await upload_row(app, session["sessionId"])
+    assert row["acknowledged_offset"] == len(data) and row["sha256_so_far"] == sha256(data)
     response = await complete(client, session)
     assert response.status == 201, await response.text()
     assert (await response.json())["sha256"] == sha256(data)
     assert view.object(bucket_id, "hashed.bin") == data
+    assert view.staging_keys(bucket_id, session["sessionId"]) == []
     assert sha256_verifications(client, "received") == before["received"] + 1
     assert sha256_verifications(client, "read_back") == before["read_back"]
-    # a wrong declared sha256 is still caught the same way: 400, nothing published
+    # a wrong declared sha256 is caught before CompleteMultipartUpload: 400, nothing at the target
+    # key (the multipart upload stays open there), and the session can still be aborted
     wrong = await initiate(client, bucket_id, len(data), key="wrong-hashed.bin", sha256="ab" * 32)
     for number, blob in chunks.items():
         assert (await put_chunk(client, wrong, number, blob)).status == 200
     response = await complete(client, wrong)
     assert response.status == 400 and (await response.json())["sha256"] == sha256(data)
     assert view.object(bucket_id, "wrong-hashed.bin") is None
+    assert (await status_of(client, wrong))["state"] == "open"
+    assert view.multipart_uploads(bucket_id) != []
     assert sha256_verifications(client, "read_back") == before["read_back"]
 
 
-async def test_a_hashed_chunk_sent_again_with_other_bytes_falls_back_to_reading_back(client, settings):
-    """The frontier had hashed chunk 1; the client replaces it with other bytes (the declared
-    sha256 is the new content's). The frontier gives up, and completion reads the object back:
-    the sha256 verified is that of what S3 assembles."""
+async def test_a_hashed_chunk_sent_again_is_compared_not_replaced(client, settings):
+    """A chunk sent again after it was hashed (a lost answer, a resumed client): the same bytes get
+    the recorded answer and reach S3 no more; other bytes get 409 ChunkChanged and change nothing,
+    so the session still completes with what was hashed."""
     view = S3View(settings)
+    app = client.server.app
     bucket_id = await make_bucket(client)
-    first = os.urandom(2 * CHUNK)
-    final = os.urandom(CHUNK) + first[CHUNK:]
-    before = sha256_verifications(client, "read_back")
-    session = await initiate(client, bucket_id, len(final), key="replaced.bin", sha256=sha256(final))
-    for number, blob in pieces(first).items():
-        assert (await put_chunk(client, session, number, blob)).status == 200
-    assert (await put_chunk(client, session, 1, final[:CHUNK])).status == 200
+    data = os.urandom(2 * CHUNK + 3)
+    session = await initiate(client, bucket_id, len(data), key="kept.bin", sha256=sha256(data))
+    answers = {}
+    for number, blob in pieces(data).items():
+        response = await put_chunk(client, session, number, blob)
+        assert response.status == 200
+        answers[number] = await response.json()
+    row = await upload_row(app, session["sessionId"])
+    stored = view.client.list_parts(Bucket=row["s3_bucket"], Key=row["s3_key"], UploadId=row["s3_upload_id"])
+    again = await put_chunk(client, session, 2, data[CHUNK:2 * CHUNK])
+    assert again.status == 200 and (await again.json())["etag"] == answers[2]["etag"]
+    other = await put_chunk(client, session, 2, os.urandom(CHUNK))
+    assert other.status == 409
+    body = await other.json()
+    assert body["code"] == "ChunkChanged" and "nothing was stored" in body["error"]
+    # S3 holds the same parts as before, last modified when first sent: neither retry reached it
+    now = view.client.list_parts(Bucket=row["s3_bucket"], Key=row["s3_key"], UploadId=row["s3_upload_id"])
+    assert [(p["PartNumber"], p["ETag"], p["LastModified"]) for p in now["Parts"]] == \
+        [(p["PartNumber"], p["ETag"], p["LastModified"]) for p in stored["Parts"]]
     response = await complete(client, session)
     assert response.status == 201, await response.text()
-    assert view.object(bucket_id, "replaced.bin") == final
-    assert sha256_verifications(client, "read_back") == before + 1
+    assert view.object(bucket_id, "kept.bin") == data
+
+
+async def test_chunks_sent_one_by_one_out_of_order_are_parked_then_verified(client, settings):
+    """A client that sends chunk 3 first and waits for its answer: after the wait, chunk 3 is
+    parked (a staging copy) and acknowledged. Completion before chunk 2 came lists it; after, it
+    hashes chunk 3 from its copy, verifies the sha256 without reading the file back, and removes
+    the copy."""
+    view = S3View(settings)
+    app = client.server.app
+    bucket_id = await make_bucket(client)
+    data = os.urandom(3 * CHUNK)
+    read_back = sha256_verifications(client, "read_back")
+    session = await initiate(client, bucket_id, len(data), key="turns.bin", sha256=sha256(data))
+    chunks = pieces(data)
+    for number in (3, 1):
+        assert (await put_chunk(client, session, number, chunks[number])).status == 200
+    status = await status_of(client, session)
+    assert status["receivedChunks"] == [1, 3] and status["missingChunks"] == [2]
+    assert view.staging_keys(bucket_id, session["sessionId"]) == [
+        f"{STAGING_PREFIX}uploads/{session['sessionId']}/chunk-3"]
+    assert (await upload_row(app, session["sessionId"]))["acknowledged_offset"] == CHUNK
+    response = await complete(client, session)
+    assert response.status == 400 and (await response.json())["missingChunks"] == [2]
+    assert (await put_chunk(client, session, 2, chunks[2])).status == 200
+    assert app[context.ENGINE].turns.waiting_bytes == 0
+    response = await complete(client, session)
+    assert response.status == 201, await response.text()
+    assert (await response.json())["sha256"] == sha256(data)
+    assert view.object(bucket_id, "turns.bin") == data
+    assert view.staging_keys(bucket_id, session["sessionId"]) == []
+    assert sha256_verifications(client, "read_back") == read_back
+
+
+async def test_a_chunk_waits_at_most_the_time_limit_then_is_parked(client, settings):
+    """Chunk 1 stays in flight (its sender stalls within the body timeout): chunk 2 waits for it
+    no longer than the limit, then is parked and answered, while chunk 1 is still coming."""
+    view = S3View(settings)
+    app = client.server.app
+    app[context.ENGINE].turns.wait_seconds = 1.0
+    bucket_id = await make_bucket(client)
+    data = os.urandom(2 * CHUNK)
+    session = await initiate(client, bucket_id, len(data), key="slow-head.bin", sha256=sha256(data))
+    chunks = pieces(data)
+    release = asyncio.Event()
+
+    async def held_back(blob: bytes):
+        yield blob[:MiB]
+        await release.wait()
+        yield blob[MiB:]
+
+    first = asyncio.create_task(put_chunk(client, session, 1, held_back(chunks[1])))
+    await part_lease_taken(app, session["sessionId"], 1)
+    response = await put_chunk(client, session, 2, chunks[2])
+    assert response.status == 200 and not first.done()
+    assert view.staging_keys(bucket_id, session["sessionId"]) == [
+        f"{STAGING_PREFIX}uploads/{session['sessionId']}/chunk-2"]
+    release.set()
+    assert (await first).status == 200
+    response = await complete(client, session)
+    assert response.status == 201, await response.text()
+    assert view.object(bucket_id, "slow-head.bin") == data
+    assert view.staging_keys(bucket_id, session["sessionId"]) == []

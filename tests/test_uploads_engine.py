@@ -328,9 +328,8 @@ async def test_indexed_parts_any_order_missing_and_exact_sizes(make_engine):
     engine = await make_engine()
     bucket_id = await new_bucket(engine)
     data = os.urandom(17 * MiB)
-    digest = hashlib.sha256(data).hexdigest()
-    upload = await engine.create("session", bucket_id, "s.bin", "alice", length=len(data), sha256=digest)
-    assert upload.staged and upload.total_parts == 4 and upload.expected_part_size(4) == 2 * MiB
+    upload = await engine.create("session", bucket_id, "s.bin", "alice", length=len(data))
+    assert not upload.staged and upload.total_parts == 4 and upload.expected_part_size(4) == 2 * MiB
 
     def chunk(n: int) -> bytes:
         return data[(n - 1) * upload.part_size:n * upload.part_size]
@@ -353,9 +352,43 @@ async def test_indexed_parts_any_order_missing_and_exact_sizes(make_engine):
     await engine.put_part(upload, 1, chunks_of(chunk(1)), expected_size=5 * MiB, md5=base64.b64encode(
         hashlib.md5(chunk(1)).digest()).decode())  # a retry replaces the part
     info = await engine.complete(upload)
-    assert info["sha256"] == digest and info["size"] == len(data)
+    assert info["size"] == len(data)
     assert await object_bytes(engine, bucket_id, "s.bin") == data
     assert await staging_keys(engine, upload) == []
+
+
+async def test_a_hashed_session_parks_chunks_whose_turn_does_not_come(make_engine):
+    """A session with a declared sha256, chunks sent before chunk 1 and answered one by one: each
+    waits its turn, then is parked (a staging copy) and acknowledged; completion lists chunk 1 as
+    missing, then, once it came, hashes the parked chunks from their copies in order, verifies
+    the sha256 without reading the file back, and leaves no staging object."""
+    engine = await make_engine()
+    bucket_id = await new_bucket(engine)
+    data = os.urandom(17 * MiB)
+    digest = hashlib.sha256(data).hexdigest()
+    upload = await engine.create("session", bucket_id, "parked.bin", "alice", length=len(data), sha256=digest)
+    assert not upload.staged and upload.sha256_state is not None
+
+    def chunk(n: int) -> bytes:
+        return data[(n - 1) * upload.part_size:n * upload.part_size]
+
+    for number in (4, 2, 3):
+        await engine.put_part(upload, number, chunks_of(chunk(number)), expected_size=upload.expected_part_size(number))
+    assert sorted(await staging_keys(engine, upload)) == sorted(
+        engine.staging(upload, f"chunk-{n}").key for n in (2, 3, 4))
+    assert engine.turns.waiting_bytes == 0
+    with pytest.raises(MissingParts) as error:
+        await engine.complete(upload)
+    assert error.value.part_numbers == [1]
+    read_back = engine.metrics.sha256_verifications.labels("read_back")._value.get()
+    await engine.put_part(upload, 1, chunks_of(chunk(1)), expected_size=upload.part_size)
+    current = await engine.get(upload.id, "alice")
+    assert current.offset == upload.part_size  # chunk 1 hashed; the parked ones wait for completion
+    info = await engine.complete(upload)
+    assert info["sha256"] == digest and info["size"] == len(data)
+    assert await object_bytes(engine, bucket_id, "parked.bin") == data
+    assert await staging_keys(engine, upload) == []
+    assert engine.metrics.sha256_verifications.labels("read_back")._value.get() == read_back
 
 
 async def test_concurrent_writes_of_one_part_exactly_one_wins(make_engine):

@@ -11,6 +11,8 @@ The server picks chunkSize (>= 5 MiB, growing so that there are at most 10 000 c
 chunk ids are 1..totalChunks: chunk n IS S3 part n, so chunks go to S3 as they arrive and
 completion is one CompleteMultipartUpload. A chunk may carry Content-MD5, Digest (RFC 3230)
 or Content-Digest (RFC 9530) with sha-256 or md5; they are verified before anything is stored.
+A session that declares its sha256 at initiate hashes its chunks in order (uploads/ordered.py):
+chunks still come in any order and in parallel; a hashed chunk cannot be replaced.
 """
 from __future__ import annotations
 
@@ -150,8 +152,12 @@ async def initiate(request: web.Request) -> web.Response:
 @routes.put(SESSION + "/upload/{chunk_id}")
 @documented(
     "Upload chunk chunkId (1..totalChunks) in any order; exactly chunkSize bytes except the last; a retry "
-    "replaces it. Content-MD5, Digest or Content-Digest (sha-256, md5) are verified.",
-    {"200": {"description": "{sessionId, chunkId, size, etag, expiresAt}"}, **_ERRORS, "423": ERROR},
+    "replaces it. Content-MD5, Digest or Content-Digest (sha-256, md5) are verified. In a session that "
+    "declared a sha256, chunks are hashed in order: a chunk may wait (at most a minute) while the chunk "
+    "before it is in flight, and a chunk answered already cannot be replaced: sent again it must have the "
+    "same bytes (else 409 ChunkChanged, nothing stored).",
+    {"200": {"description": "{sessionId, chunkId, size, etag, expiresAt}"}, **_ERRORS, "409": ERROR,
+     "423": ERROR},
     parameters=[_SESSION_ID, {"name": "chunk_id", "in": "path", "required": True,
                               "schema": {"type": "integer", "minimum": 1}}],
     requestBody={"required": True, "content": {"application/octet-stream": {

@@ -18,6 +18,7 @@ from .common import validate_sha256, s3_bad_request, normal_etag
 from .core import EngineCore
 from .leases import Lease
 from .model import COMPLETED, Part, Upload
+from .ordered import hash_parked, hashes_in_order
 from .plan import plan_parts, Plan
 from .publish import publish_completed, publish_in_place, publish_staged
 
@@ -47,6 +48,8 @@ async def complete(engine: EngineCore, upload: Upload, *, parts: list[dict[str, 
         raise BadRequest("sha256 differs from the one declared when the upload was created")
     if sha256 and not current.staged and current.sha256_so_far is None:
         raise BadRequest("a whole-file sha256 must be declared when the upload is created")
+    if hashes_in_order(current) and current.offset != current.length:
+        await hash_parked(engine, current)  # chunks that came early, kept aside until their turn
     async with engine.writing(upload.id, completing=True) as (lease, current):
         assembled = (current.result or {}).get("assembled")
         if assembled is None:
@@ -113,6 +116,10 @@ async def assemble(engine: EngineCore, lease: Lease, upload: Upload, client_part
 async def check_running_sha256(engine: EngineCore, lease: Lease, upload: Upload, expected: str | None) -> None:
     """A hashed upload is assembled at its target, so a wrong sha256 must be caught before that:
     nothing is published and the upload stays open (the client may still fix it)."""
+    if hashes_in_order(upload) and upload.offset != upload.length:
+        await reopen(engine, lease)  # a chunk came between hash_parked and this lease: not verified yet
+        raise Conflict("a chunk of this session arrived during completion and is not verified yet; "
+                       "complete again", code="ChunksUnverified")
     if not expected or upload.sha256_so_far is None or (upload.length is not None
                                                          and upload.offset != upload.length):
         return  # nothing to check, or assemble() refuses the unfinished upload itself

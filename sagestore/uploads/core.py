@@ -24,6 +24,7 @@ from .common import LeaseLost, s3_bad_request
 from .frontier import Sha256Frontiers
 from .leases import InstanceLiveness, Lease, lease_held, new_token, renew_forever
 from .limits import ByteBudget, UserSlots
+from .ordered import ChunkTurns
 from .model import ABORTED, COMPLETED, COMPLETING, EXPIRED, OPEN, Part, Upload
 
 
@@ -46,6 +47,8 @@ class EngineCore:
         self.slots = UserSlots(settings.uploads_per_user, settings.budget_wait)
         # staged parts uploads hash their parts as they come, to spare completion a read-back
         self.frontiers = Sha256Frontiers(self.memory, max_waiting_bytes=self.memory.total // 4)
+        # sessions with a declared sha256 hash their chunks in order instead (ordered.py)
+        self.turns = ChunkTurns(self.memory.total)
         # S3 multipart uploads nobody knows are aborted only after this long: object PUTs of
         # other layers use short-lived MPUs too
         self.orphan_grace = orphan_grace if orphan_grace is not None else max(settings.upload_ttl, 86400.0)

@@ -1,6 +1,7 @@
-"""The whole-file sha256 of a staged parts upload (indexed session, multipart proxy), computed
-from the parts' bytes as this instance receives them, so that completion need not read the
-assembled object back from S3 to verify the declared sha256.
+"""The whole-file sha256 of a staged parts upload (the multipart proxy; an indexed session only
+where the resumable sha256 is missing, see ordered.py), computed from the parts' bytes as this
+instance receives them, so that completion need not read the assembled object back from S3 to
+verify the declared sha256.
 
 sha256 can only be fed in order. A part that arrives ahead of the frontier (parallel chunks)
 keeps its bytes until the parts before it are hashed, within a byte budget and a time limit;

@@ -15,6 +15,7 @@ from .common import (SEQUENTIAL_PROTOCOLS, S3_INVALID_PART, LeaseLost, BodyCutOf
 from .core import EngineCore
 from .leases import Lease
 from .model import OPEN, DigestMismatch, Part, Upload
+from .ordered import already_hashed, hash_in_turn, hashes_in_order, park
 
 
 async def put_part(engine: EngineCore, upload: Upload, part_number: int, body: AsyncIterable[bytes], *,
@@ -91,6 +92,19 @@ async def put_part(engine: EngineCore, upload: Upload, part_number: int, body: A
                 if upload.checksum_algorithm else None
             await check_parts_total(engine, upload, part_number, received)
             buffer.truncate()
+            if hashes_in_order(upload):
+                try:
+                    part = await already_hashed(engine, upload, part_number, buffer)
+                    if part is None:
+                        part = await engine.send_part(upload, part_number, buffer, content_md5=md5, checksum=checksum)
+                        turn = await hash_in_turn(engine, lease, upload, part, buffer)
+                        if turn is None:
+                            await park(engine, upload, part, buffer)
+                        await record_part(engine, lease, part, in_order=turn)
+                        engine.turns.notify(upload.id)
+                finally:
+                    buffer.close()
+                return part
             part = await engine.send_part(upload, part_number, buffer, content_md5=md5, checksum=checksum)
             await record_part(engine, lease, part)
             if not await engine.frontiers.offer(upload.id, part_number, normal_etag(part.etag), buffer):
@@ -110,8 +124,11 @@ async def check_parts_total(engine: EngineCore, upload: Upload, part_number: int
                               max_upload_size=engine.settings.max_upload_size)
 
 
-async def record_part(engine: EngineCore, lease: Lease, part: Part) -> None:
-    """Commit one part, only while this request still holds its lease and the upload is open."""
+async def record_part(engine: EngineCore, lease: Lease, part: Part, *,
+                      in_order: tuple[int, bytes, str] | None = None) -> None:
+    """Commit one part, only while this request still holds its lease and the upload is open.
+    in_order: (offset before the part, hash state after it, digest so far) of a chunk hashed in
+    order (ordered.py), committed with it."""
     async with transaction(engine.pool) as cur:
         # NO KEY UPDATE, not SHARE: this transaction updates the row below (no lock upgrade deadlock)
         row = await engine.load_row(cur, lease.upload_id, lock="FOR NO KEY UPDATE")
@@ -122,6 +139,15 @@ async def record_part(engine: EngineCore, lease: Lease, part: Part) -> None:
         await engine.upsert_parts(cur, lease.upload_id, [part])
         await cur.execute("UPDATE uploads SET updated_at = now(), expires_at = now() + %s * interval '1 second'"
                           " WHERE id = %s", (engine.ttl(), lease.upload_id))
+        if in_order is not None:
+            start, state, so_far = in_order
+            await cur.execute("UPDATE uploads SET acknowledged_offset = %s, sha256_state = %s, sha256_so_far = %s"
+                              " WHERE id = %s AND acknowledged_offset = %s",
+                              (start + part.size, state, so_far, lease.upload_id, start))
+            if cur.rowcount != 1:
+                raise LeaseLost(f"part {part.part_number} was hashed elsewhere meanwhile; it was not kept")
+            await cur.execute("UPDATE upload_parts SET sha256_state = %s WHERE upload_id = %s AND part_number = %s",
+                              (state, lease.upload_id, part.part_number))
 
 
 async def presign_part(engine: EngineCore, upload: Upload, part_number: int, *, md5: str | None = None,
