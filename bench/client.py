@@ -117,12 +117,14 @@ def boto3_up_down(stack: Stack, source: Path, target: Path) -> tuple[float, floa
     return up, time.perf_counter() - started
 
 
-def sagestore_cp(stack: Stack, args: list[str]) -> tuple[float, float, float]:
+def sagestore_cp(stack: Stack, args: list[str], profile: Path | None = None) -> tuple[float, float, float]:
+    """One `sagestore cp`; with profile, under `py-spy record --format raw` (its CPU then counts too)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("SAGESTORE_")}
     env.update(PYTHONPATH=str(REPO), SAGESTORE_URL=stack.server_url, SAGESTORE_TOKEN="user:bench")
     server_before, children_before = cpu_of(stack.server.pid), children_cpu()
+    spy = ["py-spy", "record", "--format", "raw", "--rate", "50", "-o", str(profile), "--"] if profile else []
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sagestore", "cp", "--quiet", *args], env=env, check=True)
+    subprocess.run([*spy, sys.executable, "-m", "sagestore", "cp", "--quiet", *args], env=env, check=True)
     wall = time.perf_counter() - started
     return wall, children_cpu() - children_before, cpu_of(stack.server.pid) - server_before
 
@@ -130,7 +132,12 @@ def sagestore_cp(stack: Stack, args: list[str]) -> tuple[float, float, float]:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--profile", action="store_true",
+                        help="record each cp with py-spy into bench/results/profile-cp-{up,down}.txt")
     options = parser.parse_args()
+    profiles = REPO / "bench" / "results"
+    if options.profile:
+        profiles.mkdir(parents=True, exist_ok=True)
     size = options.size_mib * MiB
     gib = size / 2**30
     workdir = Path(tempfile.mkdtemp(prefix="sagestore-bench-client-"))
@@ -163,9 +170,11 @@ async def main() -> None:
         from sagestore.client import Client
         with Client(stack.server_url, "user:bench") as client:
             bucket_id = client.create_bucket("model", "bench-client")["id"]
-        cp_up, client_up, server_up = sagestore_cp(stack, [str(source), f"sage://{bucket_id}/big.bin"])
+        cp_up, client_up, server_up = sagestore_cp(stack, [str(source), f"sage://{bucket_id}/big.bin"],
+                                                   options.profile and profiles / "profile-cp-up.txt")
         cp_down, client_down, server_down = sagestore_cp(stack, [f"sage://{bucket_id}/big.bin",
-                                                                 str(workdir / "down-sagestore.bin")])
+                                                                 str(workdir / "down-sagestore.bin")],
+                                                         options.profile and profiles / "profile-cp-down.txt")
         rows.append(("sagestore cp", cp_up, cp_down, client_up, client_down, server_up, server_down))
 
         best_up, best_down = min(up, boto_up), min(down, boto_down)

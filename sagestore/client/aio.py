@@ -89,6 +89,19 @@ def matches(path: str, include: Iterable[str] | None, exclude: Iterable[str] | N
     return not any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in exclude)
 
 
+def _pwrite_all(fd: int, pieces: list[bytes], position: int) -> None:
+    """Write the pieces at position (pwritev may write less than asked)."""
+    views = [memoryview(piece) for piece in pieces]
+    while views:
+        count = os.pwritev(fd, views, position)
+        position += count
+        while views and count >= len(views[0]):
+            count -= len(views[0])
+            views.pop(0)
+        if views and count:
+            views[0] = views[0][count:]
+
+
 class _PrefixHasher:
     """The sha256 of a `.part` file whose chunks land in any order: each chunk is hashed (read
     back from the page cache, in a thread) as soon as every chunk before it has landed, so the
@@ -578,13 +591,27 @@ class AsyncClient:
                 if response.headers.get("ETag", info.etag) != info.etag:
                     raise _Changed()
                 position = start
-                async for piece in response.content.iter_chunked(SEND_PIECE):
-                    if position + len(piece) > end + 1:
+                # the pieces as received (no joining copy), written with one pwritev per MiB or so
+                pending: list[bytes] = []
+                pending_size = 0
+
+                async def flush() -> None:
+                    nonlocal position, pending, pending_size
+                    if pending:
+                        await asyncio.to_thread(_pwrite_all, fd, pending, position)
+                        position += pending_size
+                        written[0] += pending_size
+                        report(pending_size)
+                        pending, pending_size = [], 0
+
+                async for piece, _ in response.content.iter_chunks():
+                    if position + pending_size + len(piece) > end + 1:
                         raise _Changed()
-                    await asyncio.to_thread(os.pwrite, fd, piece, position)
-                    position += len(piece)
-                    written[0] += len(piece)
-                    report(len(piece))
+                    pending.append(piece)
+                    pending_size += len(piece)
+                    if pending_size >= SEND_PIECE:
+                        await flush()
+                await flush()
                 if position != end + 1:
                     raise aiohttp.ClientPayloadError(f"range {start}-{end} ended at {position}")
 
