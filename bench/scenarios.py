@@ -366,15 +366,18 @@ async def wait_for_import(b: Bench, headers: dict[str, str], answer: Any) -> Non
 
 
 async def indexed_session(b: Bench, key: str, in_flight: int = PARTS_IN_FLIGHT, *,
-                          source: InputFile | None = None, user: str | None = None) -> Outcome:
+                          source: InputFile | None = None, user: str | None = None,
+                          declare_sha256: bool = False) -> Outcome:
     """POST initiate, chunks of the server's chunkSize with in_flight in parallel, complete;
-    as `user` (who needs WRITE on the bench bucket) instead of the bucket's owner if given."""
+    as `user` (who needs WRITE on the bench bucket) instead of the bucket's owner if given;
+    declare_sha256: initiate names the file's sha256, which the server verifies."""
     source = source or b.input
     bucket_id = b.need_bucket()
     as_user = {"headers": {"Authorization": f"sage user:{user}"}} if user else {}
+    declared = {"sha256": source.sha256} if declare_sha256 else {}
     _, _, session = await b.api("POST", "/api/v1/attachment/initiate", first=True, **as_user, json={
         "bucket_id": bucket_id, "key": key, "fileName": Path(key).name, "fileSize": source.size,
-        "contentType": "application/octet-stream"})
+        "contentType": "application/octet-stream", **declared})
     session_id, chunk_size = session["sessionId"], int(session["chunkSize"])
     count = int(session["totalChunks"])
     if count != source.part_count(chunk_size):
