@@ -528,3 +528,36 @@ async def test_a_chunk_waits_at_most_the_time_limit_then_is_parked(client, setti
     assert response.status == 201, await response.text()
     assert view.object(bucket_id, "slow-head.bin") == data
     assert view.staging_keys(bucket_id, session["sessionId"]) == []
+
+
+async def test_verify_sha256_hashes_in_order_and_takes_the_sha256_at_completion(client, settings):
+    """verifySha256 at initiate, no sha256: chunks are hashed in order as with a declared one; the
+    status shows the hashed prefix and its sha256 (what a client resumes by); a wrong sha256 at
+    completion publishes nothing, the right one publishes; without one, the computed sha256 is
+    the object's (Repr-Digest)."""
+    view = S3View(settings)
+    bucket_id = await make_bucket(client)
+    data = os.urandom(2 * CHUNK + 9)
+    chunks = pieces(data)
+    session = await initiate(client, bucket_id, len(data), key="later.bin", verifySha256=True)
+    assert (await put_chunk(client, session, 1, chunks[1])).status == 200
+    status = await status_of(client, session)
+    assert status["bytesHashed"] == CHUNK and status["sha256SoFar"] == sha256(data[:CHUNK])
+    for number in (2, 3):
+        assert (await put_chunk(client, session, number, chunks[number])).status == 200
+    response = await complete(client, session, sha256="ab" * 32)
+    assert response.status == 400 and (await response.json())["sha256"] == sha256(data)
+    assert view.object(bucket_id, "later.bin") is None and (await status_of(client, session))["state"] == "open"
+    response = await complete(client, session, sha256=sha256(data))
+    assert response.status == 201, await response.text()
+    assert (await response.json())["sha256"] == sha256(data) and view.object(bucket_id, "later.bin") == data
+    quiet = await initiate(client, bucket_id, len(data), key="quiet.bin", verifySha256=True)
+    for number, blob in chunks.items():
+        assert (await put_chunk(client, quiet, number, blob)).status == 200
+    response = await complete(client, quiet)
+    assert response.status == 201 and (await response.json())["sha256"] == sha256(data)
+    got = await client.get(f"/api/v1/objects/{bucket_id}/quiet.bin", headers=auth("alice"))
+    assert got.status == 200 and got.headers["Repr-Digest"] == f"sha-256=:{sha256_b64(data)}:"
+    # a session without either is not hashed: no prefix in its status
+    plain = await initiate(client, bucket_id, len(data), key="plain.bin")
+    assert "bytesHashed" not in await status_of(client, plain)

@@ -2,10 +2,11 @@
 event loop, so both have the same methods and behaviour.
 
 Uploads: a file up to `threshold` is one streamed PUT with its sha256 in Repr-Digest; a larger one
-is an indexed session (several chunks in flight), whose sha256 must be declared when it starts,
-so the file is read once to hash it before its first byte is sent. A rerun of the same upload
-(same user, bucket, key, size and sha256) finds the open session on the server and sends only the
-missing chunks; sessions of that key with another size or sha256 are aborted, never completed.
+is an indexed session (several chunks in flight) that the server hashes in order (verifySha256):
+the client hashes each chunk as it sends it and gives the sha256 at completion, so the file is read
+once. A rerun of the same upload (same user, bucket, key and size, and the same first bytes: the
+local sha256 of the server's hashed prefix equals its sha256SoFar) continues that session and sends
+the chunks after the prefix; other sessions of that key are aborted, never completed.
 
 Downloads: parallel Range GETs (If-Range: the ETag) into `<target>.part`, with the ranges done
 so far in `<target>.part.json`, so a rerun continues; the sha256 is checked against the server's
@@ -202,9 +203,34 @@ class _Source:
     def sha256(self) -> str:
         return file_sha256(self.path) if self.path else file_sha256(self._handle)
 
+    def sha256_of_prefix(self, length: int) -> Any:
+        """A hashlib sha256 of the first `length` bytes, to be fed on."""
+        digest = hashlib.sha256()
+        for offset in range(0, min(length, self.size), HASH_READ):
+            digest.update(self.read_at(offset, min(HASH_READ, length - offset)))
+        return digest
+
     def close(self) -> None:
         if self.path is not None or self._spool is not None:
             self._handle.close()
+
+
+class _InOrderHasher:
+    """The whole-file sha256, fed with the chunks read for sending, in index order: a chunk's
+    feed waits for the one before it, so at most the chunks in flight are held."""
+
+    def __init__(self, digest: Any, next_chunk: int) -> None:
+        self.digest = digest
+        self.next = next_chunk
+        self.turn = asyncio.Condition()
+
+    async def feed(self, number: int, data: bytes) -> None:
+        async with self.turn:
+            await self.turn.wait_for(lambda: self.next == number)
+        await asyncio.to_thread(self.digest.update, data)
+        async with self.turn:
+            self.next += 1
+            self.turn.notify_all()
 
 
 class AsyncClient:
@@ -406,10 +432,10 @@ class AsyncClient:
         content_type = content_type or mimetypes.guess_type(str(name))[0] or "application/octet-stream"
         local = await asyncio.to_thread(_Source, source)
         try:
-            sha256 = await asyncio.to_thread(local.sha256)  # the first read: sessions declare it at initiate
-            if local.size <= self.config.threshold:
+            if local.size <= self.config.threshold:  # its Repr-Digest goes first: one read more, of a small file
+                sha256 = await asyncio.to_thread(local.sha256)
                 return await self._put_whole(bucket_id, key, local, sha256, content_type, report)
-            return await self._upload_session(bucket_id, key, local, sha256, content_type, report)
+            return await self._upload_session(bucket_id, key, local, content_type, report)
         finally:
             local.close()
 
@@ -439,47 +465,54 @@ class AsyncClient:
         return await self._call("PUT", self._target(self._file_path(bucket_id, key)), done,
                                 body=lambda: body() if local.size else b"", headers=headers, on_retry=resent)
 
-    async def _find_session(self, bucket_id: str, key: str, size: int, sha256: str) -> dict[str, Any] | None:
-        """The open session this exact upload can continue; sessions of the key for other content are
+    async def _find_session(self, bucket_id: str, key: str, local: _Source) -> tuple[dict[str, Any], Any] | None:
+        """The open session this upload can continue, with the sha256 of the local file's first
+        bytesHashed bytes (the server's sha256SoFar matched it); every other session of the key is
         aborted, so a changed file never completes an old upload."""
         found = None
         for upload in await self.list_uploads(bucket_id, key):
-            if upload["key"] != key or upload.get("state") != "open":
+            if upload["key"] != key or upload.get("state") != "open" or upload.get("protocol") != "session":
                 continue
-            same = (upload.get("protocol") == "session" and upload.get("fileSize") == size
-                    and upload.get("sha256") == sha256)
-            if same and found is None:
-                found = upload
-            elif upload.get("protocol") == "session":
-                try:
-                    await self.abort_upload(upload["sessionId"])
-                except SagestoreError:
-                    pass  # completing or gone meanwhile: either way it is not ours to continue
+            if found is None and upload.get("fileSize") == local.size and upload.get("sha256") is None \
+                    and upload.get("sha256SoFar"):
+                prefix = await asyncio.to_thread(local.sha256_of_prefix, int(upload["bytesHashed"]))
+                if prefix.hexdigest() == upload["sha256SoFar"]:
+                    found = (upload, prefix)
+                    continue
+            try:
+                await self.abort_upload(upload["sessionId"])
+            except SagestoreError:
+                pass  # completing or gone meanwhile: either way it is not ours to continue
         return found
 
-    async def _upload_session(self, bucket_id: str, key: str, local: _Source, sha256: str, content_type: str,
+    async def _upload_session(self, bucket_id: str, key: str, local: _Source, content_type: str,
                               report: Progress) -> dict[str, Any]:
-        session = await self._find_session(bucket_id, key, local.size, sha256)
-        if session is None:
+        """An indexed session hashed in order (verifySha256): the client hashes each chunk as it
+        sends it, in index order, and gives the sha256 at completion, so the file is read once."""
+        found = await self._find_session(bucket_id, key, local)
+        if found is None:
             started = await self._json("POST", "/api/v1/attachment/initiate", ok=(201,), json_body={
                 "bucket_id": bucket_id, "key": key, "fileName": key.rsplit("/", 1)[-1], "fileSize": local.size,
-                "contentType": content_type, "sha256": sha256})
+                "contentType": content_type, "verifySha256": True})
             session_id, chunk_size, total = started["sessionId"], started["chunkSize"], started["totalChunks"]
-            received: set[int] = set()
+            hashed, digest = 0, hashlib.sha256()
         else:
+            session, digest = found
             session_id, chunk_size, total = session["sessionId"], session["chunkSize"], session["totalChunks"]
-            received = set(session["receivedChunks"])
-        resumed = sum(min(chunk_size, local.size - (n - 1) * chunk_size) for n in received)
+            hashed = int(session["bytesHashed"]) // chunk_size
+        # chunks 1..hashed are on the server and hashed; the others are sent (again, if they were
+        # parked there unhashed), so that this run sees every byte after the prefix, in order
+        resumed = min(local.size, hashed * chunk_size)
         if resumed:
             report(resumed)
-        await self._send_chunks(session_id, chunk_size, [n for n in range(1, total + 1) if n not in received],
-                                local, report)
+        hasher = _InOrderHasher(digest, hashed + 1)
+        await self._send_chunks(session_id, chunk_size, list(range(hashed + 1, total + 1)), local, report, hasher)
         result = await self._json("POST", f"/api/v1/attachment/session/{session_id}/complete", ok=(201,),
-                                  json_body={"sha256": sha256})
+                                  json_body={"sha256": digest.hexdigest()})
         return {**result, "resumed": resumed}
 
     async def _send_chunks(self, session_id: str, chunk_size: int, numbers: list[int], local: _Source,
-                           report: Progress) -> None:
+                           report: Progress, hasher: "_InOrderHasher") -> None:
         queue = list(reversed(numbers))
 
         async def send(number: int) -> None:
@@ -503,9 +536,14 @@ class AsyncClient:
             async def done(response: aiohttp.ClientResponse) -> None:
                 await response.read()
 
-            await self._call("PUT", self._target(f"/api/v1/attachment/session/{session_id}/upload/{number}"), done,
-                             body=body, headers={"Content-Length": str(size),
-                                                 "Content-Type": "application/octet-stream"}, on_retry=resent)
+            feeding = asyncio.ensure_future(hasher.feed(number, data))  # hashed while it is sent
+            try:
+                await self._call("PUT", self._target(f"/api/v1/attachment/session/{session_id}/upload/{number}"),
+                                 done, body=body, on_retry=resent,
+                                 headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+                await feeding
+            finally:
+                feeding.cancel()
 
         async def worker() -> None:
             while queue:

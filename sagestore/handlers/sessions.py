@@ -29,6 +29,7 @@ from ..openapi import ERROR, documented
 from ..storage import parse_bucket_id, sanitize_filename, validate_key
 from ..uploads import MissingParts, Upload
 from ..uploads.checksums import b64
+from ..uploads.ordered import hashes_in_order
 from .bodies import BucketId, JsonBody, OptionalText, Says, Sha256, checked, read_body
 from .common import body_pieces, identity, optional_media_type, query_int
 from .offset_uploads import authorize_target, owned_upload
@@ -109,7 +110,15 @@ def _status(engine: Any, upload: Upload) -> dict[str, Any]:
         "fileName": upload.metadata.get("fileName"), "fileSize": upload.length, "chunkSize": upload.part_size,
         "totalChunks": upload.total_parts, "receivedChunks": [part["part_number"] for part in status["parts"]],
         "missingChunks": status.get("missing_parts", []), "bytesReceived": status["received"],
-        "expiresAt": _iso(upload)}
+        "expiresAt": _iso(upload), **_hashed_prefix(upload)}
+
+
+def _hashed_prefix(upload: Upload) -> dict[str, Any]:
+    """A session hashed in order: how far, and the sha256 of those bytes (a client resumes only
+    when its file has the same first bytes)."""
+    if not hashes_in_order(upload):
+        return {}
+    return {"bytesHashed": upload.offset, "sha256SoFar": upload.sha256_so_far}
 
 
 # ---------------------------------------------------------------- the JSON bodies
@@ -121,10 +130,14 @@ class InitiateSession(JsonBody):
     contentType: Annotated[OptionalText | None, checked(lambda value: optional_media_type(value, "contentType"))] \
         = None
     sha256: Sha256 | None = None
+    verifySha256: bool = Field(False, description="hash the chunks in order, as with a declared sha256, and take "
+                                                  "the sha256 at completion: the client needs no read of the file "
+                                                  "before its first chunk")
 
 
 class CompleteSession(JsonBody):
-    sha256: Sha256 | None = Field(None, description="if given, must be the one declared at initiate")
+    sha256: Sha256 | None = Field(None, description="if given, must be the one declared at initiate, or that of "
+                                                    "the chunks hashed in order (verifySha256)")
 
 
 _ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "410": ERROR}
@@ -142,7 +155,7 @@ async def initiate(request: web.Request) -> web.Response:
     bucket_id, key = await authorize_target(request, body.bucket_id, key)
     upload = await request.app[context.ENGINE].create(
         "session", bucket_id, key, identity(request).user, length=body.fileSize, content_type=body.contentType,
-        sha256=body.sha256, metadata={"fileName": body.fileName})
+        sha256=body.sha256, verify_sha256=body.verifySha256, metadata={"fileName": body.fileName})
     return web.json_response({
         "sessionId": upload.id, "chunkSize": upload.part_size, "totalChunks": upload.total_parts,
         "expiresAt": _iso(upload), "uploadUrl": _session_url(upload) + "/upload/{chunkId}",
@@ -179,7 +192,8 @@ async def put_chunk(request: web.Request) -> web.Response:
 
 @routes.get(SESSION)
 @documented(
-    "Session status: receivedChunks, missingChunks, bytesReceived, expiresAt",
+    "Session status: receivedChunks, missingChunks, bytesReceived, expiresAt; bytesHashed and sha256SoFar for "
+    "a session hashed in order (declared sha256 or verifySha256)",
     {"200": {"description": "status"}, **_ERRORS}, parameters=[_SESSION_ID])
 async def session_status(request: web.Request) -> web.Response:
     upload = await owned_upload(request, request.match_info["session_id"])
@@ -209,7 +223,7 @@ async def complete(request: web.Request) -> web.Response:
     "with no local state. Filter by bucket_id (needs WRITE on it) and key",
     {"200": {"description": "{sessions: [{sessionId, protocol, state, bucket_id, key, fileName, fileSize, "
                             "chunkSize, totalChunks, receivedChunks, missingChunks, bytesReceived, sha256, "
-                            "createdAt, expiresAt}]}",
+                            "bytesHashed?, sha256SoFar?, createdAt, expiresAt}]}",
              "content": {"application/json": {"schema": {"type": "object", "properties": {
                  "sessions": {"type": "array", "items": {"type": "object", "properties": {
                      "sessionId": {"type": "string", "format": "uuid"}, "protocol": {"type": "string"},
@@ -220,6 +234,9 @@ async def complete(request: web.Request) -> web.Response:
                      "missingChunks": {"type": "array", "items": {"type": "integer"}},
                      "bytesReceived": {"type": "integer"},
                      "sha256": {"type": "string", "nullable": True},
+                     "bytesHashed": {"type": "integer", "description": "sessions hashed in order: the chunks "
+                                                                         "1..n hashed so far, in bytes"},
+                     "sha256SoFar": {"type": "string", "description": "the sha256 of those bytes"},
                      "createdAt": {"type": "string", "format": "date-time"},
                      "expiresAt": {"type": "string", "format": "date-time"}}}}}}}}},
      "400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR},

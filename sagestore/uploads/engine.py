@@ -59,13 +59,14 @@ class UploadEngine(EngineCore):
                      length: int | None = None, content_type: str | None = None,
                      metadata: dict[str, Any] | None = None, checksum_algorithm: str | None = None,
                      sha256: str | None = None, part_size: int | None = None, retain: bool = False,
-                     concat_sources: list[str] | None = None) -> Upload:
+                     concat_sources: list[str] | None = None, verify_sha256: bool = False) -> Upload:
         """Open an upload. The caller has checked WRITE on the bucket.
 
         length None = deferred (part sizes then grow with the part number). part_size is honoured
         for indexed sessions; otherwise the engine picks it. sha256 (hex) is verified at completion
-        before anything is published. retain keeps the assembled object after publishing, for
-        repeated publications (offset chunks' import_upload) until the upload expires.
+        before anything is published; verify_sha256 (indexed sessions) hashes the chunks in order as
+        a declared sha256 does, for a sha256 given at completion. retain keeps the assembled object
+        after publishing, for repeated publications (offset chunks' import_upload) until the upload expires.
         concat_sources (upload ids) marks a tus final upload to be built by concatenate(); they are
         kept in metadata["concat_sources"] and found again by finals_waiting_for().
         """
@@ -101,8 +102,8 @@ class UploadEngine(EngineCore):
         hashed = (protocol in SEQUENTIAL_PROTOCOLS and bucket_id is not None and concat_sources is None
                   and resumable_sha256_available())
         # so does an indexed session with a declared sha256: its chunks are hashed in order (ordered.py)
-        hashed = hashed or (protocol == "session" and bucket_id is not None and bool(sha256) and not retain
-                            and not grows and resumable_sha256_available())
+        hashed = hashed or (protocol == "session" and bucket_id is not None and (bool(sha256) or verify_sha256)
+                            and not retain and not grows and resumable_sha256_available())
         staged = ((bool(sha256) or retain) and not hashed) or bucket_id is None
         sha256_state = ResumableSha256() if hashed else None
         if staged:
