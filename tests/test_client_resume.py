@@ -196,6 +196,57 @@ class FlakyProxy:
         self.listener.close()
 
 
+def test_a_rerun_continues_only_the_session_whose_hashed_prefix_is_the_files(served, tmp_path):
+    """Sessions started with verifySha256 (as the client starts them), then left: a rerun continues
+    one only when the sha256 of the local file's first bytesHashed bytes is the server's
+    sha256SoFar, and sends what comes after; a file changed inside the prefix gets a new session
+    and the old one is aborted. A session with every chunk in (the last one short) completes
+    without sending anything."""
+    with Client(served.url, served.token("alice")) as alice:
+        bucket_id = alice.create_bucket("model")["id"]
+    headers = {"Authorization": f"Bearer {served.token('alice')}"}
+    old = os.urandom(4 * CHUNK + 7)  # 5 chunks, the last of 7 bytes
+
+    def left_after(key: str, chunks: int) -> dict:
+        session = requests.post(served.url + "/api/v1/attachment/initiate", headers=headers, timeout=30, json={
+            "bucket_id": bucket_id, "key": key, "fileName": key, "fileSize": len(old), "verifySha256": True}).json()
+        for number in range(1, chunks + 1):
+            response = requests.put(served.url + session["uploadUrl"].replace("{chunkId}", str(number)),
+                                    data=old[(number - 1) * CHUNK:number * CHUNK], headers=headers, timeout=60)
+            assert response.status_code == 200, response.text
+        return session
+
+    def cp(key: str, data: bytes) -> dict:
+        (tmp_path / key).write_bytes(data)
+        result = served.cli("cp", "--json", str(tmp_path / key), f"sage://{bucket_id}/{key}")
+        assert result.returncode == 0, result.stderr
+        record = json.loads(result.stdout)
+        assert record["sha256"] == hashlib.sha256(data).hexdigest()
+        got = requests.get(f"{served.url}/api/v1/objects/{bucket_id}/{key}", headers=headers, timeout=60)
+        assert got.content == data
+        return record
+
+    def session_status(session: dict) -> int:
+        return requests.get(f"{served.url}/api/v1/attachment/session/{session['sessionId']}", headers=headers,
+                            timeout=30).status_code
+
+    before = served.metric("sagestore_session_received_bytes_total")
+    full = left_after("full.bin", 5)
+    assert cp("full.bin", old)["resumed"] == len(old)
+    assert served.metric("sagestore_session_received_bytes_total") - before == len(old)  # nothing sent again
+    assert session_status(full) != 404  # that session completed
+    late = bytearray(old)
+    late[-1] ^= 0xFF  # the same first chunk, another last byte
+    left_after("late.bin", 1)
+    assert cp("late.bin", bytes(late))["resumed"] == CHUNK
+    early = bytearray(old)
+    early[0] ^= 0xFF  # another first byte
+    stale = left_after("early.bin", 1)
+    assert cp("early.bin", bytes(early))["resumed"] == 0
+    assert session_status(stale) == 404  # aborted, never completed
+
+
+
 @pytest.mark.parametrize("failure", ["reset", "503"])
 def test_retries_through_a_proxy_that_fails_once(served, tmp_path, failure):
     with Client(served.url, served.token("alice")) as alice:

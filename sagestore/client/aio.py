@@ -499,7 +499,8 @@ class AsyncClient:
         else:
             session, digest = found
             session_id, chunk_size, total = session["sessionId"], session["chunkSize"], session["totalChunks"]
-            hashed = int(session["bytesHashed"]) // chunk_size
+            # every hashed prefix ends on a chunk boundary, or at the end of the file
+            hashed = total if int(session["bytesHashed"]) >= local.size else int(session["bytesHashed"]) // chunk_size
         # chunks 1..hashed are on the server and hashed; the others are sent (again, if they were
         # parked there unhashed), so that this run sees every byte after the prefix, in order
         resumed = min(local.size, hashed * chunk_size)

@@ -47,7 +47,7 @@ class EngineCore:
         self.slots = UserSlots(settings.uploads_per_user, settings.budget_wait)
         # staged parts uploads hash their parts as they come, to spare completion a read-back
         self.frontiers = Sha256Frontiers(self.memory, max_waiting_bytes=self.memory.total // 4)
-        # sessions with a declared sha256 hash their chunks in order instead (ordered.py)
+        # sessions with a declared sha256 (or verify_sha256) hash their chunks in order instead (ordered.py)
         self.turns = ChunkTurns(self.memory.total)
         # S3 multipart uploads nobody knows are aborted only after this long: object PUTs of
         # other layers use short-lived MPUs too

@@ -8,8 +8,9 @@ Where bytes live:
   they arrive and the hash state is committed with each offset (resumable_sha256.py), so a
   declared sha256 is checked before CompleteMultipartUpload, and later publications of a
   retained one copy from the published target;
-- and so does an indexed session that declares a sha256: its chunks are hashed in order, each
-  acknowledged once the chunks before it are, with the state committed per chunk (ordered.py);
+- and so does an indexed session that declares a sha256 (or asks verify_sha256): its chunks are
+  hashed in order with the state committed per chunk; one ahead of its turn waits while the one
+  before is in flight, or is parked in a staging copy `chunk-N` until its turn (ordered.py);
 - otherwise it targets a staging key `.sagestore-staging/uploads/{id}/object` when a whole-file sha256
   is declared, when the assembled object must be kept for several publications (retain), or
   when the upload has no target yet. Completion then verifies the sha256 by a streaming read
@@ -101,7 +102,7 @@ class UploadEngine(EngineCore):
         # target, verified first, and later publications (retain) copy from there
         hashed = (protocol in SEQUENTIAL_PROTOCOLS and bucket_id is not None and concat_sources is None
                   and resumable_sha256_available())
-        # so does an indexed session with a declared sha256: its chunks are hashed in order (ordered.py)
+        # so does an indexed session with a declared (or later) sha256: chunks hashed in order (ordered.py)
         hashed = hashed or (protocol == "session" and bucket_id is not None and (bool(sha256) or verify_sha256)
                             and not retain and not grows and resumable_sha256_available())
         staged = ((bool(sha256) or retain) and not hashed) or bucket_id is None
