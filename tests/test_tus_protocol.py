@@ -387,3 +387,20 @@ async def test_cors_preflight_and_exposed_headers(aiohttp_client, settings):
     # errors are readable by the page too
     response = await client.head(response.headers["Location"], headers={"Origin": "https://app.example", **TUS})
     assert response.status == 401 and response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+
+
+async def test_a_finished_tus_upload_is_served_with_its_repr_digest(client):
+    """The sha256 a tus upload was hashed with as it came (no declared checksum) is the published
+    object's: GET and HEAD of the file send it as RFC 9530 Repr-Digest."""
+    bucket_id = await make_bucket(client.server.app)
+    data = os.urandom(6 * MiB + 3)
+    url = await create(client, bucket_id, len(data), key="tus/digest.bin")
+    for offset in range(0, len(data), 2 * MiB):
+        response = await patch(client, url, offset, data[offset:offset + 2 * MiB])
+        assert response.status == 204, await response.text()
+    expected = f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:"
+    got = await client.get(f"/api/v1/objects/{bucket_id}/tus/digest.bin", headers=auth("alice"))
+    assert got.status == 200 and await got.read() == data
+    assert got.headers["Repr-Digest"] == expected
+    head_response = await client.head(f"/api/v1/objects/{bucket_id}/tus/digest.bin", headers=auth("alice"))
+    assert head_response.headers["Repr-Digest"] == expected
