@@ -1,5 +1,6 @@
-"""Indexed sessions that declare a whole-file sha256 hash their chunks in order, and commit the hash
-state with each chunk, as sequential uploads do with each offset. Completion then knows the sha256
+"""Indexed sessions that declare a whole-file sha256 (or ask verifySha256, giving it at completion)
+hash their chunks in order, and commit the hash state with each chunk, as sequential uploads do
+with each offset. Completion then knows the sha256
 before CompleteMultipartUpload, so such a session is assembled at its target: no staging key for
 the file, no read-back of it, no server-side copy of it.
 
@@ -38,7 +39,7 @@ from .resumable_sha256 import ResumableSha256
 
 
 def hashes_in_order(upload: Upload) -> bool:
-    """A session created with a declared sha256 and the resumable hash (engine.create)."""
+    """A session created with a declared sha256 or verify_sha256, and the resumable hash (engine.create)."""
     return upload.protocol == "session" and upload.sha256_state is not None
 
 
