@@ -250,7 +250,8 @@ async def test_initiate_validation_and_access_rules(client):
                             ({"fileSize": -1}, "fileSize"), ({"fileSize": "10"}, "fileSize"),
                             ({"fileSize": True}, "fileSize"), ({"bucket_id": "nope"}, "UUID"),
                             ({"key": "a/../b"}, "'..'"), ({"key": 7}, "key"), ({"fileName": "dir/.."}, "file name"),
-                            ({"sha256": "abc"}, "sha256"), ({"contentType": 5}, "contentType")):
+                            ({"sha256": "abc"}, "sha256"), ({"contentType": 5}, "contentType"),
+                            ({"verifySha256": "yes"}, "verifySha256"), ({"verifySha256": 1}, "verifySha256")):
         response = await client.post("/api/v1/attachment/initiate", headers=auth("alice"), json={**good, **change})
         assert response.status == 400, change
         assert message in (await response.json())["error"], change

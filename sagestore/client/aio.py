@@ -41,6 +41,7 @@ Progress = Callable[[int], Any]  # called with byte counts as they are sent or r
 RETRY_STATUSES = frozenset({423, 500, 502, 503, 504})
 SEND_PIECE = 1 * MiB
 HASH_READ = 8 * MiB
+MAX_WRITE_PIECES = 256  # per pwritev: well under IOV_MAX (1024), however small the received pieces
 
 
 @dataclass
@@ -648,7 +649,7 @@ class AsyncClient:
                         raise _Changed()
                     pending.append(piece)
                     pending_size += len(piece)
-                    if pending_size >= SEND_PIECE:
+                    if pending_size >= SEND_PIECE or len(pending) >= MAX_WRITE_PIECES:
                         await flush()
                 await flush()
                 if position != end + 1:

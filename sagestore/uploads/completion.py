@@ -117,9 +117,11 @@ async def check_running_sha256(engine: EngineCore, lease: Lease, upload: Upload,
     """A hashed upload is assembled at its target, so a wrong sha256 must be caught before that:
     nothing is published and the upload stays open (the client may still fix it)."""
     if hashes_in_order(upload) and upload.offset != upload.length:
-        await reopen(engine, lease)  # a chunk came between hash_parked and this lease: not verified yet
-        raise Conflict("a chunk of this session arrived during completion and is not verified yet; "
-                       "complete again", code="ChunksUnverified")
+        # complete() ran hash_parked first, so this is never expected; but unhashed bytes must
+        # not be published as verified, whatever the path here
+        await reopen(engine, lease)
+        raise Conflict("some chunks of this session are not verified yet; complete again",
+                       code="ChunksUnverified")
     if not expected or upload.sha256_so_far is None or (upload.length is not None
                                                          and upload.offset != upload.length):
         return  # nothing to check, or assemble() refuses the unfinished upload itself

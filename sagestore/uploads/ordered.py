@@ -90,6 +90,20 @@ def parked_copy(engine: Any, upload: Upload, part_number: int):
     return engine.staging(upload, f"chunk-{part_number}")
 
 
+async def commit_hashed(cur: Any, upload_id: str, part_number: int, start: int, size: int, state: bytes,
+                        digest: str) -> bool:
+    """In the caller's transaction: move the frontier from `start` past this chunk, and keep its
+    state on its part. False (nothing changed) when the frontier is no longer at `start`."""
+    await cur.execute("UPDATE uploads SET acknowledged_offset = %s, sha256_state = %s, sha256_so_far = %s"
+                      " WHERE id = %s AND acknowledged_offset = %s AND state = 'open'",
+                      (start + size, state, digest, upload_id, start))
+    if cur.rowcount != 1:
+        return False
+    await cur.execute("UPDATE upload_parts SET sha256_state = %s WHERE upload_id = %s AND part_number = %s",
+                      (state, upload_id, part_number))
+    return True
+
+
 async def already_hashed(engine: Any, upload: Upload, part: int, body: PartBody) -> Part | None:
     """The recorded part when this chunk was hashed already with exactly these bytes; None when it
     was not hashed yet; 409 when it was hashed with other bytes."""
@@ -181,8 +195,9 @@ async def _frontier(engine: Any, upload_id: str) -> dict[str, Any]:
 
 async def _hash_next_parked(engine: Any, lease: Lease, upload: Upload, row: dict[str, Any], *,
                             wait: bool = False) -> bool:
-    """Hash the chunk next in line if it is parked (recorded, not hashed). False when it is not
-    recorded, or (without wait) another request holds it."""
+    """Hash the chunk next in line if it is parked (recorded, not hashed); its part lease keeps a
+    replacement of it out meanwhile. False when it is not recorded, or (without wait) another
+    request holds it; True when it was hashed, or the frontier moved meanwhile."""
     start = row["acknowledged_offset"]
     number = start // upload.part_size + 1
     async with cursor(engine.pool) as cur:
@@ -191,15 +206,16 @@ async def _hash_next_parked(engine: Any, lease: Lease, upload: Upload, row: dict
         recorded = await cur.fetchone()
     if recorded is None:
         return False
-    try:  # the part's lease keeps a replacement of it from racing this hash
+    try:
         await engine.acquire_part(lease, number, wait=wait)
     except Locked:
         if wait:
             raise
         return False
+    copy = parked_copy(engine, upload, number)
     try:
         running = ResumableSha256(bytes(row["sha256_state"]))
-        stream = await engine.store.open(parked_copy(engine, upload, number))
+        stream = await engine.store.open(copy)
         if stream is None:
             raise RuntimeError(f"upload {upload.id}: parked chunk {number} has no copy")
         size = 0
@@ -209,18 +225,10 @@ async def _hash_next_parked(engine: Any, lease: Lease, upload: Upload, row: dict
         if size != recorded["size"]:
             raise RuntimeError(f"upload {upload.id}: parked chunk {number} has {size} of {recorded['size']} bytes")
         async with transaction(engine.pool) as cur:
-            await cur.execute("UPDATE uploads SET acknowledged_offset = %s, sha256_state = %s, sha256_so_far = %s"
-                              " WHERE id = %s AND acknowledged_offset = %s AND state = 'open'",
-                              (start + size, running.state(), running.hexdigest(), upload.id, start))
-            if cur.rowcount != 1:
+            if not await commit_hashed(cur, upload.id, number, start, size, running.state(), running.hexdigest()):
                 return True  # someone else moved the frontier: look again
-            await cur.execute("UPDATE upload_parts SET sha256_state = %s WHERE upload_id = %s AND part_number = %s"
-                              " AND etag = %s", (running.state(), upload.id, number, recorded["etag"]))
-            if cur.rowcount != 1:
-                raise LeaseLost(f"parked chunk {number} changed while it was hashed")
         with contextlib.suppress(Exception):
-            await engine.store.delete(parked_copy(engine, upload, number).bucket,
-                                      [parked_copy(engine, upload, number).key])
+            await engine.store.delete(copy.bucket, [copy.key])
     finally:
         await engine.release_part(lease, number)
     engine.turns.notify(upload.id)

@@ -15,7 +15,7 @@ from .common import (SEQUENTIAL_PROTOCOLS, S3_INVALID_PART, LeaseLost, BodyCutOf
 from .core import EngineCore
 from .leases import Lease
 from .model import OPEN, DigestMismatch, Part, Upload
-from .ordered import already_hashed, hash_in_turn, hashes_in_order, park
+from .ordered import already_hashed, commit_hashed, hash_in_turn, hashes_in_order, park
 
 
 async def put_part(engine: EngineCore, upload: Upload, part_number: int, body: AsyncIterable[bytes], *,
@@ -139,15 +139,9 @@ async def record_part(engine: EngineCore, lease: Lease, part: Part, *,
         await engine.upsert_parts(cur, lease.upload_id, [part])
         await cur.execute("UPDATE uploads SET updated_at = now(), expires_at = now() + %s * interval '1 second'"
                           " WHERE id = %s", (engine.ttl(), lease.upload_id))
-        if in_order is not None:
-            start, state, so_far = in_order
-            await cur.execute("UPDATE uploads SET acknowledged_offset = %s, sha256_state = %s, sha256_so_far = %s"
-                              " WHERE id = %s AND acknowledged_offset = %s",
-                              (start + part.size, state, so_far, lease.upload_id, start))
-            if cur.rowcount != 1:
-                raise LeaseLost(f"part {part.part_number} was hashed elsewhere meanwhile; it was not kept")
-            await cur.execute("UPDATE upload_parts SET sha256_state = %s WHERE upload_id = %s AND part_number = %s",
-                              (state, lease.upload_id, part.part_number))
+        if in_order is not None and not await commit_hashed(cur, lease.upload_id, part.part_number, in_order[0],
+                                                             part.size, in_order[1], in_order[2]):
+            raise LeaseLost(f"part {part.part_number} was hashed elsewhere meanwhile; it was not kept")
 
 
 async def presign_part(engine: EngineCore, upload: Upload, part_number: int, *, md5: str | None = None,
