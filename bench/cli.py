@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "SeaweedFS. Figures are ratios taken in one run on one machine.")
     parser.add_argument("--size", default=None, help="input file size (default 1GiB, 64MiB with --quick), e.g. 256MiB")
     parser.add_argument("--quick", action="store_true",
-                        help="64 MiB input (unless --size), 8 concurrent sessions, 2 s small-request runs (a smoke test)")
+                        help="64 MiB input (unless --size), 8 concurrent sessions, 1 s small-request runs (a smoke test)")
     parser.add_argument("--big", action="store_true",
                         help="add the memory scenarios: 1 GiB and 10 GiB raw PUT and tus, RSS growth and ratio")
     parser.add_argument("--concurrency", type=int, default=None, metavar="N",
@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop a scenario when the server's RSS passes SIZE (default min(8GiB, 40%% of RAM))")
     parser.add_argument("--server-repo", default=None, metavar="DIR",
                         help="measure the sagestore of another checkout (default: this one)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the sagestore servers (repeatable), e.g. "
+                             "SAGESTORE_REQUEST_TRAILERS=false to measure aiohttp's C request parser")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work dir (logs, data)")
     return parser
 
@@ -81,8 +84,13 @@ def main(argv: list[str] | None = None) -> int:
 
     options = Options(size=size, selected=selected, concurrency=concurrency, workdir=workdir,
                       results_dir=RESULTS_DIR, profile=profile, log=log, rounds=max(1, args.rounds),
-                      small_seconds=2.0 if args.quick else 5.0, **extra_options)
+                      small_seconds=1.0 if args.quick else 5.0, **extra_options)
+    server_env = dict(item.split("=", 1) for item in args.server_env if "=" in item)
+    if len(server_env) != len(args.server_env) or not all(name.startswith("SAGESTORE_") for name in server_env):
+        print("bench: error: --server-env takes SAGESTORE_NAME=VALUE", file=sys.stderr)
+        return 2
     stack = Stack(workdir, Path(args.server_repo).resolve()) if args.server_repo else Stack(workdir)
+    stack.server_env = server_env
     runner = Runner(options, stack)
     load_before = os.getloadavg()
     try:
@@ -103,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     data = report.document(
         runner.results, date=date, seconds=round(time.time() - started, 1),
         args={"size": size, "quick": args.quick, "big": args.big, "concurrency": concurrency,
-              "only": args.only, "profile": args.profile, "rounds": max(1, args.rounds)},
+              "only": args.only, "profile": args.profile, "rounds": max(1, args.rounds),
+              "server_env": server_env},
         stack=stack.describe() | {"server_repo": str(stack.server_repo)}, baselines=getattr(runner, "baselines", {}),
         small_requests=runner.small, sha256_floor_s_per_gib=getattr(runner, "sha256_floor", None),
         load_average={"before": load_before, "after": os.getloadavg()})

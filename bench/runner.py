@@ -24,28 +24,42 @@ from sagestore.storage import open_object_store
 from . import scenarios as sc
 from .load import hammer
 from .monitor import MIB, ProcessMonitor, Stopwatch
-from .stack import AUTH, BENCH_USER, DIRECT_BUCKET, JWT_SECRET, PEER_BUCKET, Stack, StartError
+from .stack import AUTH, BARE_BUCKET, BENCH_USER, DIRECT_BUCKET, JWT_SECRET, PEER_BUCKET, Stack, StartError
 
 GIB = 2**30
 SESSION_SIZE = 64 * MIB
+WRK_CONNECTIONS = 16
 
 # name -> (kind, what it measures); the order is the run order
-UPLOADS = ["direct-upload", "direct-sequential", "form-put", "raw-put", "signed-put", "multipart-proxied", "multipart-presigned", "session-4",
+UPLOADS = ["direct-upload", "direct-sequential", "bare-relay-put", "form-put", "raw-put", "signed-put", "multipart-proxied", "multipart-presigned", "session-4",
            "session-4-sha256", "offset-16m", "tus-16m", "tus-64m", "peer-tus-16m", "peer-tus-64m", "direct-upload-end"]
-DOWNLOADS = ["direct-get", "get", "signed-get", "range-get", "direct-get-end"]
-OTHERS = ["small-requests", "small-requests-jwt", "concurrency"]
+DOWNLOADS = ["direct-get", "bare-relay-get", "get", "signed-get", "range-get", "direct-get-end"]
+# `aws s3 cp` up and down, straight to SeaweedFS and through sagestore's S3 API (the ratio is the door's)
+S3DOOR = ["aws-cli-put-direct", "aws-cli-put", "aws-cli-get-direct", "aws-cli-get"]
+WRK = ["wrk-healthz", "wrk-bucket-jwt", "wrk-small-get"]
+OTHERS = ["small-requests", "small-requests-jwt", *WRK, "concurrency"]
 BIG = ["big-raw-put-1GiB", "big-raw-put-10GiB", "big-tus-1GiB", "big-tus-10GiB"]
-ALL = UPLOADS + DOWNLOADS + OTHERS + BIG
+ALL = UPLOADS + DOWNLOADS + S3DOOR + OTHERS + BIG
 ALIASES = {
     "direct": ["direct-upload", "direct-sequential", "direct-get", "direct-upload-end", "direct-get-end"],
     "multipart": ["multipart-proxied", "multipart-presigned"],
     "tus": ["tus-16m", "tus-64m"],
     "peer": ["peer-tus-16m", "peer-tus-64m"],
-    "uploads": UPLOADS, "downloads": DOWNLOADS, "big": BIG, "small": ["small-requests", "small-requests-jwt"],
+    "bare": ["bare-relay-put", "bare-relay-get"], "s3door": S3DOOR,
+    "uploads": UPLOADS, "downloads": DOWNLOADS, "big": BIG, "small": ["small-requests", "small-requests-jwt", *WRK],
+    "wrk": WRK,
 }
+# the rows whose bytes pass through sagestore's server, compared with the bare relay moving the same
+# bytes the same way (PUT rows with bare-relay-put, GET rows with bare-relay-get)
+RELAYED_UPLOADS = ("form-put", "raw-put", "signed-put", "multipart-proxied", "session-4", "session-4-sha256",
+                   "offset-16m", "tus-16m", "tus-64m")
+RELAYED_DOWNLOADS = ("get", "signed-get", "range-get")
 DESCRIPTIONS = {
     "direct-upload": "aiobotocore multipart to SeaweedFS, 16 MiB parts, 4 in flight (baseline)",
     "direct-sequential": "the same with 1 part in flight: the ceiling of a one-request-at-a-time client",
+    "bare-relay-put": "raw PUT to the bare relay: aiohttp + aiobotocore with sagestore's S3 settings, nothing else "
+                      "(the relayed uploads' reference; RSS/CPU: the relay)",
+    "bare-relay-get": "GET from the bare relay (the relayed downloads' reference; RSS/CPU: the relay)",
     "form-put": "PUT /api/v1/objects/{id}/{key}, multipart/form-data field file",
     "raw-put": "PUT /api/v1/objects/{id}/{key}, raw body",
     "signed-put": "POST /api/v1/shares (PUT), then the raw body to the signed URL", "signed-get": "GET of a share link's URL",
@@ -63,6 +77,10 @@ DESCRIPTIONS = {
     "get": "GET /api/v1/objects/{id}/{key}",
     "range-get": "GET with Range, 16 MiB ranges, 4 in flight",
     "direct-get-end": "the baseline again, after the other downloads",
+    "aws-cli-put-direct": "aws s3 cp of the file straight to SeaweedFS (its defaults: 8 MiB parts, 10 in flight)",
+    "aws-cli-put": "aws s3 cp of the file to sagestore's S3 API (same command and settings)",
+    "aws-cli-get-direct": "aws s3 cp from SeaweedFS to a file (8 MiB ranges, 10 in flight)",
+    "aws-cli-get": "aws s3 cp from sagestore's S3 API to a file (same command and settings)",
 }
 
 
@@ -114,6 +132,9 @@ class Result:
     # the part of cpu_s_per_gib that is the whole-file sha256 every upload path keeps (measured in
     # this run; 0 where the server never sees the bytes, or for downloads): the rest is overhead
     cpu_floor_s_per_gib: float | None = None
+    # relayed rows: MB/s ÷ the bare relay's, and server CPU s/GiB − the bare relay's, in the same round
+    bare_ratio: float | None = None
+    cpu_minus_bare_s_per_gib: float | None = None
     weed_cpu_s_per_gib: float | None = None
     client_cpu_s_per_gib: float | None = None
     verified: bool | None = None
@@ -146,6 +167,7 @@ class Runner:
         self.small: dict[str, Any] = {}
         self.run_id = uuid.uuid4().hex[:8]
         self.download_key = ""  # a sagestore object holding the input, for the GET scenarios
+        self.bare_key = ""  # an object in the bare relay's bucket holding the input, for bare-relay-get
         self.tus_warmed: set[str] = set()  # the tus servers that took their untimed warm-up upload
         self.log = options.log
 
@@ -162,7 +184,7 @@ class Runner:
                 open_object_store(endpoint=self.stack.s3["endpoint"], access_key=self.stack.s3["access_key"],
                                   secret_key=self.stack.s3["secret_key"], region="us-east-1",
                                   max_connections=128) as store:
-            for bucket in (DIRECT_BUCKET, PEER_BUCKET):
+            for bucket in (DIRECT_BUCKET, PEER_BUCKET, BARE_BUCKET):
                 await store.ensure_buckets([bucket])
             self.bench = sc.Bench(source, http, store.client, self.stack.server_url)
             await self.create_bucket()
@@ -207,7 +229,7 @@ class Runner:
     async def warm_up(self) -> None:
         """SeaweedFS makes a bucket's volumes on its first write; do that before timing,
         in every S3 bucket a scenario writes to."""
-        buckets = [DIRECT_BUCKET, PEER_BUCKET]
+        buckets = [DIRECT_BUCKET, PEER_BUCKET, BARE_BUCKET]
         if self.bench.bucket_id:
             buckets.append(self.bench.mapping.s3_bucket(self.bench.bucket_id))
         s3 = self.bench.s3
@@ -244,17 +266,36 @@ class Runner:
             "get": lambda: sc.sagestore_get(b, self.download_key),
             "range-get": lambda: sc.range_get(b, self.download_key),
             "signed-put": lambda: sc.signed_put(b, key), "signed-get": lambda: sc.signed_get(b, self.download_key),
+            "bare-relay-put": lambda: sc.bare_relay_put(b, key, keep=not self.bare_key),
+            "bare-relay-get": lambda: sc.bare_relay_get(b, self.bare_key),
+            "aws-cli-put-direct": lambda: sc.aws_cli_put(b, self.aws_target(direct=True), key),
+            "aws-cli-put": lambda: sc.aws_cli_put(b, self.aws_target(direct=False), key),
+            "aws-cli-get-direct": lambda: sc.aws_cli_get(b, self.aws_target(direct=True), self.aws_source(True)),
+            "aws-cli-get": lambda: sc.aws_cli_get(b, self.aws_target(direct=False), self.aws_source(False)),
         }
         if name in DOWNLOADS:
             await self.download_source(name, direct_key)
         if name.startswith("tus-"):
             await self.warm_tus("sagestore", lambda warm: sc.sagestore_tus(b, f"bench/warm-up-tus-{self.run_id}",
                                                                           16 * MIB, source=warm))
+        if name.startswith("bare-relay-"):
+            try:
+                await self.stack.start_bare_relay()
+                b.relay_url = self.stack.relay_url
+            except StartError as error:
+                self.results.append(Result(name, "upload" if name in UPLOADS else "download", "failed",
+                                           DESCRIPTIONS[name], note=f"bare relay: {error}"))
+                return
+        if name in S3DOOR:
+            await self.s3door_setup(name)
         if name in factories:
-            kind = "download" if name in DOWNLOADS else "upload"
-            result = await self.measure(name, kind, factories[name])
+            kind = "download" if name in DOWNLOADS or name.startswith("aws-cli-get") else "upload"
+            pid = self.stack.relay.pid if name.startswith("bare-relay-") else None
+            result = await self.measure(name, kind, factories[name], pid=pid)
             if name == "raw-put" and result.status == "ok" and not self.download_key:
                 self.download_key = key
+            if name == "bare-relay-put" and result.status == "ok" and not self.bare_key:
+                self.bare_key = key
         elif name.startswith("peer-tus-"):
             chunk = {"peer-tus-16m": 16 * MIB, "peer-tus-64m": 64 * MIB}[name]
             await self.measure_peer(name, lambda: sc.peer_tus(b, key, chunk))
@@ -262,10 +303,41 @@ class Runner:
             await self.small_requests()
         elif name == "small-requests-jwt":
             await self.small_requests_jwt()
+        elif name in WRK:
+            await self.wrk_row(name)
         elif name == "concurrency":
             await self.concurrency()
         elif name.startswith("big-"):
             await self.big(name)
+
+    # --- the S3 API rows ------------------------------------------------------
+    def aws_target(self, *, direct: bool) -> "sc.AwsTarget":
+        if direct:
+            return sc.AwsTarget(self.stack.s3["endpoint"], DIRECT_BUCKET, self.stack.s3["access_key"],
+                                self.stack.s3["secret_key"], self.options.workdir)
+        key = getattr(self, "s3_key", None)
+        if key is None:
+            raise sc.NotAvailable("no S3 access key (is the S3 API there?)")
+        return sc.AwsTarget(self.stack.s3_api_url, self.bench.need_bucket(), key["access_key_id"],
+                            key["secret_access_key"], self.options.workdir)
+
+    def aws_source(self, direct: bool) -> str:
+        """The object the aws-cli-get rows read: what the matching put row stored."""
+        return f"bench/aws-cli-source-{'direct' if direct else 'door'}-{self.run_id}.bin"
+
+    async def s3door_setup(self, name: str) -> None:
+        """An access key for the door, and (outside the timing) the objects the GET rows read."""
+        b = self.bench
+        if not hasattr(self, "s3_key"):
+            try:
+                _, _, self.s3_key = await b.api("POST", "/api/v1/s3/keys", first=True, what="POST /api/v1/s3/keys")
+            except (sc.NotAvailable, sc.Failed) as error:
+                self.log(f"{name}: no S3 access key ({error})")
+                return
+        if name.startswith("aws-cli-get") and not getattr(self, f"aws_source_{name}", False):
+            direct = name.endswith("direct")
+            await sc.aws_cli_put(b, self.aws_target(direct=direct), self.aws_source(direct))
+            setattr(self, f"aws_source_{name}", True)
 
     async def download_source(self, name: str, direct_key: str) -> None:
         """The objects the GET scenarios read, stored before (and outside) their timing."""
@@ -273,11 +345,18 @@ class Runner:
             if name.startswith("direct-"):
                 if not any(r.name == "direct-upload" and r.status == "ok" for r in self.results):
                     await sc.direct_upload(self.bench, direct_key)
+            elif name.startswith("bare-relay-"):
+                if not self.bare_key:
+                    await self.stack.start_bare_relay()
+                    self.bench.relay_url = self.stack.relay_url
+                    key = f"bench/bare-download-source-{self.run_id}.bin"
+                    await sc.bare_relay_put(self.bench, key, keep=True)
+                    self.bare_key = key
             elif not self.download_key and self.bench.bucket_id:
                 key = f"bench/download-source-{self.run_id}.bin"
                 await sc.raw_put(self.bench, key, keep=True)
                 self.download_key = key
-        except (sc.NotAvailable, sc.Failed) as error:
+        except (sc.NotAvailable, sc.Failed, StartError) as error:
             self.log(f"{name}: no object to read ({error})")
 
     # --- measuring -----------------------------------------------------------
@@ -287,7 +366,7 @@ class Runner:
         then verify and delete what it stored."""
         result = Result(name, kind, description=description or DESCRIPTIONS.get(name, ""))
         self.log(f"{name}: running")
-        profiler = self.start_profiler(name)
+        profiler = self.start_profiler(name, pid)
         outcome = None
         try:
             with ProcessMonitor(pid or self.stack.server.pid) as server, \
@@ -381,7 +460,7 @@ class Runner:
                 await s3.delete_object(Bucket=item.bucket, Key=item.key)
 
     # --- profiling -----------------------------------------------------------
-    def start_profiler(self, name: str) -> subprocess.Popen | None:
+    def start_profiler(self, name: str, pid: int | None = None) -> subprocess.Popen | None:
         if name not in self.options.profile:
             return None
         py_spy = shutil.which("py-spy")
@@ -390,7 +469,7 @@ class Runner:
             return None
         self.options.results_dir.mkdir(parents=True, exist_ok=True)
         output = self.options.results_dir / f"profile-{name}.txt"
-        process = subprocess.Popen([py_spy, "record", "--pid", str(self.stack.server.pid), "--rate", "200",
+        process = subprocess.Popen([py_spy, "record", "--pid", str(pid or self.stack.server.pid), "--rate", "200",
                                     "--format", "raw", "--nonblocking", "--output", str(output)],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)  # let it attach
@@ -473,7 +552,6 @@ class Runner:
         tokens of `users` users, each reading its own `buckets_per_user` buckets in turn, so
         every request verifies a signature and the ACL cache holds users x buckets rows
         instead of one. The noauth one-bucket row above is the best case."""
-        import jwt
         options = self.options
         self.log("small-requests-jwt: running")
         result = Result("small-requests-jwt", "requests",
@@ -481,22 +559,10 @@ class Runner:
                                     f"own buckets in turn, vs a bare aiohttp JSON handler, "
                                     f"{options.small_concurrency} concurrent, {options.small_seconds:.0f} s each")
         try:
-            await self.stack.start_jwt_sagestore()
             if not self.stack.bare_url:
                 await self.stack.start_bare_app()
-            now = int(time.time())
-            targets = []
-            for number in range(users):
-                token = jwt.encode({"sub": f"bench-jwt-{number:02d}", "groups": [], "aud": "sagestore",
-                                    "iss": "sagestore", "iat": now, "exp": now + 3600}, JWT_SECRET, algorithm="HS256")
-                headers = {"Authorization": f"Bearer {token}"}
-                for index in range(buckets_per_user):
-                    _, _, body = await self.bench.api(
-                        "POST", f"{self.stack.jwt_url}/api/v1/objects?type=training-data&name=jwt-{number}-{index}",
-                        headers=headers, what="bucket creation with a JWT")
-                    targets.append((f"{self.stack.jwt_url}/api/v1/objects/{body['id']}", headers))
-            # interleave users and buckets, the same order in every run
-            random.Random(0).shuffle(targets)
+            targets = [(f"{self.stack.jwt_url}/api/v1/objects/{bucket_id}", headers)
+                       for bucket_id, headers in await self.jwt_buckets(users, buckets_per_user)]
             bare = await hammer(f"{self.stack.bare_url}/api/v1/objects/{uuid.uuid4()}", {},
                                 seconds=options.small_seconds, concurrency=options.small_concurrency)
             with ProcessMonitor(self.stack.jwt_server.pid) as server:
@@ -515,6 +581,125 @@ class Runner:
             result.status, result.note = "failed", f"{type(error).__name__}: {error}"
         self.results.append(result)
         self.log(f"small-requests-jwt: {result.status} {result.note}")
+
+    async def jwt_buckets(self, users: int = 16, buckets_per_user: int = 16) -> list[tuple[str, dict[str, str]]]:
+        """(bucket id, headers) of `users` users with an HS256 token each, each owning
+        `buckets_per_user` buckets on the JWT server, interleaved in a fixed shuffle; made once a run."""
+        if getattr(self, "_jwt_buckets", None):
+            return self._jwt_buckets
+        import jwt
+        await self.stack.start_jwt_sagestore()
+        now = int(time.time())
+        pairs = []
+        for number in range(users):
+            token = jwt.encode({"sub": f"bench-jwt-{number:02d}", "groups": [], "aud": "sagestore",
+                                "iss": "sagestore", "iat": now, "exp": now + 3600}, JWT_SECRET, algorithm="HS256")
+            headers = {"Authorization": f"Bearer {token}"}
+            for index in range(buckets_per_user):
+                _, _, body = await self.bench.api(
+                    "POST", f"{self.stack.jwt_url}/api/v1/objects?type=training-data&name=jwt-{number}-{index}",
+                    headers=headers, what="bucket creation with a JWT")
+                pairs.append((body["id"], headers))
+        # interleave users and buckets, the same order in every run
+        random.Random(0).shuffle(pairs)
+        self._jwt_buckets = pairs
+        return pairs
+
+    # --- small requests with wrk -------------------------------------------------
+    async def wrk_row(self, name: str, small_size: int = 1024) -> None:
+        """sagestore against its bare reference, both under wrk (1 thread, 16 connections) for
+        small_seconds each, the reference first:
+        - wrk-healthz: /healthz of the noauth server vs the bare app's /healthz;
+        - wrk-bucket-jwt: ACL-checked bucket info with HS256 JWTs (16 users x 16 own buckets, in
+          turn) vs the bare app's bucket document, with the same paths and headers;
+        - wrk-small-get: a 1 KiB file with a JWT (16 users, one file each, in turn) vs the bare
+          relay's handler doing the same S3 GET of the same objects."""
+        from . import wrk
+        options = self.options
+        descriptions = {
+            "wrk-healthz": "wrk: GET /healthz (noauth server) vs the bare app's /healthz",
+            "wrk-bucket-jwt": "wrk: GET /api/v1/objects/{id} with HS256 JWTs, 16 users x 16 own buckets in turn, "
+                              "vs the bare app's bucket document",
+            "wrk-small-get": f"wrk: GET of a {small_size} B file with a JWT (16 users, one file each) vs the bare "
+                             f"relay's handler doing the same S3 GET",
+        }
+        result = Result(name, "requests", description=f"{descriptions[name]}; 1 thread, {WRK_CONNECTIONS} "
+                                                      f"connections, {options.small_seconds:.0f} s each")
+        self.log(f"{name}: running")
+        try:
+            wrk.find_wrk()
+            if not self.stack.bare_url:
+                await self.stack.start_bare_app()
+            if name == "wrk-healthz":
+                ours_url, ours_pid, ours_targets = self.stack.server_url, self.stack.server.pid, [("/healthz", {})]
+                bare_url, bare_targets = self.stack.bare_url, [("/healthz", {})]
+                bare_pid = None
+            elif name == "wrk-bucket-jwt":
+                pairs = await self.jwt_buckets()
+                ours_url, ours_pid = self.stack.jwt_url, self.stack.jwt_server.pid
+                ours_targets = [(f"/api/v1/objects/{bucket_id}", headers) for bucket_id, headers in pairs]
+                bare_url, bare_targets, bare_pid = self.stack.bare_url, ours_targets, None
+            else:
+                await self.stack.start_bare_relay()
+                pairs = await self.jwt_buckets()  # starts the JWT server
+                ours_url, ours_pid = self.stack.jwt_url, self.stack.jwt_server.pid
+                ours_targets, bare_targets = [], []
+                seen: set[str] = set()
+                for bucket_id, headers in pairs:
+                    if headers["Authorization"] in seen:
+                        continue  # one file per user, in that user's first bucket
+                    seen.add(headers["Authorization"])
+                    key = f"small-{small_size}.bin"
+                    await self.bench.api("PUT", f"{ours_url}/api/v1/objects/{bucket_id}/{key}", headers=headers,
+                                         data=os.urandom(small_size), expect=(200, 201), what="small file PUT")
+                    location = self.bench.mapping.object(bucket_id, key)
+                    ours_targets.append((f"/api/v1/objects/{bucket_id}/{key}", headers))
+                    bare_targets.append((f"/small/{location.bucket}/{location.key}", headers))
+                bare_url, bare_pid = self.stack.relay_url, self.stack.relay.pid
+            bare_pid = bare_pid or self.stack.bare_app.pid
+            bare = await self.wrk_measure(wrk, f"{name}-bare", bare_url, bare_targets, bare_pid, profile=False)
+            ours = await self.wrk_measure(wrk, name, ours_url, ours_targets, ours_pid, profile=True, result=result)
+            result.ratio = ours["rate"] / bare["rate"] if bare["rate"] else None
+            result.peak_rss_mib = ours.pop("peak_rss_mib")
+            bare.pop("peak_rss_mib")
+            result.extra |= {"sagestore_rate": ours["rate"], "bare_rate": bare["rate"],
+                             "sagestore_errors": ours["errors"], "bare_errors": bare["errors"],
+                             "sagestore_cpu_us_per_request": ours["cpu_us_per_request"],
+                             "bare_cpu_us_per_request": bare["cpu_us_per_request"], "sagestore": ours, "bare": bare,
+                             "targets": len(ours_targets), "threads": 1, "connections": WRK_CONNECTIONS}
+            result.note = (f"{ours['rate']:.0f} req/s vs bare {bare['rate']:.0f} req/s; server CPU "
+                           f"{ours['cpu_us_per_request']:.0f} vs {bare['cpu_us_per_request']:.0f} µs/request")
+            if ours["errors"] or bare["errors"]:
+                result.status = "failed"
+                result.note += f"; errors: sagestore {ours['errors']}, bare {bare['errors']}"
+        except Exception as error:  # noqa: BLE001 - a failed row is reported, the run goes on
+            result.status, result.note = "failed", f"{type(error).__name__}: {error}"
+        self.results.append(result)
+        self.log(f"{name}: {result.status} {result.note}")
+
+    async def wrk_measure(self, wrk: Any, label: str, base_url: str, targets: list[tuple[str, dict[str, str]]],
+                          pid: int | None, *, profile: bool, result: Result | None = None) -> dict[str, Any]:
+        """Every target once (each must answer 200; this also warms caches), then wrk over them in turn."""
+        for path, headers in targets:
+            async with self.bench.http.get(base_url + path, headers=headers) as response:
+                body = await response.read()
+                if response.status != 200:
+                    raise sc.Failed(f"{label}: GET {path} answered {response.status}: {body[:200]!r}")
+        script = wrk.rotation_script(self.options.workdir / f"{label}.lua", targets) if len(targets) > 1 else None
+        url = base_url + (targets[0][0] if script is None else "/")
+        headers = targets[0][1] if script is None else None
+        profiler = self.start_profiler(label, pid) if profile else None
+        try:
+            with ProcessMonitor(pid) as server:
+                outcome = await wrk.run(url, seconds=self.options.small_seconds, connections=WRK_CONNECTIONS,
+                                        headers=headers, script=script)
+        finally:
+            if profiler is not None and result is not None:
+                self.stop_profiler(profiler, result)
+        return {"rate": outcome.rate, "requests": outcome.requests, "seconds": outcome.seconds,
+                "errors": outcome.errors, "non_2xx": outcome.non_2xx, "socket_errors": outcome.socket_errors,
+                "latency_avg_ms": outcome.latency_avg_ms, "peak_rss_mib": server.peak_rss / MIB if pid else None,
+                "cpu_us_per_request": server.cpu_seconds / outcome.requests * 1e6 if outcome.requests and pid else 0.0}
 
     # --- concurrency -----------------------------------------------------------
     async def concurrency(self) -> None:
@@ -614,14 +799,29 @@ class Runner:
             return sum(speeds) / len(speeds) if speeds else None
         up = baseline(["direct-upload", "direct-upload-end"])
         down = baseline(["direct-get", "direct-get-end"])
+        aws = {"aws-cli-put": baseline(["aws-cli-put-direct"]), "aws-cli-get": baseline(["aws-cli-get-direct"])}
+        by_name = {r.name: r for r in self.results if r.status == "ok" and r.mb_s}
+        bare_up, bare_down = by_name.get("bare-relay-put"), by_name.get("bare-relay-get")
         for result in self.results:
             if result.mb_s is None or result.status != "ok":
+                continue
+            if result.name in S3DOOR:
+                reference = aws.get(result.name)
+                if reference:
+                    result.ratio = result.mb_s / reference
                 continue
             # the memory rows run on a restarted server with another input size: no baseline of their own
             reference = down if result.kind == "download" else up if result.kind == "upload" else None
             if reference:
                 result.ratio = result.mb_s / reference
-        self.baselines = {"upload_mb_s": up, "download_mb_s": down}
+            bare = bare_up if result.name in RELAYED_UPLOADS else bare_down if result.name in RELAYED_DOWNLOADS else None
+            if bare is not None:
+                result.bare_ratio = result.mb_s / bare.mb_s
+                if result.cpu_s_per_gib is not None and bare.cpu_s_per_gib is not None:
+                    result.cpu_minus_bare_s_per_gib = result.cpu_s_per_gib - bare.cpu_s_per_gib
+        self.baselines = {"upload_mb_s": up, "download_mb_s": down,
+                          "bare_relay_put_mb_s": bare_up.mb_s if bare_up else None,
+                          "bare_relay_get_mb_s": bare_down.mb_s if bare_down else None}
 
 
 class postgres_cpu:
@@ -646,9 +846,9 @@ class postgres_cpu:
 
 
 def merge_rounds(rounds: list[list[Result]]) -> list[Result]:
-    """One row per scenario: MB/s and ratio are the medians over the rounds (each round's
-    ratio is to that round's baseline; with two rounds, their mean); the server columns come
-    from the round closest to the median MB/s; peak RSS and growth are the highest seen.
+    """One row per scenario: MB/s, ratio and ÷ bare relay are the medians over the rounds (each
+    round's ratios are to that round's baselines; with two rounds, their mean); the server columns
+    (CPU − bare relay too) come from the round closest to the median MB/s; peak RSS and growth are the highest seen.
     Every round's MB/s and ratio stay in extra. Any failed round makes the row failed."""
     if len(rounds) == 1:
         return rounds[0]
@@ -665,6 +865,8 @@ def merge_rounds(rounds: list[list[Result]]) -> list[Result]:
         row.mb_s = speed
         ratios = [r.ratio for r in ok if r.ratio is not None]
         row.ratio = statistics.median(ratios) if ratios else None
+        bare_ratios = [r.bare_ratio for r in ok if r.bare_ratio is not None]
+        row.bare_ratio = statistics.median(bare_ratios) if bare_ratios else None
         peaks = [r.peak_rss_mib for r in ok if r.peak_rss_mib is not None]
         row.peak_rss_mib = max(peaks) if peaks else None
         kernel_peaks = [r.kernel_peak_rss_mib for r in ok if r.kernel_peak_rss_mib is not None]
@@ -673,6 +875,8 @@ def merge_rounds(rounds: list[list[Result]]) -> list[Result]:
         row.rss_growth_mib = max(growths) if growths else None
         row.extra["rounds_mb_s"] = [round(r.mb_s, 1) for r in runs]
         row.extra["rounds_ratio"] = [round(r.ratio, 3) if r.ratio else None for r in runs]
+        if bare_ratios:
+            row.extra["rounds_bare_ratio"] = [round(r.bare_ratio, 3) if r.bare_ratio else None for r in runs]
         if len(runs) > 1:
             row.note = "; ".join(filter(None, [row.note, "MB/s by round " + "/".join(
                 f"{mb_s:.0f}" for mb_s in row.extra["rounds_mb_s"])]))

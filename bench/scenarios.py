@@ -18,7 +18,7 @@ import aiohttp
 
 from sagestore.storage import BucketMapping
 
-from .stack import AUTH, DIRECT_BUCKET, PEER_BUCKET
+from .stack import AUTH, BARE_BUCKET, DIRECT_BUCKET, PEER_BUCKET
 
 MIB = 2**20
 PART_SIZE = 16 * MIB
@@ -93,6 +93,7 @@ class Bench:
     s3: Any  # the aiobotocore client, same settings as sagestore's own
     server_url: str
     peer_url: str = ""
+    relay_url: str = ""  # the bare relay (bench/bare_relay.py)
     bucket_id: str = ""  # the SAGE bucket the sagestore scenarios write to
     bucket_error: str = ""  # why there is none
     mapping: BucketMapping = field(default_factory=BucketMapping)
@@ -180,6 +181,34 @@ async def direct_get(b: Bench, key: str) -> Outcome:
             size += len(chunk)
     if digest.hexdigest() != b.input.sha256:
         raise Failed("direct GET returned other bytes")
+    return Outcome(size, verified=True)
+
+
+# --- the bare relay: the same transfer with nothing but aiohttp and aiobotocore --
+
+async def bare_relay_put(b: Bench, key: str, *, keep: bool = False) -> Outcome:
+    """The raw body, streamed from the file with a Content-Length, to the bare relay."""
+    with open(b.input.path, "rb") as handle:
+        async with b.http.put(f"{b.relay_url}/relay/{BARE_BUCKET}/{urllib.parse.quote(key)}", data=handle,
+                              headers={"Content-Type": "application/octet-stream"}) as response:
+            if response.status != 201:
+                raise Failed(f"bare relay PUT answered {response.status}: {(await response.text())[:300]}")
+            answer = await response.json()
+    if answer.get("size") != b.input.size:
+        raise Failed(f"bare relay stored {answer.get('size')} bytes of {b.input.size}")
+    return Outcome(b.input.size, [Stored(BARE_BUCKET, key, b.input.sha256, b.input.size, keep=keep)])
+
+
+async def bare_relay_get(b: Bench, key: str) -> Outcome:
+    digest, size = hashlib.sha256(), 0
+    async with b.http.get(f"{b.relay_url}/relay/{BARE_BUCKET}/{urllib.parse.quote(key)}") as response:
+        if response.status != 200:
+            raise Failed(f"bare relay GET answered {response.status}: {(await response.text())[:300]}")
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    if digest.hexdigest() != b.input.sha256:
+        raise Failed("bare relay GET returned other bytes")
     return Outcome(size, verified=True)
 
 
@@ -461,3 +490,55 @@ async def signed_get(b: Bench, key: str) -> Outcome:
     if digest.hexdigest() != b.input.sha256:
         raise Failed("signed GET returned other bytes")
     return Outcome(size, verified=True)
+
+
+# --- the S3 API: the AWS CLI straight to SeaweedFS and through sagestore ---------------
+@dataclass
+class AwsTarget:
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    workdir: Path
+
+
+def aws_env(target: AwsTarget) -> dict[str, str]:
+    """The AWS CLI with its default transfer settings (8 MiB parts, 10 requests in flight)."""
+    import shutil as _shutil
+    import sys as _sys
+    config = target.workdir / "aws-config"
+    config.write_text("[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n")
+    bin_dir = str(Path(_sys.executable).parent)
+    if _shutil.which("aws", path=bin_dir) is None and _shutil.which("aws") is None:
+        raise NotAvailable("the AWS CLI is not installed (pip install awscli)")
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(target.workdir), "AWS_CONFIG_FILE": str(config),
+            "AWS_SHARED_CREDENTIALS_FILE": str(target.workdir / "none"), "AWS_ACCESS_KEY_ID": target.access_key,
+            "AWS_SECRET_ACCESS_KEY": target.secret_key}
+
+
+async def _aws(target: AwsTarget, *args: str) -> None:
+    process = await asyncio.create_subprocess_exec("aws", "--endpoint-url", target.endpoint, *args,
+                                                   env=aws_env(target), stdout=asyncio.subprocess.DEVNULL,
+                                                   stderr=asyncio.subprocess.PIPE)
+    _, stderr = await process.communicate()
+    if process.returncode != 0:
+        raise Failed(f"aws {' '.join(args[:2])} exited {process.returncode}: {stderr.decode()[-300:]}")
+
+
+async def aws_cli_put(b: Bench, target: AwsTarget, key: str) -> Outcome:
+    await _aws(target, "s3", "cp", "--only-show-errors", str(b.input.path), f"s3://{target.bucket}/{key}")
+    if target.bucket == DIRECT_BUCKET:
+        return Outcome(b.input.size, [Stored(DIRECT_BUCKET, key, b.input.sha256, b.input.size)])
+    return Outcome(b.input.size, [b.sagestore_object(key)])
+
+
+async def aws_cli_get(b: Bench, target: AwsTarget, key: str) -> Outcome:
+    path = target.workdir / "aws-cli-download.bin"
+    try:
+        await _aws(target, "s3", "cp", "--only-show-errors", f"s3://{target.bucket}/{key}", str(path))
+        digest = await asyncio.to_thread(lambda: hashlib.file_digest(open(path, "rb"), "sha256").hexdigest())
+        if digest != b.input.sha256:
+            raise Failed("aws s3 cp downloaded other bytes")
+        return Outcome(b.input.size, verified=True)
+    finally:
+        path.unlink(missing_ok=True)

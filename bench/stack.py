@@ -1,6 +1,7 @@
 """The processes a run needs, all on 127.0.0.1 and all stopped at the end:
 SeaweedFS `weed mini`, a fresh PostgreSQL database, `python -m sagestore serve`,
-a bare aiohttp app (the small-request reference) and, on demand, the @tus/server peer."""
+a bare aiohttp app (the small-request reference), the bare relay (the transfer reference)
+and, on demand, the @tus/server peer."""
 from __future__ import annotations
 
 import asyncio
@@ -25,6 +26,7 @@ BENCH_USER = "bench"
 AUTH = {"Authorization": f"sage user:{BENCH_USER}"}
 DIRECT_BUCKET = "bench-direct"
 PEER_BUCKET = "bench-tus-peer"
+BARE_BUCKET = "bench-bare-relay"
 # the peer's @tus/s3-store part size: sagestore's own SAGESTORE_S3_PART_SIZE default, so both
 # servers send S3 parts of the same size (the s3-store default would be 8 MiB)
 PEER_PART_SIZE = 16 * 2**20
@@ -66,6 +68,7 @@ def stop_process(process: subprocess.Popen | None, timeout: float = 20) -> None:
 class Stack:
     workdir: Path
     server_repo: Path = REPO  # the checkout whose sagestore is measured
+    server_env: dict[str, str] = field(default_factory=dict)  # settings for every sagestore server
     s3: dict[str, str] = field(default_factory=dict)
     weed_pid: int = 0
     database_url: str = ""
@@ -73,6 +76,9 @@ class Stack:
     server_url: str = ""
     server: subprocess.Popen | None = None
     bare_url: str = ""
+    bare_app: subprocess.Popen | None = None
+    relay_url: str = ""
+    relay: subprocess.Popen | None = None
     peer_url: str = ""
     peer: subprocess.Popen | None = None
     jwt_url: str = ""
@@ -138,7 +144,11 @@ class Stack:
 
     # --- sagestore -----------------------------------------------------------
     async def start_sagestore(self) -> None:
-        self.server, self.server_url = await self._start_server("sagestore", {"SAGESTORE_AUTH_MODE": "noauth"})
+        # with its S3 API on a port of its own (the s3door scenarios)
+        self.s3_api_port = free_port()
+        self.server, self.server_url = await self._start_server(
+            "sagestore", {"SAGESTORE_AUTH_MODE": "noauth", "SAGESTORE_S3_API_PORT": str(self.s3_api_port)})
+        self.s3_api_url = f"http://127.0.0.1:{self.s3_api_port}"
 
     async def start_jwt_sagestore(self) -> None:
         """A second server on the same database and S3 that checks HS256 JWTs (JWT_SECRET)."""
@@ -159,6 +169,8 @@ class Stack:
             "SAGESTORE_S3_ENDPOINT": self.s3["endpoint"],
             "SAGESTORE_S3_ACCESS_KEY": self.s3["access_key"],
             "SAGESTORE_S3_SECRET_KEY": self.s3["secret_key"],
+            **self.server_env,
+            "SAGESTORE_S3_API_PORT": "0",
             **auth,
         })
         log_path = self.workdir / f"{name}.log"
@@ -181,11 +193,27 @@ class Stack:
         log_path = self.workdir / "bare-app.log"
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         with open(log_path, "ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "bench.bare_app", str(port)], cwd=REPO, env=env,
-                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        self._cleanups.append(lambda: stop_process(process))
+            self.bare_app = subprocess.Popen([sys.executable, "-m", "bench.bare_app", str(port)], cwd=REPO, env=env,
+                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        self._cleanups.append(lambda: stop_process(self.bare_app))
         self.bare_url = f"http://127.0.0.1:{port}"
-        await wait_http(self.bare_url + "/healthz", process, log_path)
+        await wait_http(self.bare_url + "/healthz", self.bare_app, log_path)
+
+    # --- the bare relay (bench/bare_relay.py) --------------------------------
+    async def start_bare_relay(self) -> None:
+        """The transfer reference: aiohttp + aiobotocore with sagestore's S3 settings, nothing else."""
+        if self.relay is not None:
+            return
+        port = free_port()
+        log_path = self.workdir / "bare-relay.log"
+        env = {**os.environ, "PYTHONPATH": str(REPO), "BARE_S3_ENDPOINT": self.s3["endpoint"],
+               "BARE_S3_ACCESS_KEY": self.s3["access_key"], "BARE_S3_SECRET_KEY": self.s3["secret_key"]}
+        with open(log_path, "ab") as log:
+            self.relay = subprocess.Popen([sys.executable, "-m", "bench.bare_relay", str(port)], cwd=REPO, env=env,
+                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        self._cleanups.append(lambda: stop_process(self.relay))
+        self.relay_url = f"http://127.0.0.1:{port}"
+        await wait_http(self.relay_url + "/healthz", self.relay, log_path)
 
     # --- the @tus/server peer ------------------------------------------------
     async def start_peer(self) -> None:
@@ -223,4 +251,5 @@ class Stack:
     def describe(self) -> dict[str, str]:
         return {"s3_endpoint": self.s3.get("endpoint", ""), "database": self.database_note,
                 "sagestore": self.server_url, "sagestore_jwt": self.jwt_url, "bare_app": self.bare_url,
+                "bare_relay": self.relay_url,
                 "peer": self.peer_url, "peer_part_size": str(PEER_PART_SIZE)}

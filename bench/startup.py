@@ -28,6 +28,7 @@ def one_run(data_dir: Path) -> tuple[float, float]:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("SAGESTORE_")}
     env["PYTHONPATH"] = str(REPO)
+    env["SAGESTORE_S3_API_PORT"] = "0"
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "sagestore", "serve", "--data-dir", str(data_dir),
                                 "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

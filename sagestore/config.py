@@ -1,7 +1,7 @@
 """One Settings object, built from flags, then env vars, then embedded defaults.
 
 Every option lives in OPTIONS once; argparse flags, env var names, `--help`
-and the README table all come from that list, so they cannot drift apart.
+and the table in docs/configuration.md all come from that list, so they cannot drift apart.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _choice(*allowed: str) -> Callable[[str], str]:
         if text not in allowed:
             raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
         return text
-    parse.choices = allowed  # type: ignore[attr-defined]  # shown by --help and the README
+    parse.choices = allowed  # type: ignore[attr-defined]  # shown by --help and docs/configuration.md
     return parse
 
 
@@ -99,6 +99,29 @@ _METAVARS: list[tuple[Callable[[str], Any], str]] = [
 ]
 
 
+SIGNING_KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MIN_SIGNING_SECRET_LENGTH = 32
+
+
+def parse_signing_keys(text: str) -> list[tuple[str, bytes]]:
+    """SAGESTORE_SIGNING_KEYS 'kid:secret,kid2:secret2' -> [(kid, secret bytes)], the first being the
+    signing key. ConfigError names what is wrong, never a secret."""
+    keys: list[tuple[str, bytes]] = []
+    for item in (piece.strip() for piece in text.split(",")):
+        if not item:
+            continue
+        kid, sep, secret = item.partition(":")
+        if not sep or not SIGNING_KEY_ID.match(kid):
+            raise ConfigError("signing keys must look like <key id>:<secret>, key ids of letters, digits, "
+                              "'.', '_' or '-'")
+        if len(secret) < MIN_SIGNING_SECRET_LENGTH:
+            raise ConfigError(f"signing key {kid!r} is shorter than {MIN_SIGNING_SECRET_LENGTH} characters")
+        if kid in dict(keys):
+            raise ConfigError(f"signing key id {kid!r} appears twice")
+        keys.append((kid, secret.encode()))
+    return keys
+
+
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -117,7 +140,7 @@ class Option:
 
     @property
     def metavar(self) -> str:
-        """What --help and the README show as the value, derived from the parser."""
+        """What --help and docs/configuration.md show as the value, derived from the parser."""
         if hasattr(self.parse, "choices"):
             return "|".join(self.parse.choices)
         for parser, shown in _METAVARS:
@@ -150,6 +173,15 @@ OPTIONS: list[Option] = [
     Option("data_dir", "./sagestore-data", str, "directory for embedded PostgreSQL, SeaweedFS and generated secrets"),
     Option("host", "127.0.0.1", str, "address the HTTP server binds to"),
     Option("port", 8080, _port, "port the HTTP server listens on"),
+    Option("s3_api_port", 9000, _port,
+           "port of the S3-compatible API, on the same host as the main API (path-style addressing, and "
+           "virtual-hosted-style with --s3-domain; 0 turns it off)"),
+    Option("s3_domain", "", str,
+           "also serve virtual-hosted-style S3 requests, Host <bucket>.<this domain> (e.g. s3.example.org, with "
+           "a wildcard DNS record): the default of the AWS SDKs for JavaScript, Go and Java and of DuckDB; "
+           "empty: path-style only"),
+    Option("s3_key_max_lifetime", 90 * 86400.0, _duration,
+           "longest lifetime of an S3 access key (a key also never outlives the SAGE token it was made with)"),
     Option("request_trailers", True, _bool,
            "parse requests with aiohttp's pure-Python parser, which keeps chunked-body trailers (tus "
            "checksum-trailer); false uses its C parser: a tenth more small requests per second, no checksum-trailer"),
@@ -161,6 +193,9 @@ OPTIONS: list[Option] = [
            "statement_timeout) and waiting for a pooled connection; past it the request gets 503 + Retry-After"),
     Option("acl_cache_ttl", 5.0, _duration,
            "seconds a bucket's ACL stays cached (a backstop: changes invalidate it at once; 0 disables the cache)"),
+    Option("storage_backend", "s3", _choice("s3", "memory"),
+           "where the bytes live: s3 (the S3 endpoint below, or embedded SeaweedFS), or memory (this process's "
+           "memory, lost when it exits: for tests and development; no presigned URLs)"),
     Option("s3_endpoint", "", str, "S3 endpoint URL; empty starts embedded SeaweedFS in the data dir"),
     Option("s3_access_key", "", str, "S3 access key (required with --s3-endpoint)", secret=True),
     Option("s3_secret_key", "", str, "S3 secret key (required with --s3-endpoint)", secret=True),
@@ -226,13 +261,16 @@ OPTIONS: list[Option] = [
     Option("reaper_interval", 300.0, _duration, "seconds between reaper passes (0 disables the background reaper)"),
     Option("cors_origins", (), _csv, "comma-separated allowed CORS origins ('*' for any)"),
     Option("public_url", "", str,
-           "base URL clients reach this server at, for signed URLs and share links (empty: the request's "
-           "scheme and Host)"),
+           "base URL clients reach this server at, for every absolute URL it generates (share links, OSDU "
+           "locations); empty: http://<address>:<port> the connection reached, never the Host header"),
     Option("signing_keys", "", str,
            "signed-URL keys as comma-separated <key id>:<secret> (>= 32 characters); the first signs, all "
            "verify; empty uses <data-dir>/signing-key, generated on first start", secret=True),
     Option("osdu_partitions", ("default-partition",), _csv,
            "OSDU File service data partitions; each is backed by one SAGE bucket, created at start-up"),
+    Option("osdu_domain", "", str,
+           "OSDU Entitlements domain: a group <role>@<partition>.<domain> is a file role in that partition "
+           "(besides <role>@<partition> and a bare <role>); empty: no domain form"),
 ]
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -242,12 +280,16 @@ class Settings:
     data_dir: str = "./sagestore-data"
     host: str = "127.0.0.1"
     port: int = 8080
+    s3_api_port: int = 9000
+    s3_domain: str = ""
+    s3_key_max_lifetime: float = 90 * 86400.0
     request_trailers: bool = True
     log_level: str = "info"
     database_url: str = field(default="", repr=False)
     db_pool_size: int = 10
     db_timeout: float = 10.0
     acl_cache_ttl: float = 5.0
+    storage_backend: str = "s3"
     s3_endpoint: str = ""
     s3_access_key: str = field(default="", repr=False)
     s3_secret_key: str = field(default="", repr=False)
@@ -294,6 +336,7 @@ class Settings:
     public_url: str = ""
     signing_keys: str = field(default="", repr=False)
     osdu_partitions: tuple[str, ...] = ("default-partition",)
+    osdu_domain: str = ""
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -312,6 +355,10 @@ class Settings:
             raise ConfigError("SAGESTORE_DATABASE_URL must be a postgresql:// URL")
         if not self.host.strip():
             raise ConfigError("SAGESTORE_HOST must not be empty")
+        if self.s3_api_port and self.s3_api_port == self.port:
+            raise ConfigError(f"SAGESTORE_S3_API_PORT must differ from SAGESTORE_PORT ({self.port})")
+        if self.s3_key_max_lifetime <= 0:
+            raise ConfigError("SAGESTORE_S3_KEY_MAX_LIFETIME must be more than 0")
         if self.db_pool_size < 1:
             raise ConfigError(f"SAGESTORE_DB_POOL_SIZE must be at least 1, got {self.db_pool_size}")
         if not 1 <= self.s3_bucket_count <= 256:
@@ -366,9 +413,17 @@ class Settings:
             if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", partition):
                 raise ConfigError(f"SAGESTORE_OSDU_PARTITIONS: {partition!r} is not a partition id (lower-case "
                                   "letters, digits and '-')")
+        if self.s3_domain and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+                                               r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*", self.s3_domain):
+            raise ConfigError(f"SAGESTORE_S3_DOMAIN {self.s3_domain!r} is not a domain name (no port: any port is "
+                              "served)")
+        if self.osdu_domain and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+                                                 r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*", self.osdu_domain):
+            raise ConfigError(f"SAGESTORE_OSDU_DOMAIN {self.osdu_domain!r} is not a domain name")
+        if self.storage_backend not in ("s3", "memory"):
+            raise ConfigError(f"SAGESTORE_STORAGE_BACKEND must be s3 or memory, got {self.storage_backend!r}")
         if self.signing_keys:
-            from .auth.signing import parse_keys
-            parse_keys(self.signing_keys)
+            parse_signing_keys(self.signing_keys)
         if self.part_buffer_budget < max(self.max_chunk_size, (self.s3_parts_in_flight + 1) * self.s3_part_size):
             raise ConfigError("SAGESTORE_PART_BUFFER_BUDGET must hold at least one largest chunk "
                               "(SAGESTORE_MAX_CHUNK_SIZE) and (SAGESTORE_S3_PARTS_IN_FLIGHT + 1) parts of "
@@ -380,7 +435,7 @@ class Settings:
         for name in ("budget_wait", "request_head_timeout", "keepalive_timeout", "body_grace", "body_min_rate"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"SAGESTORE_{name.upper()} must not be negative")
-        if not embedded_allowed and not (self.database_url and self.s3_endpoint):
+        if not embedded_allowed and not (self.database_url and (self.s3_endpoint or self.storage_backend == "memory")):
             raise ConfigError("this command needs SAGESTORE_DATABASE_URL and SAGESTORE_S3_ENDPOINT, or a running embedded data dir")
         return self
 
@@ -420,7 +475,7 @@ def _markdown_cell(text: str) -> str:
 
 
 def markdown_table() -> str:
-    """The README's configuration table, generated from OPTIONS like --help is."""
+    """The configuration table of docs/configuration.md, generated from OPTIONS like --help is."""
     lines = ["| Flag | Environment variable | Default | Meaning |", "|---|---|---|---|"]
     for option in OPTIONS:
         default = option.shown_default()
@@ -431,9 +486,9 @@ def markdown_table() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m sagestore.config --markdown` prints the README table."""
+    """`python -m sagestore.config --markdown` prints the table of docs/configuration.md."""
     parser = argparse.ArgumentParser(prog="python -m sagestore.config")
-    parser.add_argument("--markdown", action="store_true", help="print the README configuration table")
+    parser.add_argument("--markdown", action="store_true", help="print the configuration table of docs/configuration.md")
     args = parser.parse_args(argv)
     if args.markdown:
         sys.stdout.write(markdown_table())

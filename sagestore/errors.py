@@ -1,13 +1,9 @@
-"""Typed API errors, rendered as JSON in exactly one middleware."""
+"""Typed API errors: what a client is told (status, message, extra fields, headers). This module
+only defines them; the one middleware that renders them, and maps backend failures to them, is
+sagestore.middlewares.error_middleware."""
 from __future__ import annotations
 
-import json
-import logging
 from typing import Any
-
-from aiohttp import web
-
-log = logging.getLogger("sagestore.errors")
 
 
 class ApiError(Exception):
@@ -74,6 +70,11 @@ class UnsupportedMediaType(ApiError):
     status = 415
 
 
+class Unsupported(ApiError):
+    """This server cannot do what the request asks (its configuration lacks it)."""
+    status = 501
+
+
 class Locked(ApiError):
     status = 423
 
@@ -104,58 +105,3 @@ class BackendUnavailable(ApiError):
 class BackendError(ApiError):
     """The storage backend answered with something we cannot map: 502."""
     status = 502
-
-
-def json_error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
-    return web.Response(status=status, headers=headers, content_type="application/json",
-                        text=json.dumps({"error": message, **extra}))
-
-
-def _from_backend_exception(error: BaseException) -> ApiError | None:
-    """Map database and S3 outages to 503 instead of a 500 traceback."""
-    import psycopg2
-    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
-    if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
-        return BackendUnavailable("database unavailable, try again later")
-    if isinstance(error, EndpointConnectionError):
-        return BackendUnavailable("object storage unavailable, try again later")
-    if isinstance(error, ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 502)
-        if status in (500, 503) or code in ("ServiceUnavailable", "SlowDown", "InternalError"):
-            return BackendUnavailable(f"object storage unavailable ({code}), try again later")
-        return BackendError(f"object storage error: {code}")
-    if isinstance(error, BotoCoreError):
-        return BackendUnavailable("object storage unavailable, try again later")
-    import aiohttp
-
-    from .storage.s3 import StorageBusy
-    if isinstance(error, StorageBusy):
-        return BackendUnavailable("object storage is busy, try again later")
-    if isinstance(error, (ConnectionError, TimeoutError, aiohttp.ClientConnectionError)):
-        return BackendUnavailable("a backend is unavailable, try again later")
-    return None
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler):
-    """The one place where exceptions become JSON responses; never HTML, never a traceback."""
-    try:
-        return await handler(request)
-    except ApiError as error:
-        return web.json_response(error.body(), status=error.status, headers=error.headers,
-                                 content_type=error.content_type)
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        headers = {k: v for k, v in error.headers.items() if k.lower() in ("allow", "location")}
-        message = {404: "not found", 405: f"method {request.method} not allowed",
-                   413: "request body too large"}.get(error.status, error.reason)
-        return json_error(error.status, message, headers=headers)
-    except Exception as error:  # noqa: BLE001 - last line of defence
-        mapped = _from_backend_exception(error)
-        if mapped is not None:
-            log.warning("%s %s: backend failure: %s", request.method, request.path, type(error).__name__)
-            return web.json_response(mapped.body(), status=mapped.status, headers=mapped.headers)
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return json_error(500, "internal server error")

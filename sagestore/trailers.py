@@ -7,8 +7,7 @@ HeadersParser stand-in that keeps what it parses for trailers; `request_trailers
 hands them to the handler once the body has been read.
 
 The pure-Python parser costs ~55 µs more per request head than the C one (measured with
-aiohttp 3.14 on the benchmark machine) and moves body bytes at least as fast; see the README's
-design notes.
+aiohttp 3.14 on the benchmark machine) and moves body bytes at least as fast; see docs/operations.md.
 """
 from __future__ import annotations
 

@@ -3,49 +3,38 @@ PostgreSQL from SAGESTORE_TEST_DATABASE_URL (a fresh database is created on that
 server) or, when unset, an embedded PostgreSQL. Nothing of ours is mocked."""
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient
 
-from sagestore.app import create_app
 from sagestore.config import Settings
-from sagestore.embedded import Embedded, _postgres_ready, _s3_ready, free_port
-from sagestore.trailers import Runner
+from sagestore.embedded import Embedded, _postgres_ready, _s3_ready
+from support.apps import SharedApps, forget_built_middlewares, give_freed_memory_back
+from support.backends import new_database, wait_for
+from support.client import served  # the fixture: one JWT server process per module of client tests
+from support.console import close_module_browser
+from support.server import ServerProcess
+from support.tmp import close_session_root, open_session_root, private_tmp_dir
 
-REPO = Path(__file__).resolve().parent.parent
+__all__ = ["served"]  # the fixture, for every test module
 
-
-def _wait(check, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            asyncio.run(check())
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+SESSION_ROOT = pytest.StashKey[Path]()
 
 
-def private_tmp_dir(prefix: str) -> Path:
-    """A temporary dir outside pytest's basetemp. As root, the embedded PostgreSQL runs as a
-    system user that must traverse every parent dir (sagestore refuses to loosen them), and
-    pytest resets its basetemp to 0700 whenever another pytest session starts. The dir is
-    0711: others may pass through, not list it; the data dirs inside are 0700 (or 0710)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o711)
-    return path
+def pytest_configure(config):
+    """One temporary root for the whole session (xdist workers inherit it through TMPDIR)."""
+    if not hasattr(config, "workerinput"):
+        config.stash[SESSION_ROOT] = open_session_root()
+
+
+def pytest_unconfigure(config):
+    root = config.stash.get(SESSION_ROOT, None)
+    if root is not None:
+        close_session_root(root)
 
 
 @pytest.fixture(scope="session")
@@ -60,38 +49,44 @@ def s3_backend(backends_dir) -> dict[str, str]:
     """A real SeaweedFS with SigV4 enforced, shared by the session."""
     embedded = Embedded(backends_dir / "weed")
     embedded.lock()
-    _, s3 = embedded.start_seaweedfs()
-    _wait(lambda: _s3_ready(s3["endpoint"], s3["access_key"], s3["secret_key"]))
+    weed, s3 = embedded.start_seaweedfs()
+    wait_for(lambda: _s3_ready(s3["endpoint"], s3["access_key"], s3["secret_key"]))
     yield s3
+    died = weed.process.poll()
+    embedded.stop()
+    if died is not None:  # every test after its death failed to connect: say why, once
+        log = (embedded.log_dir / "seaweedfs.log").read_text(errors="replace")
+        raise RuntimeError(f"the session's SeaweedFS exited with status {died} during the run; "
+                           f"the end of its log:\n{log[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def database_server_url(backends_dir) -> str:
+    """The PostgreSQL server of the session (SAGESTORE_TEST_DATABASE_URL, or an embedded one)."""
+    server_url = os.environ.get("SAGESTORE_TEST_DATABASE_URL")
+    if server_url:
+        yield server_url
+        return
+    embedded = Embedded(backends_dir / "pg")
+    embedded.lock()
+    _, server_url = embedded.start_postgres()
+    wait_for(lambda: _postgres_ready(server_url))
+    yield server_url
     embedded.stop()
 
 
 @pytest.fixture(scope="session")
-def database_url(backends_dir) -> str:
+def database_url(database_server_url) -> str:
     """URL of a database created for this test session (dropped afterwards)."""
-    embedded = None
-    server_url = os.environ.get("SAGESTORE_TEST_DATABASE_URL")
-    if not server_url:
-        embedded = Embedded(backends_dir / "pg")
-        embedded.lock()
-        _, server_url = embedded.start_postgres()
-        _wait(lambda: _postgres_ready(server_url))
-    name = f"sagestore_test_{uuid.uuid4().hex[:10]}"
-    def run_admin(sql: str) -> None:
-        # a fresh connection each time: a session-long one may be cut by the server meanwhile
-        admin = psycopg2.connect(server_url)
-        admin.autocommit = True
-        try:
-            with admin.cursor() as cur:
-                cur.execute(sql)
-        finally:
-            admin.close()
-    run_admin(f"CREATE DATABASE {name}")
-    base, _, _ = server_url.rpartition("/")
-    yield f"{base}/{name}"
-    run_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    if embedded:
-        embedded.stop()
+    with new_database(database_server_url) as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_database_url(database_server_url) -> str:
+    """A database of the test's own, for tests that count everything in it (the reaper's)."""
+    with new_database(database_server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +95,7 @@ def base_settings(s3_backend, database_url, backends_dir) -> Settings:
         data_dir=str(backends_dir / "data"), auth_mode="noauth", database_url=database_url,
         s3_endpoint=s3_backend["endpoint"], s3_access_key=s3_backend["access_key"],
         s3_secret_key=s3_backend["secret_key"], reaper_interval=0,
+        s3_api_port=0,  # a test that wants the S3 API gives it a free port (tests/s3_helpers.py)
     )
 
 
@@ -108,96 +104,32 @@ def settings(base_settings) -> Settings:
     return base_settings
 
 
-class AppServer(TestServer):
-    """A test server run like `sagestore serve` runs the app (the trailer-recording Runner)."""
-
-    async def _make_runner(self, **kwargs: Any) -> Runner:
-        return Runner(self.app, **kwargs)
+@pytest.fixture(scope="module")
+async def shared_apps():
+    """The apps of one module's `client` tests, one per distinct settings; stopped with the module."""
+    apps = SharedApps()
+    yield apps
+    await apps.shutdown()
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings):
-    """An aiohttp test client on a real app (noauth: 'sage user:<name>' tokens)."""
-    return await aiohttp_client(AppServer(create_app(settings)))
+async def client(shared_apps, settings):
+    """An aiohttp test client on a real app (noauth: 'sage user:<name>' tokens). The app is the
+    module's, shared by every test there that uses the same settings; the client session is
+    the test's own."""
+    test_client = TestClient(await shared_apps.server(settings))
+    await test_client.start_server()
+    yield test_client
+    await test_client.close()
 
 
-def create_bucket_row(database_url: str, owner: str = "alice") -> str:
-    """A bucket row written straight to the database, for tests that drive server subprocesses."""
-    from sagestore.db import buckets as bucket_queries
-    from sagestore.db import create_pool, transaction
-
-    async def run() -> str:
-        bucket_id = str(uuid.uuid4())
-        pool = await create_pool(database_url, 1)
-        try:
-            async with transaction(pool) as cur:
-                await bucket_queries.create(cur, bucket_id, "two", "model", owner, False)
-        finally:
-            pool.close()
-            await pool.wait_closed()
-        return bucket_id
-    return asyncio.run(run())
-
-
-def auth(user: str | None, groups: tuple[str, ...] = ()) -> dict[str, str]:
-    """Headers for a noauth caller; None means anonymous."""
-    if user is None:
-        return {}
-    token = f"user:{user}" + (f";groups={','.join(groups)}" if groups else "")
-    return {"Authorization": f"sage {token}"}
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The SAGESTORE_* environment that reproduces settings in a subprocess."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SAGESTORE_")}
-    for field, value in settings.__dict__.items():
-        if isinstance(value, tuple):
-            value = ",".join(value)
-        env["SAGESTORE_" + field.upper()] = str(value)
-    env["PYTHONPATH"] = str(REPO)
-    return env
-
-
-class ServerProcess:
-    """`python -m sagestore serve` as a real subprocess."""
-
-    def __init__(self, settings: Settings, port: int | None = None, extra_env: dict[str, str] | None = None):
-        self.port = port or free_port()
-        self.settings = settings.replace(port=self.port, host="127.0.0.1")
-        self.env = {**settings_env(self.settings), **(extra_env or {})}
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-        # a file, not a pipe: a pipe nobody reads blocks the server once it fills up
-        self.log = tempfile.NamedTemporaryFile(prefix="sagestore-serve-", suffix=".log")
-
-    @property
-    def output(self) -> str:
-        """Everything the server printed or logged so far (stdout and stderr)."""
-        return Path(self.log.name).read_text(errors="replace")
-
-    def start(self, timeout: float = 60) -> "ServerProcess":
-        import requests
-        self.process = subprocess.Popen([sys.executable, "-m", "sagestore", "serve"], env=self.env, cwd=REPO,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.output}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise RuntimeError("server did not become ready")
-
-    def stop(self, sig: int = 15) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+@pytest.fixture(autouse=True)
+def _forget_built_middlewares():
+    """Lets the apps a test built be freed when it ends (see forget_built_middlewares), and the
+    memory it freed go back to the kernel."""
+    yield
+    forget_built_middlewares()
+    give_freed_memory_back()
 
 
 @pytest.fixture
@@ -212,3 +144,13 @@ def server_process(base_settings):
     yield start
     for server in started:
         server.stop()
+
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """The browser tests of a module share one Chromium (support/console.py); it is closed when
+    the module's last test ends (a hook, so that no other test depends on it)."""
+    if nextitem is None or nextitem.module is not item.module:
+        close_module_browser()
+    yield

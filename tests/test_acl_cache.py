@@ -6,8 +6,8 @@ import time
 import psycopg2
 import pytest
 
-from api_helpers import create_bucket, grant
-from conftest import auth
+from support.api import create_bucket, grant
+from support.data import auth
 from sagestore import context
 from sagestore.acl.cache import AclCache
 from sagestore.app import create_app

@@ -7,8 +7,11 @@ bucket is in the caller's list. Every refused write is checked to have changed n
 """
 from __future__ import annotations
 
-from api_helpers import create_bucket, grant, put_raw
-from conftest import auth
+import pytest
+
+from support.api import create_bucket, grant, put_raw
+from support.backends import new_database
+from support.data import auth
 
 MATRIX = """
 operation       bucket   owner  READ  WRITE  READ_ACP  WRITE_ACP  FULL_CONTROL  group  stranger  anonymous
@@ -152,6 +155,19 @@ async def run_cell(client, operation: str, bucket_id: str, visibility: str, call
         assert exists == (response.status != 200)
         return str(response.status)
     raise AssertionError(f"no runner for operation {operation!r}")
+
+
+@pytest.fixture(scope="module")
+def matrix_database_url(database_server_url):
+    """A database of the module's own: an anonymous listing shows the first 1000 public buckets,
+    and the session's database holds more than that once other tests have run."""
+    with new_database(database_server_url) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(base_settings, matrix_database_url):
+    return base_settings.replace(database_url=matrix_database_url)
 
 
 async def test_acl_matrix(client):

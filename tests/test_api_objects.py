@@ -12,10 +12,10 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from api_helpers import (agen, create_bucket, file_keys, grant, put_form, put_raw, raw_request, s3_client,
+from support.api import (agen, create_bucket, file_keys, grant, put_form, put_raw, raw_request, s3_client,
                          s3_keys, s3_location)
-from conftest import auth
-from premises import eventually
+from support.premises import eventually
+from support.data import auth, sha256_b64
 
 from sagestore import context
 from sagestore.app import create_app
@@ -684,8 +684,7 @@ async def test_keys_are_case_sensitive_and_unicode_safe(client):
 
 
 def sha256_field(data: bytes) -> str:
-    import base64
-    return f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:"
+    return f"sha-256=:{sha256_b64(data)}:"
 
 
 @pytest.mark.parametrize("size", [1000, 20 * 2**20 + 5])  # one PutObject; a multipart upload

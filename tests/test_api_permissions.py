@@ -1,8 +1,8 @@
 """Bucket permissions (?permissions): show, grant, revoke, and the Go server's ACL holes closed."""
 import pytest
 
-from api_helpers import create_bucket, grant, grants_in_db, put_raw
-from conftest import auth
+from support.api import create_bucket, grant, grants_in_db, put_raw
+from support.data import auth
 
 
 async def test_show_permissions_has_exactly_three_fields(client):

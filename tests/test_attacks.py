@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 
-from chunked_helpers import MiB, S3View, make_bucket
-from conftest import AppServer, auth
-from tus_helpers import metadata
+from support.chunked import S3View
+from support.apps import AppServer
+from support.tus import metadata
+from support.data import MiB, auth, make_bucket
 
 from sagestore.app import create_app
 
@@ -143,14 +144,14 @@ def test_logs_hold_no_token_or_secret(base_settings):
     """A real `sagestore serve` (its access log and its warnings) after requests that carry a
     token, signature-like query strings and failing inputs: none of them is in its output."""
     import requests
-    from chunked_helpers import make_bucket_sync
-    from conftest import ServerProcess
+    from support.data import create_bucket_row
+    from support.server import ServerProcess
 
     server = ServerProcess(base_settings).start()
     try:
         secret_token = "user:alice;groups=" + os.urandom(8).hex()
         headers = {"Authorization": f"sage {secret_token}"}
-        bucket_id = make_bucket_sync(base_settings.database_url)
+        bucket_id = create_bucket_row(base_settings.database_url)
         url = f"{server.url}/api/v1/objects/{bucket_id}"
         requests.put(f"{url}/log/a.bin?X-Amz-Signature=deadbeefcafe", data=b"x", headers=headers, timeout=30)
         requests.get(f"{url}/log/a.bin?signature=deadbeefcafe&token=deadbeefcafe", headers=headers, timeout=30)
@@ -209,7 +210,7 @@ async def test_idor_on_osdu_file_ids_and_record_ids(aiohttp_client, settings, da
 
     import aiohttp
 
-    from sagestore.handlers.osdu import partition_bucket_id
+    from sagestore.osdu import partition_bucket_id
 
     client = await aiohttp_client(AppServer(create_app(settings.replace(osdu_partitions=(PART_A, PART_B)))))
     alice = osdu_headers("alice", PART_A, f"service.file.admin@{PART_A}")
@@ -332,7 +333,7 @@ async def test_idor_on_share_ids(client, database_url):
     reads one share by id (GET is 405 JSON), the listing shows only the caller's own links (even
     filtered by alice's bucket), DELETE is 403 for bob (no FULL_CONTROL) and 404 for carol, 401
     anonymously. Afterwards both links still work and their rows are not revoked."""
-    from api_helpers import grant, put_raw
+    from support.api import grant, put_raw
     from test_signed_urls import anonymous, share, signed_url_row
 
     bucket_id = await make_bucket(client)

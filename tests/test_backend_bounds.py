@@ -19,9 +19,12 @@ import time
 import psutil
 import pytest
 import requests
-from chunked_helpers import MiB, S3View, make_bucket_sync, sha256
-from conftest import ServerProcess, _wait, private_tmp_dir
-from tus_helpers import metadata
+from support.chunked import S3View
+from support.backends import wait_for
+from support.server import ServerProcess
+from support.tmp import private_tmp_dir
+from support.tus import metadata
+from support.data import MiB, create_bucket_row, sha256
 
 from sagestore.config import Settings
 from sagestore.embedded import Embedded, _postgres_ready, _s3_ready, _wait_volumes_registered
@@ -40,20 +43,20 @@ class Backends:
         self.embedded.lock()
         self.start_seaweedfs()
         self.postgres, self.server_database_url = self.embedded.start_postgres()
-        _wait(lambda: _postgres_ready(self.server_database_url))
+        wait_for(lambda: _postgres_ready(self.server_database_url))
 
     def start_seaweedfs(self) -> None:
         self.weed, s3 = self.embedded.start_seaweedfs()
         if hasattr(self, "s3"):  # a restart: the server keeps its endpoint
             assert s3["endpoint"] == self.s3["endpoint"], "SeaweedFS came back on another port"
-        _wait(lambda: _s3_ready(s3["endpoint"], s3["access_key"], s3["secret_key"]))
+        wait_for(lambda: _s3_ready(s3["endpoint"], s3["access_key"], s3["secret_key"]))
         asyncio.run(_wait_volumes_registered(self.weed, self.embedded, self.embedded.weed_volumes_on_disk, 60))
         self.s3 = s3
 
     def restart_postgres(self) -> None:
         self.postgres, url = self.embedded.start_postgres()
         assert url == self.server_database_url  # same port, same password
-        _wait(lambda: _postgres_ready(url))
+        wait_for(lambda: _postgres_ready(url))
 
     def close(self) -> None:
         for child in (self.weed, self.postgres):
@@ -154,7 +157,7 @@ def assert_complete_and_clean(backends, bucket_id: str, key: str, upload_id: str
 
 
 def test_s3_frozen_then_killed_mid_upload(backends, server):
-    bucket_id = make_bucket_sync(backends.server_database_url)
+    bucket_id = create_bucket_row(backends.server_database_url)
     data = os.urandom(23 * MiB)
     url = create_upload(server, bucket_id, "frozen.bin", len(data))
     upload_id = url.rsplit("/", 1)[1]
@@ -195,7 +198,7 @@ def test_import_waits_10_s_then_answers_202_and_finishes_once_s3_is_back(backend
     the wait, with a read timeout longer than it, so the copy is surely still running at 10 s."""
     server = ServerProcess(server_settings(backends, s3_read_timeout=30.0)).start()
     try:
-        bucket_id = make_bucket_sync(backends.server_database_url)
+        bucket_id = create_bucket_row(backends.server_database_url)
         data = os.urandom(6 * MiB + 7)
         response = requests.put(f"{server.url}/api/v1/upload", params={"bucket_id": bucket_id, "key": "slow.bin"},
                                 data=data, headers={"Authorization": "sage user:alice"}, timeout=CLIENT_TIMEOUT)
@@ -230,7 +233,7 @@ def test_import_waits_10_s_then_answers_202_and_finishes_once_s3_is_back(backend
 
 
 def test_postgres_frozen_then_stopped_and_restarted_mid_upload(backends, server):
-    bucket_id = make_bucket_sync(backends.server_database_url)
+    bucket_id = create_bucket_row(backends.server_database_url)
     data = os.urandom(17 * MiB)
     url = create_upload(server, bucket_id, "pg.bin", len(data))
     upload_id = url.rsplit("/", 1)[1]

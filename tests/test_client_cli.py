@@ -15,12 +15,10 @@ import sys
 import termios
 import time
 
-import client_helpers
-from client_helpers import MiB
+from support.client import MiB
 
 from sagestore.client import Client
 
-served = client_helpers.served  # the module-scoped server fixture
 
 
 def lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -250,7 +248,7 @@ def test_progress_only_on_a_terminal(served, tmp_path):
     (tmp_path / "p.bin").write_bytes(os.urandom(24 * MiB))
     status, shown = run_in_pty(served, ["cp", str(tmp_path / "p.bin"), f"sage://{bucket_id}/p.bin"])
     assert status == 0, shown
-    assert "100%" in shown and "total" in shown and "B/s" in shown  # bytes, speed and ETA from tqdm
+    assert "100%" in shown and "p.bin" in shown and "B/s" in shown  # bytes, speed and ETA from tqdm
     piped = ok(served.cli("cp", str(tmp_path / "p.bin"), f"sage://{bucket_id}/p2.bin"))
     assert "%" not in piped.stdout + piped.stderr and "B/s" not in piped.stdout + piped.stderr
     status, shown = run_in_pty(served, ["cp", "--quiet", str(tmp_path / "p.bin"), f"sage://{bucket_id}/p3.bin"])

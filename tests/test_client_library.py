@@ -8,13 +8,11 @@ import io
 import os
 
 import pytest
-import client_helpers
-from client_helpers import MiB
+from support.client import MiB
 
 from sagestore.client import (AsyncClient, BadRequest, Client, Forbidden, NotFound, TransferConfig, Unauthorized,
                               parse_repr_digest)
 
-served = client_helpers.served  # the module-scoped server fixture
 SMALL = TransferConfig(threshold=1 * MiB, chunk_size=2 * MiB, concurrency=4)
 
 

@@ -13,14 +13,12 @@ import socket
 import threading
 import time
 
-import client_helpers
 import pytest
 import requests
-from client_helpers import MiB
+from support.client import MiB
 
 from sagestore.client import BadRequest, Client, TransferConfig
 
-served = client_helpers.served  # the module-scoped server fixture
 
 SIZE = 200 * MiB
 CHUNK = 5 * MiB  # the test server's part size, so the sessions' chunk size

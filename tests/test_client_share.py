@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 
-import client_helpers
 import requests
 
 from sagestore.client import Client, NotFound
 
-served = client_helpers.served  # the module-scoped server fixture
 
 
 def test_share_links_from_the_library(served):

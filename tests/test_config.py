@@ -1,4 +1,4 @@
-"""Configuration: every option as flag and env var, one-line errors, and the README table."""
+"""Configuration: every option as flag and env var, one-line errors, and the table in docs/configuration.md."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +11,7 @@ import pytest
 
 from sagestore.cli import build_parser
 from sagestore.config import OPTIONS, ConfigError, Settings, load_settings, markdown_table
+from sagestore.embedded import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,6 +28,7 @@ SAMPLES = {
     "token_info_url": "http://auth.example/token_info",
     "s3_bucket_count": "16",
     "port": "9090",
+    "s3_api_port": "9100",
     "auth_mode": "noauth",
     "public_url": "https://store.example/base",
     "signing_keys": "k2:" + "s" * 40 + ",k1:" + "t" * 40,
@@ -117,6 +119,7 @@ def test_secrets_are_not_in_settings_repr():
 
 def run_serve(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     clean = {key: value for key, value in os.environ.items() if not key.startswith("SAGESTORE_")}
+    clean["SAGESTORE_S3_API_PORT"] = "0"  # the S3 door's default port would collide between test runs
     clean.update(env, PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, "-m", "sagestore", "serve", *args], env=clean, cwd=cwd,
                           capture_output=True, text=True, timeout=60)
@@ -153,6 +156,9 @@ BAD_SETTINGS = [
     ("bad-log-level", ["--log-level", "loud"], {}, "not one of"),
     ("missing-public-key", ["--jwt-public-key-file", "/nonexistent.pem", "--jwt-algorithms", "RS256"], {},
      "does not exist"),
+    ("s3-domain-url", ["--s3-domain", "http://s3.example.org"], {}, "S3_DOMAIN"),
+    ("s3-domain-wildcard", [], {"SAGESTORE_S3_DOMAIN": "*.s3.example.org"}, "S3_DOMAIN"),
+    ("s3-domain-port", ["--s3-domain", "s3.example.org:9000"], {}, "no port"),
     ("unknown-flag", ["--no-such-flag", "1"], {}, "unrecognized arguments"),
     ("flag-without-value", ["--port"], {}, "expected one argument"),
 ]
@@ -190,13 +196,14 @@ def test_help_documents_every_option():
         assert option.env in result.stdout
 
 
-def test_readme_has_the_generated_configuration_table():
-    """README and --help come from the same OPTIONS; regenerate with `python -m sagestore.config --markdown`."""
-    readme = (REPO / "README.md").read_text()
-    assert "\n## Configuration\n" in readme
-    section = readme.split("\n## Configuration\n", 1)[1]
+def test_docs_have_the_generated_configuration_table():
+    """docs/configuration.md and --help come from the same OPTIONS; regenerate with
+    `python -m sagestore.config --markdown`."""
+    page = (REPO / "docs" / "configuration.md").read_text()
+    assert page.startswith("# Configuration\n")
+    section = page.split("\n", 1)[1]
     table = markdown_table()
-    assert table in section, "README table is stale: run python -m sagestore.config --markdown"
+    assert table in section, "docs/configuration.md table is stale: run python -m sagestore.config --markdown"
     # exactly that table: the table rows in the section are the generated ones
     rows = [line for line in section.split("\n## ", 1)[0].splitlines() if line.startswith("|")]
     assert rows == table.splitlines()
@@ -222,7 +229,10 @@ def assert_one_error_line(result: subprocess.CompletedProcess, mentions: str) ->
 def test_unusable_data_dir_is_one_line(tmp_path):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
-    assert_one_error_line(run_cli(["serve", "--data-dir", str(not_a_dir / "data")], tmp_path), "Not a directory")
+    # free ports: the default 8080 may be taken on this machine, which serve says first
+    ports = ["--port", str(free_port()), "--s3-api-port", str(free_port())]
+    assert_one_error_line(run_cli(["serve", *ports, "--data-dir", str(not_a_dir / "data")], tmp_path),
+                          "Not a directory")
     assert_one_error_line(run_cli(["token", "alice", "--data-dir", str(not_a_dir / "data")], tmp_path),
                           "Not a directory")
 
@@ -241,15 +251,25 @@ def test_token_command_errors(tmp_path):
     assert_one_error_line(run_cli(["token", "alice", "--data-dir", str(data_dir)], tmp_path), "too short")
 
 
-def test_token_command_creates_one_private_secret(tmp_path):
+def test_token_command_never_creates_a_secret_and_signs_with_the_servers(tmp_path):
+    """sagestore token signs with the secret the server made in its data dir; where there is none it
+    refuses and creates nothing (a fresh secret would sign tokens no server accepts)."""
     data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    runs = [subprocess.Popen([sys.executable, "-m", "sagestore", "token", f"user{i}", "--data-dir", str(data_dir)],
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for i in range(4)]
+    errors = [run.communicate(timeout=60)[1] for run in runs]
+    assert [run.returncode for run in runs] == [2] * 4
+    assert all("holds no jwt-secret" in error for error in errors) and list(data_dir.iterdir()) == []
+    from sagestore.auth.tokens import load_or_create_secret
+    secret = load_or_create_secret(data_dir)  # what the server does at its first start
+    assert (data_dir / "jwt-secret").stat().st_mode & 0o777 == 0o600
     runs = [subprocess.Popen([sys.executable, "-m", "sagestore", "token", f"user{i}", "--data-dir", str(data_dir)],
                              env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for i in range(4)]
     tokens = [run.communicate(timeout=60)[0].strip().splitlines()[-1] for run in runs]
     assert [run.returncode for run in runs] == [0] * 4
-    secret = (data_dir / "jwt-secret").read_text().strip()
-    assert (data_dir / "jwt-secret").stat().st_mode & 0o777 == 0o600
     assert sorted(path.name for path in data_dir.iterdir()) == ["jwt-secret"]
     import jwt
     for index, token in enumerate(tokens):

@@ -10,10 +10,24 @@ import sys
 import pytest
 from playwright.async_api import expect
 
-from console_helpers import (MiB, WAIT_MS, chromium, console_server, make_file, screenshot, signed_in_page)
-from conftest import REPO
+from support.console import (MiB, WAIT_MS, chromium, console_server, make_file, screenshot, signed_in_page)
+from support.backends import new_database
+from support.server import REPO
 
 pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def console_database_url(database_server_url):
+    """The module's own database: the bucket list shows its first 1000 buckets, and the session's
+    database can hold more public ones once other tests ran."""
+    with new_database(database_server_url) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(base_settings, console_database_url):
+    return base_settings.replace(database_url=console_database_url)
 
 
 @pytest.fixture

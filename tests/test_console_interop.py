@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import expect
 
-from console_helpers import MiB, WAIT_MS, chromium, console_server, make_file, npm_dir_ready
+from support.console import MiB, WAIT_MS, chromium, console_server, make_file, npm_dir_ready
 from sagestore.embedded import free_port
 
 pytestmark = pytest.mark.timeout(900)

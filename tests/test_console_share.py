@@ -8,7 +8,7 @@ import pytest
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import expect
 
-from console_helpers import MiB, chromium, console_server, make_file, screenshot, signed_in_page
+from support.console import MiB, chromium, console_server, make_file, screenshot, signed_in_page
 
 pytestmark = pytest.mark.timeout(600)
 

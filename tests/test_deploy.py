@@ -19,7 +19,8 @@ from sagestore.app import create_app
 from sagestore.cli import build_parser
 from sagestore.config import OPTIONS, Settings, load_settings
 from sagestore.embedded import free_port
-from serving import clean_env, wait_gone
+from support.processes import wait_gone
+from support.server import clean_env
 
 REPO = Path(__file__).resolve().parent.parent
 OPTION_ENVS = {option.env for option in OPTIONS}

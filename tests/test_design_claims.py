@@ -1,4 +1,4 @@
-"""The README's design notes, one test per claim that had none: each fails when its claim
+"""The design notes in docs/, one test per claim that had none: each fails when its claim
 breaks. Real PostgreSQL and SeaweedFS; premises are waited for on observable state."""
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import os
 from datetime import timedelta
 
 import pytest
-from chunked_helpers import S3View
-from conftest import AppServer, auth
-from premises import eventually, lease_taken, upload_row
-from tus_helpers import MiB, make_bucket, metadata, stored, tus_headers
+from support.chunked import S3View
+from support.apps import AppServer
+from support.premises import eventually, lease_taken, upload_row
+from support.tus import metadata, stored, tus_headers
+from support.data import MiB, auth, make_bucket
 
 from sagestore import context
 from sagestore.app import create_app
@@ -113,7 +114,7 @@ async def test_signed_payloads_end_to_end(aiohttp_client, settings):
     signature (SeaweedFS checks it); raw PUT, a multi-part tus upload and GET all work."""
     client = await aiohttp_client(AppServer(create_app(settings.replace(s3_sign_payload=True))))
     app = client.server.app
-    assert app[context.STORE].sign_payload and not app[context.STORE].can_stream_parts
+    assert app[context.STORE].sign_payload and not app[context.STORE].capabilities.stream_parts
     bucket_id = await make_bucket(app)
     small = os.urandom(3 * MiB)
     response = await client.put(f"/api/v1/objects/{bucket_id}/signed.bin", data=small, headers=auth("alice"))

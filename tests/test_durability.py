@@ -10,9 +10,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from chunked_helpers import MiB, S3View, make_bucket_sync, sha256
-from conftest import auth
-from premises import eventually_sync, part_lease_held_sync, s3_parts_sync, upload_row_sync
+from support.chunked import S3View
+from support.premises import eventually_sync, part_lease_held_sync, s3_parts_sync, upload_row_sync
+from support.data import MiB, auth, create_bucket_row, sha256
 
 HEADERS = auth("alice")
 
@@ -38,7 +38,7 @@ def slow_body(blob: bytes, step: int = MiB, pause: float = 0.05):
 
 def test_offset_upload_survives_kill_9_mid_chunk(server_process, base_settings):
     server = server_process(s3_part_size=5 * MiB)
-    bucket_id = make_bucket_sync(base_settings.database_url)
+    bucket_id = create_bucket_row(base_settings.database_url)
     data = os.urandom(33 * MiB)
     response = requests.put(f"{server.url}/api/v1/upload", params={"bucket_id": bucket_id, "key": "kill/offset.bin"},
                             data=data[:7 * MiB], headers=HEADERS, timeout=60)
@@ -79,7 +79,7 @@ def test_offset_upload_survives_kill_9_mid_chunk(server_process, base_settings):
 
 def test_session_survives_kill_9_mid_chunk(server_process, base_settings):
     server = server_process(s3_part_size=8 * MiB)
-    bucket_id = make_bucket_sync(base_settings.database_url)
+    bucket_id = create_bucket_row(base_settings.database_url)
     data = os.urandom(40 * MiB)
     response = requests.post(f"{server.url}/api/v1/attachment/initiate", headers=HEADERS, timeout=30, json={
         "bucket_id": bucket_id, "key": "kill/session.bin", "fileName": "session.bin", "fileSize": len(data),
@@ -112,7 +112,7 @@ def test_session_survives_kill_9_mid_chunk(server_process, base_settings):
 def test_two_instances_take_turns_on_one_upload(server_process, base_settings):
     servers = [server_process(s3_part_size=8 * MiB) for _ in range(2)]
     view = S3View(base_settings)
-    bucket_id = make_bucket_sync(base_settings.database_url)
+    bucket_id = create_bucket_row(base_settings.database_url)
 
     # offset chunks of 6 MiB (not part-aligned): parts and staged tails pass between instances
     data = os.urandom(31 * MiB)
@@ -177,7 +177,7 @@ def test_two_instances_writing_one_offset_or_one_chunk_exactly_one_wins(server_p
     servers = [server_process(s3_part_size=5 * MiB) for _ in range(2)]
     view = S3View(base_settings)
     database = base_settings.database_url
-    bucket_id = make_bucket_sync(database)
+    bucket_id = create_bucket_row(database)
 
     head = os.urandom(3 * MiB)
     response = requests.put(f"{servers[0].url}/api/v1/upload", params={"bucket_id": bucket_id, "key": "race.bin"},

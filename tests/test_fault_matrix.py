@@ -3,7 +3,6 @@
 runs the full randomised matrix (50 trials per path)."""
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import random
@@ -15,21 +14,18 @@ import psycopg2
 import pytest
 import requests
 from faults.clients import PATHS
-from faults.matrix import Server, Target, create_bucket_row, run_trial
+from faults.matrix import Target, killable_server, run_trial
+from support.data import create_bucket_row, sha256_b64
 
 from sagestore.embedded import free_port
 
 MiB = 2**20
 
 
-def sha256_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
 @pytest.fixture(scope="module")
 def fault_server(base_settings):
-    settings = base_settings.replace(s3_part_size=5 * 2**20)
-    server = Server(settings, free_port())
+    settings = base_settings.replace(s3_part_size=5 * 2**20, s3_api_port=free_port())  # the S3 paths
+    server = killable_server(settings, free_port())
     server.start()
     yield server, Target(server.settings, create_bucket_row(settings.database_url))
     server.stop()

@@ -1,20 +1,22 @@
 """hypothesis on the protocol headers and on keys, against a live `sagestore serve` subprocess:
 Upload-Offset, Upload-Length, Upload-Metadata, Upload-Checksum, Upload-Complete, Content-Range,
-Range, Content-Digest and Tus-Resumable take arbitrary values; keys are arbitrary text. No
-answer is a 5xx, and a 4xx changes nothing (the upload's offset and the bucket's listing).
+Range, Content-Digest and Tus-Resumable take arbitrary values; keys are arbitrary text; every door
+that takes a body also gets empty ones. No answer is a 5xx, and a 4xx changes nothing (the upload's
+offset and the bucket's listing).
 
 SAGESTORE_FUZZ_EXAMPLES sets the examples per test (CI: 8 x 5; the full run: 200 x 5)."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import requests
-from chunked_helpers import make_bucket_sync
-from conftest import ServerProcess, auth
+from support.server import ServerProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tus_helpers import metadata
+from support.tus import metadata
+from support.data import auth, create_bucket_row
 
 EXAMPLES = int(os.environ.get("SAGESTORE_FUZZ_EXAMPLES", "8")) * 5
 ALICE = auth("alice")
@@ -36,7 +38,7 @@ fuzzed_headers = st.dictionaries(st.sampled_from(FIELDS), header_values, min_siz
 @pytest.fixture(scope="module")
 def live(base_settings):
     server = ServerProcess(base_settings).start()
-    bucket_id = make_bucket_sync(base_settings.database_url)
+    bucket_id = create_bucket_row(base_settings.database_url)
     yield server, bucket_id
     server.stop()
 
@@ -144,4 +146,48 @@ def test_keys_and_paths(live):
         assert response.status_code < 500, (key, how, response.status_code, response.text)
         if response.status_code >= 400:
             assert listing(server, bucket_id) == before, (key, how)
+    run()
+
+
+def test_zero_length_bodies_at_every_door(live):
+    """Empty bodies (Content-Length: 0) with fuzzed protocol headers and Content-Types at every door that
+    takes a body: no 5xx, a 4xx changes nothing, and /healthz answers within a second after each."""
+    server, bucket_id = live
+    tus_location = tus_upload(server, bucket_id)
+    ietf = requests.post(f"{server.url}/api/v1/uploads/?bucket={bucket_id}&key=fuzz/e.bin", timeout=30,
+                         headers={**ALICE, "Upload-Complete": "?0"})
+    multipart = requests.post(f"{server.url}/api/v1/multipart/", headers=ALICE, timeout=30, json={
+        "object_type": "file", "object_id": bucket_id, "key": "fuzz/m.bin"}).json()["upload_id"]
+    session = requests.post(f"{server.url}/api/v1/attachment/initiate", headers=ALICE, timeout=30, json={
+        "bucket_id": bucket_id, "fileName": "e.bin", "fileSize": 10}).json()["sessionId"]
+    link = requests.post(f"{server.url}/api/v1/shares", headers=ALICE, timeout=30, json={
+        "bucket_id": bucket_id, "key": "fuzz/link.bin", "method": "PUT"}).json()["url"]
+    doors = {
+        "raw": ("PUT", f"{server.url}/api/v1/objects/{bucket_id}/fuzz/empty.bin"),
+        "signed": ("PUT", server.url + "/api/" + link.split("/api/", 1)[1]),
+        "part": ("PUT", f"{server.url}/api/v1/multipart/{multipart}/parts/1"),
+        "offset": ("PUT", f"{server.url}/api/v1/upload?bucket_id={bucket_id}&key=fuzz/o.bin"),
+        "chunk": ("PUT", f"{server.url}/api/v1/attachment/session/{session}/upload/1"),
+        "tus create": ("POST", f"{server.url}/api/v1/tus/"),
+        "tus patch": ("PATCH", tus_location),
+        "ietf create": ("POST", f"{server.url}/api/v1/uploads/?bucket={bucket_id}&key=fuzz/f.bin"),
+        "ietf append": ("PATCH", server.url + ietf.headers["Location"]),
+    }
+    content_types = st.sampled_from([None, "application/octet-stream", "application/offset+octet-stream",
+                                     "application/partial-upload", "multipart/form-data; boundary=b", "text/plain"])
+
+    @FUZZ
+    @given(headers=fuzzed_headers, door=st.sampled_from(sorted(doors)), content_type=content_types,
+           user=st.booleans())
+    def run(headers, door, content_type, user):
+        method, url = doors[door]
+        before = tus_offset(tus_location)
+        sent = {**(ALICE if user else {}), **TUS, **headers, **({"Content-Type": content_type} if content_type else {})}
+        response = requests.request(method, url, data=b"", headers=sent, timeout=30)
+        assert response.status_code < 500, (door, headers, response.status_code, response.text)
+        if door == "tus patch" and response.status_code >= 400:
+            assert tus_offset(tus_location) == before, headers
+        started = time.monotonic()
+        assert requests.get(server.url + "/healthz", timeout=1).status_code == 200
+        assert time.monotonic() - started < 1
     run()

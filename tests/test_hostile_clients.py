@@ -1,6 +1,7 @@
 """Hostile clients against a real `sagestore serve` process (issue 18, items High 1-2 and Medium 3):
-memory stays within the part-buffer budget whatever a request declares, trickling requests of one
-user cannot make another user's upload wait, and stalled connections are closed within their bounds.
+memory stays within the part-buffer budget whatever a request declares (also through signed PUT
+links), trickling requests of one user cannot make another user's upload wait, and stalled
+connections are closed within their bounds.
 
 Raw sockets play the hostile clients: they declare what they like and send as slowly as they like.
 Deadlines are generous (the machine is shared); what is asserted is what happened before them.
@@ -15,8 +16,8 @@ import time
 
 import psutil
 import requests
-from conftest import auth, create_bucket_row
-from tus_helpers import metadata
+from support.tus import metadata
+from support.data import auth, create_bucket_row
 
 MiB = 2**20
 GiB = 2**30
@@ -132,6 +133,71 @@ def test_declared_sizes_allocate_nothing_beyond_the_budget(server_process, base_
                             timeout=60)
     assert response.status_code == 200, response.text
     assert response.json()["size"] == len(data)
+
+
+def test_fifty_signed_put_links_uploading_at_once_stay_within_the_budget(server_process, base_settings):
+    """50 signed PUT links (10 creators with 5 links each, within the per-user cap) each declare 1 GiB and
+    send 12 MiB at once: the server's RSS stays within the part-buffer budget plus the same margin as the
+    other paths while all of them are open (a signed PUT holds only the budget it was given)."""
+    budget = 256 * MiB
+    server = server_process(part_buffer_budget=budget)
+    bucket_id = create_bucket_row(base_settings.database_url, "alice")
+    creators = [f"linker{n}" for n in range(10)]
+    for user in creators:
+        response = requests.put(f"{server.url}/api/v1/objects/{bucket_id}?permissions", headers=auth("alice"),
+                                json={"granteeType": "USER", "grantee": user, "permission": "WRITE"}, timeout=30)
+        assert response.status_code == 200, response.text
+    links = []
+    for user in creators:
+        for n in range(5):
+            response = requests.post(f"{server.url}/api/v1/shares", headers=auth(user), timeout=30, json={
+                "bucket_id": bucket_id, "key": f"{user}-{n}.bin", "method": "PUT"})
+            assert response.status_code == 201, response.text
+            links.append(response.json()["url"])
+    baseline = rss(server)
+
+    piece = b"s" * MiB
+    sockets = []
+    for link in links:
+        target = link.split("/api/", 1)[1]
+        sockets.append(open_request(server.url, f"PUT /api/{target} HTTP/1.1\r\nHost: sagestore\r\n"
+                                                f"Content-Length: {GiB}\r\n\r\n"))
+
+    def send(sock: socket.socket) -> None:
+        try:
+            for _ in range(12):
+                sock.sendall(piece)  # blocks while the server holds the body back
+        except OSError:
+            pass
+    senders = [threading.Thread(target=send, args=(sock,), daemon=True) for sock in sockets]
+    for sender in senders:
+        sender.start()
+    try:
+        peak = baseline
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            peak = max(peak, rss(server))
+            time.sleep(0.1)
+        assert sum(not answered(sock) for sock in sockets) >= 40  # still uploading, not refused
+        assert peak - baseline <= budget + 64 * MiB, f"RSS grew by {(peak - baseline) / MiB:.0f} MiB"
+    finally:
+        for sock in sockets:
+            sock.close()
+        for sender in senders:
+            sender.join(timeout=30)
+    # the server still takes an upload through a link once the abandoned ones have let their budget go
+    # (it answers 503 with Retry-After until then, as a client that honours it sees)
+    response = requests.post(f"{server.url}/api/v1/shares", headers=auth("alice"), timeout=30, json={
+        "bucket_id": bucket_id, "key": "after.bin", "method": "PUT"})
+    target = response.json()["url"].split("/api/", 1)[1]
+    deadline = time.monotonic() + 60
+    while True:
+        answer = requests.put(f"{server.url}/api/{target}", data=b"fine", timeout=60)
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            break
+        assert "Retry-After" in answer.headers, answer.text
+        time.sleep(int(answer.headers["Retry-After"]))
+    assert answer.status_code == 201, answer.text
 
 
 def test_trickling_uploads_of_one_user_do_not_hold_up_another(server_process, base_settings):

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 import requests
-from conftest import create_bucket_row
+from support.data import create_bucket_row
 
 ALICE = {"Authorization": "sage user:alice"}
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -35,7 +35,7 @@ def assert_json_4xx(status: int, answer: bytes | str) -> None:
 
 @pytest.fixture(scope="module")
 def hostile_server(base_settings):
-    from conftest import ServerProcess
+    from support.server import ServerProcess
     server = ServerProcess(base_settings).start()
     yield server
     server.stop()

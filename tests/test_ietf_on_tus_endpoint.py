@@ -8,10 +8,10 @@ import os
 import uuid
 
 import pytest
-from conftest import auth
-from premises import upload_row
+from support.premises import upload_row
 from test_ietf_protocol import limits, raw_request
-from tus_helpers import MiB, TUS, make_bucket, metadata, stored, tus_headers
+from support.tus import TUS, metadata, stored, tus_headers
+from support.data import MiB, auth, make_bucket
 
 PARTIAL = {"Content-Type": "application/partial-upload"}
 OCTETS = {"Content-Type": "application/offset+octet-stream"}

@@ -11,9 +11,9 @@ import os
 
 import http_sfv
 import pytest
-from conftest import auth
-from premises import lease_taken
-from tus_helpers import MiB, make_bucket, metadata, stored, stored_info
+from support.premises import lease_taken
+from support.tus import metadata, stored, stored_info
+from support.data import MiB, auth, make_bucket
 
 from sagestore import context
 from sagestore.app import create_app

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import boto3
 import requests
 from botocore.config import Config
-from conftest import auth, create_bucket_row
-from premises import eventually_sync, s3_parts_sync, upload_row_sync
+from support.premises import eventually_sync, s3_parts_sync, upload_row_sync
+from support.data import auth, create_bucket_row
 
 from sagestore.storage import BucketMapping
 

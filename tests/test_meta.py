@@ -2,7 +2,8 @@ import importlib.metadata
 import subprocess
 import sys
 
-from conftest import REPO, auth
+from support.server import REPO
+from support.data import auth
 
 from sagestore.metrics import GO_METRIC_NAMES
 

@@ -11,7 +11,7 @@ import pytest
 
 from sagestore.db import create_pool
 from sagestore.db.migrate import available_migrations, current_version, migrate
-from serving import clean_env
+from support.server import clean_env
 
 
 @pytest.fixture

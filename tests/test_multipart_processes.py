@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import requests
 from botocore.config import Config
-from conftest import auth, create_bucket_row
 
+from support.data import auth, create_bucket_row
 from sagestore.storage import BucketMapping
 
 MiB = 2**20

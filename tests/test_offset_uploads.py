@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
 import pytest
-from chunked_helpers import MiB, S3View, make_bucket, send_partial_request, sha256
-from conftest import auth
-from premises import eventually, lease_taken
+from support.chunked import S3View, send_partial_request
+from support.premises import eventually, lease_taken
+from support.data import MiB, auth, make_bucket, sha256
 
 MAX_CHUNK = 8 * MiB
 

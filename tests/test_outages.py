@@ -11,8 +11,10 @@ import uuid
 import pytest
 from aiohttp import web
 
-from conftest import _wait, auth, private_tmp_dir
-from premises import eventually
+from support.backends import wait_for
+from support.tmp import private_tmp_dir
+from support.premises import eventually
+from support.data import auth
 from sagestore import context
 from sagestore.app import create_app
 from sagestore.config import Settings
@@ -27,8 +29,8 @@ def own_backends():
     embedded.lock()
     weed, s3 = embedded.start_seaweedfs()
     postgres, database_url = embedded.start_postgres()
-    _wait(lambda: _s3_ready(s3["endpoint"], s3["access_key"], s3["secret_key"]))
-    _wait(lambda: _postgres_ready(database_url))
+    wait_for(lambda: _s3_ready(s3["endpoint"], s3["access_key"], s3["secret_key"]))
+    wait_for(lambda: _postgres_ready(database_url))
     settings = Settings(data_dir=str(root / "data"), auth_mode="noauth", database_url=database_url,
                         s3_endpoint=s3["endpoint"], s3_access_key=s3["access_key"], s3_secret_key=s3["secret_key"],
                         s3_bucket_count=2, reaper_interval=0)

@@ -4,6 +4,7 @@ sdist and wheel carry every file the server reads, so a non-editable install ser
 Both tests talk to PyPI (pip); without a route to it they are skipped, saying so."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,8 +23,10 @@ import pytest
 import requests
 from packaging.requirements import Requirement
 
-from conftest import REPO, private_tmp_dir
-from serving import Serve, wait_gone
+from support.server import REPO
+from support.tmp import private_tmp_dir
+from support.processes import wait_gone
+from support.server import ServerProcess
 
 # Every page the installed server must serve from its wheel: path -> expected content type.
 # Add a page here when it ships (the console, the Swagger UI).
@@ -65,20 +69,44 @@ def declared_requirement(extra: str, name: str) -> Requirement:
     raise AssertionError(f"{name} is not in the {extra} extra")
 
 
+def scripts_test_install() -> tuple[str, dict[str, dict]] | None:
+    """What scripts/test's `pip install -e '.[test]'` printed when it installed this very
+    pyproject.toml into the running venv from nothing, and what it installed; None otherwise (then
+    the test resolves the extra itself)."""
+    venv = Path(sys.prefix)
+    stamp, log = venv / ".sagestore-test-extra", venv / ".sagestore-test-extra.log"
+    wanted = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    if not log.exists() or not stamp.exists() or stamp.read_text().strip() != wanted:
+        return None
+    text = log.read_text()
+    if not all(re.search(rf"\b{name}-\d", text) for name in ("boto3", "botocore", "aiobotocore")):
+        return None  # an install into a venv that had them already: not a resolution from nothing
+    installed = {name: {"version": metadata.version(name), "requires_dist": metadata.requires(name) or []}
+                 for name in ("boto3", "botocore", "aiobotocore")}
+    return text, installed
+
+
 @needs_pypi
 def test_test_extra_resolves_in_one_pass(tmp_path):
     """`pip install -e '.[test]'` from nothing: one candidate of boto3 and botocore, no backtracking,
-    and the boto3 range in pyproject.toml is exactly the botocore range aiobotocore pins."""
-    report = tmp_path / "report.json"
-    log = run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-v",
-               "--report", str(report), "-e", f"{REPO}[test]"], cwd=tmp_path)
+    and the boto3 range in pyproject.toml is exactly the botocore range aiobotocore pins. The install
+    scripts/test just made of this pyproject.toml is that install (a fresh clone's command 2); without
+    one, a dry run from nothing (a minute of pip's CPU)."""
+    found = scripts_test_install()
+    if found is not None:
+        log, installed = found
+    else:
+        report = tmp_path / "report.json"
+        log = run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-v",
+                   "--report", str(report), "-e", f"{REPO}[test]"], cwd=tmp_path)
+        installed = {item["metadata"]["name"].lower(): item["metadata"]
+                     for item in json.loads(report.read_text())["install"]}
     assert "looking at multiple versions" not in log, "pip backtracked:\n" + "\n".join(
         line for line in log.splitlines() if "multiple versions" in line)
     for name in ("boto3", "botocore", "aiobotocore"):
         fetched = set(re.findall(rf"\b{name}-(\d[\w.]*?)(?:-py3|\.tar\.gz)", log))
         assert len(fetched) == 1, f"pip fetched several {name} releases: {sorted(fetched)}"
 
-    installed = {item["metadata"]["name"].lower(): item["metadata"] for item in json.loads(report.read_text())["install"]}
     aiobotocore = installed["aiobotocore"]
     botocore_pin = next(Requirement(line) for line in aiobotocore["requires_dist"]
                         if Requirement(line).name == "botocore" and not Requirement(line).marker)
@@ -138,8 +166,9 @@ def test_built_wheel_serves_from_a_fresh_venv():
         venv = root / "venv"
         run([sys.executable, "-m", "venv", str(venv)], cwd=root)
         python = venv / "bin" / "python"
-        install = [str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(WHEELHOUSE),
-                   f"{wheel}[embedded]"]
+        # --no-compile: bytecode for the few modules the checks below import is written as they do
+        install = [str(python), "-m", "pip", "install", "-q", "--no-compile", "--no-index", "--find-links",
+                   str(WHEELHOUSE), f"{wheel}[embedded]"]
         if subprocess.run(install, cwd=root, capture_output=True, timeout=900).returncode != 0:
             fill_wheelhouse(wheel, "embedded", python)
             run(install, cwd=root)
@@ -151,7 +180,7 @@ def test_built_wheel_serves_from_a_fresh_venv():
         version = wheel.name.split("-")[1]
         assert run([str(venv / "bin" / "sagestore"), "--version"], cwd=root, env=env) == f"sagestore {version}\n"
 
-        server = Serve(root / "data", program=[str(venv / "bin" / "sagestore")]).start(timeout=180)
+        server = ServerProcess.embedded(root / "data", program=[str(venv / "bin" / "sagestore")]).start(timeout=180)
         for path, content_type in PAGES.items():
             response = requests.get(server.url + path, timeout=30)
             assert response.status_code == 200, f"{path}: {response.status_code} {response.text[:300]}"

@@ -2,8 +2,8 @@
 refuse repeated partials. Over HTTP on real PostgreSQL and SeaweedFS."""
 from __future__ import annotations
 
-from conftest import auth
-from tus_helpers import TUS, make_bucket, metadata, stored
+from support.tus import TUS, metadata, stored
+from support.data import auth, make_bucket
 
 from sagestore import context
 

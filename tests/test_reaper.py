@@ -11,19 +11,28 @@ import sys
 import time
 import uuid
 
+import psycopg2
 import pytest
 import requests
-from chunked_helpers import MiB, S3View, make_bucket, make_bucket_sync
-from conftest import REPO, auth, settings_env
+from support.chunked import S3View
+from support.server import REPO, settings_env
+from support.backends import new_database
+from support.data import MiB, auth, create_bucket_row, make_bucket
 
 from sagestore.storage import STAGING_PREFIX
 
-TTL = 2.0
+
+@pytest.fixture(scope="module")
+def reaper_database_url(database_server_url):
+    """The module's own database: `sagestore reap` counts every expired upload in it, and on the
+    session's, uploads other tests left with a short TTL could expire in between."""
+    with new_database(database_server_url) as url:
+        yield url
 
 
 @pytest.fixture
-def settings(base_settings):
-    return base_settings.replace(upload_ttl=TTL)
+def settings(base_settings, reaper_database_url):
+    return base_settings.replace(database_url=reaper_database_url)
 
 
 def run_reap(settings, *args: str) -> dict[str, int]:
@@ -55,7 +64,8 @@ async def test_expired_uploads_answer_410_then_404_once_sagestore_reap_ran(clien
     orphan = view.client.create_multipart_upload(Bucket=s3_bucket, Key=f"{bucket_id}/orphan.bin")["UploadId"]
     ghost = f"{STAGING_PREFIX}uploads/{uuid.uuid4()}/tail-ghost"
     view.client.put_object(Bucket=s3_bucket, Key=ghost, Body=b"ghost")
-    await asyncio.sleep(TTL + 0.5)
+    # expired now, whatever the load: their expiry moved to the past once everything is written
+    await asyncio.to_thread(run_sql, settings.database_url, "UPDATE uploads SET expires_at = now() - interval '1 second'")
 
     requests_to_try = [
         ("GET", "/api/v1/upload", {"upload_id": upload_id}, None, None),
@@ -87,17 +97,29 @@ async def test_expired_uploads_answer_410_then_404_once_sagestore_reap_ran(clien
                                                            "staging_objects": 0}
 
 
+def run_sql(database_url: str, sql: str) -> None:
+    connection = psycopg2.connect(database_url)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        connection.close()
+
+
 def reaped_uploads(server) -> float:
     text = requests.get(server.url + "/metrics", timeout=10).text
     match = re.search(r'^sagestore_uploads_reaped_total\{what="uploads"\} (\S+)$', text, re.M)
     return float(match.group(1)) if match else 0.0
 
 
-def test_every_instance_reaps_and_each_upload_is_reaped_once(server_process, base_settings):
-    run_reap(base_settings)  # start from a clean slate: nothing else expired is left
-    servers = [server_process(upload_ttl=1.5, reaper_interval=0.3) for _ in range(2)]
+def test_every_instance_reaps_and_each_upload_is_reaped_once(server_process, base_settings, fresh_database_url):
+    # Deterministic under any load: a database of its own (on the session's, uploads other tests
+    # left to expire would be reaped too and counted), and the uploads expire when all are
+    # written (their expiry moved to the past) instead of racing a short TTL against the writes.
+    servers = [server_process(reaper_interval=0.3, database_url=fresh_database_url) for _ in range(2)]
     view = S3View(base_settings)
-    bucket_id = make_bucket_sync(base_settings.database_url)
+    bucket_id = create_bucket_row(fresh_database_url)
     headers = auth("alice")
     ids = []
     for index in range(6):
@@ -115,6 +137,7 @@ def test_every_instance_reaps_and_each_upload_is_reaped_once(server_process, bas
                                     data=os.urandom(12 * MiB), headers=headers, timeout=30)
             assert response.status_code == 200, response.text
             ids.append(("session", session_id))
+    run_sql(fresh_database_url, "UPDATE uploads SET expires_at = now() - interval '1 second'")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         answers = set()

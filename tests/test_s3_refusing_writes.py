@@ -4,7 +4,7 @@ else is affected, under a `sagestore serve` subprocess on the suite's PostgreSQL
 
 SeaweedFS refuses every write to a read-only bucket (PutObject, CreateMultipartUpload, UploadPart)
 with a bare 500 InternalError, the answer it gives for any internal fault; sagestore answers a
-refused write 503 JSON with Retry-After (README, "S3 refusing writes"). Checked on a tus PATCH, a
+refused write 503 JSON with Retry-After (docs/operations.md, "S3 refusing writes"). Checked on a tus PATCH, a
 raw PUT and a session chunk: a clean 503 within the client's timeout, nothing acknowledged (the
 offset and the received chunks unchanged, no object in S3 or in the API), and once the quota is
 lifted every upload resumes and completes with its sha256."""
@@ -17,9 +17,12 @@ import time
 
 import pytest
 import requests
-from chunked_helpers import MiB, S3View, make_bucket_sync, sha256
-from conftest import ServerProcess, _wait, private_tmp_dir
-from premises import eventually_sync
+from support.chunked import S3View
+from support.backends import wait_for
+from support.server import ServerProcess
+from support.tmp import private_tmp_dir
+from support.premises import eventually_sync
+from support.data import MiB, create_bucket_row, sha256
 from test_backend_bounds import BOUNDS, CLIENT_TIMEOUT, HEADERS, assert_unavailable, create_upload, offset_of, patch
 
 from sagestore.config import Settings
@@ -37,7 +40,7 @@ class QuotaSeaweedFS:
         self.embedded = Embedded(self.root / "data")
         self.embedded.lock()
         self.weed, self.s3 = self.embedded.start_seaweedfs()
-        _wait(lambda: _s3_ready(self.s3["endpoint"], self.s3["access_key"], self.s3["secret_key"]))
+        wait_for(lambda: _s3_ready(self.s3["endpoint"], self.s3["access_key"], self.s3["secret_key"]))
         self.settings = Settings(s3_endpoint=self.s3["endpoint"], s3_access_key=self.s3["access_key"],
                                  s3_secret_key=self.s3["secret_key"], s3_single_bucket=BUCKET)
         self.view = S3View(self.settings)
@@ -100,7 +103,7 @@ def assert_refused(response: requests.Response) -> None:
 
 
 def test_writes_refused_by_an_s3_quota_then_resumed(seaweedfs, server, base_settings):
-    bucket_id = make_bucket_sync(base_settings.database_url)
+    bucket_id = create_bucket_row(base_settings.database_url)
     tus_data, session_data, raw_data = os.urandom(13 * MiB), os.urandom(12 * MiB), os.urandom(2 * MiB + 7)
 
     # before the quota: a tus upload with one part and a staged tail, a session with its first chunk

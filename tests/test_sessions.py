@@ -11,9 +11,9 @@ import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from chunked_helpers import MiB, S3View, make_bucket, md5_b64, sha256, sha256_b64
-from conftest import auth
-from premises import part_in_s3, part_lease_taken, upload_row
+from support.chunked import S3View
+from support.premises import part_in_s3, part_lease_taken, upload_row
+from support.data import MiB, auth, make_bucket, md5_b64, sha256, sha256_b64
 
 from sagestore import context
 from sagestore.storage import STAGING_PREFIX

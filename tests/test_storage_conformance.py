@@ -1,10 +1,12 @@
-"""The storage conformance suite: every ObjectStore operation against every S3 backend.
+"""The storage conformance suite: every operation of the storage contract (sagestore.storage.ObjectStore)
+against every store: the S3 store on SeaweedFS and on moto, and the in-memory store.
 
-Each backend is a session fixture yielding {"endpoint", "access_key", "secret_key"} plus a
-Behaviour describing where S3 servers legitimately differ. Every Behaviour field is
-asserted on every backend, both ways: a backend that does not enforce something is
-shown to accept it, so the table below is checked, never assumed. Adding a backend is
-one line in BACKENDS (plus its server fixture).
+Each backend is a session fixture yielding {"endpoint", "access_key", "secret_key"} (the memory
+backend: a MemorySpace) plus a Behaviour describing where stores legitimately differ. Every
+Behaviour field is asserted on every backend, both ways: a backend that does not enforce
+something is shown to accept it, so the table below is checked, never assumed. Adding a backend
+is one line in BACKENDS (plus its server fixture). Failures are the contract's typed errors
+(sagestore.storage.StorageError and its kinds), whatever the store.
 """
 from __future__ import annotations
 
@@ -20,15 +22,17 @@ import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-import botocore.exceptions
+import contextlib
 import pytest
 import requests
-from botocore.exceptions import ClientError
 
+from support.data import sha256
 from sagestore.embedded import free_port
-from sagestore.storage.s3 import StorageBusy, crc32c_b64
-from sagestore.storage import (ChecksumMismatch, Location, ObjectStore, PartBody, error_code, md5_base64,
-                               open_object_store)
+from sagestore.storage import (ChecksumMismatch, InvalidRange, Location, MemoryObjectStore, MemorySpace, ObjectStore,
+                               PartBody, S3ObjectStore, SourceChanged, StorageBusy, StorageError, StorageUnavailable,
+                               md5_base64, open_object_store)
+from sagestore.storage.digests import crc32c_b64
+from sagestore.storage.s3 import translated
 
 MiB = 2**20
 PART = 5 * MiB  # the S3 minimum, so moto (objects in RAM) stays small
@@ -57,6 +61,7 @@ class Behaviour:
                                   # (the engine never trusts ListParts for sizes: its parts come from its rows)
     copy_source_if_match: bool    # CopyObject/UploadPartCopy refuse a source whose ETag is not x-amz-copy-source-if-match
                                   # (moto ignores it; the engine also checks the ETag by HEAD first)
+    s3_wire: bool = True          # an S3 server behind the store: the checks through its raw client run too
 
 
 SEAWEEDFS = Behaviour(
@@ -77,10 +82,21 @@ MOTO = Behaviour(
     part_copy_etag_is_range_md5=True,
     checks_signatures=False, presigned_urls=True, cut_off_part_listed=False, copy_source_if_match=False)
 
+# the in-memory store takes the strict side wherever the S3 servers above differ; it has no
+# presigned URLs (its capabilities say so) and no signatures to check
+MEMORY = Behaviour(
+    create_existing_bucket="ok", reversed_range="InvalidRange", unordered_parts="InvalidPartOrder",
+    wrong_part_etag="InvalidPart", small_middle_part="EntityTooSmall", bad_content_md5="BadDigest",
+    bad_checksum_sha256="BadDigest", bad_checksum_crc32c_unsigned="BadDigest", part_copy_beyond_source="InvalidRange",
+    upload_part_after_abort="NoSuchUpload", flat_listing_order="bytes", part_copy_etag_is_range_md5=True,
+    checks_signatures=False, presigned_urls=False, cut_off_part_listed=False, copy_source_if_match=True,
+    s3_wire=False)
+
 # name -> (session fixture yielding the endpoint and credentials, its Behaviour)
 BACKENDS: dict[str, tuple[str, Behaviour]] = {
     "seaweedfs": ("s3_backend", SEAWEEDFS),
     "moto": ("moto_backend", MOTO),
+    "memory": ("memory_backend", MEMORY),
 }
 
 
@@ -91,6 +107,13 @@ class Backend:
     access_key: str
     secret_key: str
     behaviour: Behaviour
+    space: MemorySpace | None = None  # the memory backend's buckets, shared by every store opened on it
+
+
+@pytest.fixture(scope="session")
+def memory_backend() -> dict:
+    """The in-memory store's space: what an S3 server is to the stores opened on it."""
+    return {"endpoint": "", "access_key": "", "secret_key": "", "space": MemorySpace()}
 
 
 @pytest.fixture(scope="session")
@@ -119,13 +142,43 @@ def moto_backend() -> dict[str, str]:
 def backend(request) -> Backend:
     fixture_name, behaviour = BACKENDS[request.param]
     server = request.getfixturevalue(fixture_name)
-    return Backend(request.param, server["endpoint"], server["access_key"], server["secret_key"], behaviour)
+    return Backend(request.param, server["endpoint"], server["access_key"], server["secret_key"], behaviour,
+                   server.get("space"))
 
 
 def _open(backend: Backend, **overrides):
+    if backend.space is not None:
+        return _open_memory(backend.space, **overrides)
     kwargs = dict(endpoint=backend.endpoint, access_key=backend.access_key, secret_key=backend.secret_key,
                   region="us-east-1", part_size=PART, parts_in_flight=3)
     return open_object_store(**{**kwargs, **overrides})
+
+
+@contextlib.asynccontextmanager
+async def _open_memory(space: MemorySpace, *, transfers_in_flight: int = 16, read_timeout: float = 15.0,
+                       max_attempts: int = 2, **_credentials) -> AsyncIterator[MemoryObjectStore]:
+    """A memory store with the options _open gives S3 stores (the S3 call bound is its transfer wait)."""
+    yield MemoryObjectStore(space, part_size=PART, parts_in_flight=3, transfers_in_flight=transfers_in_flight,
+                            transfer_wait=read_timeout * max_attempts)
+
+
+def with_limits(store: ObjectStore, *, single_copy_limit: int) -> ObjectStore:
+    """The same store (same bucket space) with small copy limits: the path taken above 5 GiB."""
+    if isinstance(store, MemoryObjectStore):
+        limited: ObjectStore = MemoryObjectStore(store.space, part_size=PART, single_copy_limit=single_copy_limit)
+    else:
+        limited = S3ObjectStore(store.client, part_size=PART, single_copy_limit=single_copy_limit)
+    limited.copy_part_size = PART
+    return limited
+
+
+async def presigned(store: ObjectStore, *args, **params) -> str | None:
+    """A presigned URL; None from a store whose capabilities say it has none (presign then raises)."""
+    if not store.capabilities.presigned_urls:
+        with pytest.raises(StorageError):
+            await store.presign(*args, **params)
+        return None
+    return await store.presign(*args, **params)
 
 
 @pytest.fixture(scope="session")
@@ -152,12 +205,18 @@ def at(bucket):
 
 
 async def outcome(awaitable) -> str:
-    """'ok', or the S3 error code the call failed with."""
+    """'ok', or the store's error code the call failed with."""
     try:
         await awaitable
         return "ok"
-    except ClientError as error:
-        return error_code(error)
+    except StorageError as error:
+        return error.code
+
+
+async def s3_call(awaitable):
+    """A call of an S3 store's raw aiobotocore client, its errors translated as the store's own calls."""
+    with translated():
+        return await awaitable
 
 
 async def odd_chunks(data: bytes, sizes=(1, 7, 0, 65_537, 1_000_003, 13)) -> AsyncIterator[bytes]:
@@ -178,10 +237,6 @@ async def read(store: ObjectStore, location: Location, byte_range: str | None = 
     return b"".join([chunk async for chunk in stream.chunks(100_000)])
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def quoted_md5(data: bytes) -> str:
     return f'"{hashlib.md5(data).hexdigest()}"'
 
@@ -197,7 +252,9 @@ async def test_ensure_buckets_is_idempotent_and_safe_concurrently(store, backend
     assert created == [1, 1]
     for name in names:
         await store.ping(name)
-    assert await outcome(store.client.create_bucket(Bucket=names[0])) == backend.behaviour.create_existing_bucket
+    if backend.behaviour.s3_wire:
+        answer = await outcome(s3_call(store.client.create_bucket(Bucket=names[0])))
+        assert answer == backend.behaviour.create_existing_bucket
 
 
 # --- whole objects -----------------------------------------------------------
@@ -354,10 +411,10 @@ async def test_streaming_get_with_range(store, at, byte_range, start, end):
 @pytest.mark.parametrize("byte_range", ["bytes=100-", "bytes=1000-2000", "bytes=-0"])
 async def test_unsatisfiable_range_is_invalid_range(store, at, byte_range):
     await store.put_bytes(at("r"), bytes(range(100)))
-    with pytest.raises(ClientError) as caught:
+    with pytest.raises(InvalidRange) as caught:
         await store.open(at("r"), byte_range)
-    assert error_code(caught.value) == "InvalidRange"
-    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+    assert caught.value.code == "InvalidRange"
+    assert caught.value.status == 416
 
 
 async def test_range_on_empty_object_is_invalid_range(store, at):
@@ -568,9 +625,9 @@ async def test_an_abandoned_part_body_fails_its_upload_at_once_and_stores_nothin
     body.write(os.urandom(MiB))
     await asyncio.sleep(0.2)
     body.abandon()
-    # botocore reports the body's ConnectionAbortedError as a connection error; within the
-    # deadline, retries included, i.e. well before the 120 s read timeout
-    with pytest.raises(botocore.exceptions.ConnectionError):
+    # botocore reports the body's ConnectionAbortedError as a connection error (StorageUnavailable);
+    # within the deadline, retries included, i.e. well before the 120 s read timeout
+    with pytest.raises(StorageUnavailable):
         await asyncio.wait_for(sending, 60)
     listed = await store.list_parts(location, upload_id)
     if backend.behaviour.cut_off_part_listed:
@@ -595,7 +652,7 @@ async def test_a_send_begun_before_abandon_never_stores_the_truncated_bytes(stor
     await asyncio.sleep(0.2)
     body.abandon()
     body.truncate()  # synchronously, as the engine does: now the body is "full" at 1 MiB
-    with pytest.raises(botocore.exceptions.ConnectionError):
+    with pytest.raises(StorageUnavailable):
         await asyncio.wait_for(sending, 60)
     assert all(int(part["Size"]) == 0 for part in await store.list_parts(location, upload_id))
     again = await store.upload_part(location, upload_id, 1, body)  # begun after: the whole short part
@@ -613,7 +670,7 @@ async def test_a_stalled_part_body_gives_up_and_is_sent_whole_later(store, at):
     body.STALL_SECONDS = 0.5
     body.write(data[:MiB])
     # PartStalled, reported by botocore as a connection error: one stall, then the retries fail at once
-    with pytest.raises(botocore.exceptions.ConnectionError):
+    with pytest.raises(StorageUnavailable):
         await asyncio.wait_for(store.upload_part(location, upload_id, 1, body), 60)
     body.write(data[MiB:])
     response = await store.upload_part(location, upload_id, 1, body)
@@ -622,11 +679,13 @@ async def test_a_stalled_part_body_gives_up_and_is_sent_whole_later(store, at):
     assert await read(store, location) == data
 
 
-def test_object_store_refuses_parts_below_the_s3_minimum():
+@pytest.mark.parametrize("make", [lambda **options: S3ObjectStore(None, **options), MemoryObjectStore],
+                         ids=["s3", "memory"])
+def test_object_store_refuses_parts_below_the_s3_minimum(make):
     with pytest.raises(ValueError):
-        ObjectStore(None, part_size=PART - 1)
+        make(part_size=PART - 1)
     with pytest.raises(ValueError):
-        ObjectStore(None, part_size=PART, parts_in_flight=0)
+        make(part_size=PART, parts_in_flight=0)
 
 
 async def test_multipart_part_overwritten_by_retry(store, at):
@@ -716,7 +775,7 @@ async def test_upload_part_content_md5(store, at, backend):
 async def test_unsigned_payload_is_verified_by_its_signed_crc32c(store, at, backend):
     """The store sends UNSIGNED-PAYLOAD (s3_sign_payload false): a body that does not match
     the signed x-amz-checksum-crc32c is refused (a request corrupted on the way), nothing stored."""
-    assert store.sign_payload is False
+    assert getattr(store, "sign_payload", False) is False
     wrong = crc32c_b64(b"other bytes")
     assert await outcome(store.put_bytes(at("put.bin"), b"hello", crc32c=wrong)) == \
         backend.behaviour.bad_checksum_crc32c_unsigned
@@ -756,13 +815,15 @@ async def test_upload_part_copy(store, at, backend):
     assert (await store.head(location)).content_type == "application/x-asm"
 
 
-async def test_list_parts_paginates(store, at):
+async def test_list_parts_paginates(store, at, backend):
     location = at("many-parts")
     upload_id = await store.create_multipart(location)
     for number in range(1, 8):
         await store.upload_part(location, upload_id, number, bytes([number]) * 10)
-    response = await store.client.list_parts(Bucket=location.bucket, Key=location.key, UploadId=upload_id, MaxParts=3)
-    assert [part["PartNumber"] for part in response["Parts"]] == [1, 2, 3] and response["IsTruncated"]
+    if backend.behaviour.s3_wire:
+        response = await store.client.list_parts(Bucket=location.bucket, Key=location.key, UploadId=upload_id,
+                                                 MaxParts=3)
+        assert [part["PartNumber"] for part in response["Parts"]] == [1, 2, 3] and response["IsTruncated"]
     assert [part["PartNumber"] for part in await store.list_parts(location, upload_id)] == list(range(1, 8))
     await store.abort_multipart(location, upload_id)
 
@@ -795,8 +856,7 @@ async def test_copy_onto_itself_rewrites_metadata(store, at):
 async def test_copy_if_match_copies_only_the_object_it_names(store, at, bucket, backend, single_copy_limit):
     """What a retained upload's later publication relies on: a copy from an object that may have
     been replaced since fails (PreconditionFailed) instead of copying the new bytes."""
-    chunked = ObjectStore(store.client, part_size=PART, single_copy_limit=single_copy_limit)
-    chunked.copy_part_size = PART
+    chunked = with_limits(store, single_copy_limit=single_copy_limit)
     data = os.urandom(PART + 10)
     etag = await store.put_bytes(at("named"), data)
     await chunked.copy(at("named"), at("copied"), content_type="x/y", metadata={}, size=len(data), if_match=etag)
@@ -810,9 +870,9 @@ async def test_copy_if_match_copies_only_the_object_it_names(store, at, bucket, 
     if not backend.behaviour.copy_source_if_match:
         await late  # documented: such a backend copies the replaced bytes
         return
-    with pytest.raises(ClientError) as error:
+    with pytest.raises(SourceChanged) as error:
         await late
-    assert error_code(error.value) in ("PreconditionFailed", "412")
+    assert error.value.code in ("PreconditionFailed", "412")
     assert await store.head(at("late")) is None
     assert await store.list_multipart_uploads(bucket, at().key) == []
 
@@ -820,8 +880,7 @@ async def test_copy_if_match_copies_only_the_object_it_names(store, at, bucket, 
 @pytest.mark.parametrize("onto_itself", [False, True])
 async def test_copy_part_by_part(store, at, bucket, onto_itself):
     """The path taken above 5 GiB, exercised with small limits on the same client."""
-    chunked = ObjectStore(store.client, part_size=PART, single_copy_limit=0)
-    chunked.copy_part_size = PART
+    chunked = with_limits(store, single_copy_limit=0)
     data = os.urandom(2 * PART + 4321)
     await store.put_bytes(at("src"), data, metadata={"old": "yes"})
     target = at("src") if onto_itself else at("dst")
@@ -837,7 +896,9 @@ async def test_copy_part_by_part(store, at, bucket, onto_itself):
 # --- presigned URLs and signatures ------------------------------------------------
 
 async def test_presigned_put_and_get(store, at, backend):
-    put_url = await store.presign("put_object", at("pre"), 300)
+    put_url = await presigned(store, "put_object", at("pre"), 300)
+    if put_url is None:
+        return
     response = await asyncio.to_thread(requests.put, put_url, data=b"presigned body")
     if not backend.behaviour.presigned_urls:
         # such a backend cannot serve direct-to-storage uploads; this documents it, the suite goes on
@@ -862,7 +923,10 @@ async def test_presigned_upload_part(store, at, backend):
     data = [os.urandom(PART), b"tail"]
     parts = []
     for number, body in enumerate(data, start=1):
-        url = await store.presign("upload_part", location, 300, UploadId=upload_id, PartNumber=number)
+        url = await presigned(store, "upload_part", location, 300, UploadId=upload_id, PartNumber=number)
+        if url is None:
+            await store.abort_multipart(location, upload_id)
+            return
         response = await asyncio.to_thread(requests.put, url, data=body)
         if not backend.behaviour.presigned_urls:
             assert response.status_code >= 400
@@ -877,7 +941,9 @@ async def test_presigned_upload_part(store, at, backend):
 
 async def test_expired_presigned_url(store, at, backend):
     await store.put_bytes(at("exp"), b"data")
-    url = await store.presign("get_object", at("exp"), 1)
+    url = await presigned(store, "get_object", at("exp"), 1)
+    if url is None:
+        return
     await asyncio.sleep(2.1)
     response = await asyncio.to_thread(requests.get, url)
     if backend.behaviour.checks_signatures:
@@ -890,13 +956,13 @@ async def test_wrong_secret_is_refused(backend, at):
     async with _open(backend, secret_key="not-the-secret") as wrong:
         listing = await outcome(wrong.list(at()))
         put = await outcome(wrong.put_bytes(at("forged"), b"x"))
-        url = await wrong.presign("get_object", at("forged"), 60)
+        url = await presigned(wrong, "get_object", at("forged"), 60)
         if backend.behaviour.checks_signatures:
             assert listing == put == "SignatureDoesNotMatch"
             # a HEAD error has no body: it must surface as an error, never as "missing"
-            with pytest.raises(ClientError) as caught:
+            with pytest.raises(StorageError) as caught:
                 await wrong.head(at("forged"))
-            assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+            assert caught.value.status == 403
             response = await asyncio.to_thread(requests.get, url)
             assert response.status_code == 403 and b"SignatureDoesNotMatch" in response.content
         else:

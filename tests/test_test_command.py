@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, private_tmp_dir
+from support.server import REPO
+from support.tmp import private_tmp_dir
 
 
 @pytest.fixture
@@ -23,7 +24,8 @@ def test_missing_debian_package_without_root_is_one_line(tmp_path):
     """Every listed command but haproxy on PATH, run as an unprivileged user: nothing is installed."""
     tools = tmp_path / "bin"
     tools.mkdir()
-    for name in ("bash", "dirname", "mktemp", "id", "rm", "cat", "curl", "node", "npm", "chromium", "apt-get"):
+    for name in ("bash", "dirname", "mktemp", "id", "rm", "cat", "curl", "node", "npm", "chromium", "wrk", "rclone",
+                 "apt-get"):
         found = shutil.which(name)
         if found:
             (tools / name).symlink_to(found)

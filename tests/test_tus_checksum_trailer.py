@@ -13,7 +13,8 @@ import os
 import pytest
 import requests
 from test_tus_protocol import create, head
-from tus_helpers import MiB, make_bucket, metadata, stored
+from support.tus import metadata, stored
+from support.data import MiB, make_bucket
 
 from sagestore.app import create_app
 from sagestore.uploads.checksums import MultiDigest

@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import auth
-from premises import lease_taken, upload_row
-from tus_helpers import MiB, make_bucket, stored
+from support.premises import lease_taken, upload_row
+from support.tus import stored
+from support.data import MiB, auth, make_bucket, sha256
 from tusclient import client as tus_client
 from tusclient.exceptions import TusUploadFailed
 from tusclient.uploader import AsyncUploader, Uploader
@@ -24,10 +24,6 @@ from tusclient.uploader import AsyncUploader, Uploader
 from sagestore.storage import PartBody
 
 JS_DIR = Path(__file__).parent / "js"
-
-
-def sha256(data: bytes | None) -> str | None:
-    return None if data is None else hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-from premises import lease_taken, upload_row
-from tus_helpers import MiB, make_bucket, metadata, stored, tus_headers
+from support.premises import lease_taken, upload_row
+from support.tus import metadata, stored, tus_headers
+from support.data import MiB, make_bucket
 
 from sagestore import context
 from sagestore.db import cursor

@@ -10,8 +10,9 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 import pytest
-from conftest import AppServer, auth
-from tus_helpers import MiB, TUS, make_bucket, metadata, stored, stored_info, tus_headers
+from support.apps import AppServer
+from support.tus import TUS, metadata, stored, stored_info, tus_headers
+from support.data import MiB, auth, make_bucket
 
 from sagestore import context
 from sagestore.app import create_app
@@ -239,7 +240,7 @@ async def test_unsupported_or_malformed_checksum_is_400(client):
 async def test_arbitrary_chunk_sizes_become_valid_parts(aiohttp_client, settings, stream_parts):
     client = await aiohttp_client(AppServer(create_app(settings.replace(s3_stream_parts=stream_parts))))
     app = client.server.app
-    assert app[context.STORE].can_stream_parts is stream_parts
+    assert app[context.STORE].capabilities.stream_parts is stream_parts
     bucket_id = await make_bucket(app)
     data = os.urandom(23 * MiB + 12345)
     url = await create(client, bucket_id, len(data), key="chunks/odd.bin")

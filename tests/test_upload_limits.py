@@ -8,8 +8,8 @@ import asyncio
 import os
 
 import aiohttp
-from chunked_helpers import create_bucket_in
-from conftest import AppServer, auth
+from support.apps import AppServer
+from support.data import auth, insert_bucket
 
 from sagestore import context
 from sagestore.app import create_app
@@ -19,7 +19,7 @@ MiB = 2**20
 
 async def app_client(aiohttp_client, settings, **overrides):
     client = await aiohttp_client(AppServer(create_app(settings.replace(**overrides))))
-    bucket_id = await create_bucket_in(client.server.app[context.DB], "alice",
+    bucket_id = await insert_bucket(client.server.app[context.DB], "alice",
                                        grants=[("USER", "bob", "WRITE"), ("USER", "bob", "READ")])
     return client, bucket_id
 

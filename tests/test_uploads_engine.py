@@ -13,37 +13,50 @@ import zlib
 import pytest
 from aiohttp import web
 
-from sagestore.db import create_pool, cursor, transaction
+from sagestore.db import close_pool, create_pool, cursor, transaction
 from sagestore.db import buckets as bucket_queries
 from sagestore.db.migrate import migrate
 from sagestore.errors import BadRequest, Gone, Locked, NotFound, PayloadTooLarge
 from sagestore.metrics import Metrics
-from sagestore.storage import STAGING_PREFIX, BucketMapping, Location, open_object_store
+from sagestore.config import Settings
+from sagestore.storage import (STAGING_PREFIX, BucketMapping, Location, MemoryObjectStore, MemorySpace,
+                               open_object_store)
 from sagestore.uploads import (ChecksumMismatch, DigestMismatch, LeaseLost, MissingParts, OffsetMismatch,
                                UploadEngine)
 
 MiB = 2**20
 
 
-@pytest.fixture
-def engine_settings(settings):
+@pytest.fixture(params=["s3", "memory"])
+def engine_settings(request, database_url, backends_dir):
+    """Every test runs on SeaweedFS and on the in-memory store (which needs no S3 server at all)."""
+    if request.param == "memory":
+        settings = Settings(data_dir=str(backends_dir / "data"), auth_mode="noauth", database_url=database_url,
+                            storage_backend="memory", reaper_interval=0)
+    else:
+        settings = request.getfixturevalue("settings")
     return settings.replace(s3_part_size=5 * MiB, s3_parts_in_flight=4)
 
 
 @pytest.fixture
 async def make_engine(engine_settings):
-    """Factory of independent engine instances (own pool, client and liveness lock)."""
+    """Factory of independent engine instances (own pool, client and liveness lock). On the memory
+    backend they share one MemorySpace, as instances on S3 share the S3 server."""
+    space = MemorySpace()
     async with contextlib.AsyncExitStack() as stack:
         async def make(settings=None, **options) -> UploadEngine:
             settings = settings or engine_settings
             pool = await create_pool(settings.database_url, 5)
-            stack.push_async_callback(pool.wait_closed)
-            stack.callback(pool.close)
+            stack.push_async_callback(close_pool, pool)  # as the app does: bounded, so teardown never hangs
             await migrate(pool)
-            store = await stack.enter_async_context(open_object_store(
-                endpoint=settings.s3_endpoint, access_key=settings.s3_access_key,
-                secret_key=settings.s3_secret_key, region=settings.s3_region, part_size=settings.s3_part_size,
-                parts_in_flight=settings.s3_parts_in_flight))
+            if settings.storage_backend == "memory":
+                store = MemoryObjectStore(space, part_size=settings.s3_part_size,
+                                          parts_in_flight=settings.s3_parts_in_flight)
+            else:
+                store = await stack.enter_async_context(open_object_store(
+                    endpoint=settings.s3_endpoint, access_key=settings.s3_access_key,
+                    secret_key=settings.s3_secret_key, region=settings.s3_region, part_size=settings.s3_part_size,
+                    parts_in_flight=settings.s3_parts_in_flight))
             mapping = BucketMapping(settings.s3_bucket_prefix, settings.s3_bucket_count, settings.s3_single_bucket)
             await store.ensure_buckets(mapping.all_s3_buckets())
             engine = UploadEngine(pool, store, mapping, settings, Metrics(), **options)
@@ -375,7 +388,7 @@ async def test_a_hashed_session_parks_chunks_whose_turn_does_not_come(make_engin
     for number in (4, 2, 3):
         await engine.put_part(upload, number, chunks_of(chunk(number)), expected_size=upload.expected_part_size(number))
     assert sorted(await staging_keys(engine, upload)) == sorted(
-        engine.staging(upload, f"chunk-{n}").key for n in (2, 3, 4))
+        engine.objects.staging(upload, f"chunk-{n}").key for n in (2, 3, 4))
     assert engine.turns.waiting_bytes == 0
     with pytest.raises(MissingParts) as error:
         await engine.complete(upload)
@@ -574,20 +587,25 @@ async def test_bad_inputs_are_400_and_change_nothing(make_engine):
         assert fresh.state == "open" and fresh.offset == 0 and fresh.parts == []
 
 
-async def test_two_reapers_share_the_work_without_doubles(make_engine, engine_settings):
-    first = await make_engine(engine_settings.replace(upload_ttl=0.5))
-    second = await make_engine(engine_settings.replace(upload_ttl=0.5))
+async def test_two_reapers_share_the_work_without_doubles(make_engine, engine_settings, fresh_database_url):
+    # Deterministic under any load: a database of its own (on the session's, uploads other tests
+    # left would expire meanwhile and be reaped too), and the uploads expire when the test says
+    # so (their expiry moved to the past) instead of racing a short TTL against the writes.
+    own = engine_settings.replace(database_url=fresh_database_url)
+    first = await make_engine(own)
+    second = await make_engine(own)
     bucket_id = await new_bucket(first)
     uploads = [await first.create("tus", bucket_id, f"r{n}.bin", "alice") for n in range(8)]
     for upload in uploads[:4]:
         await first.append(upload, 0, chunks_of(b"t" * 1000))
-    await asyncio.sleep(1)
+    async with transaction(first.pool) as cur:
+        await cur.execute("UPDATE uploads SET expires_at = now() - interval '1 second'")
     async with cursor(first.pool) as cur:
         await cur.execute("SELECT count(*) AS n FROM uploads WHERE expires_at < now()"
                           " AND state IN ('open', 'completing', 'completed')")
         due = (await cur.fetchone())["n"]
     results = await asyncio.gather(first.reap(batch=2, orphans=False), second.reap(batch=2, orphans=False))
-    assert sum(result["uploads"] for result in results) == due >= 8
+    assert sum(result["uploads"] for result in results) == due == 8
     for upload in uploads:
         assert await open_mpus(first, upload) == [] and await staging_keys(first, upload) == []
 

@@ -1,24 +1,14 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable
 
 from ..auth.identity import Identity
+from ..db.grants import Grant
 from ..errors import BadRequest
 
 PERMISSIONS = ("READ", "WRITE", "READ_ACP", "WRITE_ACP", "FULL_CONTROL")
 GRANTEE_TYPES = ("USER", "GROUP")
 ALL_USERS = "AllUsers"  # GROUP AllUsers READ makes a bucket public
-
-
-@dataclass(frozen=True)
-class Grant:
-    grantee_type: str
-    grantee: str
-    permission: str
-
-    def as_json(self) -> dict[str, str]:
-        return {"granteeType": self.grantee_type, "grantee": self.grantee, "permission": self.permission}
 
 
 def applies_to(grant: Grant, identity: Identity) -> bool:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from ..config import ConfigError, Settings
+from ..config import ConfigError, Settings, parse_signing_keys
+from ..digits import is_decimal
 from ..errors import ApiError, BadRequest, Forbidden
 from .tokens import load_or_create_secret
 
@@ -28,8 +29,6 @@ SIGNED_PREFIX = "/api/v1/signed/"
 MAX_EXPIRY = 7 * 86400  # seconds; as S3's SigV4 presign
 METHODS = ("GET", "PUT")
 PARAMS = ("method", "expires", "kid", "id", "sig")
-_KID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-MIN_SECRET_LENGTH = 32
 
 
 class MethodNotAllowed(ApiError):
@@ -45,24 +44,6 @@ class SignedTarget:
     expires: int
     key_id: str
     url_id: str
-
-
-def parse_keys(text: str) -> list[tuple[str, bytes]]:
-    """'kid:secret,kid2:secret2' -> [(kid, secret bytes)], the first being the signing key."""
-    keys = []
-    for item in (piece.strip() for piece in text.split(",")):
-        if not item:
-            continue
-        kid, sep, secret = item.partition(":")
-        if not sep or not _KID.match(kid):
-            raise ConfigError("signing keys must look like <key id>:<secret>, key ids of letters, digits, "
-                              "'.', '_' or '-'")
-        if len(secret) < MIN_SECRET_LENGTH:
-            raise ConfigError(f"signing key {kid!r} is shorter than {MIN_SECRET_LENGTH} characters")
-        if kid in dict(keys):
-            raise ConfigError(f"signing key id {kid!r} appears twice")
-        keys.append((kid, secret.encode()))
-    return keys
 
 
 def load_or_create_key(data_dir: Path) -> list[tuple[str, bytes]]:
@@ -86,7 +67,7 @@ class UrlSigner:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "UrlSigner":
-        keys = parse_keys(settings.signing_keys) if settings.signing_keys else load_or_create_key(settings.data_path)
+        keys = parse_signing_keys(settings.signing_keys) if settings.signing_keys else load_or_create_key(settings.data_path)
         return cls(keys)
 
     def _mac(self, secret: bytes, method: str, bucket_id: str, key: str, expires: int, kid: str,
@@ -114,7 +95,7 @@ class UrlSigner:
         if missing:
             raise BadRequest(f"not a signed URL: the query lacks {', '.join(missing)}")
         method, kid, url_id, sig = values["method"], values["kid"], values["id"], values["sig"]
-        if not values["expires"].isdigit() or len(values["expires"]) > 12:
+        if not is_decimal(values["expires"], 12):
             raise Forbidden("signed URL refused: bad expiry")
         expires = int(values["expires"])
         secret = self.keys.get(kid)

@@ -15,10 +15,36 @@ import jwt
 
 from ..config import Settings
 from ..errors import BackendUnavailable, Unauthorized
-from .identity import ANONYMOUS, Identity
+from .identity import ANONYMOUS, Identity, is_reserved
 
 log = logging.getLogger("sagestore.auth")
+# seconds a token is still accepted after its exp (and before its nbf/iat): clock skew between the
+# token's issuer and this server. Tokens from `sagestore token` share this machine's clock; an
+# external issuer's clock is NTP-synchronised to well under a second. 5 s absorbs a lagging VM or
+# container clock without keeping an expired token useful for long.
+CLOCK_SKEW_LEEWAY = 5
+# what each pyjwt rejection means, in words (the class names mean nothing to a user)
+JWT_PROBLEMS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.InvalidSignatureError, "its signature does not match this server's key (was it made for another "
+                                "server or data dir? `sagestore token` must run with the server's data dir)"),
+    (jwt.DecodeError, "it is not a JWT (three base64url parts separated by dots)"),
+    (jwt.InvalidAlgorithmError, "it is signed with an algorithm this server does not accept"),
+    (jwt.ImmatureSignatureError, "it is not valid yet (nbf or iat in the future: check the clocks)"),
+    (jwt.InvalidAudienceError, "it is for another audience (aud)"),
+    (jwt.InvalidIssuerError, "another issuer made it (iss)"),
+    (jwt.MissingRequiredClaimError, "a required claim is missing"),
+)
+
+
+def jwt_problem(error: Exception) -> str:
+    for kind, words in JWT_PROBLEMS:
+        if isinstance(error, kind):
+            if isinstance(error, jwt.MissingRequiredClaimError):
+                return f"its {error.claim!r} claim is missing"
+            return words
+    return "it cannot be checked"
 MAX_REJECTED = 10_000  # rejected-token cache entries (sha256 keys, ~200 bytes each)
+MAX_VERIFIED = 4096  # verified-JWT cache entries (sha256 keys, ~250 bytes each)
 
 
 def parse_authorization(header: str | None) -> str | None:
@@ -54,6 +80,14 @@ class NoAuth:
 
 
 class JwtAuth:
+    """Verifies JWTs with pyjwt. A token that verified is remembered by its sha256 (at most
+    MAX_VERIFIED of them, the least recently used dropped first) until its own exp, never longer
+    (pyjwt's leeway is not extended): a client sends the same token with every request, and the
+    signature check and claim validation cost more than the rest of a small request. Until its
+    exp a verified token verifies again (nbf and iat only grow more satisfied; aud, iss and the
+    key do not change while the process runs), so the cache answers as _verify would; failures
+    are not cached."""
+
     def __init__(self, settings: Settings, secret: str) -> None:
         self.algorithms = list(settings.jwt_algorithms)
         self.key = Path(settings.jwt_public_key_file).read_text() if settings.jwt_public_key_file else secret
@@ -61,23 +95,45 @@ class JwtAuth:
         self.issuer = settings.jwt_issuer or None
         self.username_claim = settings.jwt_username_claim
         self.groups_claim = settings.jwt_groups_claim
+        self.verified: OrderedDict[bytes, tuple[float, Identity]] = OrderedDict()  # least recently used first
+        self.max_verified = MAX_VERIFIED
+        self.decodes = 0  # signature checks made (observable in tests)
 
     async def authenticate(self, token: str) -> Identity:
+        cache_key = hashlib.sha256(token.encode()).digest()
+        cached = self.verified.get(cache_key)
+        if cached is not None:
+            if time.time() < cached[0]:
+                self.verified.move_to_end(cache_key)
+                return cached[1]
+            del self.verified[cache_key]
+        identity, exp = self._verify(token)
+        if exp > time.time():  # (within pyjwt's leeway a token past its exp still verifies, uncached)
+            self.verified[cache_key] = (exp, identity)  # wall-clock seconds, like exp
+            if len(self.verified) > self.max_verified:
+                self.verified.popitem(last=False)
+        return identity
+
+    def _verify(self, token: str) -> tuple[Identity, float]:
+        """The token's identity and exp, or Unauthorized."""
+        self.decodes += 1
         required = ["exp", self.username_claim] + (["aud"] if self.audience else []) + (["iss"] if self.issuer else [])
         try:
             # aud is verified only when configured; pyjwt would otherwise reject every token that has one
             claims = jwt.decode(token, self.key, algorithms=self.algorithms, audience=self.audience,
-                                issuer=self.issuer, leeway=30,
+                                issuer=self.issuer, leeway=CLOCK_SKEW_LEEWAY,
                                 options={"require": required, "verify_aud": self.audience is not None})
         except jwt.ExpiredSignatureError:
-            raise Unauthorized("token expired") from None
+            raise Unauthorized(f"token expired (a token is accepted up to {CLOCK_SKEW_LEEWAY} s after its exp): "
+                               "get a new one") from None
         except jwt.InvalidTokenError as error:
-            raise Unauthorized(f"invalid token: {type(error).__name__}") from None
+            raise Unauthorized(f"the token is not valid for this server: {jwt_problem(error)}") from None
         user = claims.get(self.username_claim)
         groups = claims.get(self.groups_claim) or []
         if not isinstance(user, str) or not user or not isinstance(groups, list):
-            raise Unauthorized("invalid token: bad user or groups claim")
-        return Identity(user, frozenset(str(g) for g in groups))
+            raise Unauthorized("the token is not valid for this server: its user or groups claim is malformed")
+        exp = float(claims["exp"])  # a required claim, and pyjwt has checked it is a number
+        return Identity(user, frozenset(str(g) for g in groups), exp), exp
 
     async def close(self) -> None:
         pass
@@ -170,7 +226,9 @@ class IntrospectAuth:
             raise Unauthorized("token is not active")
         groups = body.get("groups")
         groups = groups if isinstance(groups, list) else []
-        identity = Identity(str(body["username"]), frozenset(str(g) for g in groups))
+        exp = body.get("exp")
+        exp = float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+        identity = Identity(str(body["username"]), frozenset(str(g) for g in groups), exp)
         expires = started + self.ttl
         if isinstance(body.get("exp"), (int, float)):
             expires = min(expires, started + max(0.0, body["exp"] - time.time()))
@@ -197,7 +255,7 @@ def load_or_create_secret(data_dir: Path, name: str = "jwt-secret") -> str:
     from ..config import ConfigError
     path = data_dir / name
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         scratch = data_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -230,8 +288,16 @@ def build_authenticator(settings: Settings) -> Authenticator:
     return JwtAuth(settings, secret)
 
 
+def refuse_reserved_name(user: str) -> None:
+    """No token names a reserved user (the OSDU service user): ConfigError, said in words."""
+    if is_reserved(user):
+        from ..config import ConfigError
+        raise ConfigError(f"the user name {user!r} is reserved for sagestore itself; no token names it")
+
+
 def mint_token(settings: Settings, user: str, groups: list[str], ttl_seconds: float) -> str:
-    """An HS256 token the server on this data dir / secret accepts."""
+    """An HS256 token the server on this data dir / secret accepts (never for a reserved user)."""
+    refuse_reserved_name(user)
     now = int(time.time())
     claims = {settings.jwt_username_claim: user, settings.jwt_groups_claim: groups,
               "iat": now, "nbf": now, "exp": now + int(ttl_seconds)}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import errno
 import fnmatch
 import hashlib
 import json
@@ -34,14 +35,21 @@ import aiohttp
 from yarl import URL
 
 from .config import MiB, TransferConfig
-from .errors import (ChecksumMismatch, ObjectChanged, SagestoreError, TransferError, error_for)
+from .errors import (ChecksumMismatch, NotFound, ObjectChanged, RangeNotSatisfiable, SagestoreError, TransferError,
+                     UnexpectedAnswer, UnsafeKey, error_for)
+from .terminal import safe_text
 
 Progress = Callable[[int], Any]  # called with byte counts as they are sent or received (negative: resent)
+Notice = Callable[[str], Any]  # called with one line of text, e.g. before each retry
 
 RETRY_STATUSES = frozenset({423, 500, 502, 503, 504})
+SHARE_FIELDS = ("id", "method", "bucket_id", "key", "expires_at")
 SEND_PIECE = 1 * MiB
 HASH_READ = 8 * MiB
 MAX_WRITE_PIECES = 256  # per pwritev: well under IOV_MAX (1024), however small the received pieces
+# how much a response may buffer before aiohttp stops reading its socket (its default, 64 KiB,
+# pauses and resumes reading many times per MiB of a download: ~15% of the client's transfer CPU)
+READ_BUFFER = 1 * MiB
 
 
 @dataclass
@@ -80,6 +88,51 @@ def retry_after(headers: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def reason_of(problem: BaseException, read_timeout: float = 0) -> str:
+    """A connection failure in words (no library class names)."""
+    if isinstance(problem, aiohttp.ClientConnectorDNSError):
+        return "the host name does not resolve"
+    if isinstance(problem, aiohttp.ClientConnectorError):
+        if problem.os_error.errno == errno.ECONNREFUSED or isinstance(problem.os_error, ConnectionRefusedError):
+            return "connection refused"
+        return (problem.os_error.strerror or str(problem.os_error) or "cannot connect").lower()
+    if isinstance(problem, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(problem, aiohttp.ClientPayloadError):
+        return "the answer was cut short"
+    if isinstance(problem, aiohttp.ClientResponseError):
+        return "the answer is not valid HTTP"
+    if isinstance(problem, asyncio.TimeoutError):
+        return f"no answer within {read_timeout:g} s" if read_timeout else "timed out"
+    if isinstance(problem, aiohttp.ClientOSError) and problem.strerror:
+        return problem.strerror.lower()
+    return "the connection failed"
+
+
+def unreachable(problem: BaseException) -> bool:
+    """Nothing listens there (refused) or the name does not resolve: retrying will not help soon."""
+    return isinstance(problem, aiohttp.ClientConnectorDNSError) or (
+        isinstance(problem, aiohttp.ClientConnectorError)
+        and (problem.os_error.errno == errno.ECONNREFUSED or isinstance(problem.os_error, ConnectionRefusedError)))
+
+
+def local_path_of(target_dir: str | os.PathLike, relative_key: str) -> Path:
+    """Where a listed file lands under target_dir, or UnsafeKey when its key could leave it:
+    an absolute path, a '.', '..' or empty segment, a backslash, a drive letter or a control
+    character. The check is on the key's text and again on the resolved path."""
+    segments = relative_key.split("/")
+    if not relative_key or relative_key.startswith("/") or "\\" in relative_key \
+            or any(segment in ("", ".", "..") for segment in segments) \
+            or (len(segments[0]) >= 2 and segments[0][1] == ":") \
+            or any(ord(char) < 32 or ord(char) == 127 for char in relative_key):
+        raise UnsafeKey(f"refusing key {safe_text(relative_key)!r}: its local path would not stay inside "
+                        f"{os.fspath(target_dir)}")
+    root = Path(target_dir).resolve()
+    if not Path(root, *segments).resolve().is_relative_to(root):  # a symlinked folder inside target_dir
+        raise UnsafeKey(f"refusing key {safe_text(relative_key)!r}: its local path resolves outside {root}")
+    return Path(target_dir, *segments)
 
 
 def matches(path: str, include: Iterable[str] | None, exclude: Iterable[str] | None) -> bool:
@@ -238,11 +291,14 @@ class AsyncClient:
     """The sagestore API. `url` is the server's base URL (http://host:port); `token` is sent as
     `Authorization: Bearer <token>`; None is anonymous (public buckets can be read)."""
 
-    def __init__(self, url: str, token: str | None = None, *, config: TransferConfig | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None, *, config: TransferConfig | None = None,
+                 on_retry: Notice | None = None) -> None:
         self.url = url.rstrip("/")
         self.config = config or TransferConfig()
         self._token = token
         self._session: aiohttp.ClientSession | None = None
+        self._on_retry = on_retry  # told one line before each retry
+        self._answered = False  # the server has answered once: later refusals are a restart, retried
 
     def __repr__(self) -> str:  # never the token
         return f"{type(self).__name__}({self.url!r}, token={'<set>' if self._token else None})"
@@ -264,7 +320,7 @@ class AsyncClient:
             if self._token:
                 headers["Authorization"] = f"Bearer {self._token}"
             self._session = aiohttp.ClientSession(
-                headers=headers, auto_decompress=False,
+                headers=headers, auto_decompress=False, read_bufsize=READ_BUFFER,
                 connector=aiohttp.TCPConnector(limit=max(16, 2 * self.config.concurrency)),
                 timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout,
                                               sock_read=self.config.read_timeout))
@@ -280,11 +336,11 @@ class AsyncClient:
         return f"/api/v1/objects/{quote(str(bucket_id), safe='')}/{quote(key, safe='/')}"
 
     # ------------------------------------------------------------------ requests with retries
-    async def _delay(self, attempt: int, headers: Any = None) -> None:
+    def _delay(self, attempt: int, headers: Any = None) -> float:
         wait = retry_after(headers)
         if wait is None:  # full jitter: spread clients that failed together
             wait = random.uniform(0, min(self.config.max_backoff, self.config.backoff * 2 ** attempt))
-        await asyncio.sleep(min(wait, max(self.config.max_backoff, 60.0)))
+        return min(wait, max(self.config.max_backoff, 60.0))
 
     async def _call(self, method: str, url: URL, handle: Callable[[aiohttp.ClientResponse], Any], *,
                     body: Callable[[], Any] | None = None, json_body: Any = None, headers: dict | None = None,
@@ -301,6 +357,7 @@ class AsyncClient:
                 elif json_body is not None:
                     kwargs["json"] = json_body
                 async with self._http().request(method, url, **kwargs) as response:
+                    self._answered = True
                     if response.status in ok:
                         return await handle(response)
                     try:
@@ -311,22 +368,50 @@ class AsyncClient:
                     if response.status not in RETRY_STATUSES or attempt >= self.config.retries:
                         raise error
                     retry_headers = response.headers
+                    reason = f"HTTP {response.status}: {error.message}"
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError,
                     asyncio.TimeoutError) as problem:  # ClientResponseError: an answer that is not valid HTTP
+                reason = reason_of(problem, self.config.read_timeout)
+                if not self._answered and unreachable(problem):
+                    # nothing to wait for at the first contact: say so at once
+                    raise TransferError(f"cannot reach {self.url}: {reason}"
+                                        + ("; is `sagestore serve` running?" if reason == "connection refused"
+                                           else "")) from None
                 if attempt >= self.config.retries:
-                    raise TransferError(f"{method} {url.path}: {type(problem).__name__}: {problem}") from None
+                    raise TransferError(f"{method} {url.path} failed after {attempt + 1} attempts: {reason} "
+                                        f"({self.url})") from None
                 retry_headers = None
             if on_retry is not None:
                 on_retry()
-            await self._delay(attempt, retry_headers)
+            wait = self._delay(attempt, retry_headers)
+            if self._on_retry is not None:
+                self._on_retry(f"retrying {method} {url.path} in {wait:.1f} s (attempt {attempt + 2} of "
+                               f"{self.config.retries + 1}): {reason}")
+            await asyncio.sleep(wait)
             attempt += 1
 
     async def _json(self, method: str, path: str, *, params: dict | None = None, json_body: Any = None,
                     ok: tuple[int, ...] = (200,)) -> Any:
         async def read(response: aiohttp.ClientResponse) -> Any:
             raw = await response.read()
-            return json.loads(raw) if raw else None
+            try:
+                return json.loads(raw) if raw else None
+            except (ValueError, UnicodeDecodeError):
+                kind = safe_text(response.headers.get("Content-Type", "no Content-Type"))[:100]
+                raise UnexpectedAnswer(f"{method} {path}: the server's answer is not JSON (HTTP {response.status}, "
+                                       f"{kind}); is {self.url} a sagestore server?",
+                                       status=response.status) from None
         return await self._call(method, self._target(path, **(params or {})), read, json_body=json_body, ok=ok)
+
+    async def _json_object(self, method: str, path: str, field: str | None = None, kind: type = dict,
+                           **kwargs: Any) -> Any:
+        """_json, checked to be a JSON object (or its `field` to be of `kind`)."""
+        answer = await self._json(method, path, **kwargs)
+        value = answer.get(field) if field is not None and isinstance(answer, dict) else answer
+        if not isinstance(answer, dict) or not isinstance(value, kind):
+            what = f"a JSON object with {field!r}" if field else "a JSON object"
+            raise UnexpectedAnswer(f"{method} {path}: expected {what}, got {type(answer).__name__}")
+        return value
 
     # ------------------------------------------------------------------ buckets
     async def create_bucket(self, type: str, name: str = "", public: bool = False) -> dict[str, Any]:
@@ -368,22 +453,32 @@ class AsyncClient:
     async def make_private(self, bucket_id: str) -> dict[str, Any]:
         return await self.revoke(bucket_id, "GROUP", "AllUsers")
 
-    # ------------------------------------------------------------------ share links (issue 12's contract)
+    # ------------------------------------------------------------------ share links
     async def create_share(self, bucket_id: str, key: str, *, method: str = "GET",
                            expires_in: int = 3600) -> dict[str, Any]:
         return await self._json("POST", "/api/v1/shares", ok=(200, 201), json_body={
             "bucket_id": bucket_id, "key": key, "method": method, "expires_in": int(expires_in)})
 
     async def list_shares(self, bucket_id: str | None = None) -> list[dict[str, Any]]:
-        return (await self._json("GET", "/api/v1/shares", params={"bucket_id": bucket_id}))["shares"]
+        """The caller's share links (with bucket_id: every link on that bucket the caller may see;
+        its owner sees those others made too). Each has id, url, method, bucket_id, key,
+        expires_at, created_by, created_at and revoked."""
+        shares = await self._json_object("GET", "/api/v1/shares", "shares", list, params={"bucket_id": bucket_id})
+        for share in shares:
+            if not isinstance(share, dict) or not all(isinstance(share.get(field), str) for field in SHARE_FIELDS):
+                raise UnexpectedAnswer(f"GET /api/v1/shares: a share link without {', '.join(SHARE_FIELDS)}")
+        return shares
 
     async def revoke_share(self, share_id: str) -> None:
         await self._json("DELETE", f"/api/v1/shares/{quote(share_id, safe='')}", ok=(200, 204))
 
     # ------------------------------------------------------------------ unfinished uploads
     async def list_uploads(self, bucket_id: str | None = None, key: str | None = None) -> list[dict[str, Any]]:
-        return (await self._json("GET", "/api/v1/attachment/sessions",
-                                 params={"bucket_id": bucket_id, "key": key, "limit": 1000}))["sessions"]
+        sessions = await self._json_object("GET", "/api/v1/attachment/sessions", "sessions", list,
+                                           params={"bucket_id": bucket_id, "key": key, "limit": 1000})
+        if not all(isinstance(session, dict) and isinstance(session.get("sessionId"), str) for session in sessions):
+            raise UnexpectedAnswer("GET /api/v1/attachment/sessions: an upload without a sessionId")
+        return sessions
 
     async def abort_upload(self, upload_id: str) -> None:
         await self._json("POST", f"/api/v1/attachment/session/{quote(upload_id, safe='')}/abort", ok=(204,))
@@ -394,7 +489,7 @@ class AsyncClient:
         """One raw listing page (S3 ListObjectsV2 shape; keys relative to `folder`)."""
         if folder and not folder.endswith("/"):
             folder += "/"
-        return await self._json("GET", self._file_path(bucket_id, folder), params={
+        return await self._json_object("GET", self._file_path(bucket_id, folder), params={
             "recursive": "true" if recursive else None, "limit": limit, "ContinuationToken": continuation_token})
 
     async def list(self, bucket_id: str, prefix: str = "", *, recursive: bool = False) -> AsyncIterator[dict]:
@@ -404,30 +499,74 @@ class AsyncClient:
         token = None
         while True:
             page = await self.list_page(bucket_id, folder, recursive=recursive, continuation_token=token)
-            for common in page.get("CommonPrefixes") or []:
-                yield {"prefix": folder + common["Prefix"]}
-            for item in page.get("Contents") or []:
-                yield {"key": folder + item["Key"], "size": item["Size"], "etag": item["ETag"],
-                       "last_modified": item["LastModified"]}
+            try:
+                prefixes = [{"prefix": folder + common["Prefix"]} for common in page.get("CommonPrefixes") or []]
+                files = [{"key": folder + item["Key"], "size": int(item["Size"]), "etag": item.get("ETag", ""),
+                          "last_modified": item.get("LastModified", "")} for item in page.get("Contents") or []]
+                if not all(isinstance(entry.get("key", entry.get("prefix")), str) for entry in prefixes + files):
+                    raise TypeError("a key is not a string")
+            except (KeyError, TypeError, ValueError, AttributeError) as problem:
+                raise UnexpectedAnswer(f"the listing of bucket {bucket_id} is malformed: {problem}") from None
+            for entry in prefixes + files:
+                yield entry
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
 
     async def stat(self, bucket_id: str, key: str) -> FileInfo:
+        """What the server says of a file; NotFound names the key and the bucket."""
         async def info(response: aiohttp.ClientResponse) -> FileInfo:
-            return FileInfo(bucket_id, key, int(response.headers.get("Content-Length", 0)),
+            try:
+                size = int(response.headers.get("Content-Length", 0))
+            except ValueError:
+                raise UnexpectedAnswer(f"HEAD sage://{bucket_id}/{key}: Content-Length is not a number") from None
+            return FileInfo(bucket_id, key, size,
                             response.headers.get("ETag", ""), parse_repr_digest(response.headers.get("Repr-Digest")),
                             response.headers.get("Content-Type", ""), response.headers.get("Last-Modified"))
-        return await self._call("HEAD", self._target(self._file_path(bucket_id, key)), info)
+        try:
+            return await self._call("HEAD", self._target(self._file_path(bucket_id, key)), info)
+        except NotFound:
+            # a HEAD answer has no body to say which of the two is missing
+            raise NotFound(f"no file {safe_text(key)!r} in bucket {safe_text(bucket_id)} "
+                           "(or no such bucket, or you may not read it)") from None
+
+    async def read(self, bucket_id: str, key: str, start: int = 0, end: int | None = None, *,
+                   etag: str | None = None) -> bytes:
+        """Bytes [start, end) of a file in one GET (end exclusive, None: to the end of the file; a
+        negative start without end: the last -start bytes). A range past the end gives b"". With
+        `etag`, ObjectChanged is raised, before the body is read, if the file is another one now."""
+        if end is not None and (start < 0 or end <= start):
+            raise ValueError("read: end needs 0 <= start < end (a negative start goes without end)")
+        headers = {}
+        if start < 0:
+            headers["Range"] = f"bytes={start}"
+        elif start or end is not None:
+            headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+
+        async def body(response: aiohttp.ClientResponse) -> bytes:
+            if etag is not None and response.headers.get("ETag") != etag:
+                raise ObjectChanged(f"{key} changed while it was read (ETag {response.headers.get('ETag')}, "
+                                    f"expected {etag})")
+            data = await response.read()
+            if response.status == 200 and headers:  # the whole file came back: cut the range out of it
+                data = data[start:] if start < 0 else data[start:end]
+            return data
+        try:
+            return await self._call("GET", self._target(self._file_path(bucket_id, key)), body, headers=headers,
+                                    ok=(200, 206))
+        except RangeNotSatisfiable:
+            return b""
 
     async def delete(self, bucket_id: str, key: str) -> dict[str, Any]:
         return await self._json("DELETE", self._file_path(bucket_id, key))
 
     # ------------------------------------------------------------------ uploads
     async def upload_file(self, bucket_id: str, key: str, source: str | os.PathLike | BinaryIO, *,
-                          progress: Progress | None = None, content_type: str | None = None) -> dict[str, Any]:
+                          progress: Progress | None = None, content_type: str | None = None,
+                          on_resume: Progress | None = None) -> dict[str, Any]:
         """Upload a path or a binary file object to `key`; returns the server's file info (with
-        `sha256`, verified by the server, and `resumed`: bytes already on the server)."""
+        `sha256`, verified by the server, and `resumed`: bytes already on the server). The bytes
+        a rerun finds on the server go to `on_resume` when given, else to `progress`."""
         report = progress or (lambda n: None)
         name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", key)
         content_type = content_type or mimetypes.guess_type(str(name))[0] or "application/octet-stream"
@@ -436,7 +575,7 @@ class AsyncClient:
             if local.size <= self.config.threshold:  # its Repr-Digest goes first: one read more, of a small file
                 sha256 = await asyncio.to_thread(local.sha256)
                 return await self._put_whole(bucket_id, key, local, sha256, content_type, report)
-            return await self._upload_session(bucket_id, key, local, content_type, report)
+            return await self._upload_session(bucket_id, key, local, content_type, report, on_resume or report)
         finally:
             local.close()
 
@@ -487,7 +626,7 @@ class AsyncClient:
         return found
 
     async def _upload_session(self, bucket_id: str, key: str, local: _Source, content_type: str,
-                              report: Progress) -> dict[str, Any]:
+                              report: Progress, report_resumed: Progress) -> dict[str, Any]:
         """An indexed session hashed in order (verifySha256): the client hashes each chunk as it
         sends it, in index order, and gives the sha256 at completion, so the file is read once."""
         found = await self._find_session(bucket_id, key, local)
@@ -506,7 +645,7 @@ class AsyncClient:
         # parked there unhashed), so that this run sees every byte after the prefix, in order
         resumed = min(local.size, hashed * chunk_size)
         if resumed:
-            report(resumed)
+            report_resumed(resumed)
         hasher = _InOrderHasher(digest, hashed + 1)
         await self._send_chunks(session_id, chunk_size, list(range(hashed + 1, total + 1)), local, report, hasher)
         result = await self._json("POST", f"/api/v1/attachment/session/{session_id}/complete", ok=(201,),
@@ -575,22 +714,24 @@ class AsyncClient:
 
     # ------------------------------------------------------------------ downloads
     async def download_file(self, bucket_id: str, key: str, target: str | os.PathLike, *,
-                            progress: Progress | None = None) -> dict[str, Any]:
+                            progress: Progress | None = None, on_resume: Progress | None = None) -> dict[str, Any]:
         """Download to `target` through `<target>.part` (resumed on a rerun), checked against the
-        server's sha256 when it announces one, then renamed into place."""
+        server's sha256 when it announces one, then renamed into place. The bytes a rerun finds
+        in the part file go to `on_resume` when given, else to `progress`."""
         report = progress or (lambda n: None)
         target = Path(target)
         for _ in range(2):  # the object may change once under us; then start over
             info = await self.stat(bucket_id, key)
             try:
-                resumed = await self._download_ranges(info, target, report)
+                resumed = await self._download_ranges(info, target, report, on_resume or report)
             except _Changed:
                 continue
             return {"bucket_id": bucket_id, "key": key, "size": info.size, "sha256": info.sha256,
                     "verified": info.sha256 is not None, "resumed": resumed, "target": str(target)}
         raise ObjectChanged(f"{key} changed twice while it was downloaded")
 
-    async def _download_ranges(self, info: FileInfo, target: Path, report: Progress) -> int:
+    async def _download_ranges(self, info: FileInfo, target: Path, report: Progress,
+                               report_resumed: Progress) -> int:
         part, state_file = target.with_name(target.name + ".part"), target.with_name(target.name + ".part.json")
         chunk = max(1, self.config.chunk_size)
         total = max(1, -(-info.size // chunk))
@@ -608,17 +749,20 @@ class AsyncClient:
                 handle.truncate(info.size)
         resumed = sum(min(chunk, info.size - n * chunk) for n in done)
         if resumed:
-            report(resumed)
+            report_resumed(resumed)
         fd = os.open(part, os.O_WRONLY)
         state_lock = asyncio.Lock()
         hasher = _PrefixHasher(part, chunk, info.size, done) if info.sha256 is not None else None
 
+        def write_state(text: str) -> None:
+            temporary = state_file.with_name(state_file.name + ".tmp")
+            temporary.write_text(text)
+            os.replace(temporary, state_file)
+
         async def save_state() -> None:
-            async with state_lock:
-                temporary = state_file.with_name(state_file.name + ".tmp")
-                temporary.write_text(json.dumps({"etag": info.etag, "size": info.size, "chunk": chunk,
-                                                 "done": sorted(done)}))
-                os.replace(temporary, state_file)
+            async with state_lock:  # a file write and a rename: in a thread, not on the event loop
+                await asyncio.to_thread(write_state, json.dumps({"etag": info.etag, "size": info.size,
+                                                                 "chunk": chunk, "done": sorted(done)}))
 
         async def fetch(number: int) -> None:
             start = number * chunk
@@ -644,7 +788,8 @@ class AsyncClient:
                         report(pending_size)
                         pending, pending_size = [], 0
 
-                async for piece, _ in response.content.iter_chunks():
+                # not iter_chunks(): aiohttp's shared empty-body reader never ends it once used
+                while (piece := (await response.content.readchunk())[0]) or not response.content.at_eof():
                     if position + pending_size + len(piece) > end + 1:
                         raise _Changed()
                     pending.append(piece)
@@ -704,13 +849,17 @@ class AsyncClient:
                               include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
                               progress: Progress | None = None,
                               on_file: Callable[[dict[str, Any]], Any] | None = None) -> list[dict[str, Any]]:
+        """Download every file under `prefix` into target_dir (fnmatch include/exclude on the path
+        relative to the prefix). Every key is checked first: one whose local path would leave
+        target_dir (see local_path_of) stops the whole download with UnsafeKey before any file
+        is written, since a listing holding such keys cannot be trusted."""
         folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         keys = [item["key"] async for item in self.list(bucket_id, folder, recursive=True)
-                if matches(item["key"][len(folder):], include, exclude)]
+                if "key" in item and matches(item["key"][len(folder):], include, exclude)]
+        destinations = {key: local_path_of(target_dir, key[len(folder):]) for key in keys}
 
         async def one(key: str) -> dict[str, Any]:
-            destination = Path(target_dir, *key[len(folder):].split("/"))
-            result = await self.download_file(bucket_id, key, destination, progress=progress)
+            result = await self.download_file(bucket_id, key, destinations[key], progress=progress)
             if on_file is not None:
                 on_file(result)
             return result

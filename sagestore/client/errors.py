@@ -70,6 +70,16 @@ class ChecksumMismatch(SagestoreError):
     """The bytes received do not have the sha256 the server announced (the download was discarded)."""
 
 
+class UnexpectedAnswer(SagestoreError):
+    """The server answered, but not in the shape the API promises (not JSON, a missing field,
+    a wrong type): a proxy's HTML page, another service on that port, or a broken server."""
+
+
+class UnsafeKey(SagestoreError):
+    """A listed key whose local path would land outside the target folder (an absolute path,
+    '..', '.', an empty segment, a backslash or a drive letter): it is not downloaded."""
+
+
 class ObjectChanged(SagestoreError):
     """The remote file changed while it was being downloaded, twice in a row."""
 
@@ -81,7 +91,8 @@ BY_STATUS: dict[int, type[SagestoreError]] = {
 
 def error_for(status: int, body: Any, reason: str = "") -> SagestoreError:
     """The typed error of an answer; the message is the server's `error` field when it sent one."""
+    from .terminal import safe_text
     message = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), str) else None
     kind = BY_STATUS.get(status) or (ServerError if status >= 500 else SagestoreError)
-    return kind(message or f"HTTP {status} {reason}".strip(), status=status,
+    return kind(safe_text(message or f"HTTP {status} {reason}".strip())[:1000], status=status,
                 body=body if isinstance(body, dict) else None)

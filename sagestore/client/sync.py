@@ -8,7 +8,7 @@ import inspect
 import threading
 from typing import Any, Iterator
 
-from .aio import AsyncClient
+from .aio import AsyncClient, Notice
 from .config import TransferConfig
 
 
@@ -16,8 +16,9 @@ class Client:
     """Same methods as AsyncClient, blocking; `list` returns a plain iterator. Use it as a
     context manager, or call close()."""
 
-    def __init__(self, url: str, token: str | None = None, *, config: TransferConfig | None = None) -> None:
-        self._async = AsyncClient(url, token, config=config)
+    def __init__(self, url: str, token: str | None = None, *, config: TransferConfig | None = None,
+                 on_retry: Notice | None = None) -> None:
+        self._async = AsyncClient(url, token, config=config, on_retry=on_retry)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="sagestore-client", daemon=True)
         self._thread.start()

@@ -1,4 +1,11 @@
-"""PostgreSQL access through one aiopg pool; queries live in one module per table."""
+"""PostgreSQL access through one aiopg pool, and the statements of each table.
+
+One module per table holds every statement on it: buckets.py, grants.py, signed_urls.py (and
+the OSDU files' module). The three upload tables (uploads, upload_parts, upload_part_leases) are
+the upload engine's: their statements, the upload state machine, live in sagestore/uploads/table.py
+and nowhere else (tests/test_house_rules.py checks it). migrate.py runs the numbered migrations
+in sagestore/migrations/; notified.py keeps caches fresh through LISTEN/NOTIFY.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -51,6 +58,12 @@ async def transaction(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
         async with conn.cursor() as cur:
             async with cur.begin():
                 yield cur
+
+
+async def ping(pool: aiopg.Pool) -> None:
+    """One round trip: PostgreSQL answers a query."""
+    async with cursor(pool) as cur:
+        await cur.execute("SELECT 1")
 
 
 async def close_pool(pool: aiopg.Pool, timeout: float = 10.0) -> None:

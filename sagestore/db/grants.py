@@ -1,10 +1,21 @@
 """Queries on the grants table."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from ..acl.model import Grant
 from .buckets import BUCKET_COLUMNS
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One row of grants: a permission on a bucket for a user or a group."""
+    grantee_type: str
+    grantee: str
+    permission: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"granteeType": self.grantee_type, "grantee": self.grantee, "permission": self.permission}
 
 
 async def bucket_with_grants(cur: Any, bucket_id: str) -> tuple[dict[str, Any] | None, list[Grant]]:

@@ -18,6 +18,8 @@ from typing import AsyncIterator, Generic, TypeVar
 
 import aiopg
 
+from .. import background
+
 log = logging.getLogger("sagestore.cache")
 MAX_ENTRIES = 10_000
 RECONNECT_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -123,10 +125,7 @@ async def listening(cache: Cache, database_url: str) -> AsyncIterator[Cache]:
         yield cache
     finally:
         cache.disable()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await background.stop(task, f"{cache.label} listener")
 
 
 __all__ = ["NotifiedCache", "listening"]

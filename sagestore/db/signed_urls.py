@@ -9,17 +9,18 @@ from .notified import NotifiedCache
 
 CHANNEL = "sagestore_signed_url"
 COLUMNS = ("id::text AS id, method, bucket_id::text AS bucket_id, key, purpose, created_by, created_at, "
-           "expires_at, key_id, revoked_at, file_id, partition_id, uploaded_at")
+           "expires_at, key_id, revoked_at, file_id, partition_id, uploaded_at, creator_groups")
 
 
 async def insert(cur: Any, *, url_id: str, method: str, bucket_id: str, key: str, purpose: str, created_by: str,
-                 expires_at: datetime, key_id: str, file_id: str | None = None,
+                 creator_groups: list[str], expires_at: datetime, key_id: str, file_id: str | None = None,
                  partition_id: str | None = None) -> dict[str, Any]:
     await cur.execute(
-        f"""INSERT INTO signed_urls (id, method, bucket_id, key, purpose, created_by, expires_at, key_id, file_id,
-                                     partition_id)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}""",
-        (url_id, method, bucket_id, key, purpose, created_by, expires_at, key_id, file_id, partition_id))
+        f"""INSERT INTO signed_urls (id, method, bucket_id, key, purpose, created_by, creator_groups, expires_at,
+                                     key_id, file_id, partition_id)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {COLUMNS}""",
+        (url_id, method, bucket_id, key, purpose, created_by, sorted(creator_groups), expires_at, key_id, file_id,
+         partition_id))
     return await cur.fetchone()
 
 
@@ -28,11 +29,13 @@ async def get(cur: Any, url_id: str) -> dict[str, Any] | None:
     return await cur.fetchone()
 
 
-async def list_shares(cur: Any, created_by: str, bucket_id: str | None) -> list[dict[str, Any]]:
+async def list_shares(cur: Any, created_by: str | None, bucket_id: str | None) -> list[dict[str, Any]]:
+    """Share links, oldest first: of one creator (None: every creator), of one bucket (None: all)."""
     await cur.execute(
-        f"""SELECT {COLUMNS} FROM signed_urls WHERE purpose = 'share' AND created_by = %s
-              AND (%s::uuid IS NULL OR bucket_id = %s::uuid) ORDER BY created_at, id""",
-        (created_by, bucket_id, bucket_id))
+        f"""SELECT {COLUMNS} FROM signed_urls WHERE purpose = 'share'
+              AND (%s::text IS NULL OR created_by = %s) AND (%s::uuid IS NULL OR bucket_id = %s::uuid)
+            ORDER BY created_at, id""",
+        (created_by, created_by, bucket_id, bucket_id))
     return await cur.fetchall()
 
 

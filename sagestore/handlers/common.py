@@ -1,43 +1,53 @@
-"""Helpers every handler uses: the caller's identity, JSON bodies, query flags."""
+"""What every handler shares: the caller's identity, path and query parameters, JSON bodies, dates,
+and the hand-offs between adapters that serve one another's requests (composed in app.py)."""
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, AsyncIterator
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
 from ..auth.identity import ANONYMOUS, Identity
+from ..context import IDENTITY
+from ..digits import is_decimal
 from ..errors import BadRequest, Unauthorized
+from ..storage import parse_bucket_id
 
-IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A request one adapter answers with another's handler, by name ("ietf PATCH", "permissions GET"):
+# app.py fills this, so that route modules need not import one another.
+HANDOFFS: web.AppKey[dict[str, Handler]] = web.AppKey("handoffs", dict)
+
+
+async def hand_off(request: web.Request, name: str) -> web.StreamResponse:
+    return await request.app[HANDOFFS][name](request)
 
 
 def identity(request: web.Request) -> Identity:
     return request.get(IDENTITY, ANONYMOUS)
 
 
-async def body_pieces(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body piece by piece, as aiohttp received it. Not iter_chunked(n), which joins
-    the pieces into n-byte chunks: one more copy of every byte, where the engine and the object
-    store already copy each byte once into their part buffers."""
-    async for piece, _ in request.content.iter_chunks():
-        if piece:
-            yield piece
+def bucket_id_of(request: web.Request) -> str:
+    """The bucket UUID in the path ({id}), or 400."""
+    return parse_bucket_id(request.match_info["id"])
 
 
-# Every number a client sends fits in 20 decimal digits (offsets, lengths: < 2**64); int()
-# of a longer one costs quadratic time and, past 4300 digits, raises instead of answering.
-MAX_DIGITS = 20
+def http_date(moment: datetime) -> str:
+    """RFC 9110 IMF-fixdate."""
+    return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+
+
+def wants_html(request: web.Request) -> bool:
+    """A browser navigating here: it prefers text/html (API clients send */* or application/json)."""
+    accept = request.headers.get("Accept", "")
+    return request.method in ("GET", "HEAD") and "text/html" in accept
+
+
 # Our JSON bodies nest 3 levels ({"parts": [{...}]}); the size cap is the app's client_max_size.
 MAX_JSON_DEPTH = 16
-
-
-def decimal_int(text: str, name: str) -> int:
-    """A plain non-negative decimal integer of at most MAX_DIGITS digits, or 400."""
-    if not (text.isascii() and text.isdigit()) or len(text) > MAX_DIGITS:
-        raise BadRequest(f"{name} must be a non-negative integer of at most {MAX_DIGITS} digits")
-    return int(text)
 
 
 def _depth(value: Any, limit: int) -> bool:
@@ -128,7 +138,7 @@ def query_int(request: web.Request, name: str, default: int, minimum: int, maxim
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not (raw.lstrip("-").isascii() and raw.lstrip("-").isdigit()) or len(raw) > MAX_DIGITS:
+    if not is_decimal(raw.removeprefix("-")):
         raise BadRequest(f"query parameter {name!r} must be an integer")
     value = int(raw)
     if not minimum <= value <= maximum:

@@ -11,21 +11,24 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .. import gate
 from ..errors import NotFound
 from ..openapi import documented
 
-routes = web.RouteTableDef()
+routes = gate.Routes()
 
 WEB_ROOT = Path(str(files("sagestore") / "web"))
 # only plain file names below the root: no '..', no hidden files, a known type
-_ASSET = re.compile(r"^(?:[A-Za-z0-9_-]+/)*[A-Za-z0-9_-][A-Za-z0-9_.-]*\.(js|css|html|svg|png)$")
+_ASSET = re.compile(r"^(?:[A-Za-z0-9_-]+/)*[A-Za-z0-9_-][A-Za-z0-9_.-]*\.(js|css|html|svg|png|ico)$")
 CONTENT_TYPES = {"js": "text/javascript", "css": "text/css", "html": "text/html", "svg": "image/svg+xml",
-                 "png": "image/png"}
+                 "png": "image/png", "ico": "image/vnd.microsoft.icon"}
+BINARY = ("png", "ico")
 SECURITY_HEADERS = {
     # blob: for the download anchor; data: for inline SVG icons in CSS
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
                                "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors 'none' for browsers that predate CSP 2
     "Referrer-Policy": "no-referrer",  # a #token fragment never leaves, but be sure about paths too
     "Cache-Control": "no-cache",
 }
@@ -38,9 +41,15 @@ def _file_response(name: str) -> web.FileResponse:
     path = WEB_ROOT / name
     if not path.is_file():
         raise NotFound("no such console file")
-    return web.FileResponse(path, headers={**SECURITY_HEADERS,
-                                           "Content-Type": CONTENT_TYPES[match.group(1)] + "; charset=utf-8"
-                                           if match.group(1) != "png" else "image/png"})
+    kind = match.group(1)
+    return web.FileResponse(path, headers={**SECURITY_HEADERS, "Content-Type": CONTENT_TYPES[kind]
+                                           + ("" if kind in BINARY else "; charset=utf-8")})
+
+
+@routes.get("/favicon.ico")
+@documented("The console's icon (browsers ask for it at the root)", {"200": {"description": "image/vnd.microsoft.icon"}})
+async def favicon(request: web.Request) -> web.FileResponse:
+    return _file_response("favicon.ico")
 
 
 @routes.get("/ui")
@@ -61,9 +70,3 @@ async def console_index(request: web.Request) -> web.FileResponse:
             parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}])
 async def console_file(request: web.Request) -> web.FileResponse:
     return _file_response(request.match_info["name"])
-
-
-def wants_html(request: web.Request) -> bool:
-    """A browser navigating here: it prefers text/html (API clients send */* or application/json)."""
-    accept = request.headers.get("Accept", "")
-    return request.method in ("GET", "HEAD") and "text/html" in accept

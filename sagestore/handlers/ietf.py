@@ -24,19 +24,21 @@ import base64
 import functools
 import re
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import http_sfv
 from aiohttp import HttpVersion11, web
 
-from .. import context
+from .. import context, gate
+from ..digits import is_decimal
 from ..errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from ..openapi import ERROR, documented
 from ..uploads import COMPLETED, COMPLETING, ChecksumMismatch, OffsetMismatch, Upload
+from .common import Handler
 from .resumable import (body_chunks, callers_upload, callers_writable_upload, complete, content_type_for,
                         has_body, max_upload_size, media_type, parse_tus_metadata, require_user, resolve_target)
 
-routes = web.RouteTableDef()
+routes = gate.Routes()
 
 BASE = "/api/v1/uploads/"
 INTEROP_VERSIONS = (5, 6, 7, 8)
@@ -46,8 +48,6 @@ PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
 # media types that label the transfer, not the representation being uploaded
 TRANSFER_TYPES = (PARTIAL_UPLOAD, "application/offset+octet-stream")
 _FILENAME = re.compile(r"""filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))""", re.I)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class UploadProblem(ApiError):
@@ -114,8 +114,7 @@ def ietf_endpoint(handler: Handler) -> Handler:
                 409, "mismatching-upload-offset", "offset from request does not match offset of resource",
                 headers={**error.headers, "Upload-Offset": str(error.offset), "Upload-Complete": _flag(False)},
                 **{"expected-offset": error.offset,
-                   "provided-offset": int(provided) if provided and provided.isdigit() and len(provided) <= 20
-                   else None}) from None
+                   "provided-offset": int(provided) if is_decimal(provided) else None}) from None
         except ChecksumMismatch as error:
             raise BadRequest(f"Content-Digest does not match the request content: {error.message}",
                              headers={**error.headers, "Upload-Complete": _flag(False)}) from None
@@ -216,7 +215,7 @@ async def options(request: web.Request) -> web.Response:
                                              "Allow": "OPTIONS, POST", "Accept-Patch": PARTIAL_UPLOAD})
 
 
-@routes.post(BASE)
+@routes.post(BASE, body=gate.STREAM)
 @ietf_endpoint
 async def create(request: web.Request) -> web.Response:
     version = interop_version(request)
@@ -277,7 +276,7 @@ async def offset_retrieval(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
-@routes.patch(BASE + "{upload_id}")
+@routes.patch(BASE + "{upload_id}", body=gate.STREAM)
 @ietf_endpoint
 async def append(request: web.Request) -> web.Response:
     version = interop_version(request)

@@ -5,16 +5,16 @@ import asyncio
 
 from aiohttp import web
 
-from .. import __version__, context
-from ..db import cursor
+from .. import __version__, context, gate
+from ..db import ping
 from ..openapi import ERROR, documented, openapi_document
-from .console import wants_html
+from .common import wants_html
 
-routes = web.RouteTableDef()
+routes = gate.Routes()
 READINESS_TIMEOUT = 4.0  # seconds per backend; below the usual 5 s probe timeout
 
 
-@routes.route("*", "/")
+@routes.route("*", "/", body=gate.SMALL)
 @documented("Service document")
 async def root(request: web.Request) -> web.Response:
     if wants_html(request):  # a browser: the console; API clients keep the service document
@@ -22,7 +22,7 @@ async def root(request: web.Request) -> web.Response:
     return web.json_response({"id": "SAGE object store", "available_resources": ["api/v1/", "metrics/"]})
 
 
-@routes.route("*", "/api/v1/")
+@routes.route("*", "/api/v1/", body=gate.SMALL)
 @documented("API version document (also names the server's version)")
 async def api_root(request: web.Request) -> web.Response:
     return web.json_response({"id": "SAGE object store", "available_resources": ["objects"], "version": __version__})
@@ -42,8 +42,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
 
     async def check_db() -> None:
-        async with cursor(app[context.DB]) as cur:
-            await cur.execute("SELECT 1")
+        await ping(app[context.DB])
 
     async def check_s3() -> None:
         await app[context.STORE].ping(app[context.MAPPING].all_s3_buckets()[0])

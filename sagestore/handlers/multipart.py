@@ -1,4 +1,4 @@
-"""The S3 multipart proxy in Arkindex's shape (seed 000), over the upload engine.
+"""The S3 multipart proxy in Arkindex's shape, over the upload engine.
 
 The target is a file in a bucket: object_type (model_version -> model buckets, data_file ->
 training-data buckets, file -> any bucket), object_id (the bucket UUID) and key. Parts are
@@ -11,16 +11,16 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import Field
 
-from .. import context
-from ..acl import authorize
-from ..errors import BadRequest, Unauthorized
+from .. import context, gate
+from ..digits import decimal_int
+from ..errors import BadRequest
 from ..openapi import ERROR, documented
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, validate_key
 from ..uploads import S3_CHECKSUM_ALGORITHMS, Upload
 from .bodies import BucketId, JsonBody, OptionalText, Says, checked, read_body
-from .common import body_pieces, decimal_int, identity, optional_media_type
+from .common import identity, optional_media_type
 
-routes = web.RouteTableDef()
+routes = gate.Routes()
 
 OBJECT_TYPES = {"model_version": "model", "data_file": "training-data", "file": None}
 CHECKSUM_HEADERS = {f"x-amz-checksum-{name.lower()}": name.lower() for name in S3_CHECKSUM_ALGORITHMS}
@@ -81,35 +81,22 @@ async def resolve(request: web.Request, body: Target, *,
     404: no such bucket, not readable, archived (writes), or an upload_id of another user,
     bucket or key; 403: readable but not writable; 400: object_type does not fit the bucket.
     """
-    caller = identity(request)
-    bucket, _ = await authorize(request.app[context.ACL], body.object_id, caller, needed, writing=needed == "WRITE")
+    bucket = (await gate.admit(request, body.object_id, needed)).bucket
     bucket_type = OBJECT_TYPES[body.object_type]
     if bucket_type is not None and bucket["type"] != bucket_type:
         raise BadRequest(f"object_type {body.object_type} needs a bucket of type {bucket_type}, "
                          f"this bucket is of type {bucket['type']}")
     if not isinstance(body, UploadRef):
         return bucket, None
-    upload = await request.app[context.ENGINE].get(body.upload_id, caller.user, bucket_id=body.object_id,
-                                                   key=body.key)
+    # the bucket was admitted above; the upload must be the caller's in it
+    upload = await gate.admit_upload(request, body.upload_id, None, bucket_id=body.object_id, key=body.key)
     return bucket, upload
-
-
-async def resolve_by_id(request: web.Request, needed: str, with_parts: bool = True) -> Upload:
-    """For routes naming the upload in the path: the caller's upload, with the ACL of its bucket."""
-    caller = identity(request)
-    engine = request.app[context.ENGINE]
-    if caller.anonymous:
-        raise Unauthorized("authentication required")
-    upload = await engine.get(request.match_info["upload_id"], caller.user, with_parts=with_parts)
-    if upload.bucket_id is not None:
-        await authorize(request.app[context.ACL], upload.bucket_id, caller, needed, writing=needed == "WRITE")
-    return upload
 
 
 _ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "502": ERROR, "503": ERROR}
 
 
-@routes.post("/api/v1/multipart/")
+@routes.post("/api/v1/multipart/", body=gate.SMALL)
 @documented(
     "Start an S3 multipart upload of a file (Arkindex CreateMultipartUpload)",
     {"201": {"description": "upload_id, expires, part size rules"}, **_ERRORS}, body=CreateMultipartUpload)
@@ -125,7 +112,7 @@ async def create_multipart(request: web.Request) -> web.Response:
                              status=201)
 
 
-@routes.post("/api/v1/multipart/part/")
+@routes.post("/api/v1/multipart/part/", body=gate.SMALL)
 @documented(
     "A presigned S3 UploadPart URL (Arkindex CreateMultipartUploadPart)",
     {"200": {"description": "{url}"}, **_ERRORS}, body=CreateMultipartUploadPart)
@@ -137,7 +124,7 @@ async def create_part_url(request: web.Request) -> web.Response:
     return web.json_response({"url": url})
 
 
-@routes.put(r"/api/v1/multipart/{upload_id}/parts/{part_number:\d+}")
+@routes.put(r"/api/v1/multipart/{upload_id}/parts/{part_number:\d+}", body=gate.STREAM)
 @documented(
     "Upload one part through the server (Content-MD5 and x-amz-checksum-* verified)",
     {"200": {"description": "{part_number, etag, size}; ETag header"}, **_ERRORS, "413": ERROR,
@@ -145,11 +132,11 @@ async def create_part_url(request: web.Request) -> web.Response:
     parameters=[{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}},
                 {"name": "part_number", "in": "path", "required": True, "schema": {"type": "integer"}}])
 async def put_part(request: web.Request) -> web.Response:
-    upload = await resolve_by_id(request, "WRITE", with_parts=False)
+    upload = await gate.admit_upload(request, request.match_info["upload_id"], "WRITE", with_parts=False)
     checksums = {name: request.headers[header] for header, name in CHECKSUM_HEADERS.items()
                  if header in request.headers}
     part = await request.app[context.ENGINE].put_part(
-        upload, decimal_int(request.match_info["part_number"], "part number"), body_pieces(request),
+        upload, decimal_int(request.match_info["part_number"], "part number"), gate.body(request),
         size_hint=request.content_length, md5=request.headers.get("Content-MD5"), checksums=checksums)
     headers = {"ETag": part.etag}
     if part.checksum and upload.checksum_algorithm:
@@ -163,11 +150,11 @@ async def put_part(request: web.Request) -> web.Response:
                                                         "410": ERROR},
     parameters=[{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}}])
 async def get_upload(request: web.Request) -> web.Response:
-    upload = await resolve_by_id(request, "READ")
+    upload = await gate.admit_upload(request, request.match_info["upload_id"], "READ")
     return web.json_response(request.app[context.ENGINE].status(upload))
 
 
-@routes.post("/api/v1/multipart/complete/")
+@routes.post("/api/v1/multipart/complete/", body=gate.SMALL)
 @documented(
     "Complete a multipart upload (Arkindex CompleteMultipartUpload)",
     {"201": {"description": "file info"}, **_ERRORS, "409": ERROR, "423": ERROR}, body=CompleteMultipartUpload)
@@ -178,7 +165,7 @@ async def complete_multipart(request: web.Request) -> web.Response:
     return web.json_response(info, status=201)
 
 
-@routes.post("/api/v1/multipart/abort/")
+@routes.post("/api/v1/multipart/abort/", body=gate.SMALL)
 @documented(
     "Abort a multipart upload (Arkindex AbortMultipartUpload)", {"204": {"description": "aborted"}, **_ERRORS},
     body=AbortMultipartUpload)

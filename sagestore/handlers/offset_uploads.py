@@ -1,4 +1,4 @@
-"""Offset chunks in Pulp's / Dropbox's shape (seed 001), over the upload engine.
+"""Offset chunks in Pulp's / Dropbox's shape, over the upload engine.
 
     PUT  /api/v1/upload?bucket_id=&key=      first chunk (raw body): creates the upload
     PUT  /api/v1/upload?upload_id=&offset=   further chunks, appended at `offset`
@@ -19,87 +19,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from decimal import Decimal
-from email.utils import format_datetime
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import http_sfv
 from aiohttp import web
 from pydantic import Field
 
-from .. import context
-from ..acl import authorize
-from ..errors import ApiError, BadRequest, Locked, PayloadTooLarge, Unauthorized
+from .. import context, gate
+from ..digits import decimal_int
+from ..errors import BadRequest, PayloadTooLarge
 from ..openapi import ERROR, documented
-from ..storage import parse_bucket_id, validate_key
-from ..uploads import COMPLETING, OffsetMismatch, Upload
+from ..uploads import OffsetMismatch, Upload
 from .bodies import BucketId, JsonBody, Says, Sha256, read_body
-from .common import body_pieces, decimal_int, identity, optional_media_type
+from .common import http_date, identity, optional_media_type
 
-log = logging.getLogger("sagestore.handlers.offset")
-
-routes = web.RouteTableDef()
+routes = gate.Routes()
 
 # how long import_upload waits for the copy before answering 202 (Prefer: wait=N may shorten it)
 IMPORT_WAIT = 10.0
 
-ImportKey = tuple[str, str, str, str | None]  # (upload_id, bucket_id, key, sha256)
-IMPORT_JOBS: web.AppKey[dict[ImportKey, asyncio.Task]] = web.AppKey("offset_import_jobs", dict)
-
-
-async def import_jobs_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Imports run as tasks that outlive their request (202); stop them with the app."""
-    app[IMPORT_JOBS] = {}
-    yield
-    tasks = list(app[IMPORT_JOBS].values())
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-# ---------------------------------------------------------------- shared with the sessions API
-
-
 async def owned_upload(request: web.Request, upload_id: Any) -> Upload:
-    """The caller's upload (another user's id: 404, expired: 410, reaped: 404), after checking WRITE
-    on its bucket. Every route of these APIs needs WRITE, status included: a write-only grantee must
-    be able to resume, and an upload shows nothing of the bucket's contents."""
-    caller = identity(request)
-    if caller.anonymous:
-        raise Unauthorized("authentication required")
-    if not isinstance(upload_id, str) or not upload_id:
-        raise BadRequest("upload_id is required")
-    upload = await request.app[context.ENGINE].get(upload_id, caller.user)
-    if upload.bucket_id is not None:
-        await authorize(request.app[context.ACL], upload.bucket_id, caller, "WRITE", writing=True)
-    return upload
-
-
-async def authorize_target(request: web.Request, bucket_id: Any, key: Any) -> tuple[str, str]:
-    """(bucket_id, key) of a new file, after checking WRITE on the bucket."""
-    caller = identity(request)
-    if caller.anonymous:
-        raise Unauthorized("authentication required")
-    if not isinstance(key, str):
-        raise BadRequest("key is required")
-    bucket_id = parse_bucket_id(bucket_id)
-    validate_key(key)
-    await authorize(request.app[context.ACL], bucket_id, caller, "WRITE", writing=True)
-    return bucket_id, key
-
-
-def http_date(upload: Upload) -> str:
-    return format_datetime(upload.expires_at, usegmt=True)
+    """The caller's upload, with WRITE on its bucket: every route of this API needs WRITE, status
+    included (a write-only grantee must be able to resume; an upload shows nothing of the bucket)."""
+    return await gate.admit_upload(request, upload_id, "WRITE")
 
 
 # ---------------------------------------------------------------- chunks
 
 
 def _offset_answer(upload: Upload) -> dict[str, Any]:
-    return {"upload_id": upload.id, "offset": upload.offset, "expires": http_date(upload)}
+    return {"upload_id": upload.id, "offset": upload.offset, "expires": http_date(upload.expires_at)}
 
 
 def _offset_param(request: web.Request) -> int:
@@ -129,7 +80,7 @@ class ImportUpload(JsonBody):
     sha256: Sha256 | None = Field(None, description="verified before anything is published")
 
 
-@routes.put("/api/v1/upload")
+@routes.put("/api/v1/upload", body=gate.STREAM)
 @documented(
     "Upload a chunk: without upload_id the first chunk starts an upload to bucket_id/key; with "
     "upload_id and offset it is appended. A wrong offset answers 400 with the stored offset.",
@@ -142,12 +93,12 @@ async def put_chunk(request: web.Request) -> web.Response:
     max_chunk = request.app[context.SETTINGS].max_chunk_size
     if request.content_length is not None and request.content_length > max_chunk:
         raise PayloadTooLarge(f"a chunk is at most {max_chunk} bytes", max_chunk_size=max_chunk)
-    body = body_pieces(request)
     upload_id = request.query.get("upload_id")
     if upload_id is None:
         if request.query.get("offset", "0") != "0":
             raise BadRequest("a new upload starts at offset 0", offset=0)
-        bucket_id, key = await authorize_target(request, request.query.get("bucket_id"), request.query.get("key"))
+        bucket_id, key = await gate.admit_target(request, request.query.get("bucket_id"), request.query.get("key"))
+        body = gate.body(request)
         upload = await engine.create("offset", bucket_id, key, identity(request).user, retain=True,
                                      content_type=optional_media_type(request.query.get("content_type"), "content_type"))
         try:
@@ -162,12 +113,13 @@ async def put_chunk(request: web.Request) -> web.Response:
         raise BadRequest("give either upload_id and offset, or bucket_id and key (to start an upload)")
     offset = _offset_param(request)
     upload = await owned_upload(request, upload_id)
+    body = gate.body(request)
     try:
         upload = await engine.append(upload, offset, body, max_bytes=max_chunk, body_length=request.content_length)
     except OffsetMismatch as mismatch:
         # the seed's contract: 400 with the stored offset; the client seeks there
         raise BadRequest(f"offset {offset} does not match the upload's offset {mismatch.offset}",
-                         offset=mismatch.offset, upload_id=upload.id, expires=http_date(upload)) from None
+                         offset=mismatch.offset, upload_id=upload.id, expires=http_date(upload.expires_at)) from None
     return web.json_response(_offset_answer(upload))
 
 
@@ -208,40 +160,16 @@ def _status_url(upload_id: str, bucket_id: str, key: str, sha256: str | None) ->
     return f"/api/v1/import_upload/{upload_id}?{urlencode(query)}"
 
 
-def _retrieve(task: asyncio.Task) -> None:
-    """Done callback: nobody may be waiting any more; log what is not a client error."""
-    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), ApiError):
-        log.error("import failed", exc_info=task.exception())
-
-
 async def _run_import(request: web.Request, upload: Upload, bucket_id: str, key: str,
                       sha256: str | None, *, ok_status: int) -> web.Response:
-    """Join or start the import job of this (upload, target, sha256); answer its result within the
-    wait, else 202 with a status URL."""
-    engine = request.app[context.ENGINE]
-    jobs = request.app[IMPORT_JOBS]
-    job_key: ImportKey = (upload.id, bucket_id, key, sha256)
-    task = jobs.get(job_key)
-    if task is None:
-        # no target means "the upload's own": a retry then returns the first publication as is
-        target = None if (bucket_id, key) == (upload.bucket_id, upload.key) else (bucket_id, key)
-        task = asyncio.create_task(engine.complete(upload, target=target, sha256=sha256))
-        jobs[job_key] = task
-        task.add_done_callback(lambda done: jobs.pop(job_key, None) if jobs.get(job_key) is done else None)
-        task.add_done_callback(_retrieve)
-    await asyncio.wait({task}, timeout=_prefer_wait(request))
-    if task.done():
-        try:
-            info = task.result()
-        except Locked:
-            # another instance holds the completion: still running there, unless it is an append
-            if (await engine.get(upload.id, upload.owner, with_parts=False)).state != COMPLETING:
-                raise
-        else:
-            return web.json_response({**info, "expires": http_date(upload)}, status=ok_status)
+    """Join or start the engine's job publishing this (upload, target, sha256); answer its result
+    within the wait, else 202 with a status URL."""
+    info = await request.app[context.ENGINE].publish(upload, bucket_id, key, sha256, wait=_prefer_wait(request))
+    if info is not None:
+        return web.json_response({**info, "expires": http_date(upload.expires_at)}, status=ok_status)
     url = _status_url(upload.id, bucket_id, key, sha256)
     return web.json_response({"upload_id": upload.id, "status": "running", "status_url": url,
-                              "expires": http_date(upload)},
+                              "expires": http_date(upload.expires_at)},
                              status=202, headers={"Location": url, "Retry-After": "1"})
 
 
@@ -257,7 +185,7 @@ def _sha256_param(value: Any) -> str | None:
     return value.lower() if value else None
 
 
-@routes.post("/api/v1/import_upload")
+@routes.post("/api/v1/import_upload", body=gate.SMALL)
 @documented(
     "Publish an offset upload to its own target (assembled in place, no copy) or another one "
     "(server-side copy of the published object; repeatable until the upload expires). sha256, when "
@@ -267,7 +195,7 @@ def _sha256_param(value: Any) -> str | None:
 async def import_upload(request: web.Request) -> web.Response:
     body = await read_body(request, ImportUpload)
     upload = await owned_upload(request, body.upload_id)
-    bucket_id, key = await authorize_target(request, *_import_target(upload, body.bucket_id, body.key))
+    bucket_id, key = await gate.admit_target(request, *_import_target(upload, body.bucket_id, body.key))
     return await _run_import(request, upload, bucket_id, key, body.sha256, ok_status=201)
 
 
@@ -283,12 +211,12 @@ async def import_status(request: web.Request) -> web.Response:
     """The status URL of a 202: the file info once published; while the import runs, 202 again.
     An import whose instance died is started again here (the engine makes that safe)."""
     upload = await owned_upload(request, request.match_info["upload_id"])
-    bucket_id, key = await authorize_target(
+    bucket_id, key = await gate.admit_target(
         request, *_import_target(upload, request.query.get("bucket_id"), request.query.get("key")))
     sha256 = _sha256_param(request.query.get("sha256"))
-    if (upload.id, bucket_id, key, sha256) not in request.app[IMPORT_JOBS]:
+    if not request.app[context.ENGINE].publishing(upload.id, bucket_id, key, sha256):
         for info in (upload.result or {}).get("published", []):
             if (info.get("bucket_id"), info.get("key")) == (bucket_id, key) and \
                     (sha256 is None or info.get("sha256") == sha256):
-                return web.json_response({**info, "expires": http_date(upload)})
+                return web.json_response({**info, "expires": http_date(upload.expires_at)})
     return await _run_import(request, upload, bucket_id, key, sha256, ok_status=200)

@@ -1,51 +1,46 @@
-"""The OSDU File service (seed 003) under /api/file/v2/: an adapter over buckets, signed URLs and storage.
+"""The OSDU File service under /api/file/v2/: an adapter over buckets, signed URLs and storage.
 
 Each data partition (SAGESTORE_OSDU_PARTITIONS) is one SAGE bucket owned by the service user
-`osdu-file-service`, created at start-up; an OSDU file is the object `<FileID>` in it, so it is also
-readable through /api/v1/objects by whoever the bucket's ACL allows. Roles come from the caller's
-groups: service.file.viewers < editors < admin, bare (every partition) or `<role>@<partition>[.<domain>]`.
-Checks follow the seed: no or bad token 401; Data-Partition-Id missing, unknown or without a file role
+`osdu-file-service` (sagestore/osdu.py creates them at start-up); an OSDU file is the object `<FileID>`
+in it, so it is also readable through /api/v1/objects by whoever the bucket's ACL allows. Roles come
+from the caller's groups (sagestore/osdu.py says which forms count): viewers < editors < admin.
+Checks follow the OSDU File service: no or bad token 401; Data-Partition-Id missing, unknown or without a file role
 400; a role too low 403. Errors are the usual `{"error"}` plus OSDU's `code` and `message`.
 """
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from datetime import datetime, timezone
-from typing import Annotated, Any, AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, Awaitable, Callable
+from urllib.parse import parse_qs, unquote, urlsplit
 
-import psycopg2
 from aiohttp import web
 from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
-from .. import context
+from .. import __version__, context, gate
 from ..auth.signing import MAX_EXPIRY
-from ..db import buckets as bucket_queries
 from ..db import cursor, transaction
+from ..db import osdu_files as file_queries
 from ..db import signed_urls as url_queries
 from ..errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
 from ..openapi import documented
+from ..osdu import ADMIN, EDITOR, VIEWER, role_level, role_name
 from ..storage import validate_key
 from .bodies import JsonBody, Says, checked, refusal
 from .common import identity, json_object
+from .links import issue
 from .schemas import error, json_content
-from .signed import issue
 
-routes = web.RouteTableDef()
+routes = gate.Routes()
 BASE = "/api/file/v2"
-SERVICE_USER = "osdu-file-service"
 DRIVER = "S3"
-ROLES = {"service.file.viewers": 1, "service.file.editors": 2, "service.file.admin": 3}
-VIEWER, EDITOR, ADMIN = 1, 2, 3
 FILE_ID = re.compile(r"[\w,\s-]+(\.\w+)?", re.ASCII)
 EXPIRY = re.compile(r"([0-9]{1,9})([MHD])")
 DEFAULT_EXPIRY = 3600
 MAX_ITEMS = 32767
 MAX_PAGE = 2**31 - 1
 KIND = "dataset--File.Generic"
-# a stable bucket id per partition: every instance creates (or finds) the same one
-PARTITION_NAMESPACE = uuid.UUID("5a6e5703-0000-4000-8000-05d0f11e5e00")
 
 
 def fail(kind: type[ApiError], message: str, **extra: Any) -> ApiError:
@@ -55,40 +50,8 @@ def fail(kind: type[ApiError], message: str, **extra: Any) -> ApiError:
     return problem
 
 
-def partition_bucket_id(partition: str) -> str:
-    return str(uuid.uuid5(PARTITION_NAMESPACE, partition))
-
-
-async def partitions_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Create each partition's bucket if it is missing (concurrent instances are safe)."""
-    buckets: dict[str, str] = {}
-    for partition in app[context.SETTINGS].osdu_partitions:
-        bucket_id = partition_bucket_id(partition)
-        async with cursor(app[context.DB]) as cur:
-            exists = await bucket_queries.get(cur, bucket_id)
-        if exists is None:
-            try:
-                async with transaction(app[context.DB]) as cur:
-                    await bucket_queries.create(cur, bucket_id, f"osdu-{partition}", "none", SERVICE_USER, False)
-            except psycopg2.errors.UniqueViolation:
-                pass  # another instance created it first
-        buckets[partition] = bucket_id
-    app[context.OSDU_BUCKETS] = buckets
-    yield
-
-
-def role_level(groups: frozenset[str], partition: str) -> int:
-    best = 0
-    for group in groups:
-        name, at, scope = group.partition("@")
-        level = ROLES.get(name.lower())
-        if level and (not at or scope == partition or scope.startswith(partition + ".")):
-            best = max(best, level)
-    return best
-
-
 def caller_in_partition(request: web.Request, needed: int) -> tuple[str, str, str]:
-    """(user, partition, bucket id) after the seed's checks, in its order."""
+    """(user, partition, bucket id) after the File service's checks, in its order."""
     caller = identity(request)
     if caller.anonymous:
         raise fail(Unauthorized, "Missing authorization token")
@@ -98,12 +61,11 @@ def caller_in_partition(request: web.Request, needed: int) -> tuple[str, str, st
     buckets = request.app[context.OSDU_BUCKETS]
     if partition not in buckets:
         raise fail(BadRequest, f"Unknown data partition {partition[:80]!r}")
-    level = role_level(caller.groups, partition)
+    level = role_level(caller.groups, partition, request.app[context.SETTINGS].osdu_domain)
     if not level:
         raise fail(BadRequest, f"The caller has no service.file role in data partition {partition!r}")
     if level < needed:
-        role = next(name for name, value in ROLES.items() if value == needed)
-        raise fail(Forbidden, f"This operation needs the {role} role in data partition {partition!r}")
+        raise fail(Forbidden, f"This operation needs the {role_name(needed)} role in data partition {partition!r}")
     return caller.user, partition, buckets[partition]
 
 
@@ -309,13 +271,11 @@ async def create_location(request: web.Request, file_id: str | None) -> web.Resp
     file_id = str(uuid.uuid4()) if file_id is None else file_id
     location = location_of(request, bucket_id, file_id)
     async with transaction(request.app[context.DB]) as cur:
-        await cur.execute("""INSERT INTO osdu_files (partition_id, file_id, bucket_id, key, driver, location, created_by)
-                             VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
-                          (partition, file_id, bucket_id, file_id, DRIVER, location, user))
-        if cur.rowcount != 1:
+        if not await file_queries.create(cur, partition_id=partition, file_id=file_id, bucket_id=bucket_id,
+                                         key=file_id, driver=DRIVER, location=location, created_by=user):
             raise fail(BadRequest, f"Location for fileID {file_id} already exists")
         _, url = await issue(request, cur, method="PUT", bucket_id=bucket_id, key=file_id, expires_in=expires_in,
-                             purpose="osdu", created_by=user, file_id=file_id, partition_id=partition)
+                             purpose="osdu", creator=identity(request), file_id=file_id, partition_id=partition)
     return web.json_response({"FileID": file_id, "Location": {"SignedURL": url, "FileSource": location}})
 
 
@@ -340,12 +300,15 @@ def osdu_op(summary: str, responses: dict[str, Any], **extra: Any) -> Callable[[
                       parameters=HEADERS + extra.pop("parameters", []), tags=["OSDU File service"], **extra)
 
 
-@routes.post(BASE + "/getLocation")
+@routes.post(BASE + "/getLocation", body=gate.SMALL)
 @osdu_op(
     "A new file location and a signed PUT URL for it (service.file.editors)",
-    {"200": json_content("FileID and signed URL", LOCATION)}, parameters=[EXPIRY_PARAM], body=LocationRequest)
+    {"200": json_content("FileID and signed URL", LOCATION)}, parameters=[EXPIRY_PARAM], body=LocationRequest,
+    body_required=False)
 async def get_location(request: web.Request) -> web.Response:
     caller_in_partition(request, EDITOR)
+    if not (await request.read()).strip():  # the FileID is optional, and so is the whole body
+        return await create_location(request, None)
     body = LocationRequest.parse(await body_object(request))
     return await create_location(request, body.FileID)
 
@@ -360,11 +323,10 @@ async def upload_url(request: web.Request) -> web.Response:
 
 async def file_record(request: web.Request, partition: str, file_id: str) -> dict[str, Any] | None:
     async with cursor(request.app[context.DB]) as cur:
-        await cur.execute("SELECT * FROM osdu_files WHERE partition_id = %s AND file_id = %s", (partition, file_id))
-        return await cur.fetchone()
+        return await file_queries.get(cur, partition, file_id)
 
 
-@routes.post(BASE + "/getFileLocation")
+@routes.post(BASE + "/getFileLocation", body=gate.SMALL)
 @osdu_op(
     "Driver and Location of a file (service.file.editors); an unknown FileID is 400",
     {"200": json_content("Where the file is", {"type": "object", "properties": {
@@ -380,12 +342,12 @@ async def get_file_location(request: web.Request) -> web.Response:
 
 
 def osdu_time(value: datetime) -> str:
-    """yyyy-MM-dd'T'HH:mm:ss.SSSZ in UTC, as the seed's example shows."""
+    """yyyy-MM-dd'T'HH:mm:ss.SSSZ in UTC, as the File service's examples show."""
     value = value.astimezone(timezone.utc)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+0000"
 
 
-@routes.post(BASE + "/getFileList")
+@routes.post(BASE + "/getFileList", body=gate.SMALL)
 @osdu_op(
     "Files created in [TimeFrom, TimeTo], by CreatedAt, paged (service.file.editors)",
     {"200": json_content("One page", {"type": "object", "properties": {
@@ -400,11 +362,7 @@ async def get_file_list(request: web.Request) -> web.Response:
     body = FileListRequest.parse(await body_object(request))
     time_from, time_to, page, items, user = body.TimeFrom, body.TimeTo, body.PageNum, body.Items, body.UserID
     async with cursor(request.app[context.DB]) as cur:
-        await cur.execute(
-            """SELECT * FROM osdu_files WHERE partition_id = %s AND created_at >= %s AND created_at <= %s
-                 AND (%s::text IS NULL OR created_by = %s) ORDER BY created_at, file_id LIMIT %s OFFSET %s""",
-            (partition, time_from, time_to, user, user, items, page * items))
-        rows = await cur.fetchall()
+        rows = await file_queries.page(cur, partition, time_from, time_to, user, items, page)
     content = []
     for row in rows:
         record = {"FileID": row["file_id"], "Driver": row["driver"], "Location": row["location"],
@@ -416,7 +374,7 @@ async def get_file_list(request: web.Request) -> web.Response:
     return web.json_response({"Content": content, "Number": page, "NumberOfElements": len(content), "Size": items})
 
 
-@routes.post(BASE + "/files/revokeURL")
+@routes.post(BASE + "/files/revokeURL", body=gate.SMALL)
 @osdu_op(
     "Revoke signed URLs of this partition: every URL of a FileID, every URL issued to CreatedBy, or one "
     "SignedURL (service.file.admin)", {"204": {"description": "Revoked (on every instance)"}},
@@ -436,7 +394,6 @@ async def revoke_url(request: web.Request) -> web.Response:
 
 def signed_url_id(request: web.Request, url: str, bucket_id: str) -> str:
     """The id of a URL this server signed for the partition's bucket (its signature checked)."""
-    from urllib.parse import parse_qs, unquote, urlsplit
     parts = urlsplit(url)
     query = {name: values[0] for name, values in parse_qs(parts.query).items()}
     prefix = f"/api/v1/signed/{bucket_id}/"
@@ -458,9 +415,7 @@ def signed_url_id(request: web.Request, url: str, bucket_id: str) -> str:
 async def metadata_row(request: web.Request, partition: str, record_id: str) -> dict[str, Any] | None:
     """A file by its metadata record id (or, for convenience, its FileID)."""
     async with cursor(request.app[context.DB]) as cur:
-        await cur.execute("""SELECT * FROM osdu_files WHERE partition_id = %s AND (metadata_id = %s OR file_id = %s)
-                             ORDER BY metadata_id = %s DESC LIMIT 1""", (partition, record_id, record_id, record_id))
-        return await cur.fetchone()
+        return await file_queries.by_record_id(cur, partition, record_id)
 
 
 @routes.get(BASE + "/files/{id}/downloadURL")
@@ -476,7 +431,8 @@ async def download_url(request: web.Request) -> web.Response:
         raise fail(NotFound, "File id not found.", reason="Not Found.")
     async with transaction(request.app[context.DB]) as cur:
         _, url = await issue(request, cur, method="GET", bucket_id=bucket_id, key=row["key"], expires_in=expires_in,
-                             purpose="osdu", created_by=user, file_id=row["file_id"], partition_id=partition)
+                             purpose="osdu", creator=identity(request), file_id=row["file_id"],
+                             partition_id=partition)
     return web.json_response({"SignedUrl": url})
 
 
@@ -484,7 +440,7 @@ def validation_error(message: str) -> ApiError:
     return fail(BadRequest, message, errors=[{"domain": "global", "reason": "badRequest", "message": message}])
 
 
-@routes.post(BASE + "/files/metadata")
+@routes.post(BASE + "/files/metadata", body=gate.SMALL)
 @osdu_op(
     "Register a dataset--File.Generic record for an uploaded file (service.file.editors)",
     {"201": json_content("The record id", {"type": "object", "properties": {"id": {"type": "string"}}})},
@@ -495,9 +451,7 @@ async def post_metadata(request: web.Request) -> web.Response:
     source = FileMetadata.parse(body).data.DatasetProperties.FileSourceInfo.FileSource
     record_id = f"{partition}:{KIND}:{uuid.uuid4()}"
     async with transaction(request.app[context.DB]) as cur:
-        await cur.execute("""SELECT * FROM osdu_files WHERE partition_id = %s AND location = %s
-                             AND uploaded_at IS NOT NULL FOR UPDATE""", (partition, source))
-        row = await cur.fetchone()
+        row = await file_queries.uploaded_at_location(cur, partition, source)
         if row is None:
             raise validation_error(f"Invalid source file path to copy from {source}")
         info = body["data"]["DatasetProperties"]["FileSourceInfo"]
@@ -505,8 +459,7 @@ async def post_metadata(request: web.Request) -> web.Response:
         info.setdefault("FileSize", str(row["size"]))
         record = {**{k: v for k, v in body.items() if k != "id"}, "id": record_id,
                   "version": int(datetime.now(timezone.utc).timestamp() * 1000)}
-        await cur.execute("UPDATE osdu_files SET metadata_id = %s, metadata = %s WHERE partition_id = %s AND file_id = %s",
-                          (record_id, json.dumps(record), partition, row["file_id"]))
+        await file_queries.set_metadata(cur, partition, row["file_id"], record_id, record)
     return web.json_response({"id": record_id}, status=201)
 
 
@@ -529,9 +482,7 @@ async def delete_metadata(request: web.Request) -> web.Response:
     _, partition, bucket_id = caller_in_partition(request, EDITOR)
     record_id = request.match_info["id"]
     async with transaction(request.app[context.DB]) as cur:
-        await cur.execute("DELETE FROM osdu_files WHERE partition_id = %s AND metadata_id = %s RETURNING file_id, key",
-                          (partition, record_id))
-        row = await cur.fetchone()
+        row = await file_queries.delete_by_record_id(cur, partition, record_id)
         if row is None:
             raise fail(NotFound, "Record Not Found")
         revoked = await url_queries.revoke(cur, file_id=row["file_id"], partition_id=partition)
@@ -545,7 +496,6 @@ async def delete_metadata(request: web.Request) -> web.Response:
 @routes.get(BASE + "/info")
 @documented("Build information", tags=["OSDU File service"])
 async def info(request: web.Request) -> web.Response:
-    from .. import __version__
     return web.json_response({"groupId": "sagestore", "artifactId": "sagestore-file", "version": __version__,
                               "buildTime": None, "branch": None, "commitId": None, "commitMessage": None,
                               "connectedOuterServices": []})

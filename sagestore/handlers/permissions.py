@@ -1,7 +1,8 @@
 """A bucket's ACL: `?permissions` on /api/v1/objects/{id} (GET, PUT, DELETE).
 
-GET and DELETE share their route with the bucket itself (handlers.buckets dispatches
-here); PUT on a bucket exists only for permissions, so its route lives here.
+GET and DELETE share their route with the bucket itself: handlers.buckets hands those requests
+to `show` and `revoke` ("permissions GET", "permissions DELETE", composed in app.py); PUT on a
+bucket exists only for permissions, so its route lives here.
 """
 from __future__ import annotations
 
@@ -11,22 +12,19 @@ from typing import Annotated, Callable
 from aiohttp import web
 from pydantic import ConfigDict, Field
 
-from .. import context
+from .. import context, gate
 from ..acl import GRANTEE_TYPES, PERMISSIONS, Grant, authorize, parse_grantee
 from ..acl.model import can_grant, can_revoke, check_grant_change
 from ..db import grants as grant_queries
 from ..db import cursor, transaction
 from ..errors import BadRequest, Forbidden
 from ..openapi import documented
-from ..storage import parse_bucket_id
 from .bodies import JsonBody, Says, checked
-from .common import identity, json_body, query_flag
-from .schemas import BAD_REQUEST, BUCKET_ID_PARAM, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, json_content
+from .common import bucket_id_of, identity, json_body, query_flag
+from .schemas import (BAD_REQUEST, BUCKET_ID_PARAM, FORBIDDEN, GRANT, MAX_GRANTEE_LENGTH, NOT_FOUND,
+                      PERMISSIONS_PARAM, UNAUTHORIZED, json_content)
 
-routes = web.RouteTableDef()
-
-MAX_GRANTEE_LENGTH = 256
-GRANT_FIELDS = ("granteeType", "grantee", "permission")
+routes = gate.Routes()
 
 
 def _one_of(choices: tuple[str, ...], name: str) -> Callable[[str], str]:
@@ -71,31 +69,15 @@ def grantee_spec(grantee_type: str, grantee: str, permission: str | None) -> str
     return f"{grantee_type}:{grantee}" + (f":{permission}" if permission else "")
 
 
-async def show(request: web.Request, bucket_id: str) -> web.Response:
+async def show(request: web.Request) -> web.Response:
+    bucket_id = bucket_id_of(request)
     async with cursor(request.app[context.DB]) as cur:
         await authorize(cur, bucket_id, identity(request), "READ_ACP")
         grants = await grant_queries.list_for_bucket(cur, bucket_id)
     return web.json_response([grant.as_json() for grant in grants])
 
 
-GRANT = {"type": "object", "additionalProperties": False, "required": list(GRANT_FIELDS), "properties": {
-    "granteeType": {"type": "string", "enum": list(GRANTEE_TYPES)},
-    "grantee": {"type": "string", "description": "user name, group name, or AllUsers (GROUP) for the public"},
-    "permission": {"type": "string", "enum": list(PERMISSIONS)}}}
-
-PERMISSIONS_PARAM = {
-    "name": "permissions", "in": "query", "allowEmptyValue": True, "schema": {"type": "string"},
-    "description": "present (no value, or true/1 as sage-storage-py sends 'True') selects the bucket's grants"}
-
-GRANTEE_PARAM = {
-    "name": "grantee", "in": "query", "style": "form", "explode": True,
-    "schema": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z]+:[^:]+(:[A-Za-z_]+)?$"}},
-    "description": "with ?permissions on DELETE, repeatable: TYPE:NAME revokes all of a grantee's permissions, "
-                   "TYPE:NAME:PERMISSION one of them. The owner's grant cannot be revoked, and nobody revokes "
-                   "a permission they do not hold."}
-
-
-@routes.put("/api/v1/objects/{id}")
+@routes.put("/api/v1/objects/{id}", body=gate.SMALL)
 @documented(
     "Grant a permission (?permissions, WRITE_ACP). The owner's grant is immutable, GROUP AllUsers gets READ "
     "only, and nobody grants a permission they do not hold (FULL_CONTROL holds all)",
@@ -104,7 +86,7 @@ GRANTEE_PARAM = {
     parameters=[BUCKET_ID_PARAM, {**PERMISSIONS_PARAM, "required": True}],
     body=NewGrant)
 async def grant(request: web.Request) -> web.Response:
-    bucket_id = parse_bucket_id(request.match_info["id"])
+    bucket_id = bucket_id_of(request)
     if "permissions" not in request.query:
         raise BadRequest("PUT on a bucket needs ?permissions; to upload a file, PUT /api/v1/objects/{id}/{key}")
     if not query_flag(request, "permissions"):
@@ -121,8 +103,9 @@ async def grant(request: web.Request) -> web.Response:
     return web.json_response(new_grant.as_json())
 
 
-async def revoke(request: web.Request, bucket_id: str) -> web.Response:
+async def revoke(request: web.Request) -> web.Response:
     """?grantee=TYPE:NAME[:PERM] (repeatable); answers the specs that removed something."""
+    bucket_id = bucket_id_of(request)
     specs = request.query.getall("grantee", [])
     if not specs:
         raise BadRequest("query parameter 'grantee' is required: TYPE:NAME or TYPE:NAME:PERMISSION")

@@ -5,30 +5,28 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime, timezone
-from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import web
 
-from .. import context
-from ..acl import authorize
-from ..errors import BadRequest, NotFound, Unauthorized
-from ..storage import MAX_PART_SIZE, MAX_PARTS, parse_bucket_id, sanitize_filename, validate_key
+from .. import context, gate
+from ..digits import MAX_DIGITS, is_decimal
+from ..errors import BadRequest, Unauthorized
+from ..storage import parse_bucket_id, sanitize_filename, validate_key
 from ..uploads import SEQUENTIAL_PROTOCOLS, Upload
-from .common import MAX_DIGITS, body_pieces, identity
+from .common import Handler, identity
 
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
 _METADATA_KEY = re.compile(r"^[^\s,]+$")
 
 
+# The IETF draft's handlers that also answer on the tus endpoint (tus.or_ietf), by method; app.py
+# composes it, so that the two route modules need not import each other.
+IETF_ON_TUS: web.AppKey[dict[str, Handler]] = web.AppKey("ietf_on_tus", dict)
+
+
 def max_upload_size(request: web.Request) -> int:
-    return min(request.app[context.SETTINGS].max_upload_size, MAX_PARTS * MAX_PART_SIZE)
-
-
-def http_date(moment: datetime) -> str:
-    """RFC 9110 IMF-fixdate."""
-    return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+    return gate.max_upload_size(request.app[context.SETTINGS])
 
 
 def non_negative_int(value: str | None, name: str) -> int | None:
@@ -36,7 +34,7 @@ def non_negative_int(value: str | None, name: str) -> int | None:
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit() or not text.isascii() or len(text) > MAX_DIGITS:
+    if not is_decimal(text, MAX_DIGITS):
         raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
     return int(text)
 
@@ -105,25 +103,21 @@ async def resolve_target(request: web.Request, bucket: str | None, key: str | No
 
 
 async def check_write(request: web.Request, bucket_id: str) -> None:
-    await authorize(request.app[context.ACL], bucket_id, identity(request), "WRITE", writing=True)
+    await gate.admit(request, bucket_id, "WRITE")
 
 
 async def callers_upload(request: web.Request) -> Upload:
     """The caller's sequential upload named in the path; 404 for anyone else's or another protocol's."""
-    user = require_user(request)
-    upload = await request.app[context.ENGINE].get(request.match_info["upload_id"], user, with_parts=False)
-    if upload.protocol not in SEQUENTIAL_PROTOCOLS:
-        raise NotFound("upload not found")
-    return upload
+    return await gate.admit_upload(request, request.match_info["upload_id"], None, with_parts=False,
+                                   protocols=SEQUENTIAL_PROTOCOLS)
 
 
 async def callers_writable_upload(request: web.Request) -> Upload:
     """callers_upload for an append: WRITE on the bucket (not archived) is checked on every
-    append, as the other protocols do, not only at creation and completion."""
-    upload = await callers_upload(request)
-    if upload.bucket_id is not None:  # a tus partial upload has no bucket until a final names it
-        await check_write(request, upload.bucket_id)
-    return upload
+    append, as the other protocols do, not only at creation and completion (a tus partial upload
+    has no bucket until a final names it: its owner's alone)."""
+    return await gate.admit_upload(request, request.match_info["upload_id"], "WRITE", with_parts=False,
+                                   protocols=SEQUENTIAL_PROTOCOLS)
 
 
 async def complete(request: web.Request, upload: Upload) -> dict[str, Any]:
@@ -134,7 +128,7 @@ async def complete(request: web.Request, upload: Upload) -> dict[str, Any]:
 
 
 def body_chunks(request: web.Request):
-    return body_pieces(request)
+    return gate.body(request)
 
 
 def has_body(request: web.Request) -> bool:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..acl import GRANTEE_TYPES, PERMISSIONS
+
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
 
@@ -35,3 +37,21 @@ BUCKET = {"type": "object", "required": ["id", "name", "owner", "type", "time_cr
 
 DELETED = {"type": "object", "required": ["deleted"],
            "properties": {"deleted": {"type": "array", "items": {"type": "string"}}}}
+
+MAX_GRANTEE_LENGTH = 256
+GRANT = {"type": "object", "additionalProperties": False, "required": ["granteeType", "grantee", "permission"],
+         "properties": {
+             "granteeType": {"type": "string", "enum": list(GRANTEE_TYPES)},
+             "grantee": {"type": "string", "description": "user name, group name, or AllUsers (GROUP) for the public"},
+             "permission": {"type": "string", "enum": list(PERMISSIONS)}}}
+
+PERMISSIONS_PARAM = {
+    "name": "permissions", "in": "query", "allowEmptyValue": True, "schema": {"type": "string"},
+    "description": "present (no value, or true/1 as sage-storage-py sends 'True') selects the bucket's grants"}
+
+GRANTEE_PARAM = {
+    "name": "grantee", "in": "query", "style": "form", "explode": True,
+    "schema": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z]+:[^:]+(:[A-Za-z_]+)?$"}},
+    "description": "with ?permissions on DELETE, repeatable: TYPE:NAME revokes all of a grantee's permissions, "
+                   "TYPE:NAME:PERMISSION one of them. The owner's grant cannot be revoked, and nobody revokes "
+                   "a permission they do not hold."}

@@ -1,4 +1,4 @@
-"""Indexed resumable sessions (seed 002), over the upload engine.
+"""Indexed resumable sessions, over the upload engine.
 
     POST /api/v1/attachment/initiate                               {bucket_id, key?, fileName, fileSize, ...}
     PUT  /api/v1/attachment/session/{sessionId}/upload/{chunkId}   one chunk, any order, in parallel
@@ -22,8 +22,8 @@ import http_sfv
 from aiohttp import web
 from pydantic import Field
 
-from .. import context
-from ..acl import authorize
+from .. import context, gate
+from ..digits import is_decimal
 from ..errors import BadRequest, Unauthorized
 from ..openapi import ERROR, documented
 from ..storage import parse_bucket_id, sanitize_filename, validate_key
@@ -31,10 +31,9 @@ from ..uploads import MissingParts, Upload
 from ..uploads.checksums import b64
 from ..uploads.ordered import hashes_in_order
 from .bodies import BucketId, JsonBody, OptionalText, Says, Sha256, checked, read_body
-from .common import body_pieces, identity, optional_media_type, query_int
-from .offset_uploads import authorize_target, owned_upload
+from .common import identity, optional_media_type, query_int
 
-routes = web.RouteTableDef()
+routes = gate.Routes()
 
 SESSION = "/api/v1/attachment/session/{session_id}"
 # RFC 9530 / RFC 3230 algorithm names -> the engine's
@@ -91,14 +90,14 @@ def chunk_digests(headers: Any) -> dict[str, str]:
 async def _counted(request: web.Request) -> AsyncIterator[bytes]:
     """The chunk's body, counted into /metrics as it arrives (also the bytes of a chunk cut off)."""
     received = request.app[context.METRICS].session_bytes_received
-    async for piece in body_pieces(request):
+    async for piece in gate.body(request):
         received.inc(len(piece))
         yield piece
 
 
 def _chunk_id(request: web.Request) -> int:
     raw = request.match_info["chunk_id"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
+    if not is_decimal(raw, 6):
         raise BadRequest(f"chunkId must be a chunk number (1 to totalChunks), got {raw!r}")
     return int(raw)
 
@@ -144,7 +143,7 @@ _ERRORS = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "410": ERROR}
 _SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 
 
-@routes.post("/api/v1/attachment/initiate")
+@routes.post("/api/v1/attachment/initiate", body=gate.SMALL)
 @documented(
     "Start an indexed upload session; the server picks chunkSize (>= 5 MiB, <= 10 000 chunks)",
     {"201": {"description": "{sessionId, chunkSize, totalChunks, expiresAt, uploadUrl}"}, **_ERRORS, "413": ERROR},
@@ -152,7 +151,7 @@ _SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {
 async def initiate(request: web.Request) -> web.Response:
     body = await read_body(request, InitiateSession)
     key = sanitize_filename(body.fileName) if body.key is None else body.key
-    bucket_id, key = await authorize_target(request, body.bucket_id, key)
+    bucket_id, key = await gate.admit_target(request, body.bucket_id, key)
     upload = await request.app[context.ENGINE].create(
         "session", bucket_id, key, identity(request).user, length=body.fileSize, content_type=body.contentType,
         sha256=body.sha256, verify_sha256=body.verifySha256, metadata={"fileName": body.fileName})
@@ -162,7 +161,7 @@ async def initiate(request: web.Request) -> web.Response:
         "bucket_id": bucket_id, "key": key}, status=201)
 
 
-@routes.put(SESSION + "/upload/{chunk_id}")
+@routes.put(SESSION + "/upload/{chunk_id}", body=gate.STREAM)
 @documented(
     "Upload chunk chunkId (1..totalChunks) in any order; exactly chunkSize bytes except the last; a retry "
     "replaces it. Content-MD5, Digest or Content-Digest (sha-256, md5) are verified. In a session that "
@@ -177,7 +176,7 @@ async def initiate(request: web.Request) -> web.Response:
         "schema": {"type": "string", "format": "binary"}}}})
 async def put_chunk(request: web.Request) -> web.Response:
     engine = request.app[context.ENGINE]
-    upload = await owned_upload(request, request.match_info["session_id"])
+    upload = await gate.admit_upload(request, request.match_info["session_id"], "WRITE")
     if upload.protocol != "session":
         raise BadRequest(f"this is a {upload.protocol} upload, not an indexed session: it takes no chunks here")
     chunk_id = _chunk_id(request)
@@ -196,18 +195,18 @@ async def put_chunk(request: web.Request) -> web.Response:
     "a session hashed in order (declared sha256 or verifySha256)",
     {"200": {"description": "status"}, **_ERRORS}, parameters=[_SESSION_ID])
 async def session_status(request: web.Request) -> web.Response:
-    upload = await owned_upload(request, request.match_info["session_id"])
+    upload = await gate.admit_upload(request, request.match_info["session_id"], "WRITE")
     return web.json_response(_status(request.app[context.ENGINE], upload))
 
 
-@routes.post(SESSION + "/complete")
+@routes.post(SESSION + "/complete", body=gate.SMALL)
 @documented(
     "Complete: every chunk present, sizes add up, the sha256 declared at initiate verified; the object "
     "appears atomically",
     {"201": {"description": "file info"}, **_ERRORS, "409": ERROR, "423": ERROR},
     parameters=[_SESSION_ID], body=CompleteSession, body_required=False)
 async def complete(request: web.Request) -> web.Response:
-    upload = await owned_upload(request, request.match_info["session_id"])
+    upload = await gate.admit_upload(request, request.match_info["session_id"], "WRITE")
     body = await read_body(request, CompleteSession, optional=True)
     try:
         info = await request.app[context.ENGINE].complete(upload, sha256=body.sha256)
@@ -257,7 +256,7 @@ async def unfinished_uploads(request: web.Request) -> web.Response:
         raise BadRequest("key needs bucket_id")
     if bucket_id is not None:
         bucket_id = parse_bucket_id(bucket_id)
-        await authorize(request.app[context.ACL], bucket_id, caller, "WRITE", writing=True)
+        await gate.admit(request, bucket_id, "WRITE")
     if key is not None:
         key = validate_key(key)
     limit = query_int(request, "limit", 100, 1, 1000)
@@ -272,12 +271,12 @@ def _iso_time(value: Any) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-@routes.post(SESSION + "/abort")
+@routes.post(SESSION + "/abort", body=gate.SMALL)
 @documented(
     "Abort: every stored chunk is removed (works for any of the caller's unfinished uploads, whatever "
     "protocol started it)", {"204": {"description": "aborted"}, **_ERRORS, "409": ERROR},
     parameters=[_SESSION_ID])
 async def abort(request: web.Request) -> web.Response:
-    upload = await owned_upload(request, request.match_info["session_id"])
+    upload = await gate.admit_upload(request, request.match_info["session_id"], "WRITE")
     await request.app[context.ENGINE].abort(upload)
     return web.Response(status=204)

@@ -1,7 +1,9 @@
 """Share links: revocable signed URLs for one file (what `mc share` and `aws s3 presign` make).
 
-POST /api/v1/shares creates one (GET needs READ on the bucket, PUT needs WRITE), GET lists the
-caller's own, DELETE /api/v1/shares/{id} revokes one (its creator, or FULL_CONTROL on the bucket).
+POST /api/v1/shares creates one (GET needs READ on the bucket, PUT needs WRITE). A link works only
+while its creator still holds that permission (the gate checks at each use). GET lists the caller's
+own links; with ?bucket_id= and FULL_CONTROL on that bucket, every link on it, whoever made it.
+DELETE /api/v1/shares/{id} revokes one (its creator, or FULL_CONTROL on the bucket).
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import ConfigDict, Field
 
-from .. import context
-from ..acl import authorize
+from .. import context, gate
+from ..acl import authorize, held_permissions, satisfies
 from ..auth.signing import MAX_EXPIRY
 from ..db import cursor, transaction
 from ..db import signed_urls as url_queries
@@ -22,10 +24,10 @@ from ..openapi import documented
 from ..storage import parse_bucket_id, validate_key
 from .bodies import BucketId, JsonBody, Says, checked, read_body
 from .common import identity
+from .links import issue, url_of
 from .schemas import BAD_REQUEST, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, json_content
-from .signed import issue
 
-routes = web.RouteTableDef()
+routes = gate.Routes()
 DEFAULT_EXPIRES_IN = 3600
 
 
@@ -59,20 +61,12 @@ def share_json(row: dict[str, Any], url: str | None = None) -> dict[str, Any]:
     return body
 
 
-def signed_url_of(request: web.Request, row: dict[str, Any]) -> str:
-    """The share's URL again (the signature is deterministic), for the creator's listing."""
-    from .signed import base_url
-    signer = request.app[context.SIGNER]
-    if row["key_id"] not in signer.keys:  # signed with a key since retired: it no longer works anyway
-        return ""
-    return base_url(request) + signer.sign_with(row["key_id"], row["method"], row["bucket_id"], row["key"],
-                                                int(row["expires_at"].timestamp()), row["id"])
-
-
 SHARE = {"type": "object", "required": ["id", "method", "bucket_id", "key", "expires_at", "created_by", "created_at"],
          "properties": {"id": {"type": "string", "format": "uuid"},
                         "url": {"type": "string", "description": "absolute signed URL; works with no "
-                                                                 "Authorization header; opaque to clients"},
+                                                                 "Authorization header; opaque to clients. "
+                                                                 "Listings show it for the caller's own links "
+                                                                 "only"},
                         "method": {"type": "string", "enum": ["GET", "PUT"]},
                         "bucket_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"},
                         "expires_at": {"type": "string", "format": "date-time"},
@@ -81,7 +75,7 @@ SHARE = {"type": "object", "required": ["id", "method", "bucket_id", "key", "exp
 LISTED = {**SHARE, "properties": {**SHARE["properties"], "revoked": {"type": "boolean"}}}
 
 
-@routes.post("/api/v1/shares")
+@routes.post("/api/v1/shares", body=gate.SMALL)
 @documented(
     "Create a share link for one file: a signed URL for GET (needs READ) or PUT (needs WRITE)",
     {"201": json_content("The share link", SHARE), "400": BAD_REQUEST, "401": UNAUTHORIZED, "403": FORBIDDEN,
@@ -97,26 +91,36 @@ async def create_share(request: web.Request) -> web.Response:
         # fresh rows inside the transaction: a grant revoked a moment ago must not mint a link
         await authorize(cur, bucket_id, caller, "READ" if method == "GET" else "WRITE", writing=method == "PUT")
         row, url = await issue(request, cur, method=method, bucket_id=bucket_id, key=key, expires_in=expires_in,
-                               purpose="share", created_by=caller.user)
+                               purpose="share", creator=caller)
     return web.json_response(share_json(row, url), status=201)
 
 
 @routes.get("/api/v1/shares")
 @documented(
-    "The caller's own share links, oldest first",
+    "Share links, oldest first: the caller's own; with bucket_id, the caller's own on that bucket, or every "
+    "link on it when the caller holds FULL_CONTROL there (the owner finds and revokes links others made)",
     {"200": json_content("Share links", {"type": "object", "properties": {
         "shares": {"type": "array", "items": LISTED}}}), "400": BAD_REQUEST, "401": UNAUTHORIZED},
     parameters=[{"name": "bucket_id", "in": "query", "schema": {"type": "string", "format": "uuid"},
-                 "description": "only the links of this bucket"}])
+                 "description": "only the links of this bucket (every creator's, for FULL_CONTROL holders)"}])
 async def list_shares(request: web.Request) -> web.Response:
     caller = identity(request)
     if caller.anonymous:
         raise Unauthorized("authentication required")
     bucket_id = parse_bucket_id(request.query["bucket_id"]) if request.query.get("bucket_id") else None
+    creator = caller.user
+    if bucket_id is not None:
+        bucket, grants = await request.app[context.ACL].bucket_with_grants(bucket_id)
+        if bucket is not None and satisfies(held_permissions(caller, grants), "FULL_CONTROL"):
+            creator = None
     async with cursor(request.app[context.DB]) as cur:
-        rows = await url_queries.list_shares(cur, caller.user, bucket_id)
-    return web.json_response({"shares": [{**share_json(row, signed_url_of(request, row)),
-                                          "revoked": row["revoked_at"] is not None} for row in rows]})
+        rows = await url_queries.list_shares(cur, creator, bucket_id)
+    shares = []
+    for row in rows:
+        # a link is a bearer credential acting as its creator: only its creator sees its URL again
+        shown = share_json(row, url_of(request, row) if row["created_by"] == caller.user else None)
+        shares.append({**shown, "revoked": row["revoked_at"] is not None})
+    return web.json_response({"shares": shares})
 
 
 @routes.delete("/api/v1/shares/{share_id}")

@@ -6,33 +6,32 @@ The target of an upload comes from Upload-Metadata: `bucket` (UUID), `key` or `f
 upload names it. A new request to an upload takes it over from one still in flight (see
 UploadEngine.take_over): the client gave that one up, and the next offset it is told must hold.
 
-The IETF draft is served here too, as tusd does (issue 16; see `or_ietf`): a request that carries the
-draft's headers, or names none and reaches an IETF upload of the caller, goes to handlers/ietf.py.
+The IETF draft is served here too, as tusd does (see `or_ietf`): a request that carries the draft's
+headers, or names none and reaches an IETF upload of the caller, goes to the IETF adapter's handler
+for its method (resumable.IETF_ON_TUS, composed in app.py).
 """
 from __future__ import annotations
 
 import functools
 import re
 import uuid
-from typing import Awaitable, Callable
+from typing import Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .. import context
-from ..errors import (ApiError, BadRequest, Conflict, Forbidden, Gone, Locked, NotFound, PreconditionFailed,
-                      UnsupportedMediaType)
+from .. import context, gate
+from ..errors import ApiError, BadRequest, Forbidden, Gone, NotFound, PreconditionFailed, UnsupportedMediaType
 from ..openapi import ERROR, documented
 from ..trailers import can_read_trailers, request_trailers
 from ..uploads import COMPLETED, OPEN, Upload
 from ..uploads.checksums import decode_b64
-from . import ietf
-from .common import identity
-from .resumable import (body_chunks, callers_upload, callers_writable_upload, check_write, complete,
-                        content_type_for, has_body, http_date, max_upload_size, media_type, non_negative_int,
+from .common import Handler, http_date, identity
+from .resumable import (IETF_ON_TUS, body_chunks, callers_upload, callers_writable_upload, check_write, complete,
+                        content_type_for, has_body, max_upload_size, media_type, non_negative_int,
                         parse_tus_metadata, require_user, resolve_target)
 
-routes = web.RouteTableDef()
+routes = gate.Routes()
 
 BASE = "/api/v1/tus/"
 TUS_VERSION = "1.0.0"
@@ -41,8 +40,6 @@ EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "expi
 CHECKSUM_ALGORITHMS = ("sha1", "md5", "sha256", "crc32", "crc32c")
 OFFSET_STREAM = "application/offset+octet-stream"
 _UPLOAD_PATH = re.compile(r"^/api/v1/tus/([0-9a-fA-F-]{36})/?$")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def tus_endpoint(handler: Handler) -> Handler:
@@ -156,9 +153,7 @@ async def _finish_if_received(request: web.Request, upload: Upload) -> Upload:
     engine = request.app[context.ENGINE]
     await complete(request, upload)
     if _concat(upload) == "partial":
-        for final in await engine.finals_waiting_for(upload.id):
-            if final.owner == upload.owner:
-                await _assemble(request, final)
+        await engine.assemble_finals_waiting_for(upload, lambda bucket_id: check_write(request, bucket_id))
     return await engine.get(upload.id, None, with_parts=False)
 
 
@@ -166,13 +161,7 @@ async def _assemble(request: web.Request, final: Upload) -> None:
     """Assemble a final upload once all its partial uploads are finished. Conflict means a partial
     is unfinished (or another request is assembling it): the final stays as it is."""
     await check_write(request, final.bucket_id)
-    engine = request.app[context.ENGINE]
-    try:
-        sources = [await engine.get(source, final.owner, with_parts=False)
-                   for source in final.metadata["concat_sources"]]
-        await engine.concatenate(final, sources)
-    except (Locked, Conflict):
-        pass
+    await request.app[context.ENGINE].assemble_final(final)
 
 
 def _location(upload: Upload) -> str:
@@ -194,28 +183,29 @@ def request_protocol(request: web.Request) -> str | None:
 async def _own_upload_protocol(request: web.Request) -> str | None:
     """The protocol of the caller's own upload named in the path; None when it is missing, expired or
     another user's (those keep tus's answer, 412, whoever asks: nothing is told about them)."""
-    caller = identity(request)
-    if caller.anonymous:
+    if identity(request).anonymous:
         return None
     try:
-        upload = await request.app[context.ENGINE].get(request.match_info["upload_id"], caller.user,
-                                                       with_parts=False)
+        upload = await gate.admit_upload(request, request.match_info["upload_id"], None, with_parts=False)
     except (NotFound, Gone):
         return None
     return upload.protocol
 
 
-def or_ietf(ietf_handler: Handler) -> Callable[[Handler], Handler]:
-    """Serve a request by the IETF handler when it speaks the draft (request_protocol), or when it names
-    no protocol and its upload is an IETF upload (a final-RFC client's HEAD and DELETE carry no version
-    header); every other request, tus and unmarked ones alike, by the tus handler, as before."""
+def or_ietf(method: str) -> Callable[[Handler], Handler]:
+    """Serve a request by the IETF adapter's handler for `method` when it speaks the draft
+    (request_protocol), or when it names no protocol and its upload is an IETF upload (a final-RFC
+    client's HEAD and DELETE carry no version header); every other request, tus and unmarked ones
+    alike, by the tus handler."""
     def decorate(tus_handler: Handler) -> Handler:
         @functools.wraps(tus_handler)
         async def dispatch(request: web.Request) -> web.StreamResponse:
             protocol = request_protocol(request)
             if protocol is None and "upload_id" in request.match_info:
                 protocol = await _own_upload_protocol(request)
-            return await (ietf_handler if protocol == "ietf" else tus_handler)(request)
+            if protocol == "ietf":
+                return await request.app[IETF_ON_TUS][method](request)
+            return await tus_handler(request)
         return dispatch
     return decorate
 
@@ -229,7 +219,7 @@ def _options_response(request: web.Request) -> web.Response:
 
 
 @routes.options(BASE)
-@or_ietf(ietf.options)
+@or_ietf("OPTIONS")
 async def options_collection(request: web.Request) -> web.Response:
     return _options_response(request)
 
@@ -239,8 +229,8 @@ async def options_upload(request: web.Request) -> web.Response:
     return _options_response(request)
 
 
-@routes.post(BASE)
-@or_ietf(ietf.create)
+@routes.post(BASE, body=gate.STREAM)
+@or_ietf("POST")
 @tus_endpoint
 async def create(request: web.Request) -> web.Response:
     user = require_user(request)
@@ -281,6 +271,7 @@ async def create(request: web.Request) -> web.Response:
     if kind == "partial":
         upload = await engine.create("tus", None, None, user, length=length, content_type=content_type,
                                      metadata={**stored, "upload_concat": "partial"})
+        await gate.admit_owned(request, upload, "WRITE")
     else:
         bucket_id, key = await resolve_target(request, metadata.get("bucket"), metadata.get("key"),
                                               metadata.get("filename"))
@@ -299,7 +290,7 @@ async def create(request: web.Request) -> web.Response:
 
 
 @routes.head(BASE + "{upload_id}")
-@or_ietf(ietf.offset_retrieval)
+@or_ietf("HEAD")
 @tus_endpoint
 async def head(request: web.Request) -> web.Response:
     upload = await callers_upload(request)
@@ -325,8 +316,8 @@ async def head(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
-@routes.patch(BASE + "{upload_id}")
-@or_ietf(ietf.append)
+@routes.patch(BASE + "{upload_id}", body=gate.STREAM)
+@or_ietf("PATCH")
 @tus_endpoint
 async def patch(request: web.Request) -> web.Response:
     offset = non_negative_int(request.headers.get("Upload-Offset"), "Upload-Offset")
@@ -340,7 +331,7 @@ async def patch(request: web.Request) -> web.Response:
 
 
 @routes.delete(BASE + "{upload_id}")
-@or_ietf(ietf.cancel)
+@or_ietf("DELETE")
 @tus_endpoint
 async def terminate(request: web.Request) -> web.Response:
     upload = await callers_upload(request)
@@ -351,7 +342,7 @@ async def terminate(request: web.Request) -> web.Response:
 _OVERRIDES = {"PATCH": patch, "DELETE": terminate, "HEAD": head}
 
 
-@routes.post(BASE + "{upload_id}")
+@routes.post(BASE + "{upload_id}", body=gate.STREAM)
 async def method_override(request: web.Request) -> web.StreamResponse:
     """X-HTTP-Method-Override for clients that cannot send PATCH, DELETE or HEAD."""
     method = request.headers.get("X-HTTP-Method-Override", "").strip().upper()

@@ -1,99 +1,102 @@
-"""The S3 layer: one aiobotocore client, streaming put/get, listing, multipart, presign.
-
-Everything takes a Location (physical bucket + key), produced by BucketMapping,
-so this module knows nothing of SAGE buckets, users or permissions.
+"""The S3 store: the storage contract (contract.py) over one aiobotocore client: streaming put and
+get, listing, multipart, presign. botocore's exceptions never leave this module: every client
+call goes through `_Translating`, which turns them into the contract's typed errors.
 """
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import hmac
 import io
+import logging
 import socket
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from awscrt import checksums as _awscrt_checksums
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from .contract import (MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, Capabilities, ListPage, ObjectInfo, ObjectStream,
+                       PutResult, TransferSlots, copy_in_parts, keys_page_by_page, part_size_for)
+from .digests import crc32c, crc32c_b64, crc_b64
+from .errors import (NOT_FOUND_CODES, UNREACHABLE, ChecksumMismatch, InvalidRange, ObjectNotFound, SourceChanged,
+                     StorageError, StorageRefused, StorageUnavailable)
 from .keys import Location
+from .part_body import PartBody
 
-MIN_PART_SIZE = 5 * 2**20
-MAX_PART_SIZE = 5 * 2**30
-MAX_PARTS = 10_000
+log = logging.getLogger("sagestore.storage")
+
 
 def error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
-def is_not_found(error: ClientError) -> bool:
-    return error_code(error) in ("404", "NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchBucket")
 
-@dataclass
-class ObjectInfo:
-    key: str
-    size: int
-    etag: str
-    last_modified: datetime
-    content_type: str = "application/octet-stream"
-    metadata: dict[str, str] = field(default_factory=dict)
+def storage_error(error: ClientError) -> StorageError:
+    """The contract's error for an S3 error answer."""
+    code = error_code(error)
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    message = error.response.get("Error", {}).get("Message") or code
+    if code in NOT_FOUND_CODES:
+        return ObjectNotFound(code, message, status=status or 404)
+    if code == "InvalidRange":
+        return InvalidRange(code, message, status=status or 416)
+    if code in ("PreconditionFailed", "412"):
+        return SourceChanged(code, message, status=status or 412)
+    if status in (500, 503) or code in ("500", "503", "ServiceUnavailable", "SlowDown", "InternalError"):
+        return StorageUnavailable(code, message, status=status or 503)
+    if status == 400 and code != "400":  # S3 judged the request; a bare 400 is its HTTP layer's, below
+        return StorageRefused(code, message, status=400)
+    return StorageError(code, message, status=status or 502)
 
-@dataclass
-class ObjectStream:
-    """An open GET: the object's info, the byte range served, and the body chunks."""
-    info: ObjectInfo
-    content_length: int
-    content_range: str | None
-    body: Any
 
-    async def chunks(self, size: int = 256 * 1024) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self.body.iter_chunks(size):
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    try:
+        yield
+    except ClientError as error:
+        raise storage_error(error) from error
+    except BotoCoreError as error:  # connection refused or reset, timeouts, a body that failed to send
+        raise StorageUnavailable(UNREACHABLE, f"{type(error).__name__}: {error}") from error
+
+
+class _Translating:
+    """The aiobotocore client with its errors turned into the contract's."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._client, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            with translated():
+                return await method(*args, **kwargs)
+        return call
+
+
+class _S3Body:
+    """A GET's StreamingBody, its errors translated."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    async def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
+        with translated():
+            async for chunk in self._body.iter_chunks(size):
                 yield chunk
-        finally:
-            self.body.close()
+
+    async def read(self) -> bytes:
+        with translated():
+            return await self._body.read()
 
     def close(self) -> None:
-        self.body.close()
+        self._body.close()
 
-@dataclass
-class ListPage:
-    contents: list[ObjectInfo]
-    common_prefixes: list[str]
-    is_truncated: bool
-    next_token: str | None
-    key_count: int
 
-class ChecksumMismatch(ValueError):
-    """The body's digest differs from the one declared; nothing was stored."""
-
-    def __init__(self, algorithm: str, expected: str, actual: str) -> None:
-        super().__init__(f"{algorithm} mismatch: declared {expected}, received {actual}")
-        self.algorithm, self.expected, self.actual = algorithm, expected, actual
-
-@dataclass
-class PutResult:
-    size: int
-    etag: str
-    sha256: str
-
-def part_size_for(part_number: int, base: int) -> int:
-    """Part size for a body of unknown length: it doubles every 1000 parts, so
-    10 000 parts reach far past 5 TiB while small files keep small parts."""
-    return min(MAX_PART_SIZE, base * 2 ** ((part_number - 1) // 1000))
-
-def part_size_for_length(length: int, minimum: int = MIN_PART_SIZE) -> int:
-    """Smallest MiB-aligned part size >= minimum that fits length into MAX_PARTS parts."""
-    needed = -(-length // MAX_PARTS)
-    size = max(minimum, needed)
-    return -(-size // 2**20) * 2**20
-
-class ObjectStore:
-    """The storage interface every other layer uses. One instance per app."""
+class S3ObjectStore:
+    """The storage contract over S3. One instance per app; `client` is raw aiobotocore (for tests
+    that check S3 itself), every call of ours goes through `_s3`, which translates errors."""
 
     def __init__(self, client: Any, *, part_size: int = 16 * 2**20, parts_in_flight: int = 4,
                  single_copy_limit: int = MAX_PART_SIZE, sign_payload: bool = False,
@@ -101,6 +104,7 @@ class ObjectStore:
         if part_size < MIN_PART_SIZE or parts_in_flight < 1 or transfers_in_flight < 1:
             raise ValueError("part_size must be >= 5 MiB, parts_in_flight and transfers_in_flight >= 1")
         self.client = client
+        self._s3 = _Translating(client)
         self.part_size = part_size
         self.parts_in_flight = parts_in_flight
         # S3 copies at most 5 GiB in one CopyObject; larger copies go part by part through
@@ -112,51 +116,34 @@ class ObjectStore:
         # PutObject/UploadPart carries a signed checksum header that S3 verifies instead
         self.sign_payload = sign_payload
         self.stream_parts = stream_parts
-        # Uploads beyond this wait here rather than at S3: 100 parts of 16 MiB sent at once to
-        # one SeaweedFS each took longer than the read timeout, so all of them failed (503)
-        # and their retries made it worse. A long queue is not an outage: the wait gives up
-        # only when no upload has finished for transfer_wait seconds (the bound of one S3 call).
-        self._transfer_slots = asyncio.Semaphore(transfers_in_flight)
-        self.transfer_wait = transfer_wait
-        self._last_transfer_end = 0.0
+        self._transfers = TransferSlots(transfers_in_flight, transfer_wait)
 
-    @contextlib.asynccontextmanager
-    async def _transfer(self) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        while True:
-            since = max(started, self._last_transfer_end)
-            try:
-                await asyncio.wait_for(self._transfer_slots.acquire(), max(0.0, since + self.transfer_wait - loop.time()))
-                break
-            except asyncio.TimeoutError:
-                if self._last_transfer_end <= since:  # nothing finished meanwhile: S3 is stuck
-                    raise StorageBusy(f"no S3 upload finished for {self.transfer_wait:.0f} s") from None
-        try:
-            yield
-        finally:
-            self._last_transfer_end = loop.time()
-            self._transfer_slots.release()
+    @property
+    def capabilities(self) -> Capabilities:
+        # a PartBody still filling cannot be sent when payloads are signed: SigV4 hashes the whole
+        # body before the request starts
+        return Capabilities(stream_parts=self.stream_parts and not self.sign_payload, presigned_urls=True,
+                            durable=True)
 
     # --- buckets -----------------------------------------------------------
     async def ensure_buckets(self, names: list[str]) -> int:
         """Create the S3 buckets that are missing; returns how many were created."""
-        existing = {b["Name"] for b in (await self.client.list_buckets()).get("Buckets", [])}
+        existing = {b["Name"] for b in (await self._s3.list_buckets()).get("Buckets", [])}
         missing = [name for name in names if name not in existing]
         semaphore = asyncio.Semaphore(16)
 
         async def create(name: str) -> None:
             async with semaphore:
                 try:
-                    await self.client.create_bucket(Bucket=name)
-                except ClientError as error:
-                    if error_code(error) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    await self._s3.create_bucket(Bucket=name)
+                except StorageError as error:
+                    if error.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                         raise
         await asyncio.gather(*(create(name) for name in missing))
         return len(missing)
 
     async def ping(self, bucket: str) -> None:
-        await self.client.head_bucket(Bucket=bucket)
+        await self._s3.head_bucket(Bucket=bucket)
 
     # --- whole objects -----------------------------------------------------
     async def put_bytes(self, loc: Location, data: bytes | io.BytesIO | PartBody, *,
@@ -172,9 +159,9 @@ class ObjectStore:
         if isinstance(data, PartBody):
             data = data.sending()
             kwargs["ContentLength"] = len(data)
-        async with self._transfer():
-            response = await self.client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data,
-                                                    ContentType=content_type, Metadata=metadata or {}, **kwargs)
+        async with self._transfers.hold():
+            response = await self._s3.put_object(Bucket=loc.bucket, Key=loc.key, Body=data,
+                                                 ContentType=content_type, Metadata=metadata or {}, **kwargs)
         return response["ETag"]
 
     async def put_stream(self, loc: Location, chunks: AsyncIterator[bytes], *,
@@ -214,7 +201,7 @@ class ObjectStore:
                 digest.update(view)
                 if protect:
                     crc = crc32c(view, crc)
-            return _crc_b64(crc) if protect else None
+            return crc_b64(crc) if protect else None
 
         def start_digest(part: PartBody) -> asyncio.Task:
             """Hash a filled part; the digests run one after another, in body order."""
@@ -328,37 +315,21 @@ class ObjectStore:
                    metadata: dict[str, str], size: int, if_match: str | None = None) -> str:
         """Server-side copy of any size (also onto itself), through UploadPartCopy when over 5 GiB.
         The target gets content_type and metadata, not the source's. if_match: only while the
-        source's ETag is this one (else ClientError PreconditionFailed)."""
+        source's ETag is this one (else SourceChanged)."""
         condition = {"CopySourceIfMatch": if_match} if if_match else {}
         if size <= self.single_copy_limit:
-            response = await self.client.copy_object(
+            response = await self._s3.copy_object(
                 Bucket=target.bucket, Key=target.key, CopySource={"Bucket": source.bucket, "Key": source.key},
                 MetadataDirective="REPLACE", ContentType=content_type, Metadata=metadata, **condition)
             return response["CopyObjectResult"]["ETag"]
-        upload_id = await self.create_multipart(target, content_type=content_type, metadata=metadata)
-        try:
-            step = part_size_for_length(size, self.copy_part_size)
-            parts = []
-            for number, start in enumerate(range(0, size, step), start=1):
-                end = min(size, start + step) - 1
-                response = await self.client.upload_part_copy(
-                    Bucket=target.bucket, Key=target.key, UploadId=upload_id, PartNumber=number,
-                    CopySource={"Bucket": source.bucket, "Key": source.key}, CopySourceRange=f"bytes={start}-{end}",
-                    **condition)
-                parts.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
-            return await self.complete_multipart(target, upload_id, parts)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.abort_multipart(target, upload_id))
-            raise
+        return await copy_in_parts(self, source, target, content_type=content_type, metadata=metadata, size=size,
+                                   part_size=self.copy_part_size, if_match=if_match)
 
     async def head(self, loc: Location) -> ObjectInfo | None:
         try:
-            response = await self.client.head_object(Bucket=loc.bucket, Key=loc.key)
-        except ClientError as error:
-            if is_not_found(error):
-                return None
-            raise
+            response = await self._s3.head_object(Bucket=loc.bucket, Key=loc.key)
+        except ObjectNotFound:
+            return None
         return _info(loc.key, response)
 
     async def open(self, loc: Location, byte_range: str | None = None) -> ObjectStream | None:
@@ -368,16 +339,14 @@ class ObjectStore:
         if byte_range:
             kwargs["Range"] = byte_range
         try:
-            response = await self.client.get_object(**kwargs)
-        except ClientError as error:
-            if is_not_found(error):
-                return None
-            raise
+            response = await self._s3.get_object(**kwargs)
+        except ObjectNotFound:
+            return None
         info = _info(loc.key, response)
         content_range = response.get("ContentRange")
         if content_range:
             info.size = int(content_range.rsplit("/", 1)[1])
-        return ObjectStream(info, response["ContentLength"], content_range, response["Body"])
+        return ObjectStream(info, response["ContentLength"], content_range, _S3Body(response["Body"]))
 
     async def read_all(self, loc: Location) -> bytes | None:
         """Small objects only (staging tails, manifests)."""
@@ -398,30 +367,21 @@ class ObjectStore:
             kwargs["ContinuationToken"] = continuation_token
         if start_after:
             kwargs["StartAfter"] = start_after
-        response = await self.client.list_objects_v2(**kwargs)
+        response = await self._s3.list_objects_v2(**kwargs)
         contents = [ObjectInfo(item["Key"], item["Size"], item.get("ETag", ""), item["LastModified"])
                     for item in response.get("Contents", [])]
         prefixes = [item["Prefix"] for item in response.get("CommonPrefixes", [])]
         return ListPage(contents, prefixes, bool(response.get("IsTruncated")),
                         response.get("NextContinuationToken"), response.get("KeyCount", len(contents) + len(prefixes)))
 
-    async def iter_keys(self, prefix: Location) -> AsyncIterator[list[str]]:
-        """All keys under a prefix, a page (<= 1000) at a time."""
-        token = None
-        while True:
-            page = await self.list(prefix, delimiter=None, continuation_token=token)
-            if page.contents:
-                yield [item.key for item in page.contents]
-            if not page.is_truncated or not page.next_token:
-                return
-            token = page.next_token
+    iter_keys = keys_page_by_page
 
     async def delete(self, bucket: str, keys: list[str]) -> list[str]:
         """Batch delete (1000 per request); returns the keys deleted."""
         deleted: list[str] = []
         for start in range(0, len(keys), 1000):
             batch = keys[start:start + 1000]
-            response = await self.client.delete_objects(
+            response = await self._s3.delete_objects(
                 Bucket=bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True})
             errors = response.get("Errors", [])
             if errors:
@@ -446,7 +406,7 @@ class ObjectStore:
                                   "Metadata": metadata or {}}
         if checksum_algorithm:
             kwargs["ChecksumAlgorithm"] = checksum_algorithm
-        response = await self.client.create_multipart_upload(**kwargs)
+        response = await self._s3.create_multipart_upload(**kwargs)
         return response["UploadId"]
 
     async def upload_part(self, loc: Location, upload_id: str, part_number: int,
@@ -469,14 +429,8 @@ class ObjectStore:
         if isinstance(data, PartBody):
             data = data.sending()
             kwargs["ContentLength"] = len(data)
-        async with self._transfer():
-            return await self.client.upload_part(Body=data, **kwargs)
-
-    @property
-    def can_stream_parts(self) -> bool:
-        """Whether upload_part may take a PartBody that is still filling: not when switched off,
-        nor when payloads are signed (SigV4 hashes the whole body before the request starts)."""
-        return self.stream_parts and not self.sign_payload
+        async with self._transfers.hold():
+            return await self._s3.upload_part(Body=data, **kwargs)
 
     def _signable(self, data: Any) -> Any:
         """A signed payload is hashed by reading it: a (full) PartBody goes as a copy then."""
@@ -485,20 +439,22 @@ class ObjectStore:
         return data
 
     async def upload_part_copy(self, loc: Location, upload_id: str, part_number: int, source: Location,
-                               byte_range: tuple[int, int] | None = None) -> str:
+                               byte_range: tuple[int, int] | None = None, *, if_match: str | None = None) -> str:
         kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key, "UploadId": upload_id,
                                   "PartNumber": part_number, "CopySource": {"Bucket": source.bucket, "Key": source.key}}
         if byte_range:
             kwargs["CopySourceRange"] = f"bytes={byte_range[0]}-{byte_range[1]}"
-        response = await self.client.upload_part_copy(**kwargs)
+        if if_match:
+            kwargs["CopySourceIfMatch"] = if_match
+        response = await self._s3.upload_part_copy(**kwargs)
         return response["CopyPartResult"]["ETag"]
 
     async def list_parts(self, loc: Location, upload_id: str) -> list[dict[str, Any]]:
         parts: list[dict[str, Any]] = []
         marker = 0
         while True:
-            response = await self.client.list_parts(Bucket=loc.bucket, Key=loc.key, UploadId=upload_id,
-                                                    PartNumberMarker=marker)
+            response = await self._s3.list_parts(Bucket=loc.bucket, Key=loc.key, UploadId=upload_id,
+                                                 PartNumberMarker=marker)
             parts.extend(response.get("Parts", []))
             if not response.get("IsTruncated"):
                 return parts
@@ -510,22 +466,19 @@ class ObjectStore:
         if not parts:
             # S3 needs at least one part (SeaweedFS answers a misleading NoSuchUpload)
             raise ValueError("a multipart upload needs at least one part; store empty objects with put_bytes")
-        response = await self.client.complete_multipart_upload(
+        response = await self._s3.complete_multipart_upload(
             Bucket=loc.bucket, Key=loc.key, UploadId=upload_id, MultipartUpload={"Parts": parts})
         return response["ETag"]
 
     async def abort_multipart(self, loc: Location, upload_id: str) -> None:
-        try:
-            await self.client.abort_multipart_upload(Bucket=loc.bucket, Key=loc.key, UploadId=upload_id)
-        except ClientError as error:
-            if not is_not_found(error):
-                raise
+        with contextlib.suppress(ObjectNotFound):
+            await self._s3.abort_multipart_upload(Bucket=loc.bucket, Key=loc.key, UploadId=upload_id)
 
     async def list_multipart_uploads(self, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
         uploads: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
         while True:
-            response = await self.client.list_multipart_uploads(**kwargs)
+            response = await self._s3.list_multipart_uploads(**kwargs)
             uploads.extend(response.get("Uploads", []))
             if not response.get("IsTruncated"):
                 return uploads
@@ -534,205 +487,14 @@ class ObjectStore:
 
     # --- presigned URLs ----------------------------------------------------
     async def presign(self, operation: str, loc: Location, expires: int, **params: Any) -> str:
-        return await self.client.generate_presigned_url(
+        return await self._s3.generate_presigned_url(
             operation, Params={"Bucket": loc.bucket, "Key": loc.key, **params}, ExpiresIn=expires)
-
-class StorageBusy(TimeoutError):
-    """Every S3 upload slot of this instance stayed taken for the whole wait (a slow or frozen S3)."""
-
-
-class PartStalled(ConnectionAbortedError):
-    """A PartBody sent while filling waited too long for its next bytes."""
-
-
-class PartBody:
-    """A part's bytes, which can go to S3 while they are still arriving: UploadPart starts as soon
-    as the part's first bytes arrive and sends each piece as it is written, so receiving a request
-    body and storing it overlap instead of alternating.
-
-    Memory follows the bytes written, never the size declared: the bytes live in blocks of BLOCK
-    bytes, each allocated when the first byte for it arrives and never moved or resized (a piece
-    being sent may still be referenced by the transport), so `allocated` is at most one block more
-    than `filled`. `size` is what an UploadPart sent now declares (the part's full size, or the
-    bytes filled after truncate()).
-
-    A request sends it through sending(): to botocore a file-like Body of len() bytes (seek/tell
-    for its signer, which never reads an unsigned payload); to aiohttp an async iterable. A body
-    that will not be filled to its size
-    must be abandoned, so the request in flight (and any retry of it) fails instead of waiting for
-    bytes that never come; truncate() then makes it a whole body of the bytes it has. Each
-    abandon() starts a new `generation`: a send begun before it never completes with the
-    truncated bytes, which by then belong to whoever truncated them (a staged tail).
-    """
-
-    BLOCK = 2**20
-    SEND_PIECE = 256 * 2**10
-    # a send that waits longer than this for the next bytes gives up (PartStalled): S3 servers drop
-    # idle requests anyway, and a stalled sender must not keep its part from a writer taking over
-    STALL_SECONDS = 2.0
-
-    def __init__(self, size: int) -> None:
-        self._blocks: list[bytearray] = []
-        self.filled = 0
-        self.size = size
-        self._grew = asyncio.Event()
-        self._abandoned: BaseException | None = None
-        self.generation = 0
-        self._stalled = False  # once a send stalled, sends before the body is full fail at once (no retries)
-
-    @property
-    def allocated(self) -> int:
-        return len(self._blocks) * self.BLOCK
-
-    def allocated_after(self, more: int) -> int:
-        """What `allocated` will be once `more` bytes are written."""
-        return -(-(self.filled + more) // self.BLOCK) * self.BLOCK
-
-    def write(self, data: bytes | memoryview) -> int:
-        """Append data (the one copy of the request's bytes)."""
-        with memoryview(data) as view:
-            position = 0
-            while position < len(view):
-                index, offset = divmod(self.filled, self.BLOCK)
-                if index == len(self._blocks):
-                    self._blocks.append(bytearray(self.BLOCK))
-                take = min(self.BLOCK - offset, len(view) - position)
-                self._blocks[index][offset:offset + take] = view[position:position + take]
-                position += take
-                self.filled += take
-        self._grew.set()
-        return len(data)
-
-    def truncate(self) -> None:
-        self.size = self.filled
-
-    def close(self) -> None:
-        """Free the bytes (the part is stored); the body is empty afterwards."""
-        self._blocks = []
-        self.filled = self.size = 0
-
-    @property
-    def full(self) -> bool:
-        return self.filled >= self.size
-
-    def views(self, start: int = 0, end: int | None = None) -> Iterator[memoryview]:
-        """The filled bytes [start, end) as views of the blocks, in order."""
-        end = self.filled if end is None else min(end, self.filled)
-        while start < end:
-            index, offset = divmod(start, self.BLOCK)
-            stop = min(end, start + self.BLOCK - offset)
-            yield memoryview(self._blocks[index])[offset:offset + stop - start]
-            start = stop
-
-    def getvalue(self) -> bytes:
-        return b"".join(self.views())
-
-    def abandon(self, reason: BaseException | None = None) -> None:
-        self._abandoned = reason or ConnectionAbortedError("the part body was abandoned")
-        self.generation += 1
-        self._grew.set()
-
-    @property
-    def abandoned(self) -> bool:
-        return self._abandoned is not None
-
-    async def filled_up(self) -> None:
-        """Wait until the body is full; raises if it is abandoned first."""
-        while not self.full:
-            if self._abandoned is not None:
-                raise self._abandoned
-            self._grew.clear()
-            await self._grew.wait()
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __bool__(self) -> bool:
-        return True
-
-    def sending(self) -> "_PartSend":
-        """What one UploadPart or PutObject sends (retries included)."""
-        return _PartSend(self)
-
-    async def _pieces(self, size: int, generation: int) -> AsyncIterator[memoryview]:
-        sent = 0  # every iteration starts over: a retry resends from the blocks, which keep every byte
-        if self._stalled and not self.full:
-            raise PartStalled("this part stalled before; it is sent again once it is whole")
-        while True:
-            # truncate() makes an abandoned body whole again, for sends begun after it only
-            if self._abandoned is not None and (generation != self.generation or not self.full):
-                raise self._abandoned
-            if sent >= size:
-                break
-            if sent >= self.filled:
-                self._grew.clear()
-                try:
-                    await asyncio.wait_for(self._grew.wait(), self.STALL_SECONDS)
-                except asyncio.TimeoutError:
-                    self._stalled = True
-                    raise PartStalled(f"no new bytes for {self.STALL_SECONDS} s") from None
-                continue
-            for view in self.views(sent, min(size, sent + self.SEND_PIECE)):
-                yield view
-                sent += len(view)
-
-
-class _PartSend:
-    """One request's view of a PartBody: its length is the body's size when the request began
-    (its Content-Length), and it fails, retries included, once the body is abandoned after that."""
-
-    def __init__(self, body: PartBody) -> None:
-        self.body = body
-        self.size = body.size
-        self.generation = body.generation
-
-    # botocore's face: a stream it validates, measures and would rewind on a retry
-    def read(self, *_: Any) -> bytes:
-        raise io.UnsupportedOperation("PartBody is sent as an async iterable")
-
-    def seek(self, *_: Any) -> int:
-        return 0
-
-    def tell(self) -> int:
-        return 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __bool__(self) -> bool:
-        return True
-
-    # aiohttp's face
-    def __aiter__(self) -> AsyncIterator[memoryview]:
-        return self.body._pieces(self.size, self.generation)
-
-
-def crc32c(data: Any, previous: int = 0) -> int:
-    return _awscrt_checksums.crc32c(data, previous)
-
-def _crc_b64(value: int) -> str:
-    return base64.b64encode(value.to_bytes(4, "big")).decode()
-
-def crc32c_b64(data: bytes | bytearray | memoryview | io.BytesIO | PartBody) -> str:
-    """base64 of the big-endian CRC32C, as x-amz-checksum-crc32c carries it (~10 GB/s)."""
-    if isinstance(data, PartBody):
-        value = 0
-        for view in data.views():
-            value = crc32c(view, value)
-        return _crc_b64(value)
-    if isinstance(data, io.BytesIO):
-        with data.getbuffer() as view:
-            return _crc_b64(crc32c(view[data.tell():]))
-    return _crc_b64(crc32c(data))
 
 def _info(key: str, response: dict[str, Any]) -> ObjectInfo:
     return ObjectInfo(key=key, size=int(response.get("ContentLength", 0)), etag=response.get("ETag", ""),
                       last_modified=response.get("LastModified"),
                       content_type=response.get("ContentType") or "application/octet-stream",
                       metadata=dict(response.get("Metadata") or {}))
-
-def md5_base64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 @contextlib.asynccontextmanager
 async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, region: str,
@@ -741,7 +503,7 @@ async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, 
                             single_copy_limit: int = MAX_PART_SIZE,
                             sign_payload: bool = False, stream_parts: bool = True,
                             connect_timeout: float = 5.0, read_timeout: float = 15.0,
-                            max_attempts: int = 2) -> AsyncIterator[ObjectStore]:
+                            max_attempts: int = 2) -> AsyncIterator[S3ObjectStore]:
     """The single aiobotocore client of an app (or a CLI command).
 
     The timeouts bound every wait on S3, so an outage (or a frozen S3) fails a call within
@@ -768,7 +530,8 @@ async def open_object_store(*, endpoint: str, access_key: str, secret_key: str, 
                                      aws_access_key_id=access_key, aws_secret_access_key=secret_key,
                                      config=config) as client:
         client.meta.events.register("before-sign.s3", _no_expect_continue)
-        yield ObjectStore(client, part_size=part_size, parts_in_flight=parts_in_flight,
+        client.meta.events.register("needs-retry.s3", _retry_once_when_refused_on_the_wire)
+        yield S3ObjectStore(client, part_size=part_size, parts_in_flight=parts_in_flight,
                           single_copy_limit=single_copy_limit, sign_payload=sign_payload,
                           stream_parts=stream_parts, transfers_in_flight=transfers_in_flight,
                           transfer_wait=read_timeout * max_attempts)
@@ -780,6 +543,21 @@ def _no_expect_continue(request: Any, **_: Any) -> None:
     the read timeout covers the wait for the answer. (Not signed: SigV4 skips Expect anyway.)"""
     if "Expect" in request.headers:
         del request.headers["Expect"]
+
+
+def _retry_once_when_refused_on_the_wire(response: Any, attempts: int, operation: Any, **_: Any) -> float | None:
+    """A 400 without an S3 error document is the S3 server's HTTP layer refusing bytes it could not
+    parse as a request (seen once under load, on a kept-alive connection), not S3 judging ours:
+    sent again, on a new connection (the server closes that one), like a connection error. HEAD
+    answers never have a document, so they are left alone; one retry, so a request that is
+    really malformed still fails fast."""
+    if response is None or attempts > 1 or operation.http.get("method") == "HEAD":
+        return None
+    http, parsed = response
+    if http.status_code != 400 or parsed.get("Error", {}).get("Code") != "400":
+        return None
+    log.warning("S3 %s answered 400 without an S3 error document; sending it again", operation.name)
+    return 0.05
 
 
 def _socket_factory(unacknowledged_timeout: float) -> Callable[[Any], socket.socket]:
@@ -798,5 +576,3 @@ def _socket_factory(unacknowledged_timeout: float) -> Callable[[Any], socket.soc
             raise
         return sock
     return make
-
-AsyncCallable = Callable[..., Awaitable[Any]]

@@ -4,7 +4,9 @@ from .common import SEQUENTIAL_PROTOCOLS, ChunkChecksum, LeaseLost
 from .engine import UploadEngine
 from .model import (ABORTED, COMPLETED, COMPLETING, EXPIRED, OPEN, PROTOCOLS, ChecksumMismatch, DigestMismatch,
                     MissingParts, OffsetMismatch, Part, Upload, choose_part_size)
+from .table import TRANSITIONS, IllegalTransition
 
 __all__ = ["ALGORITHMS", "S3_CHECKSUM_ALGORITHMS", "SEQUENTIAL_PROTOCOLS", "ChunkChecksum", "LeaseLost",
            "UploadEngine", "ABORTED", "COMPLETED", "COMPLETING", "EXPIRED", "OPEN", "PROTOCOLS", "ChecksumMismatch",
-           "DigestMismatch", "MissingParts", "OffsetMismatch", "Part", "Upload", "choose_part_size"]
+           "DigestMismatch", "MissingParts", "OffsetMismatch", "Part", "Upload", "choose_part_size", "TRANSITIONS",
+           "IllegalTransition"]

@@ -10,11 +10,9 @@ from typing import AsyncIterable, AsyncIterator
 
 import aiohttp
 import aiohttp.http_exceptions
-from botocore.exceptions import ClientError
 
 from ..errors import ApiError, BadRequest, Conflict, RequestTimeout
-from ..storage import error_code
-
+from ..storage import StorageError, StorageRefused
 
 SEQUENTIAL_PROTOCOLS = ("offset", "tus", "ietf")
 # S3's own wording, so clients of the multipart API see what S3 would have said
@@ -49,12 +47,10 @@ def validate_sha256(value: str | None) -> str | None:
     return text
 
 
-def s3_bad_request(error: ClientError) -> ApiError | None:
-    """S3 answers with HTTP 400 are the client's fault: 400 with S3's own message."""
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if status == 400 or error_code(error) == "400":
-        message = error.response.get("Error", {}).get("Message") or error_code(error)
-        return BadRequest(message, code=error_code(error))
+def s3_bad_request(error: StorageError) -> ApiError | None:
+    """The store's 400 answers are the client's fault: 400 with the store's own message."""
+    if isinstance(error, StorageRefused):
+        return BadRequest(error.message, code=error.code)
     return None
 
 

@@ -8,7 +8,9 @@ restarted server can resume an upload at once instead of waiting out the TTL. Th
 frees leases of instances that are alive but stuck.
 
 Every state-changing commit is conditional on still holding the lease, so of two writers
-exactly one commits.
+exactly one commits. The lease rows are UploadTable's; Leases takes, renews and gives them
+back for this instance's requests, and tells a writer of this instance at once when its
+lease is taken.
 """
 from __future__ import annotations
 
@@ -16,28 +18,20 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from typing import Any
+from typing import AsyncIterator
 
 import aiopg
 
-from ..db import cursor
+from .. import background
+
+from ..errors import Locked
+from .model import Upload
+from .table import INSTANCE_LOCK_NAMESPACE, UploadTable, lease_held
 
 log = logging.getLogger("sagestore.uploads.leases")
 
-# first key of the two-int advisory lock that marks a live engine instance
-INSTANCE_LOCK_NAMESPACE = 0x5A6E5702
-
-
-def writer_alive(column: str) -> str:
-    """SQL: the instance in `column` still holds its liveness lock."""
-    return (f"EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
-            f" AND l.classid = {INSTANCE_LOCK_NAMESPACE}::oid AND l.objid = {column}::oid AND l.objsubid = 2)")
-
-
-def lease_held(prefix: str = "") -> str:
-    """SQL: the lease in columns {prefix}writer* is held by a live writer."""
-    return (f"({prefix}writer IS NOT NULL AND {prefix}writer_until > now()"
-            f" AND {writer_alive(prefix + 'writer_instance')})")
+# lease_held is the rule in SQL (its home is table.py); the signed-URL claim (db/signed_urls.py) uses it too
+__all__ = ["InstanceLiveness", "Lease", "Leases", "lease_held", "new_token"]
 
 
 def new_token() -> str:
@@ -90,10 +84,7 @@ class InstanceLiveness:
                     log.warning("cannot reconnect the liveness connection yet")
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await background.stop(self._task, "liveness connection")
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -111,23 +102,91 @@ class Lease:
         self.released = False  # set when a commit already gave up the upload and its part leases
 
 
-async def renew_forever(pool: Any, lease: Lease, seconds: float) -> None:
-    """Extend the lease every seconds/3 while the request runs; flag it lost when it was taken."""
-    while True:
-        await asyncio.sleep(seconds / 3)
+class Leases:
+    """The leases of this instance's requests."""
+
+    def __init__(self, table: UploadTable, liveness: InstanceLiveness, seconds: float) -> None:
+        self.table = table
+        self.liveness = liveness
+        self.seconds = seconds
+        self.local: dict[str, Lease] = {}  # token -> lease, for the requests of this instance
+
+    @contextlib.asynccontextmanager
+    async def writing(self, upload_id: str, *, steal: bool = False,
+                      completing: bool = False) -> AsyncIterator[tuple[Lease, Upload]]:
+        """The upload lease (for completion, in state `completing`) and the upload as it is now,
+        with its parts; 404/410/409/423 when it cannot be had."""
+        token = new_token()
+        upload, previous = await self.table.take_lease(upload_id, token, self.liveness.instance_id, steal=steal,
+                                                       completing=completing)
+        if previous:
+            self.lose(previous)  # a steal within this instance stops the old writer now
+        async with self._held(Lease(upload_id, token, self.liveness.instance_id, holds_upload=True)) as lease:
+            yield lease, upload
+
+    @contextlib.asynccontextmanager
+    async def part_writer(self, upload_id: str) -> AsyncIterator[Lease]:
+        """A lease for writing parts without holding the upload (indexed and multipart parts)."""
+        async with self._held(Lease(upload_id, new_token(), self.liveness.instance_id, holds_upload=False)) as lease:
+            yield lease
+
+    async def acquire_part(self, lease: Lease, part_number: int, *, wait: bool) -> None:
+        """Lease one part number. Writers under an upload lease wait for a previous holder (a stolen
+        request finishing its UploadPart), so S3 receives same-numbered parts in lease order; others
+        get 423."""
+        deadline = asyncio.get_running_loop().time() + self.seconds + 5
+        while not await self.table.take_part_lease(lease.upload_id, part_number, lease.token, lease.instance_id,
+                                                   holds_upload=lease.holds_upload):
+            if not wait or asyncio.get_running_loop().time() > deadline:
+                raise Locked(f"part {part_number} is being written by another request; retry later",
+                             headers={"Retry-After": "1"})
+            await asyncio.sleep(0.1)
+
+    async def release_part(self, lease: Lease, part_number: int) -> None:
+        await self.table.release_part_lease(lease.upload_id, part_number, lease.token)
+
+    async def fence(self, upload_id: str) -> None:
+        """Whoever writes this open upload loses the lease now (take over): its commit will fail."""
+        previous = await self.table.clear_writer(upload_id)
+        if previous:
+            self.lose(previous)
+
+    def lose(self, token: str) -> None:
+        """A writer of this instance whose lease was taken stops at its next check."""
+        if token in self.local:
+            self.local[token].lost.set()
+
+    def lose_all(self, upload_id: str) -> None:
+        for lease in list(self.local.values()):
+            if lease.upload_id == upload_id:
+                lease.lost.set()
+
+    @contextlib.asynccontextmanager
+    async def _held(self, lease: Lease) -> AsyncIterator[Lease]:
+        """Renewed while the block runs, given back when it ends (unless a commit gave it back)."""
+        self.local[lease.token] = lease
+        renewer = asyncio.create_task(self._renew_forever(lease))
         try:
-            async with cursor(pool) as cur:
-                if lease.holds_upload:
-                    await cur.execute(
-                        "UPDATE uploads SET writer_until = now() + %s * interval '1 second'"
-                        " WHERE id = %s AND writer = %s", (seconds, lease.upload_id, lease.token))
-                    if cur.rowcount == 0:
-                        lease.lost.set()
-                        return
-                await cur.execute(
-                    "UPDATE upload_part_leases SET writer_until = now() + %s * interval '1 second'"
-                    " WHERE upload_id = %s AND writer = %s", (seconds, lease.upload_id, lease.token))
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - a missed renewal is retried; the TTL has slack
-            log.warning("lease renewal failed for upload %s", lease.upload_id)
+            yield lease
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._release(lease))
+
+    async def _release(self, lease: Lease) -> None:
+        self.local.pop(lease.token, None)
+        if not lease.released:
+            await self.table.release(lease.upload_id, lease.token, holds_upload=lease.holds_upload)
+
+    async def _renew_forever(self, lease: Lease) -> None:
+        """Extend the lease every seconds/3 while the request runs; flag it lost when it was taken."""
+        while True:
+            await asyncio.sleep(self.seconds / 3)
+            try:
+                if not await self.table.renew(lease.upload_id, lease.token, holds_upload=lease.holds_upload):
+                    lease.lost.set()
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a missed renewal is retried; the TTL has slack
+                log.warning("lease renewal failed for upload %s", lease.upload_id)

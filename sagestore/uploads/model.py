@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import ApiError, BadRequest, Conflict
+from ..errors import ApiError, BadRequest, Conflict, Gone, NotFound
 from ..storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, part_size_for
 
-PROTOCOLS = ("multipart", "offset", "session", "tus", "ietf")
+PROTOCOLS = ("multipart", "offset", "session", "tus", "ietf", "s3")
 OPEN, COMPLETING, COMPLETED, ABORTED, EXPIRED = "open", "completing", "completed", "aborted", "expired"
 
 
@@ -55,7 +55,7 @@ class Part:
 
 @dataclass
 class Upload:
-    """One row of `uploads`. Offsets and lengths are in bytes."""
+    """One row of `uploads` (and, when read with them, its parts). Offsets and lengths are in bytes."""
     id: str
     protocol: str
     bucket_id: str | None
@@ -86,11 +86,18 @@ class Upload:
     # committed full parts, and the digest of every committed byte
     sha256_state: bytes | None = None
     sha256_so_far: str | None = None
+    expired: bool = False  # its expiry has passed (PostgreSQL's clock), when it was read
+
+    @property
+    def gone(self) -> bool:
+        """Aborted or expired (reaped): to a client such an upload does not exist."""
+        return self.state in (ABORTED, EXPIRED)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Upload":
         metadata = row["metadata"]
         result = row.get("result")
+        parts = row.get("part_list")
         return cls(
             id=str(row["id"]), protocol=row["protocol"],
             bucket_id=str(row["bucket_id"]) if row["bucket_id"] is not None else None, key=row["key"],
@@ -103,7 +110,8 @@ class Upload:
             sha256=row["sha256"], state=row["state"], expires_at=row["expires_at"], created_at=row["created_at"],
             updated_at=row["updated_at"], result=json.loads(result) if isinstance(result, str) else result,
             sha256_state=bytes(row["sha256_state"]) if row.get("sha256_state") is not None else None,
-            sha256_so_far=row.get("sha256_so_far"))
+            sha256_so_far=row.get("sha256_so_far"), expired=bool(row.get("is_expired")),
+            parts=[Part(**part) for part in parts] if parts else [])
 
     # --- part arithmetic (the only place it lives) ---------------------------
     def part_size_of(self, part_number: int) -> int:
@@ -135,6 +143,19 @@ class Upload:
         """Bytes stored so far: the acknowledged offset of sequential uploads (parts + staged tail),
         or the sum of the parts of indexed and multipart uploads (whose offset stays 0)."""
         return max(self.offset, sum(part.size for part in self.parts))
+
+
+def visible(upload: Upload | None, owner: str | None = None, *, bucket_id: str | None = None,
+            key: str | None = None) -> Upload:
+    """The upload, as its owner may see it (owner None: internal use). 404 when missing, another
+    owner's, another bucket's or key's, aborted, or reaped; 410 when expired but not yet reaped."""
+    if (upload is None or upload.gone or (owner is not None and upload.owner != owner)
+            or (bucket_id is not None and str(upload.bucket_id) != str(bucket_id))
+            or (key is not None and upload.key != key)):
+        raise NotFound("upload not found")
+    if upload.expired:
+        raise Gone("upload expired")
+    return upload
 
 
 def choose_part_size(length: int | None, base: int, requested: int | None = None) -> tuple[int, bool]:

@@ -29,13 +29,14 @@ import asyncio
 import contextlib
 from typing import Any, Iterator
 
-from ..db import cursor, transaction
 from ..errors import Conflict, Locked
-from ..storage import PartBody
+from ..storage import Location, PartBody
 from .common import READ_CHUNK, LeaseLost
-from .leases import Lease, lease_held
+from .leases import Lease, Leases
 from .model import OPEN, MissingParts, Part, Upload
+from .objects import UploadObjects
 from .resumable_sha256 import ResumableSha256
+from .table import UploadTable
 
 
 def hashes_in_order(upload: Upload) -> bool:
@@ -86,150 +87,124 @@ class ChunkTurns:
                 self.waiting_bytes -= size
 
 
-def parked_copy(engine: Any, upload: Upload, part_number: int):
-    return engine.staging(upload, f"chunk-{part_number}")
+class InOrderHashing:
+    """Hashing the chunks of such sessions in order, on whichever instance they arrive."""
 
+    def __init__(self, table: UploadTable, leases: Leases, objects: UploadObjects, turns: ChunkTurns) -> None:
+        self.table = table
+        self.leases = leases
+        self.objects = objects
+        self.turns = turns
 
-async def commit_hashed(cur: Any, upload_id: str, part_number: int, start: int, size: int, state: bytes,
-                        digest: str) -> bool:
-    """In the caller's transaction: move the frontier from `start` past this chunk, and keep its
-    state on its part. False (nothing changed) when the frontier is no longer at `start`."""
-    await cur.execute("UPDATE uploads SET acknowledged_offset = %s, sha256_state = %s, sha256_so_far = %s"
-                      " WHERE id = %s AND acknowledged_offset = %s AND state = 'open'",
-                      (start + size, state, digest, upload_id, start))
-    if cur.rowcount != 1:
-        return False
-    await cur.execute("UPDATE upload_parts SET sha256_state = %s WHERE upload_id = %s AND part_number = %s",
-                      (state, upload_id, part_number))
-    return True
+    def parked_copy(self, upload: Upload, part_number: int) -> Location:
+        return self.objects.staging(upload, f"chunk-{part_number}")
 
+    async def already_hashed(self, upload: Upload, part: int, body: PartBody) -> Part | None:
+        """The recorded part when this chunk was hashed already with exactly these bytes; None when it
+        was not hashed yet; 409 when it was hashed with other bytes."""
+        rows = await self.table.hashed_parts(upload.id, (part - 1, part))
+        mine = rows.get(part)
+        if mine is None or mine["sha256_state"] is None:
+            return None
+        before = rows.get(part - 1)
+        if part > 1 and (before is None or before["sha256_state"] is None):
+            raise RuntimeError(f"upload {upload.id}: part {part} is hashed but part {part - 1} is not")
+        running = ResumableSha256(bytes(before["sha256_state"]) if part > 1 else None)
+        await asyncio.to_thread(running.update_all, list(body.views()))
+        if body.size != mine["size"] or running.state() != bytes(mine["sha256_state"]):
+            raise Conflict(f"chunk {part} was acknowledged with other bytes, and this session, which declared a "
+                           "sha256, keeps the chunks it hashed; nothing was stored. A changed file needs a new "
+                           "session", code="ChunkChanged")
+        return Part(part, mine["size"], mine["etag"], mine["checksum"], mine["md5"])
 
-async def already_hashed(engine: Any, upload: Upload, part: int, body: PartBody) -> Part | None:
-    """The recorded part when this chunk was hashed already with exactly these bytes; None when it
-    was not hashed yet; 409 when it was hashed with other bytes."""
-    async with cursor(engine.pool) as cur:
-        await cur.execute("SELECT part_number, size, etag, checksum, md5, sha256_state FROM upload_parts"
-                          " WHERE upload_id = %s AND part_number IN (%s, %s)", (upload.id, part - 1, part))
-        rows = {row["part_number"]: row for row in await cur.fetchall()}
-    mine = rows.get(part)
-    if mine is None or mine["sha256_state"] is None:
-        return None
-    before = rows.get(part - 1)
-    if part > 1 and (before is None or before["sha256_state"] is None):
-        raise RuntimeError(f"upload {upload.id}: part {part} is hashed but part {part - 1} is not")
-    running = ResumableSha256(bytes(before["sha256_state"]) if part > 1 else None)
-    await asyncio.to_thread(running.update_all, list(body.views()))
-    if body.size != mine["size"] or running.state() != bytes(mine["sha256_state"]):
-        raise Conflict(f"chunk {part} was acknowledged with other bytes, and this session, which declared a "
-                       "sha256, keeps the chunks it hashed; nothing was stored. A changed file needs a new session",
-                       code="ChunkChanged")
-    return Part(part, mine["size"], mine["etag"], mine["checksum"], mine["md5"])
-
-
-async def hash_in_turn(engine: Any, lease: Lease, upload: Upload, part: Part,
-                       body: PartBody) -> tuple[int, bytes, str] | None:
-    """Wait until the chunks before `part` are hashed (hashing parked ones on the way), then hash
-    it. Returns (offset before it, state after it, digest so far) for record_part to commit with
-    the part, or None when the chunk must be parked instead."""
-    start = (part.part_number - 1) * upload.part_size
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + engine.turns.wait_seconds
-    with engine.turns.holding(body.allocated) as fits:
-        while True:
-            row = await _frontier(engine, upload.id)
-            if lease.lost.is_set() or row["acknowledged_offset"] > start:
-                raise LeaseLost(f"part {part.part_number} was taken over or the upload closed; it was not kept")
-            if row["acknowledged_offset"] == start:
-                break
-            if await _hash_next_parked(engine, lease, upload, row):
-                continue
-            remaining = deadline - loop.time()
-            if not fits or remaining <= 0 or not row["head_in_flight"]:
-                return None  # park: nobody is sending the chunk at the head of the line, or it takes too long
-            await engine.turns.changed(upload.id, min(remaining, engine.turns.POLL_SECONDS))
-    running = ResumableSha256(bytes(row["sha256_state"]))
-    await asyncio.to_thread(running.update_all, list(body.views()))
-    return start, running.state(), running.hexdigest()
-
-
-async def park(engine: Any, upload: Upload, part: Part, body: PartBody) -> None:
-    """Keep a chunk's bytes until its turn comes (it is then recorded unhashed)."""
-    await engine.store.put_bytes(parked_copy(engine, upload, part.part_number), body)
-
-
-async def hash_parked(engine: Any, upload: Upload) -> None:
-    """Completion: hash every parked chunk still in line, in order; MissingParts when one is absent,
-    423 when another request is writing one."""
-    total = upload.total_parts or 0
-    async with engine.part_writer(upload.id) as lease:
-        while True:
-            row = await _frontier(engine, upload.id)
-            if row["acknowledged_offset"] >= (upload.length or 0):
-                return
-            if not await _hash_next_parked(engine, lease, upload, row, wait=True):
-                async with cursor(engine.pool) as cur:
-                    await cur.execute("SELECT part_number FROM upload_parts WHERE upload_id = %s", (upload.id,))
-                    recorded = {item["part_number"] for item in await cur.fetchall()}
-                missing = [number for number in range(1, total + 1) if number not in recorded]
-                if missing:
-                    raise MissingParts(f"{len(missing)} parts are missing: {missing[:20]}", missing)
-                raise Locked("a chunk of this session is being written; complete again shortly",
-                             headers={"Retry-After": "1"})
-
-
-# ---------------------------------------------------------------- inside
-async def _frontier(engine: Any, upload_id: str) -> dict[str, Any]:
-    """The upload's hashed offset and state, and whether a live request is writing (or hashing)
-    the chunk at the head of the line."""
-    async with cursor(engine.pool) as cur:
-        await cur.execute(
-            f"""SELECT u.state, u.acknowledged_offset, u.sha256_state, EXISTS (
-                    SELECT 1 FROM upload_part_leases p WHERE p.upload_id = u.id
-                    AND p.part_number = u.acknowledged_offset / u.part_size + 1 AND {lease_held('p.')}) AS head_in_flight
-                FROM uploads u WHERE u.id = %s""", (upload_id,))
-        row = await cur.fetchone()
-    if row is None or row["state"] != OPEN:
-        raise Conflict("the upload is no longer open")
-    return row
-
-
-async def _hash_next_parked(engine: Any, lease: Lease, upload: Upload, row: dict[str, Any], *,
-                            wait: bool = False) -> bool:
-    """Hash the chunk next in line if it is parked (recorded, not hashed); its part lease keeps a
-    replacement of it out meanwhile. False when it is not recorded, or (without wait) another
-    request holds it; True when it was hashed, or the frontier moved meanwhile."""
-    start = row["acknowledged_offset"]
-    number = start // upload.part_size + 1
-    async with cursor(engine.pool) as cur:
-        await cur.execute("SELECT size, etag FROM upload_parts WHERE upload_id = %s AND part_number = %s"
-                          " AND sha256_state IS NULL", (upload.id, number))
-        recorded = await cur.fetchone()
-    if recorded is None:
-        return False
-    try:
-        await engine.acquire_part(lease, number, wait=wait)
-    except Locked:
-        if wait:
-            raise
-        return False
-    copy = parked_copy(engine, upload, number)
-    try:
+    async def hash_in_turn(self, lease: Lease, upload: Upload, part: Part,
+                           body: PartBody) -> tuple[int, bytes, str] | None:
+        """Wait until the chunks before `part` are hashed (hashing parked ones on the way), then hash
+        it. Returns (offset before it, state after it, digest so far) to commit with the part
+        (UploadTable.record_part), or None when the chunk must be parked instead."""
+        start = (part.part_number - 1) * upload.part_size
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.turns.wait_seconds
+        with self.turns.holding(body.allocated) as fits:
+            while True:
+                row = await self._frontier(upload.id)
+                if lease.lost.is_set() or row["acknowledged_offset"] > start:
+                    raise LeaseLost(f"part {part.part_number} was taken over or the upload closed; it was not kept")
+                if row["acknowledged_offset"] == start:
+                    break
+                if await self._hash_next_parked(lease, upload, row):
+                    continue
+                remaining = deadline - loop.time()
+                if not fits or remaining <= 0 or not row["head_in_flight"]:
+                    return None  # park: nobody is sending the chunk at the head of the line, or it takes too long
+                await self.turns.changed(upload.id, min(remaining, self.turns.POLL_SECONDS))
         running = ResumableSha256(bytes(row["sha256_state"]))
-        stream = await engine.store.open(copy)
-        if stream is None:
-            raise RuntimeError(f"upload {upload.id}: parked chunk {number} has no copy")
-        size = 0
-        async for piece in stream.chunks(READ_CHUNK):
-            await asyncio.to_thread(running.update, piece)
-            size += len(piece)
-        if size != recorded["size"]:
-            raise RuntimeError(f"upload {upload.id}: parked chunk {number} has {size} of {recorded['size']} bytes")
-        async with transaction(engine.pool) as cur:
-            if not await commit_hashed(cur, upload.id, number, start, size, running.state(), running.hexdigest()):
+        await asyncio.to_thread(running.update_all, list(body.views()))
+        return start, running.state(), running.hexdigest()
+
+    async def park(self, upload: Upload, part: Part, body: PartBody) -> None:
+        """Keep a chunk's bytes until its turn comes (it is then recorded unhashed)."""
+        await self.objects.store.put_bytes(self.parked_copy(upload, part.part_number), body)
+
+    async def hash_parked(self, upload: Upload) -> None:
+        """Completion: hash every parked chunk still in line, in order; MissingParts when one is absent,
+        423 when another request is writing one."""
+        total = upload.total_parts or 0
+        async with self.leases.part_writer(upload.id) as lease:
+            while True:
+                row = await self._frontier(upload.id)
+                if row["acknowledged_offset"] >= (upload.length or 0):
+                    return
+                if not await self._hash_next_parked(lease, upload, row, wait=True):
+                    recorded = await self.table.part_numbers(upload.id)
+                    missing = [number for number in range(1, total + 1) if number not in recorded]
+                    if missing:
+                        raise MissingParts(f"{len(missing)} parts are missing: {missing[:20]}", missing)
+                    raise Locked("a chunk of this session is being written; complete again shortly",
+                                 headers={"Retry-After": "1"})
+
+    # ---------------------------------------------------------------- inside
+    async def _frontier(self, upload_id: str) -> dict[str, Any]:
+        """The upload's hashed offset and state, and whether a live request is writing (or hashing)
+        the chunk at the head of the line."""
+        row = await self.table.hash_frontier(upload_id)
+        if row is None or row["state"] != OPEN:
+            raise Conflict("the upload is no longer open")
+        return row
+
+    async def _hash_next_parked(self, lease: Lease, upload: Upload, row: dict[str, Any], *,
+                                wait: bool = False) -> bool:
+        """Hash the chunk next in line if it is parked (recorded, not hashed); its part lease keeps a
+        replacement of it out meanwhile. False when it is not recorded, or (without wait) another
+        request holds it; True when it was hashed, or the frontier moved meanwhile."""
+        start = row["acknowledged_offset"]
+        number = start // upload.part_size + 1
+        recorded = await self.table.unhashed_part(upload.id, number)
+        if recorded is None:
+            return False
+        try:
+            await self.leases.acquire_part(lease, number, wait=wait)
+        except Locked:
+            if wait:
+                raise
+            return False
+        copy = self.parked_copy(upload, number)
+        try:
+            running = ResumableSha256(bytes(row["sha256_state"]))
+            stream = await self.objects.store.open(copy)
+            if stream is None:
+                raise RuntimeError(f"upload {upload.id}: parked chunk {number} has no copy")
+            size = 0
+            async for piece in stream.chunks(READ_CHUNK):
+                await asyncio.to_thread(running.update, piece)
+                size += len(piece)
+            if size != recorded["size"]:
+                raise RuntimeError(f"upload {upload.id}: parked chunk {number} has {size} of {recorded['size']} bytes")
+            if not await self.table.advance_hash(upload.id, number, start, size, running.state(), running.hexdigest()):
                 return True  # someone else moved the frontier: look again
-        with contextlib.suppress(Exception):
-            await engine.store.delete(copy.bucket, [copy.key])
-    finally:
-        await engine.release_part(lease, number)
-    engine.turns.notify(upload.id)
-    return True
+            with contextlib.suppress(Exception):
+                await self.objects.store.delete(copy.bucket, [copy.key])
+        finally:
+            await self.leases.release_part(lease, number)
+        self.turns.notify(upload.id)
+        return True

@@ -9,8 +9,8 @@ from typing import Any
 from ..errors import BadRequest, NotFound
 from ..storage import MAX_PARTS, MIN_PART_SIZE
 from .common import SEQUENTIAL_PROTOCOLS, S3_INVALID_PART, S3_INVALID_PART_ORDER, S3_ENTITY_TOO_SMALL, normal_etag
-from .core import EngineCore
 from .model import MissingParts, Part, Upload
+from .objects import UploadObjects
 
 
 @dataclass
@@ -21,9 +21,9 @@ class Plan:
     recorded: list[Part]
 
 
-async def plan_parts(engine: EngineCore, upload: Upload, client_parts: list[dict[str, Any]] | None) -> Plan:
+async def plan_parts(objects: UploadObjects, upload: Upload, client_parts: list[dict[str, Any]] | None) -> Plan:
     if client_parts is not None:
-        return await plan_client_parts(engine, upload, client_parts)
+        return await plan_client_parts(objects, upload, client_parts)
     recorded = list(upload.parts)
     size = sum(part.size for part in recorded)
     if upload.protocol in SEQUENTIAL_PROTOCOLS:
@@ -54,11 +54,11 @@ def s3_part_entry(upload: Upload, number: int, etag: str, checksum: str | None) 
     return entry
 
 
-async def plan_client_parts(engine: EngineCore, upload: Upload, client_parts: list[dict[str, Any]]) -> Plan:
+async def plan_client_parts(objects: UploadObjects, upload: Upload, client_parts: list[dict[str, Any]]) -> Plan:
     if not isinstance(client_parts, list) or not client_parts:
         raise BadRequest("parts must be a non-empty list of {part_number, etag}")
     try:
-        listed = await engine.listed_parts(upload)
+        listed = await objects.listed_parts(upload)
     except NotFound:
         # S3 no longer knows the multipart upload: an earlier completion may have reached
         # CompleteMultipartUpload and died before its commit. Check the list against the parts

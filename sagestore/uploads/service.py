@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import AsyncIterator
 
 from aiohttp import web
 
-from .. import context
+from .. import background, context
 from .engine import UploadEngine
 
 log = logging.getLogger("sagestore.uploads")
@@ -39,8 +38,5 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if reaper is not None:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+        await background.stop(reaper, "reaper")
         await engine.close()

@@ -16,6 +16,8 @@ from typing import Callable
 
 import requests
 
+from support.data import sha256
+
 MiB = 2**20
 TIMEOUT = 120
 
@@ -68,10 +70,6 @@ class TrialBytes:
         if self.kill_at is not None and self.total >= self.kill_at:
             self.kill_at = None
             self.kill()
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class PathClient:
@@ -387,5 +385,115 @@ class SignedPut(PathClient):
         self.done = True
 
 
+class _SeekableBody(KillableBody):
+    """A KillableBody botocore can measure and rewind (it asks tell/seek of a file-like body)."""
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = offset if whence == 0 else len(self.data) + offset if whence == 2 else self.position + offset
+        return self.position
+
+
+class _S3Client:
+    """boto3 on the S3 API (s3_url: set by the harness), with an access key made through the API;
+    one attempt per call (the harness restarts and resumes), connection failures as requests'."""
+
+    s3_url = ""
+
+    def s3(self):
+        if getattr(self, "_s3", None) is None:
+            import boto3
+            from botocore.config import Config
+            response = requests.post(f"{self.base}/api/v1/s3/keys", headers=self.headers, timeout=TIMEOUT)
+            assert response.status_code == 201, response.text
+            key = response.json()
+            self._s3 = boto3.client(
+                "s3", endpoint_url=self.s3_url, region_name="us-east-1", aws_access_key_id=key["access_key_id"],
+                aws_secret_access_key=key["secret_access_key"],
+                config=Config(s3={"addressing_style": "path", "payload_signing_enabled": False},
+                              retries={"max_attempts": 1}, request_checksum_calculation="when_required",
+                              connect_timeout=5, read_timeout=TIMEOUT))
+        return self._s3
+
+    def call(self, operation: str, **params):
+        from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+        try:
+            return getattr(self.s3(), operation)(**params)
+        except (ConnectionClosedError, EndpointConnectionError, ReadTimeoutError) as problem:
+            raise requests.ConnectionError(str(problem)) from None
+
+
+class S3Put(_S3Client, PathClient):
+    """PutObject through the S3 API: a client that loses the answer sends the whole file again."""
+
+    name = "s3-put"
+
+    def begin(self) -> None:
+        self.started = True
+
+    def restart_from_scratch(self) -> None:
+        self.acknowledged = self.sent = 0
+
+    def resync(self) -> None:
+        self.acknowledged = self.sent = 0
+
+    def step(self) -> None:
+        self.trial.completing()
+        self.sent = len(self.data)
+        answer = self.call("put_object", Bucket=self.bucket_id, Key=self.key,
+                           Body=_SeekableBody(self.data, self.trial), ContentLength=len(self.data))
+        assert answer["ETag"] == f'"{hashlib.md5(self.data).hexdigest()}"', answer["ETag"]
+        self.ack(len(self.data))
+        self.done = True
+
+
+class S3Multipart(_S3Client, PartsClient):
+    """An S3 multipart upload (boto3): parts in random order, resumed from ListParts."""
+
+    name = "s3-multipart"
+
+    def begin(self) -> None:
+        self.upload_id = self.call("create_multipart_upload", Bucket=self.bucket_id, Key=self.key)["UploadId"]
+        self.setup_parts(5 * MiB)
+        self.etags: dict[int, str] = {}
+        self.started = True
+
+    def resync(self) -> None:
+        from botocore.exceptions import ClientError
+        try:
+            parts = self.call("list_parts", Bucket=self.bucket_id, Key=self.key, UploadId=self.upload_id)
+        except ClientError as problem:
+            if problem.response["Error"]["Code"] != "NoSuchUpload":
+                raise
+            # completed before the kill, only the answer was lost: the harness checks the object
+            head = self.call("head_object", Bucket=self.bucket_id, Key=self.key)
+            assert head["ContentLength"] == len(self.data)
+            self.check_parts(set(self.numbers))
+            self.done = True
+            return
+        listed = parts.get("Parts", [])
+        self.check_parts({part["PartNumber"] for part in listed})
+        self.etags = {part["PartNumber"]: part["ETag"] for part in listed}
+
+    def step(self) -> None:
+        missing = [n for n in self.numbers if n not in self.acked]
+        if missing:
+            number = missing[0]
+            start = (number - 1) * self.part_size
+            self.sent_parts.add(number)
+            answer = self.call("upload_part", Bucket=self.bucket_id, Key=self.key, UploadId=self.upload_id,
+                               PartNumber=number, Body=_SeekableBody(self.data[start:start + self.part_size],
+                                                                      self.trial))
+            self.acked.add(number)
+            self.etags[number] = answer["ETag"]
+            return
+        self.trial.completing()
+        self.call("complete_multipart_upload", Bucket=self.bucket_id, Key=self.key, UploadId=self.upload_id,
+                  MultipartUpload={"Parts": [{"PartNumber": n, "ETag": self.etags[n]} for n in sorted(self.acked)]})
+        self.done = True
+
+
 PATHS: dict[str, type[PathClient]] = {cls.name: cls for cls in (Tus, Ietf, OffsetChunks, Sessions, Multipart, RawPut,
-                                                                SignedPut)}
+                                                                SignedPut, S3Put, S3Multipart)}

@@ -11,18 +11,13 @@ Checked in every trial:
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -32,65 +27,15 @@ from botocore.config import Config
 from sagestore.config import Settings
 from sagestore.storage import BucketMapping
 
-from .clients import MiB, PATHS, TrialBytes, sha256
+from support.data import create_bucket_row, sha256
+from support.server import ServerProcess
 
-REPO = Path(__file__).resolve().parent.parent.parent
+from .clients import MiB, PATHS, TrialBytes
 
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SAGESTORE_")}
-    for name, value in settings.__dict__.items():
-        env["SAGESTORE_" + name.upper()] = ",".join(value) if isinstance(value, tuple) else str(value)
-    env["PYTHONPATH"] = str(REPO)
-    return env
-
-
-class Server:
-    """One `sagestore serve` subprocess that the harness kills with SIGKILL and restarts on its port."""
-
-    def __init__(self, settings: Settings, port: int) -> None:
-        self.settings = settings.replace(port=port, host="127.0.0.1")
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="sagestore-faults-", suffix=".log")
-        self.process: subprocess.Popen | None = None
-        self.lock = threading.Lock()
-
-    @property
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def start(self, timeout: float = 90) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "sagestore", "serve"], env=settings_env(self.settings),
-                                        cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.output[-3000:]}")
-            try:
-                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server did not become ready")
-
-    def kill9(self) -> None:
-        with self.lock:
-            if self.process is not None and self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-
-    def dead(self) -> bool:
-        with self.lock:  # Popen.poll() answers None while another thread is inside wait()
-            return self.process is None or self.process.poll() is not None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill9()
+def killable_server(settings: Settings, port: int) -> ServerProcess:
+    """A `sagestore serve` subprocess that the harness kills with SIGKILL and restarts on its
+    port; ready when /readyz answers (its backends reachable)."""
+    return ServerProcess(settings, port, ready_path="/readyz")
 
 
 class S3Watcher(threading.Thread):
@@ -139,7 +84,7 @@ class Target:
         return mapping.object(self.bucket_id, key)
 
 
-def run_trial(server: Server, target: Target, path: str, rng: random.Random,
+def run_trial(server: ServerProcess, target: Target, path: str, rng: random.Random,
               completion_share: float = 0.2) -> TrialResult:
     """One upload on `path`; the server is killed at a random byte of the upload or, in
     completion_share of the trials, 0-0.4 s into the request that publishes the object."""
@@ -156,6 +101,7 @@ def run_trial(server: Server, target: Target, path: str, rng: random.Random,
     else:
         trial = TrialBytes(None, kill, kill_in_completion=rng.uniform(0.0, 0.4))
     client = PATHS[path](server.url, target.bucket_id, key, data, trial, rng)
+    client.s3_url = f"http://127.0.0.1:{server.settings.s3_api_port}"  # the S3 paths' endpoint
     location = target.location(key)
     s3 = target.s3()
     watcher = S3Watcher(s3, location.bucket, location.key)
@@ -219,28 +165,13 @@ def summarize(results: list[TrialResult]) -> dict[str, dict[str, Any]]:
     return table
 
 
-def create_bucket_row(database_url: str, owner: str = "alice") -> str:
-    from sagestore.db import buckets as bucket_queries
-    from sagestore.db import create_pool, transaction
-
-    async def run() -> str:
-        bucket_id = str(uuid.uuid4())
-        pool = await create_pool(database_url, 1)
-        try:
-            async with transaction(pool) as cur:
-                await bucket_queries.create(cur, bucket_id, "faults", "model", owner, False)
-        finally:
-            pool.close()
-            await pool.wait_closed()
-        return bucket_id
-    return asyncio.run(run())
-
-
 def run_matrix(settings: Settings, port: int, paths: list[str], trials: int, seed: int,
                progress=None) -> list[TrialResult]:
     """`trials` kill -9 trials per path against one server process (restarted after each kill)."""
-    settings = settings.replace(auth_mode="noauth", s3_part_size=5 * MiB, reaper_interval=0)
-    server = Server(settings, port)
+    from sagestore.embedded import free_port
+    settings = settings.replace(auth_mode="noauth", s3_part_size=5 * MiB, reaper_interval=0,
+                                s3_api_port=free_port())  # the S3 paths; kept across restarts
+    server = killable_server(settings, port)
     server.start()
     results = []
     try:

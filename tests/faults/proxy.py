@@ -5,6 +5,8 @@ Modes, switchable at any moment:
 - latency: every forwarded chunk waits `latency` seconds first;
 - reset_after: once that many request bytes (client -> S3) have passed, the connection is
   reset (RST to both sides): a reset in the middle of a part;
+- garble_requests: that many of the next requests (client -> S3) are preceded by a line that is
+  not HTTP, so the S3 server's HTTP layer answers 400 without an S3 error document and closes;
 - "blackhole": new connections are accepted and read but nothing is forwarded or answered,
   and connections already open stop forwarding (a frozen or unreachable network).
 """
@@ -12,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import struct
+
+REQUEST_LINE = re.compile(rb"[A-Z]+ /[^ ]* HTTP/1\.1\r\n")
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -31,6 +36,8 @@ class FaultProxy:
         self.latency = 0.0
         self.reset_after: int | None = None  # request bytes until the next reset (one-shot)
         self.resets = 0
+        self.garble_requests = 0
+        self.garbled = 0
         self.connections = 0
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
@@ -80,6 +87,10 @@ class FaultProxy:
                                 _reset(side)
                             return
                         self.reset_after -= len(data)
+                    if requests and self.garble_requests and REQUEST_LINE.match(data):
+                        self.garble_requests -= 1
+                        self.garbled += 1
+                        data = b"\x00 not a request\r\n" + data
                     sink.write(data)
                     await sink.drain()
                 with contextlib.suppress(OSError):

@@ -18,7 +18,9 @@ import requests
 from sagestore.config import Settings
 
 from .clients import MiB
-from .matrix import Server, create_bucket_row
+from support.data import create_bucket_row
+
+from .matrix import killable_server
 
 ALICE = {"Authorization": "sage user:alice"}
 
@@ -37,7 +39,7 @@ def _tus(session: requests.Session, url: str, bucket_id: str, key: str, data: by
 
 def run_soak(settings: Settings, port: int, seconds: float, workers: int = 4, warm_up: float = 20) -> dict[str, Any]:
     settings = settings.replace(auth_mode="noauth", reaper_interval=60)
-    server = Server(settings, port)
+    server = killable_server(settings, port)
     server.start()
     bucket_id = create_bucket_row(settings.database_url)
     url = server.url

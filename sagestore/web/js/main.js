@@ -1,5 +1,5 @@
 // The console: hash routes (#/, #/b/<bucket>/<folder/>, #/p/<bucket>), rendered with plain DOM.
-import { ApiError, buckets, keyPath, setToken, shares, token, tokenUser } from "./api.js";
+import { ApiError, buckets, claimedUser, keyPath, rejection, setToken, setVerifiedUser, shares, token, tokenUser } from "./api.js";
 import { formatBytes, formatDate, formatDuration, h } from "./dom.js";
 import { Queue, droppedFiles, unfinished } from "./uploads.js";
 
@@ -27,12 +27,49 @@ async function attempt(action) {
 }
 
 // ------------------------------------------------------------------------------------ sign-in
+// The header says "Signed in as" only once the server accepted the token. A #token= link never
+// replaces a signed-in user without asking, and says whom it signs in (anyone can send a link:
+// signing the victim into the sender's account silently would be login CSRF).
+let offeredToken = null;  // a #token= link waiting for the signed-in user's answer
+
 function takeTokenFromFragment() {
   // #token=<jwt>: the fragment never reaches a server; drop it from the address bar and history
   const match = location.hash.match(/^#token=([^&]+)/);
-  if (!match) return;
-  setToken(decodeURIComponent(match[1]));
+  if (!match) return null;
   history.replaceState(null, "", location.pathname + "#/");
+  try { return decodeURIComponent(match[1]); } catch { return match[1]; }
+}
+
+// Signs in with a token once the server accepts it; returns the server's refusal, or null.
+async function signIn(value) {
+  const problem = await rejection(value);
+  if (problem) return problem;
+  setToken(value);
+  setVerifiedUser(claimedUser(value) || "signed in");
+  return null;
+}
+
+async function settleSignIn() {
+  const offered = takeTokenFromFragment();
+  if (token() && !tokenUser()) {  // a token kept from before this page load: check it again
+    const problem = await rejection(token());
+    if (problem) {
+      setToken(null);
+      if (!offered) showError(`You are signed out: ${problem}`);
+    } else {
+      setVerifiedUser(claimedUser(token()) || "signed in");
+    }
+  }
+  if (!offered || offered === token()) return;
+  if (tokenUser()) { offeredToken = offered; return; }  // someone is signed in: ask first
+  const problem = await signIn(offered);
+  if (problem) showError(problem);
+}
+
+function signOut() {
+  setToken(null);
+  renderWho();
+  route();
 }
 
 function renderWho() {
@@ -40,8 +77,34 @@ function renderWho() {
   const user = tokenUser();
   who.replaceChildren(user
     ? h("span", {}, "Signed in as ", h("strong", {}, user), " ",
-        h("button", { type: "button", class: "secondary", onclick: () => { setToken(null); renderWho(); route(); } }, "Sign out"))
+        h("button", { type: "button", class: "secondary", onclick: signOut }, "Sign out"))
     : h("a", { href: "#/sign-in" }, "Sign in"));
+}
+
+function switchUserCard() {
+  const current = tokenUser();
+  const offeredUser = claimedUser(offeredToken);
+  const decide = async (switching) => {
+    const offered = offeredToken;
+    offeredToken = null;
+    clearError();
+    if (switching) {
+      const problem = await signIn(offered);
+      if (problem) showError(`The link was refused, you are still signed in as ${current}: ${problem}`);
+      else say(`Signed in as ${tokenUser()}`);
+    } else {
+      say(`Still signed in as ${current}`);
+    }
+    route();
+  };
+  return h("section", { class: "card narrow", id: "switch-user", role: "alertdialog", "aria-labelledby": "switch-title", "aria-describedby": "switch-text" },
+    h("h1", { id: "switch-title" }, "Switch user?"),
+    h("p", { id: "switch-text" }, "This sign-in link is for ", h("strong", {}, offeredUser || "a user it does not name"),
+      ". You are signed in as ", h("strong", {}, current), "."),
+    h("p", { class: "muted" }, "Switch only if you asked for this link: a link from someone else would have you work in their account."),
+    h("div", { class: "actions" },
+      h("button", { type: "button", onclick: () => decide(true) }, offeredUser ? `Sign in as ${offeredUser}` : "Switch user"),
+      h("button", { type: "button", class: "secondary", onclick: () => decide(false) }, `Stay signed in as ${current}`)));
 }
 
 function signInCard() {
@@ -50,37 +113,49 @@ function signInCard() {
     event.preventDefault();
     const value = event.target.token.value.trim().replace(/^(Bearer|sage)\s+/i, "");
     if (!value) return;
-    setToken(value);
-    renderWho();
-    location.hash = "#/";
-    route();
+    attempt(async () => {
+      const problem = await signIn(value);
+      if (problem) throw new Error(problem);
+      renderWho();
+      location.hash = "#/";
+      route();
+    });
   });
   return card;
 }
 
 // ------------------------------------------------------------------------------------ buckets page
-async function bucketsPage() {
+// 1000, the API's most for a signed-out caller: few users see more than one page
+const BUCKET_PAGE_SIZE = () => Number(sessionStorage.getItem("sagestore.bucketPageSize")) || 1000;
+
+async function bucketsPage(params) {
   const me = tokenUser();
-  const list = await buckets.list();
+  const after = params.get("after") || "";
+  const { items: list, after: nextPage } = await buckets.list({ after, limit: BUCKET_PAGE_SIZE() });
   const rows = list.map((bucket) => {
     const relation = me && bucket.owner === me ? "yours" : (me ? "shared with you or public" : "public");
     return h("tr", {},
       h("td", {}, h("a", { href: `#/b/${bucket.id}/` }, bucket.name || "(unnamed)")),
       h("td", { "data-label": "Type" }, bucket.type), h("td", { "data-label": "Owner" }, bucket.owner),
       h("td", { "data-label": "Access" }, relation),
-      h("td", { class: "actions" },
-        me ? h("button", { type: "button", class: "secondary", "aria-label": `Rename ${bucket.name}`, onclick: () => renameForm(bucket) }, "Rename") : null,
-        me ? h("a", { class: "button secondary", href: `#/p/${bucket.id}`, "aria-label": `Permissions of ${bucket.name}` }, "Permissions") : null,
-        me ? h("button", { type: "button", class: "danger", "aria-label": `Delete bucket ${bucket.name}`, onclick: () => deleteBucket(bucket) }, "Delete") : null));
+      me ? h("td", {}, h("div", { class: "actions" },
+        h("button", { type: "button", class: "secondary", "aria-label": `Rename ${bucket.name}`, onclick: () => renameForm(bucket) }, "Rename"),
+        h("a", { class: "button secondary", href: `#/p/${bucket.id}`, "aria-label": `Permissions of ${bucket.name}` }, "Permissions"),
+        h("button", { type: "button", class: "danger", "aria-label": `Delete bucket ${bucket.name}`, onclick: () => deleteBucket(bucket) }, "Delete"))) : null);
   });
+  // signed out there is nothing to act on: no Actions column at all
+  const columns = ["Name", "Type", "Owner", "Access", ...(me ? ["Actions"] : [])];
   const table = rows.length
-    ? h("div", { class: "scroll" }, h("table", {}, h("caption", { class: "visually-hidden" }, "Buckets"),
-        h("thead", {}, h("tr", {}, ["Name", "Type", "Owner", "Access", "Actions"].map((name) => h("th", { scope: "col" }, name)))),
+    ? h("div", { class: "scroll" }, h("table", { id: "buckets" }, h("caption", { class: "visually-hidden" }, "Buckets"),
+        h("thead", {}, h("tr", {}, columns.map((name) => h("th", { scope: "col" }, name)))),
         h("tbody", {}, rows)))
     : h("p", { class: "muted" }, me ? "No buckets yet: create one." : "No public buckets.");
+  const paging = h("div", { class: "actions paging" },
+    after ? h("a", { class: "button secondary", href: "#/" }, "First page") : null,
+    nextPage ? h("a", { class: "button secondary", href: `#/?${new URLSearchParams({ after: nextPage })}` }, "Next page") : null);
   main.replaceChildren(
     me ? null : signInCard(),
-    h("section", { class: "card" }, h("h1", {}, me ? "Buckets" : "Public buckets"), table,
+    h("section", { class: "card" }, h("h1", {}, me ? "Buckets" : "Public buckets"), table, paging,
       h("div", { id: "rename-slot" })),
     me ? createBucketForm() : null);
 }
@@ -108,7 +183,7 @@ function renameForm(bucket) {
   const input = h("input", { id: "rename-input", value: bucket.name, required: true, maxlength: 256 });
   slot.replaceChildren(h("form", { class: "inline-form", onsubmit: (event) => {
     event.preventDefault();
-    attempt(async () => { await buckets.rename(bucket.id, input.value); say("Renamed"); await bucketsPage(); });
+    attempt(async () => { await buckets.rename(bucket.id, input.value); say("Renamed"); await route(); });
   } }, h("label", { for: "rename-input" }, `New name for ${bucket.name}`), input,
     h("button", { type: "submit" }, "Save name"),
     h("button", { type: "button", class: "secondary", onclick: () => slot.replaceChildren() }, "Cancel rename")));
@@ -117,7 +192,7 @@ function renameForm(bucket) {
 
 function deleteBucket(bucket) {
   if (!confirm(`Delete bucket "${bucket.name}" with all its files? This cannot be undone.`)) return;
-  attempt(async () => { await buckets.remove(bucket.id); say(`Bucket ${bucket.name} deleted`); await bucketsPage(); });
+  attempt(async () => { await buckets.remove(bucket.id); say(`Bucket ${bucket.name} deleted`); await route(); });
 }
 
 // ------------------------------------------------------------------------------------ one bucket
@@ -148,10 +223,10 @@ async function bucketPage(bucketId, folder, params) {
     rows.push(h("tr", {},
       h("td", { class: "name" }, item.Key), h("td", { "data-label": "Size" }, formatBytes(item.Size)),
       h("td", { "data-label": "Modified" }, formatDate(item.LastModified)),
-      h("td", { class: "actions" },
+      h("td", {}, h("div", { class: "actions" },
         h("button", { type: "button", class: "secondary", "aria-label": `Download ${item.Key}`, onclick: () => download(bucketId, key) }, "Download"),
         signedIn ? h("button", { type: "button", class: "secondary", "aria-label": `Share ${item.Key}`, onclick: () => shareForm(bucketId, key) }, "Share") : null,
-        signedIn ? h("button", { type: "button", class: "danger", "aria-label": `Delete ${item.Key}`, onclick: () => deleteFile(bucketId, key) }, "Delete") : null)));
+        signedIn ? h("button", { type: "button", class: "danger", "aria-label": `Delete ${item.Key}`, onclick: () => deleteFile(bucketId, key) }, "Delete") : null))));
   }
   const here = `#/b/${bucketId}/${keyPath(folder)}`;
   const filter = h("form", { class: "inline-form", role: "search", onsubmit: (event) => {
@@ -161,7 +236,7 @@ async function bucketPage(bucketId, folder, params) {
   } }, h("label", { for: "prefix-filter" }, "Filter by name prefix"),
     h("input", { id: "prefix-filter", name: "prefix", value: prefix, type: "search" }),
     h("button", { type: "submit", class: "secondary" }, "Filter"));
-  const paging = h("div", { class: "actions" },
+  const paging = h("div", { class: "actions paging" },
     pageToken ? h("a", { class: "button secondary", href: prefix ? `${here}?prefix=${encodeURIComponent(prefix)}` : here }, "First page") : null,
     listing.NextContinuationToken ? h("a", { class: "button secondary", href: `${here}?${new URLSearchParams({ ...(prefix ? { prefix } : {}), page: listing.NextContinuationToken })}` }, "Next page") : null);
 
@@ -170,12 +245,13 @@ async function bucketPage(bucketId, folder, params) {
     h("section", { class: "card drop-zone", id: "drop-zone", "aria-labelledby": "bucket-title" },
       h("nav", { "aria-label": "Breadcrumb" }, h("ol", { class: "breadcrumbs" }, crumbs)),
       h("h1", { id: "bucket-title" }, bucket.name || bucketId, h("span", { class: "muted small" }, ` ${bucket.type}, owner ${bucket.owner}`)),
+      bucketIdLine(bucketId),
       signedIn ? uploadControls(bucketId, folder) : null,
       resumable.length ? h("div", { class: "notice" }, h("p", {}, "Unfinished uploads: pick the same file again to resume where it stopped."),
         h("ul", {}, resumable.map((entry) => h("li", {}, `${entry.key} (${formatBytes(entry.size)})`)))) : null,
       filter,
       rows.length
-        ? h("div", { class: "scroll" }, h("table", {}, h("caption", { class: "visually-hidden" }, `Files in ${folder || "the bucket root"}`),
+        ? h("div", { class: "scroll" }, h("table", { id: "files" }, h("caption", { class: "visually-hidden" }, `Files in ${folder || "the bucket root"}`),
             h("thead", {}, h("tr", {}, ["Name", "Size", "Modified", "Actions"].map((name) => h("th", { scope: "col" }, name)))),
             h("tbody", {}, rows)))
         : h("p", { class: "muted" }, prefix ? `Nothing here starts with "${prefix}".` : "This folder is empty."),
@@ -228,32 +304,73 @@ function download(bucketId, key) {
   });
 }
 
+// The bucket's id, which the CLI and the API need (sage://<id>/...), with a copy button.
+function bucketIdLine(bucketId) {
+  const value = h("code", { id: "bucket-id" }, bucketId);
+  return h("p", { class: "bucket-id" }, h("span", { class: "muted" }, "Bucket ID "), value, " ",
+    h("button", { type: "button", class: "secondary small-button", "aria-label": "Copy bucket ID", onclick: () => copyText(bucketId, "Bucket ID copied") }, "Copy ID"));
+}
+
+function shareState(share) {
+  if (share.revoked) return "revoked";
+  return new Date(share.expires_at) <= new Date() ? "expired" : "active";
+}
+
+// A table of share links, each active one with its Revoke button; `reload` redraws after a revoke.
+function shareTable(list, reload, { showKey }) {
+  const rows = list.map((share) => {
+    const state = shareState(share);
+    return h("tr", {},
+      showKey ? h("td", { class: "name" }, share.key) : null,
+      h("td", { "data-label": "Kind" }, share.method === "PUT" ? "upload (PUT)" : "download (GET)"),
+      h("td", { "data-label": "Made by" }, share.created_by),
+      h("td", { "data-label": "Expires" }, formatDate(share.expires_at)),
+      h("td", { "data-label": "State" }, state),
+      h("td", {}, state === "active"
+        ? h("button", { type: "button", class: "danger", "aria-label": `Revoke the link to ${share.key} made by ${share.created_by}, expiring ${formatDate(share.expires_at)}`,
+            onclick: () => attempt(async () => { await shares.revoke(share.id); say(`Link to ${share.key} revoked`); await reload(); }) }, "Revoke")
+        : h("span", { class: "muted" }, "—")));
+  });
+  const columns = [...(showKey ? ["File"] : []), "Kind", "Made by", "Expires", "State", "Actions"];
+  return h("div", { class: "scroll" }, h("table", { class: "shares" }, h("caption", { class: "visually-hidden" }, "Share links"),
+    h("thead", {}, h("tr", {}, columns.map((name) => h("th", { scope: "col" }, name)))), h("tbody", {}, rows)));
+}
+
 function shareForm(bucketId, key) {
   const slot = document.getElementById("share-slot");
-  const output = h("input", { id: "share-url", readOnly: true, "aria-label": `Share link for ${key}` });
-  const result = h("div", { class: "inline-form", hidden: true }, output,
-    h("button", { type: "button", onclick: () => copy(output) }, "Copy link"));
+  const existing = h("div", { id: "share-list" });
+  // the link box and its Copy button exist only once there is a link
+  const result = h("div", { id: "share-result" });
+  const showLinks = async () => {
+    const list = (await shares.list(bucketId)).filter((share) => share.key === key && shareState(share) === "active");
+    existing.replaceChildren(list.length
+      ? h("div", {}, h("h3", {}, `Active links to ${key}`), shareTable(list, showLinks, { showKey: false }))
+      : h("p", { class: "muted" }, "No active share link to this file."));
+  };
   slot.replaceChildren(h("section", { class: "share", "aria-label": `Share ${key}` },
     h("h2", {}, `Share ${key}`),
     h("form", { class: "inline-form", onsubmit: (event) => {
       event.preventDefault();
       attempt(async () => {
         const share = await shares.create(bucketId, key, "GET", Number(event.target.expiry.value));
-        output.value = share.url;
-        result.hidden = false;
+        const output = h("input", { id: "share-url", readOnly: true, value: share.url, "aria-label": `Share link for ${key}` });
+        result.replaceChildren(h("div", { class: "inline-form" }, output,
+          h("button", { type: "button", onclick: () => copyText(output.value, "Link copied", output) }, "Copy link")));
         say(`Share link valid until ${formatDate(share.expires_at)}`);
         output.select();
+        await showLinks();
       });
     } }, h("label", { for: "share-expiry" }, "Link expires after"),
       h("select", { id: "share-expiry", name: "expiry" }, EXPIRIES.map(([label, seconds]) => h("option", { value: seconds, selected: seconds === 86400 }, label))),
       h("button", { type: "submit" }, "Create share link")),
-    result));
+    result, existing));
   slot.querySelector("select").focus();
+  attempt(showLinks);
 }
 
-async function copy(input) {
-  input.select();
-  try { await navigator.clipboard.writeText(input.value); say("Link copied"); } catch { say("Select the link and copy it (Ctrl+C)"); }
+async function copyText(text, done, input) {
+  if (input) input.select();
+  try { await navigator.clipboard.writeText(text); say(done); } catch { say("Select the text and copy it (Ctrl+C)"); }
 }
 
 // ------------------------------------------------------------------------------------ permissions
@@ -298,7 +415,16 @@ async function permissionsPage(bucketId) {
     h("label", { for: "grantee" }, "Grantee"), h("input", { id: "grantee", name: "grantee", required: true, maxlength: 256 }),
     h("label", { for: "permission" }, "Permission"),
     h("select", { id: "permission", name: "permission" }, PERMISSIONS.map((name) => h("option", { value: name }, name))),
-    h("button", { type: "submit" }, "Grant"))));
+    h("button", { type: "submit" }, "Grant")),
+    h("h2", { id: "share-links-title" }, "Share links on this bucket"),
+    h("div", { id: "bucket-shares" })));
+  const links = document.getElementById("bucket-shares");
+  const showLinks = async () => {
+    const list = (await shares.list(bucketId)).filter((share) => shareState(share) === "active");
+    links.replaceChildren(list.length ? shareTable(list, showLinks, { showKey: true })
+      : h("p", { class: "muted" }, "No active share links."));
+  };
+  await attempt(showLinks);
 }
 
 // ------------------------------------------------------------------------------------ uploads panel
@@ -380,9 +506,22 @@ function refreshListingSoon() {
 }
 
 // ------------------------------------------------------------------------------------ router
-async function route() {
-  takeTokenFromFragment();
+// One route at a time: a hash change during a slow one (the sign-in check, a listing) renders after
+// it, so the page always ends on the latest address, never on an older answer.
+let routing = Promise.resolve();
+function route() {
+  routing = routing.then(renderRoute, renderRoute);
+  return routing;
+}
+
+async function renderRoute() {
+  await settleSignIn();
   renderWho();
+  if (offeredToken) {  // the safe answer has the focus: Enter keeps the signed-in user
+    main.replaceChildren(switchUserCard());
+    document.getElementById("switch-user").querySelector("button.secondary").focus();
+    return;
+  }
   const [path, query = ""] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(query);
   const bucketMatch = path.match(/^\/b\/([0-9a-f-]{36})\/(.*)$/i);
@@ -391,9 +530,15 @@ async function route() {
     if (bucketMatch) await bucketPage(bucketMatch[1], bucketMatch[2].split("/").map(decodeURIComponent).join("/"), params);
     else if (permissionsMatch) await permissionsPage(permissionsMatch[1]);
     else if (path === "/sign-in") main.replaceChildren(signInCard());
-    else await bucketsPage();
+    else await bucketsPage(params);
   } catch (error) {
-    showError(error);
+    if (error instanceof ApiError && error.status === 401 && token()) {
+      setToken(null);  // the server no longer accepts it (expired, or its key changed)
+      renderWho();
+      showError(`You are signed out: ${error.message}`);
+    } else {
+      showError(error);
+    }
     if (error instanceof ApiError && error.status === 401) main.replaceChildren(signInCard());
   }
 }
