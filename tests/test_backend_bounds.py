@@ -47,11 +47,24 @@ class Backends:
 
     def start_seaweedfs(self) -> None:
         self.weed, s3 = self.embedded.start_seaweedfs()
-        if hasattr(self, "s3"):  # a restart: the server keeps its endpoint
+        restart = hasattr(self, "s3")
+        if restart:  # the server keeps its endpoint
             assert s3["endpoint"] == self.s3["endpoint"], "SeaweedFS came back on another port"
         wait_for(lambda: _s3_ready(s3["endpoint"], s3["access_key"], s3["secret_key"]))
         asyncio.run(_wait_volumes_registered(self.weed, self.embedded, self.embedded.weed_volumes_on_disk, 60))
         self.s3 = s3
+        if restart:
+            self.wait_writable()
+
+    def wait_writable(self) -> None:
+        """Back means accepting writes: right after a restart SeaweedFS answers ListBuckets while
+        its first write can still take 13 s (measured under load), longer than the servers' 3 s
+        read timeout here, which rightly answers 503 to that. One small write per S3 bucket the
+        servers use, each allowed a minute."""
+        client = view(self).client
+        for bucket in view(self).mapping.all_s3_buckets():
+            client.put_object(Bucket=bucket, Key="probe-after-restart", Body=b"probe")
+            client.delete_object(Bucket=bucket, Key="probe-after-restart")
 
     def restart_postgres(self) -> None:
         self.postgres, url = self.embedded.start_postgres()
@@ -62,6 +75,9 @@ class Backends:
         for child in (self.weed, self.postgres):
             if child.process.poll() is None:
                 thaw([psutil.Process(child.process.pid), *psutil.Process(child.process.pid).children()])
+        # its data is deleted next, and a SeaweedFS restarted after a kill -9 sometimes takes more
+        # than the 20 s grace to stop (under load): no shutdown of it is tested here
+        self.weed.process.kill()
         self.embedded.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
