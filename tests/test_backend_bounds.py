@@ -61,10 +61,10 @@ class Backends:
         its first write can still take 13 s (measured under load), longer than the servers' 3 s
         read timeout here, which rightly answers 503 to that. One small write per S3 bucket the
         servers use, each allowed a minute."""
-        client = view(self).client
-        for bucket in view(self).mapping.all_s3_buckets():
-            client.put_object(Bucket=bucket, Key="probe-after-restart", Body=b"probe")
-            client.delete_object(Bucket=bucket, Key="probe-after-restart")
+        s3 = view(self)
+        for bucket in s3.mapping.all_s3_buckets():
+            s3.client.put_object(Bucket=bucket, Key="probe-after-restart", Body=b"probe")
+            s3.client.delete_object(Bucket=bucket, Key="probe-after-restart")
 
     def restart_postgres(self) -> None:
         self.postgres, url = self.embedded.start_postgres()
