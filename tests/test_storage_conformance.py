@@ -247,9 +247,13 @@ async def test_ensure_buckets_is_idempotent_and_safe_concurrently(store, backend
     names = [f"conformance-{uuid.uuid4().hex[:10]}" for _ in range(3)]
     assert await store.ensure_buckets(names[:2]) == 2
     assert await store.ensure_buckets(names[:2]) == 0
-    # two instances starting at once both see the bucket missing and both create it
+    # two instances starting at once: both may see the bucket missing and both create it (always so
+    # in memory; over the wire the second listing can come after the first creation, as in a CI
+    # run under load): neither fails, and the bucket is created
     created = await asyncio.gather(store.ensure_buckets(names), store.ensure_buckets(names))
-    assert created == [1, 1]
+    assert sorted(created) in ([0, 1], [1, 1])
+    if not backend.behaviour.s3_wire:
+        assert created == [1, 1]
     for name in names:
         await store.ping(name)
     if backend.behaviour.s3_wire:
