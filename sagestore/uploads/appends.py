@@ -17,7 +17,7 @@ from .checksums import MultiDigest, decode_b64, normalize_algorithm
 from .common import SEQUENTIAL_PROTOCOLS, BodyCutOff, ChunkChecksum, LeaseLost, chunks_with_idle_timeout
 from .leases import Lease, Leases
 from .limits import ByteBudget, Reservation, UserSlots
-from .model import ChecksumMismatch, OffsetMismatch, Part, Upload, visible
+from .model import OPEN, ChecksumMismatch, OffsetMismatch, Part, Upload, visible
 from .objects import UploadObjects
 from .resumable_sha256 import ResumableSha256
 from .table import UploadTable
@@ -118,6 +118,8 @@ class Appender:
         therefore the one the next append must use. A writer in this instance stops at once; one in
         another instance at its next lease renewal or commit at the latest.
         """
+        if upload.state == OPEN and upload.writer is None:
+            return upload  # nobody held the lease when the caller read the row: nothing to fence, no second read
         deadline = asyncio.get_running_loop().time() + grace
         waited = False
         while True:

@@ -87,6 +87,7 @@ class Upload:
     sha256_state: bytes | None = None
     sha256_so_far: str | None = None
     expired: bool = False  # its expiry has passed (PostgreSQL's clock), when it was read
+    writer: str | None = None  # a request's lease token was on the row when it was read (maybe a dead one's)
 
     @property
     def gone(self) -> bool:
@@ -110,7 +111,7 @@ class Upload:
             sha256=row["sha256"], state=row["state"], expires_at=row["expires_at"], created_at=row["created_at"],
             updated_at=row["updated_at"], result=json.loads(result) if isinstance(result, str) else result,
             sha256_state=bytes(row["sha256_state"]) if row.get("sha256_state") is not None else None,
-            sha256_so_far=row.get("sha256_so_far"), expired=bool(row.get("is_expired")),
+            sha256_so_far=row.get("sha256_so_far"), expired=bool(row.get("is_expired")), writer=row.get("writer"),
             parts=[Part(**part) for part in parts] if parts else [])
 
     # --- part arithmetic (the only place it lives) ---------------------------

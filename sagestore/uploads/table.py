@@ -180,30 +180,40 @@ class UploadTable:
         the writer it replaced. 410 when expired, 423 while another live request holds it (unless
         steal), and for completion also while parts are being written."""
         name = "mark_completing" if completing else "start_append"
-        async with transaction(self.pool) as cur:
+        transition = TRANSITIONS[name]
+        # one statement (one round trip): lock the row, take the lease when the rules allow it, and
+        # return what was there before, which says why when the lease was not taken
+        async with cursor(self.pool) as cur:
             await cur.execute(
-                f"""SELECT u.state, u.acknowledged_offset, u.writer, u.expires_at < now() AS is_expired,
-                           {lease_held('u.')} AS held,
-                           %s AND EXISTS (SELECT 1 FROM upload_part_leases p WHERE p.upload_id = u.id
-                                          AND {lease_held('p.')}) AS parts_held
-                    FROM uploads u WHERE u.id = %s FOR UPDATE OF u""", (completing, upload_id))
+                f"""WITH old AS (
+                        SELECT u.id, u.state, u.acknowledged_offset, u.writer, u.expires_at < now() AS is_expired,
+                               {lease_held('u.')} AS held,
+                               %s AND EXISTS (SELECT 1 FROM upload_part_leases p WHERE p.upload_id = u.id
+                                              AND {lease_held('p.')}) AS parts_held
+                        FROM uploads u WHERE u.id = %s FOR UPDATE OF u),
+                    taken AS (
+                        UPDATE uploads u SET writer = %s, writer_instance = %s,
+                            writer_until = now() + %s * interval '1 second', state = %s
+                        FROM old WHERE u.id = old.id AND old.state = ANY(%s) AND NOT old.is_expired
+                            AND (%s OR NOT old.held) AND NOT old.parts_held
+                        RETURNING {_ROW}, {_PARTS})
+                    SELECT old.state AS old_state, old.acknowledged_offset AS old_offset, old.writer AS previous,
+                           old.is_expired AS old_expired, old.held AS old_held, old.parts_held AS old_parts_held,
+                           taken.*
+                    FROM old LEFT JOIN taken ON true""",
+                (completing, upload_id, token, instance_id, self.lease_seconds, transition.target,
+                 list(transition.sources), steal))
             row = await cur.fetchone()
-            state = row["state"] if row is not None else None
-            if state not in (None, ABORTED, EXPIRED) and row["is_expired"]:
-                raise Gone("upload expired")
-            check(name, state, offset=row["acknowledged_offset"] if row is not None else 0)
-            if row["held"] and not steal:
-                raise Locked("another request is writing this upload; retry later", headers={"Retry-After": "1"})
-            if row["parts_held"]:
-                raise Locked("parts of this upload are still being written; retry when they are done",
-                             headers={"Retry-After": "1"})
-            await cur.execute(
-                f"""UPDATE uploads u SET writer = %s, writer_instance = %s,
-                        writer_until = now() + %s * interval '1 second', state = %s
-                    WHERE u.id = %s RETURNING {_ROW}, {_PARTS}""",
-                (token, instance_id, self.lease_seconds, TRANSITIONS[name].target, upload_id))
-            upload = Upload.from_row(await cur.fetchone())
-        return upload, row["writer"]
+        state = row["old_state"] if row is not None else None
+        if state not in (None, ABORTED, EXPIRED) and row["old_expired"]:
+            raise Gone("upload expired")
+        check(name, state, offset=row["old_offset"] if row is not None else 0)
+        if row["old_held"] and not steal:
+            raise Locked("another request is writing this upload; retry later", headers={"Retry-After": "1"})
+        if row["old_parts_held"]:
+            raise Locked("parts of this upload are still being written; retry when they are done",
+                         headers={"Retry-After": "1"})
+        return Upload.from_row(row), row["previous"]
 
     async def renew(self, upload_id: str, token: str, *, holds_upload: bool) -> bool:
         """Extend a request's leases; False when its upload lease was taken from it."""
@@ -219,12 +229,12 @@ class UploadTable:
 
     async def release(self, upload_id: str, token: str, *, holds_upload: bool) -> None:
         """Give up a request's upload lease (if it still has it) and its part leases."""
-        async with transaction(self.pool) as cur:
-            if holds_upload:
-                await cur.execute("UPDATE uploads SET writer = NULL, writer_instance = NULL, writer_until = NULL"
-                                  " WHERE id = %s AND writer = %s", (upload_id, token))
-            await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND writer = %s",
-                              (upload_id, token))
+        async with cursor(self.pool) as cur:  # one statement, so both go together
+            await cur.execute("""WITH upload_lease AS (
+                                     UPDATE uploads SET writer = NULL, writer_instance = NULL, writer_until = NULL
+                                     WHERE %s AND id = %s AND writer = %s)
+                                 DELETE FROM upload_part_leases WHERE upload_id = %s AND writer = %s""",
+                              (holds_upload, upload_id, token, upload_id, token))
 
     async def writer_held(self, upload_id: str) -> bool:
         """A live request holds the lease of this open upload."""
@@ -252,27 +262,33 @@ class UploadTable:
         """The lease of one part number: True when taken (or already ours), False while another live
         request holds it. 404/410 for a gone upload, LeaseLost when a request writing under the
         upload lease lost it, IllegalTransition once the upload is no longer open."""
-        async with transaction(self.pool) as cur:
-            await cur.execute("SELECT state, writer, expires_at < now() AS is_expired FROM uploads WHERE id = %s"
-                              " FOR SHARE", (upload_id,))
-            row = await cur.fetchone()
-            state = row["state"] if row is not None else None
-            if state not in (None, ABORTED, EXPIRED) and row["is_expired"]:
-                raise Gone("upload expired")
-            if state not in (None, ABORTED, EXPIRED) and holds_upload and row["writer"] != token:
-                raise LeaseLost("another request took over this upload")
-            check("record_part", state)
-            # one statement decides: a SELECT ... FOR UPDATE locks nothing while no lease row exists
-            # yet, so two first writers of a part would both take it; ON CONFLICT serialises them
+        # one statement: a SELECT ... FOR UPDATE would lock nothing while no lease row exists yet, so
+        # two first writers of a part would both take it; ON CONFLICT serialises them. The upload row
+        # is read FOR SHARE in the same statement, so no transition of it runs in between.
+        async with cursor(self.pool) as cur:
             await cur.execute(
-                f"""INSERT INTO upload_part_leases (upload_id, part_number, writer, writer_instance, writer_until)
-                    VALUES (%s, %s, %s, %s, now() + %s * interval '1 second')
-                    ON CONFLICT (upload_id, part_number) DO UPDATE SET writer = EXCLUDED.writer,
-                        writer_instance = EXCLUDED.writer_instance, writer_until = EXCLUDED.writer_until
-                    WHERE upload_part_leases.writer = EXCLUDED.writer
-                        OR NOT {lease_held('upload_part_leases.')}""",
-                (upload_id, part_number, token, instance_id, self.lease_seconds))
-            return cur.rowcount == 1
+                f"""WITH u AS (SELECT state, writer, expires_at < now() AS is_expired FROM uploads WHERE id = %s
+                               FOR SHARE),
+                         taken AS (
+                        INSERT INTO upload_part_leases (upload_id, part_number, writer, writer_instance, writer_until)
+                        SELECT %s, %s, %s, %s, now() + %s * interval '1 second' FROM u
+                        WHERE u.state = ANY(%s) AND NOT u.is_expired AND (NOT %s OR u.writer = %s)
+                        ON CONFLICT (upload_id, part_number) DO UPDATE SET writer = EXCLUDED.writer,
+                            writer_instance = EXCLUDED.writer_instance, writer_until = EXCLUDED.writer_until
+                        WHERE upload_part_leases.writer = EXCLUDED.writer
+                            OR NOT {lease_held('upload_part_leases.')}
+                        RETURNING 1)
+                    SELECT u.state, u.writer, u.is_expired, EXISTS (SELECT 1 FROM taken) AS taken FROM u""",
+                (upload_id, upload_id, part_number, token, instance_id, self.lease_seconds,
+                 list(TRANSITIONS["record_part"].sources), holds_upload, token))
+            row = await cur.fetchone()
+        state = row["state"] if row is not None else None
+        if state not in (None, ABORTED, EXPIRED) and row["is_expired"]:
+            raise Gone("upload expired")
+        if state not in (None, ABORTED, EXPIRED) and holds_upload and row["writer"] != token:
+            raise LeaseLost("another request took over this upload")
+        check("record_part", state)
+        return row["taken"]
 
     async def release_part_lease(self, upload_id: str, part_number: int, token: str) -> None:
         async with cursor(self.pool) as cur:
@@ -288,26 +304,38 @@ class UploadTable:
         kept). The expiry moves on. With
         release the same transaction gives up the upload and part leases. Returns the upload as
         committed, with its parts."""
-        async with transaction(self.pool) as cur:
+        # one statement: the row, its new parts and (with release) the part leases go together or not at all
+        async with cursor(self.pool) as cur:
             await cur.execute(
-                """UPDATE uploads SET acknowledged_offset = %s, tail_key = %s, tail_size = %s, length = %s,
-                       sha256_state = %s, sha256_so_far = %s,
-                       updated_at = now(), expires_at = now() + %s * interval '1 second',
-                       writer = CASE WHEN %s THEN NULL ELSE writer END,
-                       writer_instance = CASE WHEN %s THEN NULL ELSE writer_instance END,
-                       writer_until = CASE WHEN %s THEN NULL ELSE writer_until END
-                   WHERE id = %s AND writer = %s AND state = ANY(%s) AND acknowledged_offset = %s
-                   RETURNING *, expires_at < now() AS is_expired""",
+                """WITH committed AS (
+                        UPDATE uploads SET acknowledged_offset = %s, tail_key = %s, tail_size = %s, length = %s,
+                            sha256_state = %s, sha256_so_far = %s,
+                            updated_at = now(), expires_at = now() + %s * interval '1 second',
+                            writer = CASE WHEN %s THEN NULL ELSE writer END,
+                            writer_instance = CASE WHEN %s THEN NULL ELSE writer_instance END,
+                            writer_until = CASE WHEN %s THEN NULL ELSE writer_until END
+                        WHERE id = %s AND writer = %s AND state = ANY(%s) AND acknowledged_offset = %s
+                        RETURNING *, expires_at < now() AS is_expired),
+                    new_parts AS (
+                        INSERT INTO upload_parts (upload_id, part_number, size, etag, checksum, md5)
+                        SELECT committed.id, p.part_number, p.size, p.etag, p.checksum, p.md5
+                        FROM committed, unnest(%s::integer[], %s::bigint[], %s::text[], %s::text[], %s::text[])
+                            AS p (part_number, size, etag, checksum, md5)
+                        ON CONFLICT (upload_id, part_number) DO UPDATE SET size = EXCLUDED.size,
+                            etag = EXCLUDED.etag, checksum = EXCLUDED.checksum, md5 = EXCLUDED.md5,
+                            created_at = now()),
+                    released AS (
+                        DELETE FROM upload_part_leases l USING committed
+                        WHERE %s AND l.upload_id = committed.id AND l.writer = %s)
+                    SELECT * FROM committed""",
                 (offset, tail_key, tail_size, length, *sha256, self.ttl, release, release, release, upload.id, token,
-                 list(TRANSITIONS["commit_append"].sources), upload.offset))
+                 list(TRANSITIONS["commit_append"].sources), upload.offset,
+                 [part.part_number for part in parts], [part.size for part in parts], [part.etag for part in parts],
+                 [part.checksum for part in parts], [part.md5 for part in parts], release, token))
             row = await cur.fetchone()
             if row is None:
                 await self._explain(cur, "commit_append", upload.id)
                 raise LeaseLost("another request took over this upload; this request kept nothing")
-            await self.upsert_parts(cur, upload.id, parts)
-            if release:
-                await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND writer = %s",
-                                  (upload.id, token))
         committed = Upload.from_row(row)
         committed.parts = sorted({part.part_number: part for part in [*upload.parts, *parts]}.values(),
                                  key=lambda part: part.part_number)
@@ -329,21 +357,43 @@ class UploadTable:
         upload is open (else the state raises): otherwise the part is not kept. The expiry moves on.
         in_order: (offset before the part, hash state after it, digest so far) of a chunk hashed in
         order, committed with it."""
-        async with transaction(self.pool) as cur:
-            # NO KEY UPDATE, not SHARE: this transaction updates the row below (no lock upgrade deadlock)
-            await cur.execute("SELECT state FROM uploads WHERE id = %s FOR NO KEY UPDATE", (upload_id,))
+        hashed = in_order is not None
+        start, state, digest = in_order if hashed else (0, None, None)
+        # one statement: the row locked (NO KEY UPDATE: the statement updates it) and the part lease
+        # checked, then the part, the expiry and (in order) the hashed frontier, or nothing at all
+        async with cursor(self.pool) as cur:
+            await cur.execute(
+                """WITH u AS (SELECT state, acknowledged_offset FROM uploads WHERE id = %(id)s FOR NO KEY UPDATE),
+                        lease AS (SELECT 1 FROM upload_part_leases WHERE upload_id = %(id)s
+                                  AND part_number = %(number)s AND writer = %(token)s FOR UPDATE),
+                        allowed AS (SELECT 1 FROM u WHERE u.state = ANY(%(sources)s) AND EXISTS (SELECT 1 FROM lease)
+                                    AND (NOT %(hashed)s OR u.acknowledged_offset = %(start)s)),
+                        new_part AS (
+                            INSERT INTO upload_parts (upload_id, part_number, size, etag, checksum, md5, sha256_state)
+                            SELECT %(id)s, %(number)s, %(size)s, %(etag)s, %(checksum)s, %(md5)s, %(state)s
+                            FROM allowed
+                            ON CONFLICT (upload_id, part_number) DO UPDATE SET size = EXCLUDED.size,
+                                etag = EXCLUDED.etag, checksum = EXCLUDED.checksum, md5 = EXCLUDED.md5,
+                                created_at = now(), sha256_state = CASE WHEN %(hashed)s THEN EXCLUDED.sha256_state
+                                                                        ELSE upload_parts.sha256_state END),
+                        touched AS (
+                            UPDATE uploads SET updated_at = now(), expires_at = now() + %(ttl)s * interval '1 second',
+                                acknowledged_offset = CASE WHEN %(hashed)s THEN %(end)s ELSE acknowledged_offset END,
+                                sha256_state = CASE WHEN %(hashed)s THEN %(state)s ELSE sha256_state END,
+                                sha256_so_far = CASE WHEN %(hashed)s THEN %(digest)s ELSE sha256_so_far END
+                            FROM allowed WHERE id = %(id)s)
+                   SELECT u.state, EXISTS (SELECT 1 FROM lease) AS leased, EXISTS (SELECT 1 FROM allowed) AS recorded
+                   FROM u""",
+                {"id": upload_id, "number": part.part_number, "token": token, "hashed": hashed, "start": start,
+                 "end": start + part.size, "state": state, "digest": digest, "size": part.size, "etag": part.etag,
+                 "checksum": part.checksum, "md5": part.md5, "ttl": self.ttl,
+                 "sources": list(TRANSITIONS["record_part"].sources)})
             row = await cur.fetchone()
-            await cur.execute("SELECT 1 FROM upload_part_leases WHERE upload_id = %s AND part_number = %s"
-                              " AND writer = %s FOR UPDATE", (upload_id, part.part_number, token))
-            check("record_part", row["state"] if row is not None else None)
-            if await cur.fetchone() is None:
-                raise LeaseLost(f"part {part.part_number} was taken over; it was not kept")
-            await self.upsert_parts(cur, upload_id, [part])
-            await cur.execute("UPDATE uploads SET updated_at = now(), expires_at = now() + %s * interval '1 second'"
-                              " WHERE id = %s", (self.ttl, upload_id))
-            if in_order is not None and not await self._advance_hash(cur, upload_id, part.part_number, in_order[0],
-                                                                     part.size, in_order[1], in_order[2]):
-                raise LeaseLost(f"part {part.part_number} was hashed elsewhere meanwhile; it was not kept")
+        check("record_part", row["state"] if row is not None else None)
+        if not row["leased"]:
+            raise LeaseLost(f"part {part.part_number} was taken over; it was not kept")
+        if not row["recorded"]:
+            raise LeaseLost(f"part {part.part_number} was hashed elsewhere meanwhile; it was not kept")
 
     async def register_part(self, upload_id: str, part: Part) -> None:
         """`record_part` of a part the client stored itself (a presigned URL): no part lease."""
