@@ -205,7 +205,7 @@ class AppendPipeline:
                 self.verify_chunk_checksum()
                 self.buffer.truncate()  # to the bytes filled: it was allocated for a whole part
                 if self.buffer.filled and self.new_length is not None and new_offset == self.new_length:
-                    self.hash_full_part(self.next_part, self.buffer)
+                    self.hash_full_part(self.next_part)
                     await self.dispatch(self.next_part, self.buffer)  # the last part may be short: no tail needed
                     self.next_part += 1
                     self.buffer = PartBody(0)
@@ -255,6 +255,8 @@ class AppendPipeline:
             if tail is None or len(tail) != upload.tail_size:
                 raise RuntimeError(f"staged tail of upload {upload.id} is missing or has the wrong size")
             self.buffer.write(tail)
+            if self.running is not None:
+                self.running.update(tail)  # the running hash stops at the last full part: the tail comes next
             del tail
             reservation.release(upload.tail_size)
 
@@ -292,18 +294,22 @@ class AppendPipeline:
                 take = min(part_size - self.buffer.filled, len(view) - position)
                 await self.reservation.grow(self.buffer.allocated_after(take) - self.buffer.allocated)
                 self.buffer.write(view[position:position + take])
+                if self.running is not None:
+                    # hashed as it arrives, not when the part is full: no pause of the event loop between
+                    # the body's last byte and the answer (a whole chunk at the end cost ~12 ms per 16 MiB)
+                    self.running.update(chunk if take == len(chunk) else view[position:position + take])
                 position += take
                 if self.buffer.filled == part_size:
-                    self.hash_full_part(self.next_part, self.buffer)
+                    self.hash_full_part(self.next_part)
                     if self.streaming is None:
                         await self.dispatch(self.next_part, self.buffer)
                     self.streaming = None
                     self.next_part += 1
                     self.buffer = None
 
-    def hash_full_part(self, number: int, data: PartBody) -> None:
+    def hash_full_part(self, number: int) -> None:
+        """Keep the running hash's state after part `number` (its bytes were hashed as they came)."""
         if self.running is not None:
-            self.running.update_all(data.views())
             self.state_after[number] = self.running.state()
 
     def committed_sha256(self, parts: list[Part]) -> tuple[bytes | None, str | None]:
@@ -311,6 +317,8 @@ class AppendPipeline:
         if self.running is None:
             return None, None
         state = self.state_after[parts[-1].part_number] if parts else self.upload.sha256_state
+        if len(parts) == self.next_part - self.first_part:  # every part kept: the running hash is at the buffer's end
+            return state, self.running.hexdigest()
         return state, ResumableSha256(state).update_all(self.buffer.views()).hexdigest()
 
     def this_body_fills(self, number: int, data: PartBody, consumed: int) -> bool:
