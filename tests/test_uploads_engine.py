@@ -328,12 +328,13 @@ async def test_second_writer_gets_423_and_steal_takes_over(make_engine):
 
 async def test_uncontended_chunks_cost_one_statement_per_step(make_engine, monkeypatch):
     """A sequential upload's chunk costs one round trip per step, not a transaction each: the
-    handler's read, the upload lease, the part lease, its release and the commit (the take-over
-    read is skipped when the row showed no writer); 16 before the statements were merged. An
-    indexed chunk likewise (15 before)."""
+    handler's read, the upload lease (with the lease of the part a whole-part body fills), the
+    part lease's release and the commit (the take-over read is skipped when the row showed no
+    writer); 16 before the statements were merged. A body shorter than a part takes its part's
+    lease on its own. An indexed chunk likewise (15 before)."""
     engine = await make_engine()
     bucket_id = await new_bucket(engine)
-    upload = await engine.create("tus", bucket_id, "counted.bin", "alice", length=10 * MiB)
+    upload = await engine.create("tus", bucket_id, "counted.bin", "alice", length=11 * MiB)
     statements: list[str] = []
     execute = aiopg.Cursor.execute
 
@@ -349,7 +350,11 @@ async def test_uncontended_chunks_cost_one_statement_per_step(make_engine, monke
         upload = await engine.take_over(upload)
         upload = await engine.append(upload, offset, chunks_of(os.urandom(5 * MiB)), body_length=5 * MiB)
         assert upload.offset == offset + 5 * MiB
-        assert len(statements) == 5, statements
+        assert len(statements) == 4, statements
+    statements.clear()
+    upload = await engine.append(upload, 10 * MiB, chunks_of(os.urandom(MiB)), body_length=MiB)
+    assert upload.offset == 11 * MiB
+    assert len(statements) == 4, statements  # the last part, shorter: its lease is a statement of its own
     monkeypatch.undo()
     await engine.complete(upload)
 

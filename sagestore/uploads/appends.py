@@ -79,7 +79,11 @@ class Appender:
             raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",
                                  current.offset)
         async with self.slots.hold(upload.owner):
-            async with self.leases.writing(upload.id, steal=steal) as (lease, current):
+            # a body that fills a whole part on its own: its part's lease comes with the upload lease,
+            # so the part can start for S3 without another round trip
+            fills_a_part = (body_length is not None and body_length >= upload.part_size and not upload.part_size_grows
+                            and self.store.capabilities.stream_parts and not upload.checksum_algorithm)
+            async with self.leases.writing(upload.id, steal=steal, next_part=fills_a_part) as (lease, current):
                 if offset != current.offset:
                     raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",
                                          current.offset)

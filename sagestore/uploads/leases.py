@@ -100,6 +100,7 @@ class Lease:
         self.holds_upload = holds_upload
         self.lost = asyncio.Event()
         self.released = False  # set when a commit already gave up the upload and its part leases
+        self.parts: set[int] = set()  # part numbers leased with the upload lease, not yet given back
 
 
 class Leases:
@@ -112,16 +113,20 @@ class Leases:
         self.local: dict[str, Lease] = {}  # token -> lease, for the requests of this instance
 
     @contextlib.asynccontextmanager
-    async def writing(self, upload_id: str, *, steal: bool = False,
-                      completing: bool = False) -> AsyncIterator[tuple[Lease, Upload]]:
+    async def writing(self, upload_id: str, *, steal: bool = False, completing: bool = False,
+                      next_part: bool = False) -> AsyncIterator[tuple[Lease, Upload]]:
         """The upload lease (for completion, in state `completing`) and the upload as it is now,
-        with its parts; 404/410/409/423 when it cannot be had."""
+        with its parts; 404/410/409/423 when it cannot be had. next_part: take the next part's
+        lease in the same statement when it is free (a body that will fill it)."""
         token = new_token()
-        upload, previous = await self.table.take_lease(upload_id, token, self.liveness.instance_id, steal=steal,
-                                                       completing=completing)
+        upload, previous, leased_part = await self.table.take_lease(
+            upload_id, token, self.liveness.instance_id, steal=steal, completing=completing, next_part=next_part)
         if previous:
             self.lose(previous)  # a steal within this instance stops the old writer now
-        async with self._held(Lease(upload_id, token, self.liveness.instance_id, holds_upload=True)) as lease:
+        lease = Lease(upload_id, token, self.liveness.instance_id, holds_upload=True)
+        if leased_part is not None:
+            lease.parts.add(leased_part)
+        async with self._held(lease):
             yield lease, upload
 
     @contextlib.asynccontextmanager
@@ -134,6 +139,8 @@ class Leases:
         """Lease one part number. Writers under an upload lease wait for a previous holder (a stolen
         request finishing its UploadPart), so S3 receives same-numbered parts in lease order; others
         get 423."""
+        if part_number in lease.parts:
+            return  # taken with the upload lease, and renewed with it since
         deadline = asyncio.get_running_loop().time() + self.seconds + 5
         while not await self.table.take_part_lease(lease.upload_id, part_number, lease.token, lease.instance_id,
                                                    holds_upload=lease.holds_upload):
@@ -143,6 +150,7 @@ class Leases:
             await asyncio.sleep(0.1)
 
     async def release_part(self, lease: Lease, part_number: int) -> None:
+        lease.parts.discard(part_number)
         await self.table.release_part_lease(lease.upload_id, part_number, lease.token)
 
     async def fence(self, upload_id: str) -> None:

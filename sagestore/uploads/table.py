@@ -24,6 +24,7 @@ import aiopg
 
 from ..db import cursor, transaction
 from ..errors import Conflict, Gone, Locked, NotFound
+from ..storage import MAX_PARTS
 from .common import LeaseLost
 from .model import ABORTED, COMPLETED, COMPLETING, EXPIRED, OPEN, Part, Upload
 
@@ -175,10 +176,12 @@ class UploadTable:
 
     # ------------------------------------------------------------------ the writer lease
     async def take_lease(self, upload_id: str, token: str, instance_id: int, *, steal: bool,
-                         completing: bool) -> tuple[Upload, str | None]:
-        """`start_append` (or `mark_completing`): the upload lease, with its parts; and the token of
-        the writer it replaced. 410 when expired, 423 while another live request holds it (unless
-        steal), and for completion also while parts are being written."""
+                         completing: bool, next_part: bool = False) -> tuple[Upload, str | None, int | None]:
+        """`start_append` (or `mark_completing`): the upload lease, with its parts; the token of the
+        writer it replaced; with next_part, also the lease of the part after the last one when it
+        is free (its number, else None), so a body that fills it can go to S3 at once. 410 when
+        expired, 423 while another live request holds it (unless steal), and for completion also
+        while parts are being written."""
         name = "mark_completing" if completing else "start_append"
         transition = TRANSITIONS[name]
         # one statement (one round trip): lock the row, take the lease when the rules allow it, and
@@ -196,13 +199,23 @@ class UploadTable:
                             writer_until = now() + %s * interval '1 second', state = %s
                         FROM old WHERE u.id = old.id AND old.state = ANY(%s) AND NOT old.is_expired
                             AND (%s OR NOT old.held) AND NOT old.parts_held
-                        RETURNING {_ROW}, {_PARTS})
+                        RETURNING {_ROW}, {_PARTS}),
+                    part_lease AS (
+                        INSERT INTO upload_part_leases (upload_id, part_number, writer, writer_instance, writer_until)
+                        SELECT taken.id, following.number, %s, %s, now() + %s * interval '1 second'
+                        FROM taken, LATERAL (SELECT coalesce(max(p.part_number), 0) + 1 AS number
+                                             FROM upload_parts p WHERE p.upload_id = taken.id) following
+                        WHERE %s AND following.number <= %s
+                        ON CONFLICT (upload_id, part_number) DO UPDATE SET writer = EXCLUDED.writer,
+                            writer_instance = EXCLUDED.writer_instance, writer_until = EXCLUDED.writer_until
+                        WHERE NOT {lease_held('upload_part_leases.')}
+                        RETURNING part_number)
                     SELECT old.state AS old_state, old.acknowledged_offset AS old_offset, old.writer AS previous,
                            old.is_expired AS old_expired, old.held AS old_held, old.parts_held AS old_parts_held,
-                           taken.*
+                           (SELECT part_number FROM part_lease) AS leased_part, taken.*
                     FROM old LEFT JOIN taken ON true""",
                 (completing, upload_id, token, instance_id, self.lease_seconds, transition.target,
-                 list(transition.sources), steal))
+                 list(transition.sources), steal, token, instance_id, self.lease_seconds, next_part, MAX_PARTS))
             row = await cur.fetchone()
         state = row["old_state"] if row is not None else None
         if state not in (None, ABORTED, EXPIRED) and row["old_expired"]:
@@ -213,7 +226,7 @@ class UploadTable:
         if row["old_parts_held"]:
             raise Locked("parts of this upload are still being written; retry when they are done",
                          headers={"Retry-After": "1"})
-        return Upload.from_row(row), row["previous"]
+        return Upload.from_row(row), row["previous"], row["leased_part"]
 
     async def renew(self, upload_id: str, token: str, *, holds_upload: bool) -> bool:
         """Extend a request's leases; False when its upload lease was taken from it."""
