@@ -94,8 +94,10 @@ def test_token_finds_the_data_dir_of_the_running_server_and_never_creates_one(se
     elsewhere.mkdir()
     env = cli_env(served, home)
     data_dir = tmp_path / "server-data"
+    # the server's own PATH lacks the venv too (a developer's activated venv would make it print
+    # the bare name, which the plain shell below cannot find)
     server = ServerProcess(served.settings.replace(jwt_secret="", data_dir=str(data_dir)),
-                           extra_env={"XDG_RUNTIME_DIR": env["XDG_RUNTIME_DIR"]}).start()
+                           extra_env={"XDG_RUNTIME_DIR": env["XDG_RUNTIME_DIR"], "PATH": "/usr/bin:/bin"}).start()
     try:
         # the server made its data dir private, and its printed next steps run as printed
         assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
