@@ -315,7 +315,7 @@ class UploadTable:
         """`commit_append`: received bytes, only while `token` holds the lease and the offset is still
         the one the request started at (else LeaseLost, or the upload's state raises: nothing is
         kept). The expiry moves on. With
-        release the same transaction gives up the upload and part leases. Returns the upload as
+        release the same statement gives up the upload and part leases. Returns the upload as
         committed, with its parts."""
         # one statement: the row, its new parts and (with release) the part leases go together or not at all
         async with cursor(self.pool) as cur:
