@@ -242,12 +242,19 @@ class UploadTable:
 
     async def release(self, upload_id: str, token: str, *, holds_upload: bool) -> None:
         """Give up a request's upload lease (if it still has it) and its part leases."""
-        async with cursor(self.pool) as cur:  # one statement, so both go together
-            await cur.execute("""WITH upload_lease AS (
-                                     UPDATE uploads SET writer = NULL, writer_instance = NULL, writer_until = NULL
-                                     WHERE %s AND id = %s AND writer = %s)
-                                 DELETE FROM upload_part_leases WHERE upload_id = %s AND writer = %s""",
-                              (holds_upload, upload_id, token, upload_id, token))
+        if not holds_upload:  # a part writer's: one statement
+            async with cursor(self.pool) as cur:
+                await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND writer = %s",
+                                  (upload_id, token))
+            return
+        # the upload row first, then the part leases, the order of every other statement here (an
+        # unreferenced WITH would run after the DELETE, and the reverse order can deadlock with a
+        # request taking one of these parts' leases); a request's commit usually releases both
+        async with transaction(self.pool) as cur:
+            await cur.execute("UPDATE uploads SET writer = NULL, writer_instance = NULL, writer_until = NULL"
+                              " WHERE id = %s AND writer = %s", (upload_id, token))
+            await cur.execute("DELETE FROM upload_part_leases WHERE upload_id = %s AND writer = %s",
+                              (upload_id, token))
 
     async def writer_held(self, upload_id: str) -> bool:
         """A live request holds the lease of this open upload."""
