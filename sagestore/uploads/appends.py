@@ -81,8 +81,8 @@ class Appender:
         async with self.slots.hold(upload.owner):
             # a body that fills a whole part on its own: its part's lease comes with the upload lease,
             # so the part can start for S3 without another round trip
-            fills_a_part = (body_length is not None and body_length >= upload.part_size and not upload.part_size_grows
-                            and self.store.capabilities.stream_parts and not upload.checksum_algorithm)
+            fills_a_part = (self.streams_parts(upload, body_length) and body_length >= upload.part_size
+                            and not upload.part_size_grows)
             async with self.leases.writing(upload.id, steal=steal, next_part=fills_a_part) as (lease, current):
                 if offset != current.offset:
                     raise OffsetMismatch(f"offset {offset} does not match the upload's offset {current.offset}",
@@ -110,6 +110,11 @@ class Appender:
                     raise PayloadTooLarge(too_large)  # before any byte is read: nothing is kept
                 return await AppendPipeline(self, lease, current, body, new_length, final, chunk_checksum,
                                             limit, body_length, too_large).run()
+
+    def streams_parts(self, upload: Upload, body_length: int | None) -> bool:
+        """Whether a part this body surely fills may go to S3 while it fills: the body's length is
+        known and no per-part checksum must be sent with the part."""
+        return body_length is not None and self.store.capabilities.stream_parts and not upload.checksum_algorithm
 
     async def take_over(self, upload: Upload, *, grace: float = 2.0) -> Upload:
         """Fence off the request writing this upload now, if any, and return the upload as committed.
@@ -168,10 +173,7 @@ class AppendPipeline:
         self.first_part = self.next_part
         self.in_flight = max(1, self.store.parts_in_flight)
         self.reservation: Reservation | None = None  # budget for the bytes buffered now (parts in flight + this one)
-        # a part may go to S3 while it fills only when this body surely fills it (its length is
-        # known) and no per-part checksum must be sent with it
-        self.stream_parts = (body_length is not None and self.store.capabilities.stream_parts
-                             and not upload.checksum_algorithm)
+        self.stream_parts = appender.streams_parts(upload, body_length)
         self.checksum_digest: MultiDigest | None = None
         self.trailer_digest: MultiDigest | None = None
         if chunk_checksum is not None and not callable(chunk_checksum):

@@ -87,7 +87,8 @@ class Upload:
     sha256_state: bytes | None = None
     sha256_so_far: str | None = None
     expired: bool = False  # its expiry has passed (PostgreSQL's clock), when it was read
-    writer: str | None = None  # a request's lease token was on the row when it was read (maybe a dead one's)
+    # a request's lease token was on the row when it was read (maybe a dead one's); not in repr: logs
+    writer: str | None = field(default=None, repr=False)
 
     @property
     def gone(self) -> bool:

@@ -96,6 +96,22 @@ _PARTS = """(SELECT coalesce(json_agg(json_build_object('part_number', p.part_nu
                                     ORDER BY p.part_number), '[]')
             FROM upload_parts p WHERE p.upload_id = u.id) AS part_list"""
 
+# the rows of `parts` as five arrays (_part_columns): one statement for any number of parts
+_GIVEN_PARTS = ("unnest(%s::integer[], %s::bigint[], %s::text[], %s::text[], %s::text[])"
+                " AS p (part_number, size, etag, checksum, md5)")
+# a part written again replaces the row of the earlier one
+_PART_UPSERT = """ON CONFLICT (upload_id, part_number) DO UPDATE SET size = EXCLUDED.size, etag = EXCLUDED.etag,
+                      checksum = EXCLUDED.checksum, md5 = EXCLUDED.md5, created_at = now()"""
+# a part lease is taken when no live request holds it, or when this one already does
+_PART_LEASE_TAKEN = f"""ON CONFLICT (upload_id, part_number) DO UPDATE SET writer = EXCLUDED.writer,
+                            writer_instance = EXCLUDED.writer_instance, writer_until = EXCLUDED.writer_until
+                        WHERE upload_part_leases.writer = EXCLUDED.writer OR NOT {lease_held('upload_part_leases.')}"""
+
+
+def _part_columns(parts: list[Part]) -> tuple[list[Any], ...]:
+    return ([part.part_number for part in parts], [part.size for part in parts], [part.etag for part in parts],
+            [part.checksum for part in parts], [part.md5 for part in parts])
+
 
 class UploadTable:
     """The statements, grouped by what they serve. Methods open their own connection or
@@ -206,9 +222,7 @@ class UploadTable:
                         FROM taken, LATERAL (SELECT coalesce(max(p.part_number), 0) + 1 AS number
                                              FROM upload_parts p WHERE p.upload_id = taken.id) following
                         WHERE %s AND following.number <= %s
-                        ON CONFLICT (upload_id, part_number) DO UPDATE SET writer = EXCLUDED.writer,
-                            writer_instance = EXCLUDED.writer_instance, writer_until = EXCLUDED.writer_until
-                        WHERE NOT {lease_held('upload_part_leases.')}
+                        {_PART_LEASE_TAKEN}
                         RETURNING part_number)
                     SELECT old.state AS old_state, old.acknowledged_offset AS old_offset, old.writer AS previous,
                            old.is_expired AS old_expired, old.held AS old_held, old.parts_held AS old_parts_held,
@@ -293,10 +307,7 @@ class UploadTable:
                         INSERT INTO upload_part_leases (upload_id, part_number, writer, writer_instance, writer_until)
                         SELECT %s, %s, %s, %s, now() + %s * interval '1 second' FROM u
                         WHERE u.state = ANY(%s) AND NOT u.is_expired AND (NOT %s OR u.writer = %s)
-                        ON CONFLICT (upload_id, part_number) DO UPDATE SET writer = EXCLUDED.writer,
-                            writer_instance = EXCLUDED.writer_instance, writer_until = EXCLUDED.writer_until
-                        WHERE upload_part_leases.writer = EXCLUDED.writer
-                            OR NOT {lease_held('upload_part_leases.')}
+                        {_PART_LEASE_TAKEN}
                         RETURNING 1)
                     SELECT u.state, u.writer, u.is_expired, EXISTS (SELECT 1 FROM taken) AS taken FROM u""",
                 (upload_id, upload_id, part_number, token, instance_id, self.lease_seconds,
@@ -327,7 +338,7 @@ class UploadTable:
         # one statement: the row, its new parts and (with release) the part leases go together or not at all
         async with cursor(self.pool) as cur:
             await cur.execute(
-                """WITH committed AS (
+                f"""WITH committed AS (
                         UPDATE uploads SET acknowledged_offset = %s, tail_key = %s, tail_size = %s, length = %s,
                             sha256_state = %s, sha256_so_far = %s,
                             updated_at = now(), expires_at = now() + %s * interval '1 second',
@@ -338,20 +349,14 @@ class UploadTable:
                         RETURNING *, expires_at < now() AS is_expired),
                     new_parts AS (
                         INSERT INTO upload_parts (upload_id, part_number, size, etag, checksum, md5)
-                        SELECT committed.id, p.part_number, p.size, p.etag, p.checksum, p.md5
-                        FROM committed, unnest(%s::integer[], %s::bigint[], %s::text[], %s::text[], %s::text[])
-                            AS p (part_number, size, etag, checksum, md5)
-                        ON CONFLICT (upload_id, part_number) DO UPDATE SET size = EXCLUDED.size,
-                            etag = EXCLUDED.etag, checksum = EXCLUDED.checksum, md5 = EXCLUDED.md5,
-                            created_at = now()),
+                        SELECT committed.id, p.* FROM committed, {_GIVEN_PARTS}
+                        {_PART_UPSERT}),
                     released AS (
                         DELETE FROM upload_part_leases l USING committed
                         WHERE %s AND l.upload_id = committed.id AND l.writer = %s)
                     SELECT * FROM committed""",
                 (offset, tail_key, tail_size, length, *sha256, self.ttl, release, release, release, upload.id, token,
-                 list(TRANSITIONS["commit_append"].sources), upload.offset,
-                 [part.part_number for part in parts], [part.size for part in parts], [part.etag for part in parts],
-                 [part.checksum for part in parts], [part.md5 for part in parts], release, token))
+                 list(TRANSITIONS["commit_append"].sources), upload.offset, *_part_columns(parts), release, token))
             row = await cur.fetchone()
             if row is None:
                 await self._explain(cur, "commit_append", upload.id)
@@ -363,13 +368,11 @@ class UploadTable:
 
     @staticmethod
     async def upsert_parts(cur: aiopg.Cursor, upload_id: str, parts: list[Part]) -> None:
-        for part in parts:
-            await cur.execute(
-                """INSERT INTO upload_parts (upload_id, part_number, size, etag, checksum, md5)
-                   VALUES (%s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (upload_id, part_number) DO UPDATE SET size = EXCLUDED.size, etag = EXCLUDED.etag,
-                       checksum = EXCLUDED.checksum, md5 = EXCLUDED.md5, created_at = now()""",
-                (upload_id, part.part_number, part.size, part.etag, part.checksum, part.md5))
+        """The parts' rows, in one statement."""
+        if parts:
+            await cur.execute(f"INSERT INTO upload_parts (upload_id, part_number, size, etag, checksum, md5)"
+                              f" SELECT %s::uuid, p.* FROM {_GIVEN_PARTS} {_PART_UPSERT}",
+                              (upload_id, *_part_columns(parts)))
 
     async def record_part(self, upload_id: str, part: Part, token: str, *,
                           in_order: tuple[int, bytes, str] | None = None) -> None:
@@ -383,7 +386,7 @@ class UploadTable:
         # checked, then the part, the expiry and (in order) the hashed frontier, or nothing at all
         async with cursor(self.pool) as cur:
             await cur.execute(
-                """WITH u AS (SELECT state, acknowledged_offset FROM uploads WHERE id = %(id)s FOR NO KEY UPDATE),
+                f"""WITH u AS (SELECT state, acknowledged_offset FROM uploads WHERE id = %(id)s FOR NO KEY UPDATE),
                         lease AS (SELECT 1 FROM upload_part_leases WHERE upload_id = %(id)s
                                   AND part_number = %(number)s AND writer = %(token)s FOR UPDATE),
                         allowed AS (SELECT 1 FROM u WHERE u.state = ANY(%(sources)s) AND EXISTS (SELECT 1 FROM lease)
@@ -392,10 +395,8 @@ class UploadTable:
                             INSERT INTO upload_parts (upload_id, part_number, size, etag, checksum, md5, sha256_state)
                             SELECT %(id)s, %(number)s, %(size)s, %(etag)s, %(checksum)s, %(md5)s, %(state)s
                             FROM allowed
-                            ON CONFLICT (upload_id, part_number) DO UPDATE SET size = EXCLUDED.size,
-                                etag = EXCLUDED.etag, checksum = EXCLUDED.checksum, md5 = EXCLUDED.md5,
-                                created_at = now(), sha256_state = CASE WHEN %(hashed)s THEN EXCLUDED.sha256_state
-                                                                        ELSE upload_parts.sha256_state END),
+                            {_PART_UPSERT}, sha256_state = CASE WHEN %(hashed)s THEN EXCLUDED.sha256_state
+                                                                ELSE upload_parts.sha256_state END),
                         touched AS (
                             UPDATE uploads SET updated_at = now(), expires_at = now() + %(ttl)s * interval '1 second',
                                 acknowledged_offset = CASE WHEN %(hashed)s THEN %(end)s ELSE acknowledged_offset END,
