@@ -16,6 +16,7 @@ import requests
 from faults.clients import PATHS
 from faults.matrix import Target, killable_server, run_trial
 from support.data import create_bucket_row, sha256_b64
+from support.tus import metadata
 
 from sagestore.embedded import free_port
 
@@ -93,6 +94,48 @@ def test_ietf_completion_cut_off_by_kill_9_is_finished_by_the_clients_retry(faul
         "Content-Type": "application/partial-upload"})
     assert response.status_code in (200, 201, 204), (response.status_code, response.text)
     assert response.headers.get("Upload-Complete") == "?1"
+    assert _state(target.settings.database_url, upload_id) == "completed"
+    location = target.location(key)
+    stored = target.s3().get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
+
+
+def test_tus_completion_cut_off_by_kill_9_is_finished_by_the_next_head(fault_server):
+    """A tus upload is published by its last PATCH. When the server dies while the row says
+    `completing`, a tus client that lost that answer asks with HEAD and, seeing the full offset, is
+    done: so the HEAD finishes the completion. Before, it answered the full offset and the object was
+    never published (found by test_scale_out's kill under CI load)."""
+    server, target = fault_server
+    data = os.urandom(48 * MiB + 5)
+    headers = {"Authorization": "sage user:alice", "Tus-Resumable": "1.0.0"}
+    for attempt in range(5):
+        key = f"faults/tus-completing/{uuid.uuid4().hex}.bin"
+        response = requests.post(f"{server.url}/api/v1/tus/", timeout=60, headers={
+            **headers, "Upload-Length": str(len(data)), "Upload-Metadata": metadata(bucket=target.bucket_id, key=key)})
+        assert response.status_code == 201, response.text
+        url = server.url + response.headers["Location"]
+        upload_id = url.rstrip("/").rsplit("/", 1)[1]
+        last = len(data) - MiB
+        patch = {**headers, "Content-Type": "application/offset+octet-stream"}
+        response = requests.patch(url, data=data[:last], timeout=120, headers={**patch, "Upload-Offset": "0"})
+        assert response.status_code == 204, response.text
+        completing = threading.Thread(target=_ignore_errors, args=(
+            lambda: requests.patch(url, data=data[last:], timeout=120, headers={**patch, "Upload-Offset": str(last)}),))
+        completing.start()
+        seen = _wait_for_state(target.settings.database_url, upload_id, {"completing", "completed"})
+        if seen == "completing":
+            server.kill9()
+        completing.join()
+        if seen == "completing" and _state(target.settings.database_url, upload_id) == "completing":
+            break  # the premise: killed with the row `completing`
+        if server.dead():
+            server.start()
+    else:
+        raise AssertionError("premise not reached in 5 attempts: every completion finished before the kill")
+    server.start()
+    response = requests.head(url, timeout=120, headers=headers)
+    assert response.status_code == 204, (response.status_code, response.text)
+    assert response.headers["Upload-Offset"] == str(len(data))
     assert _state(target.settings.database_url, upload_id) == "completed"
     location = target.location(key)
     stored = target.s3().get_object(Bucket=location.bucket, Key=location.key)["Body"].read()

@@ -21,10 +21,11 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from .. import context, gate
-from ..errors import ApiError, BadRequest, Forbidden, Gone, NotFound, PreconditionFailed, UnsupportedMediaType
+from ..errors import (ApiError, BadRequest, Forbidden, Gone, Locked, NotFound, PreconditionFailed,
+                      UnsupportedMediaType)
 from ..openapi import ERROR, documented
 from ..trailers import can_read_trailers, request_trailers
-from ..uploads import COMPLETED, OPEN, Upload
+from ..uploads import COMPLETED, COMPLETING, OPEN, Upload
 from ..uploads.checksums import decode_b64
 from .common import Handler, http_date, identity
 from .resumable import (IETF_ON_TUS, body_chunks, callers_upload, callers_writable_upload, check_write, complete,
@@ -147,11 +148,20 @@ async def _append(request: web.Request, upload: Upload, offset: int, *, fresh: b
 
 async def _finish_if_received(request: web.Request, upload: Upload) -> Upload:
     """Once every byte is in: publish, or for a partial upload keep it staged and assemble every
-    final upload that was only waiting for it (concatenation-unfinished)."""
-    if upload.state != OPEN or upload.length is None or upload.offset != upload.length or _is_final(upload):
+    final upload that was only waiting for it (concatenation-unfinished). An upload left
+    `completing` by an instance that died while publishing it is finished the same way (a tus
+    client that lost the last PATCH's answer asks with HEAD, sees the full offset, and is done);
+    while a live request is still completing it, it is answered as it is."""
+    if upload.state not in (OPEN, COMPLETING) or upload.length is None or upload.offset != upload.length \
+            or _is_final(upload):
         return upload
     engine = request.app[context.ENGINE]
-    await complete(request, upload)
+    try:
+        await complete(request, upload)
+    except Locked:
+        if upload.state != COMPLETING:
+            raise
+        return upload
     if _concat(upload) == "partial":
         await engine.assemble_finals_waiting_for(upload, lambda bucket_id: check_write(request, bucket_id))
     return await engine.get(upload.id, None, with_parts=False)
@@ -300,7 +310,8 @@ async def head(request: web.Request) -> web.Response:
             await _assemble(request, upload)
             upload = await engine.get(upload.id, None, with_parts=False)
     elif upload.state == OPEN:
-        upload = await engine.take_over(upload)
+        upload = await _finish_if_received(request, await engine.take_over(upload))
+    elif upload.state == COMPLETING:  # its completion was cut off by its instance's death, or runs now
         upload = await _finish_if_received(request, upload)
     headers = {"Cache-Control": "no-store", **_expires(upload)}
     if not _is_final(upload) or upload.state == COMPLETED:
