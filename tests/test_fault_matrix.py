@@ -75,17 +75,9 @@ def test_ietf_completion_cut_off_by_kill_9_is_finished_by_the_clients_retry(faul
         assert response.status_code == 204, response.text
         final_patch = {**headers, "Upload-Offset": str(last), "Upload-Complete": "?1",
                        "Content-Type": "application/partial-upload"}
-        completing = threading.Thread(target=_ignore_errors, args=(
-            lambda: requests.patch(url, data=data[last:], timeout=120, headers=final_patch),))
-        completing.start()
-        seen = _wait_for_state(target.settings.database_url, upload_id, {"completing", "completed"})
-        if seen == "completing":
-            server.kill9()
-        completing.join()
-        if seen == "completing" and _state(target.settings.database_url, upload_id) == "completing":
-            break  # the premise: killed with the row `completing`
-        if server.dead():
-            server.start()
+        if _killed_while_completing(server, target, upload_id,
+                                    lambda: requests.patch(url, data=data[last:], timeout=120, headers=final_patch)):
+            break
     else:
         raise AssertionError("premise not reached in 3 attempts: every completion finished before the kill")
     server.start()
@@ -119,17 +111,9 @@ def test_tus_completion_cut_off_by_kill_9_is_finished_by_the_next_head(fault_ser
         patch = {**headers, "Content-Type": "application/offset+octet-stream"}
         response = requests.patch(url, data=data[:last], timeout=120, headers={**patch, "Upload-Offset": "0"})
         assert response.status_code == 204, response.text
-        completing = threading.Thread(target=_ignore_errors, args=(
-            lambda: requests.patch(url, data=data[last:], timeout=120, headers={**patch, "Upload-Offset": str(last)}),))
-        completing.start()
-        seen = _wait_for_state(target.settings.database_url, upload_id, {"completing", "completed"})
-        if seen == "completing":
-            server.kill9()
-        completing.join()
-        if seen == "completing" and _state(target.settings.database_url, upload_id) == "completing":
-            break  # the premise: killed with the row `completing`
-        if server.dead():
-            server.start()
+        if _killed_while_completing(server, target, upload_id, lambda: requests.patch(
+                url, data=data[last:], timeout=120, headers={**patch, "Upload-Offset": str(last)})):
+            break
     else:
         raise AssertionError("premise not reached in 5 attempts: every completion finished before the kill")
     server.start()
@@ -140,6 +124,23 @@ def test_tus_completion_cut_off_by_kill_9_is_finished_by_the_next_head(fault_ser
     location = target.location(key)
     stored = target.s3().get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
     assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
+
+
+def _killed_while_completing(server, target: Target, upload_id: str, final_request) -> bool:
+    """Send the request that completes the upload and SIGKILL the server once the row reads
+    `completing`; True when the row is still `completing` after the kill (the premise), else the
+    server is running again for the next attempt."""
+    completing = threading.Thread(target=_ignore_errors, args=(final_request,))
+    completing.start()
+    seen = _wait_for_state(target.settings.database_url, upload_id, {"completing", "completed"})
+    if seen == "completing":
+        server.kill9()
+    completing.join()
+    if seen == "completing" and _state(target.settings.database_url, upload_id) == "completing":
+        return True
+    if server.dead():
+        server.start()
+    return False
 
 
 def _ignore_errors(call) -> None:
